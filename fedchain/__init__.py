@@ -1,0 +1,9 @@
+"""fedchain core: what both the hospital node and the coordinator use.
+
+Plan format, model registry, canonical serialization, encrypted envelopes,
+identities and the command-line interface. Role packages (``node``,
+``coordinator``) build on this; this package's library modules never import
+them (only :mod:`fedchain.cli` wires the roles together).
+"""
+
+__version__ = "0.1.0"

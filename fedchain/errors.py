@@ -1,0 +1,13 @@
+"""The project's exception hierarchy.
+
+Every error a user can provoke derives from :class:`FedchainError`; the CLI
+prints its message (no stack trace) and exits non-zero.
+"""
+
+
+class FedchainError(Exception):
+    """Base class for every error fedchain reports to a user."""
+
+
+class ConfigError(FedchainError):
+    """A configuration, plan or input file is missing or invalid."""

@@ -1,0 +1,57 @@
+"""The content-store interface every backend implements."""
+
+from __future__ import annotations
+
+import abc
+from typing import BinaryIO
+
+from fedchain.errors import FedchainError
+
+
+class StoreError(FedchainError):
+    """Base class for content-store failures."""
+
+
+class ContentStore(abc.ABC):
+    """Content-addressed storage: bytes in, CID out; CID in, verified bytes out.
+
+    CIDs are CIDv0 strings (``Qm…``), exactly what ``ipfs add`` (default
+    settings: 256 KiB chunks, balanced DAG, 174 links per node) returns.
+    """
+
+    @abc.abstractmethod
+    def put(self, data: bytes | BinaryIO, *, pin: bool = True) -> str:
+        """Store bytes (or a binary stream, read in chunks) and return the CID."""
+
+    @abc.abstractmethod
+    def get(self, cid: str) -> bytes:
+        """Return the whole content of ``cid``; raise a StoreError if absent or corrupt."""
+
+    @abc.abstractmethod
+    def get_to(self, cid: str, out: BinaryIO) -> int:
+        """Stream the content of ``cid`` into ``out``; return the number of bytes written."""
+
+    @abc.abstractmethod
+    def has(self, cid: str) -> bool:
+        """True when the store holds the whole content of ``cid`` locally."""
+
+    @abc.abstractmethod
+    def pin(self, cid: str) -> None:
+        """Pin ``cid`` so it survives garbage collection."""
+
+    @abc.abstractmethod
+    def unpin(self, cid: str) -> None:
+        """Remove the pin on ``cid`` (the content may then be collected)."""
+
+    @abc.abstractmethod
+    def is_pinned(self, cid: str) -> bool:
+        """True when ``cid`` is pinned (directly or recursively)."""
+
+    def close(self) -> None:  # pragma: no cover - default no-op
+        """Release any connection the store holds."""
+
+    def __enter__(self) -> "ContentStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

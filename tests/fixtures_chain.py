@@ -1,0 +1,1 @@
+"""Chain fixtures (anvil process, eth-tester and anvil backends)."""

@@ -1,0 +1,1 @@
+"""IPFS fixtures (js-ipfs daemon, LocalStore)."""
