@@ -1,0 +1,491 @@
+"""Hospital datasets: a CSV file described by a JSON schema.
+
+Schema file (JSON)::
+
+    {
+      "version": 1,                                  # optional, default 1
+      "features": [{"name": "mean_radius", "type": "float"},
+                   {"name": "age", "type": "int"},
+                   {"name": "smoker", "type": "bool"}],
+      "label": {"name": "diagnosis", "values": ["benign", "malignant"]},
+      "id_columns": ["patient_id"]                   # optional, dropped on load
+    }
+
+* Feature types: ``float`` (finite decimal; NaN/inf rejected), ``int``
+  (optional sign and digits only), ``bool`` (``true``/``false``/``1``/``0``,
+  any case). All features become float32, in schema order.
+* Label values are matched as text after trimming spaces (integers in the
+  schema are stored as their decimal text); the class index of a row is the
+  position of its label in ``values``.
+* Every CSV column must be named in the schema (feature, label or id
+  column); an unexpected column is an error so nothing is trained on, or
+  leaked, by accident.
+
+Row numbers in errors follow the spreadsheet convention: **the header is row
+1 and the first data row is row 2**. A row is a CSV record (a quoted cell
+spanning lines is still one row); blank lines count as rows and are skipped.
+
+Standardization: the plan decides (``preprocessing.standardize``). With
+``"plan"`` every hospital scales features with the plan's agreed per-feature
+mean/std, which the consortium computes from :func:`feature_moments` --
+aggregate row count, per-feature sums and sums of squares, never rows --
+combined by :func:`fedchain.plan.standardization_from_moments`. That equals
+pooled-data standardization, so a federated model sees the same feature
+scale everywhere (local per-hospital scaling would give each hospital a
+different coordinate system on non-IID data and hurt the averaged model).
+The loader itself returns raw (unscaled) features; :func:`apply_preprocessing`
+does the scaling and ``node.train`` calls it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from fedchain.errors import ConfigError
+from fedchain.plan import TrainingPlan, canonical_json, sha256_hex
+
+__all__ = [
+    "FEATURE_TYPES",
+    "DatasetError",
+    "FeatureColumn",
+    "DatasetSchema",
+    "TabularData",
+    "FeatureMoments",
+    "parse_schema",
+    "load_schema",
+    "schema_hash",
+    "metadata_document",
+    "load_dataset",
+    "split_dataset",
+    "split_for_plan",
+    "feature_moments",
+    "standardize",
+    "apply_preprocessing",
+]
+
+FEATURE_TYPES = ("float", "int", "bool")
+SCHEMA_VERSION = 1
+_COLUMN_RE = re.compile(r"^[^\x00-\x1f]{1,128}$")
+_INT_RE = re.compile(r"^[+-]?[0-9]+$")
+_FLOAT32_MAX = 3.4028234663852886e38
+_BOOLS = {"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0}
+
+
+class DatasetError(ConfigError):
+    """A dataset or schema problem; ``file``, ``row`` (header = 1) and
+    ``column`` locate it when known."""
+
+    def __init__(self, file: str | Path, problem: str, *, row: int | None = None, column: str | None = None):
+        self.file = str(file)
+        self.row = row
+        self.column = column
+        self.problem = problem
+        where = self.file
+        if row is not None:
+            where += f": row {row}"
+        if column is not None:
+            where += f", column '{column}'" if row is not None else f": column '{column}'"
+        super().__init__(f"{where}: {problem}")
+
+
+# --------------------------------------------------------------------------
+# schema
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class DatasetSchema:
+    features: tuple[FeatureColumn, ...]
+    label: str
+    label_values: tuple[str, ...]
+    id_columns: tuple[str, ...] = ()
+    version: int = SCHEMA_VERSION
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "features": [{"name": f.name, "type": f.type} for f in self.features],
+            "label": {"name": self.label, "values": list(self.label_values)},
+            "id_columns": list(self.id_columns),
+        }
+
+    def to_canonical_bytes(self) -> bytes:
+        return canonical_json(self.to_dict())
+
+
+def _schema_err(source: str, field: str, problem: str) -> DatasetError:
+    return DatasetError(source, f"schema field '{field}': {problem}")
+
+
+def _check_keys(source: str, field: str, obj: Any, required: set[str], optional: set[str]) -> None:
+    if not isinstance(obj, Mapping):
+        raise _schema_err(source, field or "<schema>", f"must be an object, got {type(obj).__name__}")
+    for key in obj:
+        if key not in required | optional:
+            raise _schema_err(
+                source,
+                f"{field}.{key}" if field else str(key),
+                f"unknown key (allowed: {', '.join(sorted(required | optional))})",
+            )
+    for key in sorted(required):
+        if key not in obj:
+            raise _schema_err(source, f"{field}.{key}" if field else key, "is required")
+
+
+def _column_name(source: str, field: str, v: Any) -> str:
+    if not isinstance(v, str) or not _COLUMN_RE.match(v) or v != v.strip():
+        raise _schema_err(source, field, f"{v!r} is not a valid column name")
+    return v
+
+
+def parse_schema(data: Mapping[str, Any] | DatasetSchema, source: str = "<schema>") -> DatasetSchema:
+    """Validate a schema document (already decoded from JSON)."""
+    if isinstance(data, DatasetSchema):
+        return data
+    _check_keys(source, "", data, {"features", "label"}, {"id_columns", "version"})
+    version = data.get("version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise _schema_err(source, "version", f"unsupported schema version {version!r} (expected {SCHEMA_VERSION})")
+
+    raw_features = data["features"]
+    if not isinstance(raw_features, list) or not raw_features:
+        raise _schema_err(source, "features", "must be a non-empty list")
+    features = []
+    for i, f in enumerate(raw_features):
+        fld = f"features[{i}]"
+        _check_keys(source, fld, f, {"name", "type"}, set())
+        name = _column_name(source, f"{fld}.name", f["name"])
+        if f["type"] not in FEATURE_TYPES:
+            raise _schema_err(
+                source, f"{fld}.type", f"unknown type {f['type']!r} (expected one of: {', '.join(FEATURE_TYPES)})"
+            )
+        features.append(FeatureColumn(name, f["type"]))
+
+    label = data["label"]
+    _check_keys(source, "label", label, {"name", "values"}, set())
+    label_name = _column_name(source, "label.name", label["name"])
+    values = label["values"]
+    if not isinstance(values, list) or len(values) < 2:
+        raise _schema_err(source, "label.values", "must list at least two allowed label values")
+    label_values = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            raise _schema_err(source, f"label.values[{i}]", f"must be a string or integer, got {v!r}")
+        text = str(v)
+        if not text or text != text.strip():
+            raise _schema_err(source, f"label.values[{i}]", f"{v!r} is not a usable label value")
+        if text in label_values:
+            raise _schema_err(source, f"label.values[{i}]", f"{text!r} is listed twice")
+        label_values.append(text)
+
+    raw_ids = data.get("id_columns", [])
+    if not isinstance(raw_ids, list):
+        raise _schema_err(source, "id_columns", "must be a list of column names")
+    ids = tuple(_column_name(source, f"id_columns[{i}]", c) for i, c in enumerate(raw_ids))
+
+    seen: set[str] = set()
+    for name in [f.name for f in features] + [label_name] + list(ids):
+        if name in seen:
+            raise _schema_err(source, "features", f"column '{name}' is declared more than once")
+        seen.add(name)
+    return DatasetSchema(tuple(features), label_name, tuple(label_values), ids, SCHEMA_VERSION)
+
+
+def load_schema(path: str | Path) -> DatasetSchema:
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DatasetError(p, f"cannot read schema: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise DatasetError(p, f"schema is not valid JSON: {exc}") from None
+    return parse_schema(doc, str(p))
+
+
+def _as_schema(schema: DatasetSchema | Mapping[str, Any] | str | Path) -> DatasetSchema:
+    if isinstance(schema, DatasetSchema):
+        return schema
+    if isinstance(schema, (str, Path)):
+        return load_schema(schema)
+    return parse_schema(schema)
+
+
+def schema_hash(schema: DatasetSchema | Mapping[str, Any] | str | Path) -> str:
+    """``0x`` + sha256 of the canonical JSON of the normalized schema (bytes32
+    hex, as stored by the on-chain dataset registry)."""
+    return sha256_hex(_as_schema(schema).to_canonical_bytes())
+
+
+def metadata_document(
+    schema: DatasetSchema | Mapping[str, Any] | str | Path, n_rows: int, description: str
+) -> bytes:
+    """Canonical JSON describing a dataset for publication: schema, its hash,
+    row count and a free-text description. Contains no patient data."""
+    s = _as_schema(schema)
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or n_rows < 0:
+        raise ConfigError(f"n_rows must be a non-negative integer, got {n_rows!r}")
+    if not isinstance(description, str):
+        raise ConfigError("description must be a string")
+    return canonical_json(
+        {
+            "format": "fedchain-dataset-metadata/1",
+            "schema": s.to_dict(),
+            "schema_hash": schema_hash(s),
+            "n_rows": n_rows,
+            "description": description,
+        }
+    )
+
+
+# --------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class TabularData:
+    """Features (float32 ``[n, d]``, unscaled) and class indices (int64 ``[n]``)."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+    feature_names: tuple[str, ...]
+    label_values: tuple[str, ...]
+    source: str = "<memory>"
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def class_counts(self) -> dict[str, int]:
+        counts = torch.bincount(self.labels, minlength=len(self.label_values)).tolist()
+        return {v: int(c) for v, c in zip(self.label_values, counts)}
+
+    def subset(self, indices: torch.Tensor) -> "TabularData":
+        return TabularData(
+            self.features[indices].contiguous(),
+            self.labels[indices].contiguous(),
+            self.feature_names,
+            self.label_values,
+            self.source,
+        )
+
+    @staticmethod
+    def concat(parts: Sequence["TabularData"], source: str = "<pooled>") -> "TabularData":
+        if not parts:
+            raise ConfigError("nothing to concatenate")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.feature_names != first.feature_names or p.label_values != first.label_values:
+                raise ConfigError(f"{p.source} has a different schema from {first.source}")
+        return TabularData(
+            torch.cat([p.features for p in parts]),
+            torch.cat([p.labels for p in parts]),
+            first.feature_names,
+            first.label_values,
+            source,
+        )
+
+
+def _parse_cell(text: str, ftype: str) -> float | str:
+    """The float value of a cell, or an error description (str)."""
+    t = text.strip()
+    if t == "":
+        return "missing value"
+    if ftype == "float":
+        try:
+            v = float(t)
+        except ValueError:
+            return f"{t!r} is not a number"
+        if math.isnan(v):
+            return "NaN is not allowed"
+        if math.isinf(v):
+            return f"infinite value {t!r} is not allowed"
+        if abs(v) > _FLOAT32_MAX:
+            return f"{t!r} is too large for float32"
+        return v
+    if ftype == "int":
+        if not _INT_RE.match(t):
+            return f"{t!r} is not an integer"
+        if len(t) > 30 or abs(int(t)) > _FLOAT32_MAX:
+            return f"{t!r} is too large"
+        return float(int(t))
+    v = _BOOLS.get(t.lower())
+    if v is None:
+        return f"{t!r} is not a boolean (true/false/1/0)"
+    return v
+
+
+def load_dataset(csv_path: str | Path, schema: DatasetSchema | Mapping[str, Any] | str | Path) -> TabularData:
+    """Load and validate a hospital CSV against ``schema`` (object, dict or path).
+
+    Raises :class:`DatasetError` naming the file, row (header = row 1) and
+    column of the first problem found.
+    """
+    s = _as_schema(schema)
+    path = Path(csv_path)
+    src = str(path)
+    try:
+        fh = path.open("r", encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise DatasetError(src, f"cannot read dataset: {exc.strerror or exc}") from None
+    rows: list[list[float]] = []
+    labels: list[int] = []
+    with fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DatasetError(src, "file is empty (expected a header row)", row=1)
+            header = [h.strip() for h in header]
+            positions: dict[str, int] = {}
+            for i, name in enumerate(header):
+                if name in positions:
+                    raise DatasetError(src, "column appears twice in the header", row=1, column=name)
+                positions[name] = i
+            declared = set(s.feature_names) | {s.label} | set(s.id_columns)
+            for name in list(s.feature_names) + [s.label] + list(s.id_columns):
+                if name not in positions:
+                    raise DatasetError(src, "column named in the schema is missing from the header", row=1, column=name)
+            for name in header:
+                if name not in declared:
+                    raise DatasetError(
+                        src,
+                        "column is not in the schema (declare it, or list it under id_columns to drop it)",
+                        row=1,
+                        column=name,
+                    )
+            feature_pos = [(f.name, positions[f.name], f.type) for f in s.features]
+            label_pos = positions[s.label]
+            label_index = {v: i for i, v in enumerate(s.label_values)}
+            width = len(header)
+            row_no = 1
+            for record in reader:
+                row_no += 1
+                if not record or all(not c.strip() for c in record) and len(record) <= 1:
+                    continue  # blank line: counted, skipped
+                if len(record) != width:
+                    raise DatasetError(
+                        src, f"has {len(record)} cells but the header has {width}", row=row_no
+                    )
+                values = []
+                for name, pos, ftype in feature_pos:
+                    v = _parse_cell(record[pos], ftype)
+                    if isinstance(v, str):
+                        raise DatasetError(src, v, row=row_no, column=name)
+                    values.append(v)
+                lab = record[label_pos].strip()
+                if lab not in label_index:
+                    problem = "missing label" if lab == "" else (
+                        f"unknown label {lab!r} (allowed: {', '.join(s.label_values)})"
+                    )
+                    raise DatasetError(src, problem, row=row_no, column=s.label)
+                rows.append(values)
+                labels.append(label_index[lab])
+        except csv.Error as exc:
+            raise DatasetError(src, f"malformed CSV: {exc}", row=reader.line_num or None) from None
+        except UnicodeDecodeError as exc:
+            raise DatasetError(src, f"file is not UTF-8 text: {exc}") from None
+    if not rows:
+        raise DatasetError(src, "has no data rows")
+    features = torch.tensor(rows, dtype=torch.float64).to(torch.float32)
+    return TabularData(
+        features.contiguous(),
+        torch.tensor(labels, dtype=torch.int64),
+        s.feature_names,
+        s.label_values,
+        src,
+    )
+
+
+def split_dataset(data: TabularData, validation_fraction: float, seed: int) -> tuple[TabularData, TabularData]:
+    """Deterministic shuffle-and-split into ``(train, validation)``.
+
+    ``round(n * fraction)`` rows go to validation (at least one when the
+    fraction is positive, and at least one row always stays in train).
+    """
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    n = data.n_rows
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    perm = torch.randperm(n, generator=gen)
+    n_val = int(round(n * validation_fraction))
+    if validation_fraction > 0:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, n - 1)
+    val_idx = torch.sort(perm[:n_val]).values
+    train_idx = torch.sort(perm[n_val:]).values
+    return data.subset(train_idx), data.subset(val_idx)
+
+
+def split_for_plan(data: TabularData, plan: TrainingPlan, dataset_key: str) -> tuple[TabularData, TabularData]:
+    """The plan's train/validation split for one dataset (seed derived from
+    the plan seed and ``dataset_key``, the dataset's name in the plan)."""
+    return split_dataset(data, plan.validation_fraction, plan.derive_seed("split", dataset_key))
+
+
+@dataclass(frozen=True)
+class FeatureMoments:
+    """Aggregates a hospital may share to agree on standardization."""
+
+    n: int
+    sums: tuple[float, ...]
+    sums_sq: tuple[float, ...]
+
+    def as_tuple(self) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+        return (self.n, self.sums, self.sums_sq)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "sums": list(self.sums), "sums_sq": list(self.sums_sq)}
+
+
+def feature_moments(data: TabularData) -> FeatureMoments:
+    """Row count and per-feature sum and sum of squares (float64)."""
+    x = data.features.to(torch.float64)
+    return FeatureMoments(
+        data.n_rows,
+        tuple(float(v) for v in x.sum(0).tolist()),
+        tuple(float(v) for v in (x * x).sum(0).tolist()),
+    )
+
+
+def standardize(features: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x - mean) / std`` per column, computed in float64, returned float32."""
+    m = torch.tensor(list(mean), dtype=torch.float64)
+    sd = torch.tensor(list(std), dtype=torch.float64)
+    if m.shape[0] != features.shape[1] or sd.shape[0] != features.shape[1]:
+        raise ConfigError(
+            f"standardization constants cover {m.shape[0]} features but the data has {features.shape[1]}"
+        )
+    return ((features.to(torch.float64) - m) / sd).to(torch.float32).contiguous()
+
+
+def apply_preprocessing(plan: TrainingPlan, features: torch.Tensor) -> torch.Tensor:
+    """The feature matrix the model sees under ``plan.preprocessing``."""
+    if features.ndim != 2 or features.shape[1] != plan.model.n_features:
+        raise ConfigError(
+            f"data has {features.shape[1] if features.ndim == 2 else '?'} features "
+            f"but the plan's model takes {plan.model.n_features}"
+        )
+    if plan.preprocessing.standardize == "plan":
+        return standardize(features, plan.preprocessing.mean, plan.preprocessing.std)
+    return features.to(torch.float32).contiguous()

@@ -1,0 +1,234 @@
+"""Local training and evaluation on a hospital's data.
+
+``train_local`` is a pure function of its inputs: the global weights, the
+plan, the local data, the round index and the hospital's dataset key. Two
+runs -- in the same process or on different machines with the same torch
+build -- produce bit-identical state dicts because
+
+* the model is rebuilt from the registry and loaded with the global state
+  (no global RNG involved);
+* minibatch order comes from a local ``torch.Generator`` seeded with
+  ``plan.derive_seed("train", round_index, dataset_seed_key)``, so different
+  hospitals and rounds shuffle differently but reproducibly;
+* training runs with one intra-op thread and
+  ``torch.use_deterministic_algorithms(True)``; both settings are restored
+  afterwards (:func:`deterministic_torch`).
+
+Features are preprocessed as the plan says
+(:func:`node.dataset.apply_preprocessing`) before training and evaluation.
+The loss is cross-entropy; with the ``fedprox`` strategy the proximal term
+``mu/2 * ||w - w_global||^2`` is added (``mu`` from the plan, or from the
+coordinator's ``configure_fit`` config). The optimizer starts fresh every
+round. Rounds are numbered from 0.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedchain.errors import FedchainError, ConfigError
+from fedchain.models import build_model
+from fedchain.plan import OptimizerSpec, TrainingPlan
+from node.dataset import TabularData, apply_preprocessing
+
+__all__ = [
+    "TrainingError",
+    "LocalResult",
+    "deterministic_torch",
+    "client_seed",
+    "load_global_model",
+    "train_local",
+    "evaluate",
+]
+
+
+class TrainingError(FedchainError):
+    """Local training could not run or produced unusable weights."""
+
+
+@dataclass(frozen=True, eq=False)
+class LocalResult:
+    state_dict: dict[str, torch.Tensor]
+    n_samples: int
+    train_loss: float  # mean cross-entropy over the last local epoch (without the proximal term)
+    metrics: dict[str, float] = field(default_factory=dict)  # evaluate() of the new weights on the training data
+
+
+@contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """One intra-op thread and deterministic algorithms; restored on exit."""
+    threads = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(det, warn_only=warn_only)
+        torch.set_num_threads(threads)
+
+
+def client_seed(plan: TrainingPlan, round_index: int, dataset_seed_key: str) -> int:
+    """The shuffling seed for one hospital dataset in one round."""
+    return plan.derive_seed("train", round_index, dataset_seed_key)
+
+
+def load_global_model(plan: TrainingPlan, global_state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The plan's model holding ``global_state`` (names and shapes checked)."""
+    model = build_model(plan.model, plan.seed)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(global_state))
+    unexpected = sorted(set(global_state) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected)}")
+        raise TrainingError(f"global state does not fit the plan's model: {'; '.join(parts)}")
+    converted = {}
+    for name, ref in expected.items():
+        t = global_state[name]
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TrainingError(f"global state tensor {name} must be a floating-point tensor")
+        if tuple(t.shape) != tuple(ref.shape):
+            raise TrainingError(
+                f"global state tensor {name} has shape {tuple(t.shape)}, the model expects {tuple(ref.shape)}"
+            )
+        converted[name] = t.detach().to(torch.float32)
+    model.load_state_dict(converted, strict=True)
+    return model
+
+
+def _optimizer(spec: OptimizerSpec, params: Any) -> torch.optim.Optimizer:
+    if spec.name == "sgd":
+        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    if spec.name == "adam":
+        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    raise ConfigError(f"unknown optimizer {spec.name!r}")  # plan validation prevents this
+
+
+def _effective_mu(plan: TrainingPlan, round_index: int, config: Mapping[str, Any] | None) -> float:
+    mu = float(plan.strategy.mu or 0.0) if plan.strategy.name == "fedprox" else 0.0
+    if not config:
+        return mu
+    allowed = {"round", "strategy", "local_epochs", "batch_size", "mu"}
+    for key in config:
+        if key not in allowed:
+            raise ConfigError(f"fit config key {key!r} is not understood (allowed: {', '.join(sorted(allowed))})")
+    checks = {
+        "round": round_index,
+        "strategy": plan.strategy.name,
+        "local_epochs": plan.local_epochs,
+        "batch_size": plan.batch_size,
+    }
+    for key, ours in checks.items():
+        if key in config and config[key] != ours:
+            raise ConfigError(f"fit config {key}={config[key]!r} disagrees with the plan/round ({ours!r})")
+    if "mu" in config:
+        mu = config["mu"]
+        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
+            raise ConfigError(f"fit config mu must be a non-negative number, got {mu!r}")
+        mu = float(mu)
+    return mu
+
+
+def _check_data(plan: TrainingPlan, data: TabularData, what: str) -> None:
+    if data.n_rows == 0:
+        raise TrainingError(f"{what} ({data.source}) has no rows")
+    if len(data.label_values) != plan.model.n_classes:
+        raise TrainingError(
+            f"{what} ({data.source}) has {len(data.label_values)} label values "
+            f"but the plan's model has {plan.model.n_classes} classes"
+        )
+
+
+def train_local(
+    global_state: Mapping[str, torch.Tensor],
+    plan: TrainingPlan,
+    train_data: TabularData,
+    *,
+    round_index: int,
+    dataset_seed_key: str,
+    config: Mapping[str, Any] | None = None,
+) -> LocalResult:
+    """Run ``plan.local_epochs`` epochs of minibatch training from the global
+    weights on ``train_data``; return the new weights and statistics."""
+    if isinstance(round_index, bool) or not isinstance(round_index, int) or round_index < 0:
+        raise ConfigError(f"round_index must be a non-negative integer, got {round_index!r}")
+    if not isinstance(dataset_seed_key, str) or not dataset_seed_key:
+        raise ConfigError("dataset_seed_key must be a non-empty string")
+    _check_data(plan, train_data, "training data")
+    mu = _effective_mu(plan, round_index, config)
+
+    with deterministic_torch():
+        model = load_global_model(plan, global_state)
+        model.train()
+        x = apply_preprocessing(plan, train_data.features)
+        y = train_data.labels
+        n = train_data.n_rows
+        anchors = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
+        params = list(model.parameters())
+        opt = _optimizer(plan.optimizer, params)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(client_seed(plan, round_index, dataset_seed_key))
+        bs = plan.batch_size
+        last_epoch_loss = float("nan")
+        for _epoch in range(plan.local_epochs):
+            perm = torch.randperm(n, generator=gen)
+            loss_sum = 0.0
+            for start in range(0, n, bs):
+                idx = perm[start : start + bs]
+                logits = model(x[idx])
+                loss = F.cross_entropy(logits, y[idx])
+                total = loss
+                if mu > 0:
+                    prox = sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
+                    total = loss + (mu / 2.0) * prox
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                loss_sum += float(loss.detach()) * int(idx.shape[0])
+            last_epoch_loss = loss_sum / n
+            if not math.isfinite(last_epoch_loss):
+                raise TrainingError(
+                    f"training diverged on {train_data.source} (loss is {last_epoch_loss}); "
+                    "try a smaller optimizer.lr"
+                )
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    for name, t in state.items():
+        if not torch.isfinite(t).all():
+            raise TrainingError(f"training produced non-finite weights in {name}; try a smaller optimizer.lr")
+    metrics = evaluate(state, plan, train_data)
+    return LocalResult(state, n, last_epoch_loss, metrics)
+
+
+def evaluate(state: Mapping[str, torch.Tensor], plan: TrainingPlan, data: TabularData) -> dict[str, float]:
+    """Metrics of ``state`` on ``data``: ``accuracy``, ``loss`` (mean
+    cross-entropy) and, for binary models when both classes occur in
+    ``data``, ``auc`` (sklearn ``roc_auc_score`` of the class-1 probability).
+    ``auc`` is left out when it is undefined (a single-class sample)."""
+    _check_data(plan, data, "evaluation data")
+    with deterministic_torch():
+        model = load_global_model(plan, state)
+        model.eval()
+        with torch.no_grad():
+            logits = model(apply_preprocessing(plan, data.features)).to(torch.float64)
+            y = data.labels
+            loss = float(F.cross_entropy(logits, y))
+            accuracy = float((logits.argmax(dim=1) == y).to(torch.float64).mean())
+            probs = torch.softmax(logits, dim=1)
+    metrics = {"accuracy": accuracy, "loss": loss}
+    if plan.model.n_classes == 2 and 0 < int(y.sum()) < data.n_rows:
+        from sklearn.metrics import roc_auc_score
+
+        metrics["auc"] = float(roc_auc_score(y.numpy(), probs[:, 1].numpy()))
+    return metrics
