@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from fedchain.cli.common import HomeOpt
+from fedchain.cli.common import HomeOpt, connect, console
+from fedchain.errors import ConfigError
 
 audit_app = typer.Typer(help="Export the audit trail, replay every round bit for bit, report.", no_args_is_help=True)
 
@@ -16,43 +18,103 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
 
 
+TrailOpt = Annotated[Optional[Path], typer.Option(help="Use an exported trail instead of the live chain.")]
+StoreOpt = Annotated[Optional[str], typer.Option(help="Content store with the artifacts: a folder, local:PATH or a Kubo multiaddr (default: TRAIL_DIR/store, else the network's store).")]
+AuditorOpt = Annotated[Optional[Path], typer.Option(help="Auditor keystore, to decrypt updates (default: TRAIL_DIR/auditor.json when present).")]
+AuditorDevOpt = Annotated[Optional[int], typer.Option(help="DEV ONLY: the auditor is dev account N.")]
+
+
+def auditor_identity(auditor: Optional[Path], auditor_dev: Optional[int], trail: Optional[Path]):
+    """The auditor key: --auditor-dev, --auditor, or the keystore a demo run left beside its trail."""
+    from fedchain import identity as ident
+
+    if auditor_dev is not None:
+        return ident.dev_identity(auditor_dev)
+    if auditor is None and trail is not None and (trail.parent / "auditor.json").exists():
+        auditor = trail.parent / "auditor.json"
+    if auditor is None:
+        raise ConfigError("replay needs the auditor key to decrypt updates: --auditor KEYSTORE")
+    return ident.load_identity(auditor, os.environ.get("FEDCHAIN_PASSWORD", ""))
+
+
+def _store_for(trail: Optional[Path], store: Optional[str]) -> str:
+    if store is not None:
+        return store
+    if trail is not None:
+        default = trail.parent / "store"
+        if default.exists():
+            return str(default)
+        raise ConfigError("replay from a trail needs --store (the content store holding the artifacts)")
+    raise AssertionError("live mode picks the network's store")
+
+
+def load_history(trail: Optional[Path], home):
+    """(history, replay inputs) from a trail file or the live chain."""
+    from coordinator.audit.history import History
+    from coordinator.audit.trail import chain_events, read_trail
+
+    if trail is not None:
+        t = read_trail(trail)
+        return History(t.events, t.header.get("params")), t.chain_id, t.addresses["Rounds"], None
+    s = connect(home)
+    d = s.fed.deployment
+    events = list(chain_events(s.fed, d.block))
+    return History(events, dict(d.params)), s.fed.chain_id, d.addresses["Rounds"], s
+
+
 @audit_app.command("export")
 def audit_export(
-    out: Annotated[Path, typer.Option(help="Trail file (JSON lines).")],
+    out: Annotated[Path, typer.Option(help="Trail file (JSON lines); an interrupted export resumes.")],
     home: HomeOpt = None,
 ) -> None:
-    """Write every event of every contract, in block order, plus the documents they reference."""
-    from coordinator.audit import export_trail
-    from fedchain.cli.common import connect
+    """Write every event of every contract, in block order, plus the plan documents they reference."""
+    from coordinator.audit.trail import export_trail
 
     s = connect(home)
     with s.store() as store:
         n = export_trail(s.fed, store, out)
-    typer.echo(f"exported {n} events to {out}")
+    console.print(f"exported {n} events to {out}")
 
 
 @audit_app.command("replay")
 def audit_replay(
-    trail: Annotated[Optional[Path], typer.Option(help="Replay from an exported trail instead of the live chain.")] = None,
-    store: Annotated[Optional[str], typer.Option(help="Content store holding the artifacts (path or Kubo multiaddr).")] = None,
-    auditor: Annotated[Optional[Path], typer.Option(help="Auditor keystore, to decrypt updates.")] = None,
-    auditor_dev: Annotated[Optional[int], typer.Option(help="DEV ONLY: auditor is dev account N.")] = None,
-    home: HomeOpt = None,
+    trail: TrailOpt = None, store: StoreOpt = None, auditor: AuditorOpt = None,
+    auditor_dev: AuditorDevOpt = None, home: HomeOpt = None,
 ) -> None:
     """Re-derive every aggregate and score from the committed updates; exit 1 on any discrepancy."""
-    from coordinator.audit import replay_cli
+    from coordinator.audit.replay import Replayer, print_report
+    from ipfs import open_store
 
-    code = replay_cli(trail=trail, store=store, auditor=auditor, auditor_dev=auditor_dev, home=home)
-    raise typer.Exit(code)
+    who = auditor_identity(auditor, auditor_dev, trail)
+    history, chain_id, rounds_address, session = load_history(trail, home)
+    store_url = session.config.store if (session is not None and store is None) else _store_for(trail, store)
+    with open_store(store_url) as st:
+        report = Replayer(history, st, who, chain_id=chain_id, rounds_address=rounds_address).run()
+    print_report(report, console)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @audit_app.command("report")
 def audit_report(
     out: Annotated[Path, typer.Option(help="HTML report to write.")],
-    trail: Annotated[Optional[Path], typer.Option(help="Build from an exported trail instead of the live chain.")] = None,
-    home: HomeOpt = None,
+    trail: TrailOpt = None, store: StoreOpt = None, auditor: AuditorOpt = None,
+    auditor_dev: AuditorDevOpt = None, home: HomeOpt = None,
 ) -> None:
     """Write one self-contained HTML page: accuracy, participants, scores, votes, gas, verdicts."""
-    from coordinator.audit import report_cli
+    from coordinator.audit.replay import Replayer
+    from coordinator.audit.report import render_report, write_report
+    from ipfs import open_store
 
-    report_cli(out=out, trail=trail, home=home)
+    history, chain_id, rounds_address, session = load_history(trail, home)
+    report = None
+    try:
+        who = auditor_identity(auditor, auditor_dev, trail)
+    except ConfigError as exc:
+        console.print(f"[yellow]no verdicts in the report:[/] {exc}")
+        who = None
+    if who is not None:
+        store_url = session.config.store if (session is not None and store is None) else _store_for(trail, store)
+        with open_store(store_url) as st:
+            report = Replayer(history, st, who, chain_id=chain_id, rounds_address=rounds_address).run()
+    write_report(out, render_report(history, report, title="fedchain audit report"))
+    console.print(f"wrote {out}")

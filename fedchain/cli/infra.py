@@ -91,7 +91,7 @@ def chain_up(
     from fedchain.identity import dev_identity
     from fedchain.services import pid_alive, start_detached
 
-    home = resolve_home(home)
+    home = resolve_home(home).resolve()  # network.json holds absolute paths
     home.mkdir(parents=True, exist_ok=True)
     cfg_path = NetworkConfig.path(home)
     previous = NetworkConfig.load(home) if cfg_path.exists() else None

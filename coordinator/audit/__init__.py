@@ -1,0 +1,14 @@
+"""Audit: export the on-chain trail, replay every round bit for bit, report.
+
+Anyone with read access re-derives every aggregate and contribution score
+from the committed updates under the approved plan and gets the same bytes;
+the auditor key (a recipient the plan names) decrypts the updates.
+
+It lives beside the coordinator because it re-runs the coordinator's
+computation (the same strategy files), never the other way round: nothing in
+``coordinator.runner`` imports the audit.
+"""
+
+from coordinator.audit.trail import TRAIL_FORMAT, Trail, export_trail, read_trail
+
+__all__ = ["TRAIL_FORMAT", "Trail", "export_trail", "read_trail"]

@@ -1,0 +1,314 @@
+"""The coordinator: drive approved proposals round by round.
+
+For each round ``r`` (1-based on chain) of an approved proposal the
+:class:`Coordinator`
+
+1. refuses on its own unless the proposal is Approved on chain and ``r`` is
+   within its approved rounds (the contract refuses too);
+2. opens the round on chain;
+3. once enough commitments are in (or the deadline passed) fetches each
+   sealed update by CID, checks its sha256 against the commitment, decrypts
+   it (the envelope binds chain, contract, proposal, round and sender) and
+   deserializes it — an update failing any check is *rejected* with the
+   reason and left out;
+4. aggregates the valid updates with the plan's strategy, pins the new
+   global model (canonical safetensors, public to the consortium's store) and
+   a scores document, and closes the round with both hashes — or marks the
+   round Failed when fewer than ``min_participants`` valid updates remain;
+5. after the nodes submitted their evaluations, records the sample-weighted
+   mean metric on chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
+from coordinator.strategies.registry import strategy_from_plan
+from fedchain.content import fetch_model, pin_document
+from fedchain.envelope import EnvelopeContext
+from fedchain.errors import FedchainError
+from fedchain.plan import TrainingPlan, canonical_json, verify_plan_bytes
+from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
+
+PPM = 1_000_000
+SCORES_FORMAT = "fedchain-scores/1"
+
+
+class NotApproved(FedchainError):
+    """The coordinator will not open a round the chain has not approved."""
+
+
+@dataclass
+class Commitment:
+    """One update commitment as recorded on chain."""
+
+    participant: str
+    dataset: str
+    cid: str
+    sha256: str
+    n_samples: int
+
+
+@dataclass
+class RoundResult:
+    """What happened to one round."""
+
+    proposal_id: int
+    round: int
+    closed: bool
+    participants: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    aggregate_cid: str = ""
+    aggregate_sha256: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    scores_cid: str = ""
+    gas_used: int = 0
+    reason: str = ""
+
+
+def scores_document(proposal_id: int, round_: int, scores: dict[str, float],
+                    included: list[Commitment], rejected: dict[str, str]) -> bytes:
+    """Canonical JSON of a round's contribution scores (what is pinned and hashed on chain)."""
+    return canonical_json({
+        "format": SCORES_FORMAT,
+        "proposal": proposal_id,
+        "round": round_,
+        "scores": {p: round(s, 12) for p, s in sorted(scores.items())},
+        "included": sorted(
+            ({"participant": c.participant.lower(), "dataset": c.dataset, "cid": c.cid, "n_samples": c.n_samples}
+             for c in included),
+            key=lambda d: (d["participant"], d["dataset"]),
+        ),
+        "rejected": {p.lower(): why for p, why in sorted(rejected.items())},
+    })
+
+
+class Coordinator:
+    """Drives rounds; ``fed`` is the contracts façade acting as the coordinator."""
+
+    def __init__(self, fed, store, identity, *, log: Callable[[str], None] | None = None) -> None:
+        self.fed = fed
+        self.store = store
+        self.identity = identity
+        self.log = log or (lambda _msg: None)
+        self._plans: dict[int, TrainingPlan] = {}
+        self._strategies: dict[int, Strategy] = {}
+        self._globals: dict[int, dict] = {}
+
+    # -- plan, approval, models --------------------------------------------------
+
+    def plan(self, proposal_id: int) -> TrainingPlan:
+        if proposal_id not in self._plans:
+            from fedchain.content import fetch_document
+
+            p = self.fed.proposal(proposal_id)
+            self._plans[proposal_id] = verify_plan_bytes(
+                fetch_document(self.store, p.plan_cid, p.plan_sha256), p.plan_sha256
+            )
+        return self._plans[proposal_id]
+
+    def check_approved(self, proposal_id: int, round_: int) -> None:
+        """Raise :class:`NotApproved` unless the chain approved this proposal and round."""
+        p = self.fed.proposal(proposal_id)
+        if p.state.name != "APPROVED":
+            raise NotApproved(f"proposal {proposal_id} is {p.state.name.lower()}, not approved: no round opens")
+        if not 1 <= round_ <= p.rounds:
+            raise NotApproved(f"proposal {proposal_id} was approved for rounds 1..{p.rounds}, not round {round_}")
+
+    def strategy(self, proposal_id: int) -> Strategy:
+        if proposal_id not in self._strategies:
+            self._strategies[proposal_id] = strategy_from_plan(self.plan(proposal_id))
+            self._globals[proposal_id] = self._strategies[proposal_id].initialize()
+        return self._strategies[proposal_id]
+
+    def global_state(self, proposal_id: int) -> dict:
+        self.strategy(proposal_id)
+        return self._globals[proposal_id]
+
+    # -- round steps -------------------------------------------------------------
+
+    def open_round(self, proposal_id: int, round_: int):
+        self.check_approved(proposal_id, round_)
+        self.plan(proposal_id)  # a plan that does not verify stops us before anything opens
+        tx = self.fed.open_round(proposal_id, round_)
+        self.log(f"opened round {round_} of proposal {proposal_id}")
+        return tx
+
+    def commitments(self, proposal_id: int, round_: int) -> list[Commitment]:
+        """The round's update commitments, from the chain's events."""
+        return [
+            Commitment(participant=c.participant, dataset=c.dataset, cid=c.cid, sha256=c.sha256, n_samples=c.n_samples)
+            for c in self.fed.commitments(proposal_id, round_)
+        ]
+
+    def _load_update(self, proposal_id: int, round_: int, c: Commitment):
+        ctx = EnvelopeContext(
+            chain_id=self.fed.chain_id, contract=self.fed.rounds_address,
+            proposal_id=proposal_id, round=round_, sender=c.participant,
+        )
+        sender_key = self.fed.member(c.participant).x25519
+        return fetch_model(self.store, c.cid, c.sha256, ctx, self.identity, sender_key)
+
+    def close_round(self, proposal_id: int, round_: int) -> RoundResult:
+        """Verify, aggregate, publish and close — or fail the round if too few valid updates."""
+        plan = self.plan(proposal_id)
+        strategy = self.strategy(proposal_id)
+        valid: list[tuple[Commitment, dict]] = []
+        rejected: dict[str, str] = {}
+        for c in self.commitments(proposal_id, round_):
+            try:
+                valid.append((c, self._load_update(proposal_id, round_, c)))
+            except FedchainError as exc:
+                rejected[c.participant] = f"{type(exc).__name__}: {exc}"
+                self.log(f"rejected update of {c.participant} in round {round_}: {exc}")
+        n_valid = len({c.participant.lower() for c, _ in valid})
+        if n_valid < plan.min_participants:
+            why = f"{n_valid} participant(s) with valid updates, the plan needs {plan.min_participants}"
+            return RoundResult(proposal_id, round_, closed=False, rejected=rejected, reason=why)
+        updates = [ClientUpdate(c.participant, c.dataset, c.n_samples, state) for c, state in valid]
+        new_global = strategy.aggregate_fit(round_ - 1, self.global_state(proposal_id), updates)
+        scores = strategy.contribution_scores(updates)
+        model_bytes = state_dict_to_bytes(new_global)
+        agg_cid, agg_sha = pin_document(self.store, model_bytes)
+        doc = scores_document(proposal_id, round_, scores, [c for c, _ in valid], rejected)
+        sc_cid, sc_sha = pin_document(self.store, doc)
+        tx = self.fed.close_round(proposal_id, round_, agg_cid, agg_sha, sc_cid, sc_sha)
+        # Keep exactly what was published as the next round's starting point.
+        self._globals[proposal_id] = bytes_to_state_dict(model_bytes)
+        self.log(f"closed round {round_} of proposal {proposal_id}: {agg_cid}")
+        return RoundResult(
+            proposal_id, round_, closed=True, participants=[c.participant for c, _ in valid], rejected=rejected,
+            aggregate_cid=agg_cid, aggregate_sha256=agg_sha, scores=scores, scores_cid=sc_cid, gas_used=tx.gas_used,
+        )
+
+    def fail_round(self, proposal_id: int, round_: int):
+        return self.fed.fail_round(proposal_id, round_)
+
+    def record_metric(self, proposal_id: int, round_: int) -> float | None:
+        """Sample-weighted mean of the evaluations submitted for the round; recorded on chain."""
+        plan = self.plan(proposal_id)
+        results = [
+            EvaluateResult(e.participant, e.dataset, e.n_samples, {plan.metric: e.metric_ppm / PPM})
+            for e in self.fed.evaluations(proposal_id, round_)
+        ]
+        if not results:
+            return None
+        value = self.strategy(proposal_id).aggregate_evaluate(round_ - 1, results)
+        self.fed.record_global_metric(proposal_id, round_, int(round(value * PPM)))
+        return value
+
+
+# -- long-running service -------------------------------------------------------------
+
+class CoordinatorService:
+    """Drive approved proposals as the chain moves, woken by chain events.
+
+    A round is closed once every target dataset whose policy admits the
+    proposal has committed, or at the deadline if at least ``min_participants``
+    did; otherwise it is marked Failed after the deadline. After a close the
+    service waits up to ``eval_grace_blocks`` for the participants'
+    evaluations, records the mean metric and opens the next round.
+    """
+
+    def __init__(self, coordinator: Coordinator, *, poll_seconds: float = 1.0, eval_grace_blocks: int = 10) -> None:
+        self.c = coordinator
+        self.poll = poll_seconds
+        self.eval_grace = eval_grace_blocks
+        self.results: dict[tuple[int, int], RoundResult] = {}
+        self.metrics: dict[tuple[int, int], float | None] = {}
+        self._closed_at: dict[tuple[int, int], int] = {}
+
+    def _expected(self, pid: int) -> int:
+        fed = self.c.fed
+        p = fed.proposal(pid)
+        return sum(1 for d in p.datasets if fed.admits(d, pid)[0])
+
+    def step(self, pid: int) -> bool:
+        """Advance one proposal; True when all its rounds are done."""
+        fed = self.c.fed
+        p = fed.proposal(pid)
+        if p.state.name != "APPROVED":
+            return True
+        current = 0
+        for r in range(1, p.rounds + 1):
+            if fed.round_info(pid, r).phase.name == "NONE":
+                break
+            current = r
+        if current == 0:
+            self.c.open_round(pid, 1)
+            return False
+        info = fed.round_info(pid, current)
+        phase = info.phase.name
+        block = fed.block_number
+        key = (pid, current)
+        if phase == "OPEN":
+            n = len(fed.commitments(pid, current))
+            past = block > info.deadline
+            if n >= max(self._expected(pid), 1) or (past and n >= p.min_participants):
+                if key not in self.results or not self.results[key].closed:
+                    res = self.c.close_round(pid, current)
+                    self.results[key] = res
+                    if not res.closed:
+                        self.c.log(f"round {current} of proposal {pid} cannot close yet: {res.reason}")
+                        if past:
+                            self.c.fail_round(pid, current)
+            elif past:
+                self.c.fail_round(pid, current)
+                self.c.log(f"round {current} of proposal {pid} failed: {n} commitment(s) by the deadline")
+            return False
+        if phase == "CLOSED" and key not in self.metrics:
+            closed_at = self._closed_at.setdefault(key, block)
+            res = self.results.get(key)
+            want = len(res.participants) if res else len(fed.commitments(pid, current))
+            have = len(fed.evaluations(pid, current))
+            if have < want and block - closed_at < self.eval_grace:
+                return False
+            self.metrics[key] = self.c.record_metric(pid, current)
+        if current < p.rounds:
+            self.c.open_round(pid, current + 1)
+            return False
+        return True
+
+    def serve(self, proposal: int | None = None, *, exit_when_done: bool = True, timeout: float | None = None) -> None:
+        import time
+
+        fed = self.c.fed
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ids = [proposal] if proposal is not None else range(1, fed.proposal_count() + 1)
+            pids = [i for i in ids if fed.proposal(i).state.name == "APPROVED"]
+            done = [self.step(pid) for pid in pids]
+            if exit_when_done and pids and all(done):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise FedchainError(f"coordinator: gave up waiting after {timeout:.0f} s")
+            seen = fed.block_number
+            fed.wait_for_events(from_block=seen + 1, timeout=max(self.poll * 10, 5.0), poll_interval=self.poll)
+
+
+def run_coordinator(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
+    """``fedchain coordinator run``: load the config, connect, drive rounds."""
+    from contracts.bindings import Chain, Deployment
+    from rich.console import Console
+
+    console = Console()
+    from fedchain.config import load_role_config
+    from ipfs import open_store
+
+    cfg = load_role_config(config_path, extra_sections={"coordinator"})
+    opts = cfg.raw.get("coordinator", {})
+    identity = cfg.identity.load()
+    chain = Chain.connect(cfg.chain_url)
+    fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
+    with open_store(cfg.store) as store:
+        coord = Coordinator(fed, store, identity, log=console.print)
+        console.print(f"coordinator {identity.address} on {cfg.chain_url}")
+        svc = CoordinatorService(coord, poll_seconds=cfg.poll_seconds,
+                                 eval_grace_blocks=int(opts.get("eval_grace_blocks", 10)))
+        svc.serve(proposal, exit_when_done=exit_when_done)
+        for (pid, r), res in sorted(svc.results.items()):
+            state = "closed" if res.closed else f"not closed ({res.reason})"
+            console.print(f"proposal {pid} round {r}: {state}; participants {len(res.participants)}, "
+                          f"rejected {len(res.rejected)}")

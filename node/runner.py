@@ -1,0 +1,276 @@
+"""The hospital node: policy check, local training, sealed update, commitment.
+
+A :class:`HospitalNode` serves one dataset of one member. For each round of
+an approved proposal that targets its dataset it
+
+1. fetches the plan by CID and refuses it unless its sha256 equals the
+   on-chain hash (:class:`~fedchain.plan.PlanHashMismatch` stops the node);
+2. checks, on chain, that its dataset's policy admits the proposal, that the
+   dataset is one of the proposal's targets, and that the schema it holds
+   hashes to the schema hash registered on chain — and *refuses* (saying why)
+   when any of that fails;
+3. trains from the current global model (round 1: the plan's seeded
+   initialization; later rounds: the last aggregate closed on chain, fetched
+   and checked against its on-chain hash);
+4. serializes the update canonically (safetensors), seals it for the
+   coordinator and the plan's auditors, pins it, and commits CID, sha256 and
+   sample count on chain.
+
+After a round closes it evaluates the new global model on its held-out split
+and submits the metric on chain. Raw data never leaves this object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from fedchain.content import fetch_document, seal_and_pin
+from fedchain.envelope import EnvelopeContext
+from fedchain.errors import FedchainError
+from fedchain.models import initial_state
+from fedchain.plan import TrainingPlan, verify_plan_bytes
+from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
+from node.dataset import DatasetSchema, TabularData, schema_hash, split_for_plan
+from node.train import evaluate, train_local
+
+PPM = 1_000_000
+
+
+class PolicyRefusal(FedchainError):
+    """The node will not train for this proposal (policy, target or schema)."""
+
+
+@dataclass
+class RoundOutcome:
+    """What the node did in one round (for progress output and summaries)."""
+
+    proposal_id: int
+    round: int
+    dataset: str
+    committed: bool
+    reason: str = ""
+    cid: str = ""
+    sha256: str = ""
+    n_samples: int = 0
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    gas_used: int = 0
+
+
+class HospitalNode:
+    """One member's node for one dataset.
+
+    ``fed`` is the contracts façade already acting as this member
+    (``Fedchain.as_(identity.account)``); ``store`` any
+    :class:`ipfs.store.ContentStore`.
+    """
+
+    def __init__(
+        self,
+        fed,
+        store,
+        identity,
+        dataset_name: str,
+        schema: DatasetSchema,
+        data: TabularData,
+        *,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.fed = fed
+        self.store = store
+        self.identity = identity
+        self.dataset_name = dataset_name
+        self.schema = schema
+        self.data = data
+        self.log = log or (lambda _msg: None)
+        self._plans: dict[int, TrainingPlan] = {}
+
+    # -- plan and admission ----------------------------------------------------
+
+    def plan(self, proposal_id: int) -> TrainingPlan:
+        """The proposal's plan, fetched by CID and verified against the chain."""
+        if proposal_id not in self._plans:
+            p = self.fed.proposal(proposal_id)
+            raw = fetch_document(self.store, p.plan_cid, p.plan_sha256)
+            self._plans[proposal_id] = verify_plan_bytes(raw, p.plan_sha256)
+        return self._plans[proposal_id]
+
+    def admission(self, proposal_id: int) -> tuple[bool, str]:
+        """``(True, "")`` when this node may train for the proposal, else ``(False, why)``."""
+        p = self.fed.proposal(proposal_id)
+        if self.dataset_name not in p.datasets:
+            return False, f"dataset {self.dataset_name!r} is not a target of proposal {proposal_id}"
+        ok, reason = self.fed.admits(self.dataset_name, proposal_id)
+        if not ok:
+            return False, f"the policy of {self.dataset_name!r} does not admit proposal {proposal_id}: {reason}"
+        on_chain = self.fed.dataset(self.dataset_name)
+        if on_chain.owner.lower() != self.identity.address.lower():
+            return False, f"dataset {self.dataset_name!r} is owned by {on_chain.owner}, not by this node"
+        local = schema_hash(self.schema)
+        if local.lower() != on_chain.schema_hash.lower():
+            return False, (
+                f"the local schema of {self.dataset_name!r} hashes to {local}, "
+                f"but {on_chain.schema_hash} is registered on chain"
+            )
+        return True, ""
+
+    # -- models ----------------------------------------------------------------
+
+    def global_state(self, proposal_id: int, round_: int):
+        """The model round ``round_`` starts from: the last closed aggregate before it."""
+        plan = self.plan(proposal_id)
+        for r in range(round_ - 1, 0, -1):
+            info = self.fed.round_info(proposal_id, r)
+            if info.phase.name == "CLOSED":
+                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
+                return bytes_to_state_dict(raw)
+        return initial_state(plan.model, plan.seed)
+
+    def _recipients(self, plan: TrainingPlan) -> list[bytes]:
+        coordinator = self.fed.coordinator()
+        key = self.fed.member(coordinator).x25519
+        keys = [key]
+        keys.extend(bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors)
+        return keys
+
+    # -- the two things a node does per round ----------------------------------
+
+    def train_and_commit(self, proposal_id: int, round_: int) -> RoundOutcome:
+        """Train on the local split and commit the sealed update, or refuse."""
+        ok, reason = self.admission(proposal_id)
+        if not ok:
+            self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {reason}")
+            return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
+        plan = self.plan(proposal_id)
+        train, _val = split_for_plan(self.data, plan, self.dataset_name)
+        start = self.global_state(proposal_id, round_)
+        result = train_local(start, plan, train, round_index=round_, dataset_seed_key=self.dataset_name)
+        payload = state_dict_to_bytes(result.state_dict)
+        ctx = EnvelopeContext(
+            chain_id=self.fed.chain_id,
+            contract=self.fed.rounds_address,
+            proposal_id=proposal_id,
+            round=round_,
+            sender=self.identity.address,
+        )
+        sealed = seal_and_pin(self.store, payload, ctx, self.identity, self._recipients(plan))
+        tx = self.fed.commit_update(proposal_id, round_, self.dataset_name, sealed.cid, sealed.sha256, result.n_samples)
+        self.log(f"[{self.dataset_name}] committed round {round_}: {sealed.cid} ({result.n_samples} samples)")
+        return RoundOutcome(
+            proposal_id, round_, self.dataset_name, committed=True, cid=sealed.cid, sha256=sealed.sha256,
+            n_samples=result.n_samples, train_metrics=result.metrics, gas_used=tx.gas_used,
+        )
+
+    def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
+        """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
+        plan = self.plan(proposal_id)
+        info = self.fed.round_info(proposal_id, round_)
+        raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
+        _train, val = split_for_plan(self.data, plan, self.dataset_name)
+        metrics = evaluate(bytes_to_state_dict(raw), plan, val)
+        value = metrics.get(plan.metric, metrics["accuracy"])
+        self.fed.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
+        return metrics
+
+
+def metric_to_ppm(value: float) -> int:
+    """A metric in [0, ∞) as an integer in millionths (what the chain stores)."""
+    return max(0, min(int(round(value * PPM)), 2**32 - 1))
+
+
+# -- long-running service -------------------------------------------------------------
+
+class NodeService:
+    """Serve rounds as they open, woken by chain events (no busy polling)."""
+
+    def __init__(self, node: HospitalNode, *, poll_seconds: float = 1.0) -> None:
+        self.node = node
+        self.poll = poll_seconds
+        self.refused: dict[int, str] = {}
+        self.outcomes: list[RoundOutcome] = []
+        self._evaluated: set[tuple[int, int]] = set()
+
+    def _proposals(self, only: int | None) -> list[int]:
+        fed = self.node.fed
+        ids = [only] if only is not None else range(1, fed.proposal_count() + 1)
+        out = []
+        for pid in ids:
+            p = fed.proposal(pid)
+            if p.state.name == "APPROVED" and self.node.dataset_name in p.datasets:
+                out.append(pid)
+        return out
+
+    def step(self, pid: int) -> bool:
+        """Do what is due for one proposal; True when nothing is left to do for it."""
+        node, fed = self.node, self.node.fed
+        if pid in self.refused:
+            return True
+        p = fed.proposal(pid)
+        me = node.identity.address.lower()
+        finished = True
+        for r in range(1, p.rounds + 1):
+            info = fed.round_info(pid, r)
+            phase = info.phase.name
+            if phase == "NONE":
+                return False  # rounds open in order: nothing later exists yet
+            committed = any(c.participant.lower() == me for c in fed.commitments(pid, r))
+            if phase == "OPEN":
+                finished = False
+                if not committed and fed.block_number <= info.deadline:
+                    out = node.train_and_commit(pid, r)
+                    self.outcomes.append(out)
+                    if not out.committed:
+                        self.refused[pid] = out.reason
+                        return True
+            elif phase == "CLOSED" and committed and (pid, r) not in self._evaluated:
+                node.evaluate_and_submit(pid, r)
+                self._evaluated.add((pid, r))
+        return finished
+
+    def serve(self, proposal: int | None = None, *, exit_when_done: bool = True, timeout: float | None = None) -> None:
+        import time
+
+        fed = self.node.fed
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = fed.block_number
+        while True:
+            pids = self._proposals(proposal)
+            done = [self.step(pid) for pid in pids]
+            if exit_when_done and pids and all(done):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise FedchainError(f"node {self.node.dataset_name}: gave up waiting after {timeout:.0f} s")
+            fed.wait_for_events(from_block=seen + 1, timeout=max(self.poll * 10, 5.0), poll_interval=self.poll)
+            seen = fed.block_number
+
+
+def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
+    """``fedchain node run``: load the config, connect, serve."""
+    from contracts.bindings import Chain, Deployment
+    from rich.console import Console
+
+    console = Console()
+    from fedchain.config import load_role_config
+    from ipfs import open_store
+    from node.dataset import load_dataset, load_schema
+
+    cfg = load_role_config(config_path, extra_sections={"dataset"})
+    ds = cfg.section("dataset")
+    for key in ("name", "csv", "schema"):
+        if key not in ds:
+            from fedchain.errors import ConfigError
+
+            raise ConfigError(f"{cfg.source}: [dataset] needs {key} = ...")
+    identity = cfg.identity.load()
+    schema = load_schema(cfg.path(ds["schema"]))
+    data = load_dataset(cfg.path(ds["csv"]), schema)
+    chain = Chain.connect(cfg.chain_url)
+    fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
+    with open_store(cfg.store) as store:
+        node = HospitalNode(fed, store, identity, ds["name"], schema, data, log=console.print)
+        console.print(f"node {identity.name} ({identity.address}) serving dataset {ds['name']!r} "
+                      f"({data.n_rows} rows) on {cfg.chain_url}")
+        svc = NodeService(node, poll_seconds=cfg.poll_seconds)
+        svc.serve(proposal, exit_when_done=exit_when_done)
+        for pid, why in svc.refused.items():
+            console.print(f"[yellow]refused proposal {pid}:[/] {why}")
