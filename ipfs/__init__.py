@@ -2,4 +2,87 @@
 
 ``ipfs.open_store(url)`` picks the backend from a URL; the embedded
 :class:`LocalStore` is the default and yields the same CIDs as ``ipfs add``.
+
+* ``local:PATH`` or a plain filesystem path -> :class:`LocalStore` (no daemon);
+* a multiaddr (``/ip4/127.0.0.1/tcp/5001``) or ``http(s)://host:port`` ->
+  :class:`KuboStore`, talking to Kubo or js-ipfs over the Kubo RPC API.
+
+:class:`JsIpfsDaemon` starts a local js-ipfs daemon; :mod:`ipfs.unixfs` builds
+and reads the UnixFS DAGs (``compute_cid`` gives a payload's CID offline).
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .daemon import DaemonError, JsIpfsDaemon, JsIpfsNotFound
+from .local import LocalStore
+from .store import (
+    BlockCorrupt,
+    ContentMismatch,
+    ContentNotFound,
+    ContentStore,
+    InvalidCid,
+    InvalidDag,
+    NotPinned,
+    StoreError,
+    StoreUnavailable,
+)
+from .unixfs import compute_cid
+
+__all__ = [
+    "BlockCorrupt",
+    "ContentMismatch",
+    "ContentNotFound",
+    "ContentStore",
+    "DaemonError",
+    "InvalidCid",
+    "InvalidDag",
+    "JsIpfsDaemon",
+    "JsIpfsNotFound",
+    "KuboStore",
+    "LocalStore",
+    "NotPinned",
+    "StoreError",
+    "StoreUnavailable",
+    "compute_cid",
+    "open_store",
+]
+
+
+def __getattr__(name: str):
+    # KuboStore pulls in ipfshttpclient (~0.1 s); import it only when asked for
+    if name == "KuboStore":
+        from .kubo import KuboStore
+
+        return KuboStore
+    raise AttributeError(f"module 'ipfs' has no attribute {name!r}")
+
+
+def open_store(url_or_path: str | Path, **kwargs) -> ContentStore:
+    """Open the store a URL names; extra keyword arguments go to the backend's constructor.
+
+    ``local:PATH`` / a plain path -> LocalStore; ``/ip4|ip6|dns…/…/tcp/…`` multiaddr
+    or ``http(s)://host:port`` -> KuboStore.
+    """
+    if isinstance(url_or_path, Path):
+        return LocalStore(url_or_path, **kwargs)
+    target = str(url_or_path).strip()
+    if not target:
+        raise StoreError("empty store URL; use local:PATH, /ip4/HOST/tcp/PORT or http://HOST:PORT")
+    if target.startswith("local:"):
+        path = target[len("local:"):]
+        if path.startswith("//"):  # local:///abs/path
+            path = path[2:]
+        if not path:
+            raise StoreError("local: store URL without a path (use local:PATH)")
+        return LocalStore(Path(path), **kwargs)
+    if target.startswith(("http://", "https://")) or (
+        target.startswith(("/ip4/", "/ip6/", "/dns/", "/dns4/", "/dns6/")) and "/tcp/" in target
+    ):
+        from .kubo import KuboStore
+
+        return KuboStore(target, **kwargs)
+    if "://" in target:
+        raise StoreError(f"unsupported store URL {target!r}; use local:PATH, /ip4/HOST/tcp/PORT or http://HOST:PORT")
+    return LocalStore(Path(target), **kwargs)

@@ -12,6 +12,34 @@ class StoreError(FedchainError):
     """Base class for content-store failures."""
 
 
+class InvalidCid(StoreError):
+    """A string is not a CIDv0 (base58btc sha2-256 multihash, ``Qm…``)."""
+
+
+class ContentNotFound(StoreError):
+    """The store does not hold (or could not fetch) the content or one of its blocks."""
+
+
+class BlockCorrupt(StoreError):
+    """A block's bytes do not hash to the CID they were stored or fetched under."""
+
+
+class ContentMismatch(BlockCorrupt):
+    """A daemon returned content (or a CID) that does not match what was asked for / sent."""
+
+
+class InvalidDag(StoreError):
+    """Authentic blocks that are not a UnixFS file DAG this code can read (e.g. a directory)."""
+
+
+class NotPinned(StoreError):
+    """``unpin`` of a CID that is not pinned (directly or recursively)."""
+
+
+class StoreUnavailable(StoreError):
+    """The IPFS daemon is down, unreachable or timed out."""
+
+
 class ContentStore(abc.ABC):
     """Content-addressed storage: bytes in, CID out; CID in, verified bytes out.
 
@@ -46,6 +74,10 @@ class ContentStore(abc.ABC):
     @abc.abstractmethod
     def is_pinned(self, cid: str) -> bool:
         """True when ``cid`` is pinned (directly or recursively)."""
+
+    def pins(self) -> list[str]:
+        """The CIDs pinned directly or recursively (not the blocks pinned through them)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list pins")
 
     def close(self) -> None:  # pragma: no cover - default no-op
         """Release any connection the store holds."""

@@ -1,0 +1,375 @@
+"""A ContentStore over the Kubo RPC API (``/api/v0``): a user's Kubo, or js-ipfs.
+
+Talks through ``ipfshttpclient.Client(addr)`` -- never ``ipfshttpclient.connect()``,
+which refuses daemons newer than 0.8 -- and trusts the daemon for nothing:
+
+* ``put`` streams the payload (multipart, chunked) and computes the CID locally
+  from the very bytes it sends; a daemon answering another CID is an error.
+* ``get`` / ``get_to`` stream ``cat`` and recompute the CID of what arrived. If
+  it differs (content added with non-default settings, or a lying daemon) the
+  DAG is re-read block by block (``block/get``), every block hash-checked, and
+  the bytes compared by sha256; only then is the content accepted.
+
+Daemon quirks handled here (js-ipfs 0.66 / RPC 0.18):
+
+* js-ipfs ignores ``offline=true``: asking an offline js-ipfs for a block it
+  lacks waits forever. Every lookup therefore carries the daemon-side
+  ``timeout`` option (both Kubo and js-ipfs honour it); an expired lookup is
+  reported as :class:`ContentNotFound`. (``refs`` reports the expiry inside a
+  200 answer, ``{"Ref": "", "Err": "Want for … aborted"}``, which :meth:`has` reads.)
+* js-ipfs answers a malformed CID with "Invalid request query input"; CIDs are
+  validated locally first so callers get :class:`InvalidCid`.
+
+Connection failures are retried a few times with a short back-off, then raised
+as :class:`StoreUnavailable` naming the address and how to start a daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import ipaddress
+import time
+import warnings
+from typing import BinaryIO, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
+
+import ipfshttpclient
+import ipfshttpclient.exceptions as ipfs_exc
+import requests
+
+from .store import (
+    ContentMismatch,
+    ContentNotFound,
+    ContentStore,
+    NotPinned,
+    StoreError,
+    StoreUnavailable,
+)
+from .unixfs import CHUNK_SIZE, DagBuilder, iter_content, normalize_cid
+
+T = TypeVar("T")
+
+# ipfshttpclient 0.7 passes urllib3 a parameter urllib3 2.x deprecates; harmless.
+warnings.filterwarnings("ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning)
+
+DEFAULT_ADDR = "/ip4/127.0.0.1/tcp/5001"
+
+_HOW_TO_START = (
+    "start one with `fedchain ipfs up` (js-ipfs), `ipfs daemon` (Kubo) or "
+    "`jsipfs daemon --offline`, or use the embedded store (local:PATH)"
+)
+
+
+def to_multiaddr(addr: str) -> str:
+    """``http://host:port`` / ``https://…`` / multiaddr -> the multiaddr ipfshttpclient takes."""
+    addr = addr.strip()
+    if addr.startswith("/"):
+        return addr.rstrip("/")
+    parts = urlsplit(addr if "://" in addr else f"http://{addr}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StoreError(f"not an IPFS API address: {addr!r} (use /ip4/HOST/tcp/PORT or http://HOST:PORT)")
+    if parts.path not in ("", "/", "/api/v0", "/api/v0/"):
+        raise StoreError(f"unexpected path in IPFS API URL {addr!r}; give only scheme, host and port")
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 5001)
+    try:
+        ip = ipaddress.ip_address(host)
+        proto = "ip4" if ip.version == 4 else "ip6"
+    except ValueError:
+        proto = "dns"
+    ma = f"/{proto}/{host}/tcp/{port}"
+    return ma + "/https" if parts.scheme == "https" else ma
+
+
+def to_url(multiaddr: str) -> str:
+    """Best-effort ``http://host:port`` for messages."""
+    p = multiaddr.strip("/").split("/")
+    if len(p) >= 4 and p[2] == "tcp":
+        scheme = "https" if p[-1] == "https" else "http"
+        host = f"[{p[1]}]" if p[0] == "ip6" else p[1]
+        return f"{scheme}://{host}:{p[3]}"
+    return multiaddr
+
+
+class _TeeReader:
+    """Feeds a DagBuilder with exactly the bytes handed to the HTTP body."""
+
+    def __init__(self, data: bytes | bytearray | memoryview | BinaryIO) -> None:
+        self.data = data
+        self.builder = DagBuilder()
+        self.sent = 0
+        self._start: int | None = None
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            try:
+                self._start = data.tell() if data.seekable() else None
+            except (AttributeError, OSError, ValueError):
+                self._start = None
+
+    def replayable(self) -> bool:
+        return isinstance(self.data, (bytes, bytearray, memoryview)) or self._start is not None or self.sent == 0
+
+    def rewind(self) -> None:
+        if self.sent and self._start is not None:
+            self.data.seek(self._start)  # type: ignore[union-attr]
+        self.builder = DagBuilder()
+        self.sent = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        if isinstance(self.data, (bytes, bytearray, memoryview)):
+            view = memoryview(self.data).cast("B")
+            for pos in range(0, len(view), CHUNK_SIZE):
+                piece = view[pos:pos + CHUNK_SIZE]
+                self.builder.update(piece)
+                self.sent += len(piece)
+                yield bytes(piece)
+            return
+        while True:
+            piece = self.data.read(CHUNK_SIZE)
+            if not piece:
+                return
+            if isinstance(piece, str):
+                raise TypeError("the stream must be opened in binary mode")
+            self.builder.update(piece)
+            self.sent += len(piece)
+            yield bytes(piece)
+
+
+class KuboStore(ContentStore):
+    """Content store backed by a daemon speaking the Kubo RPC API.
+
+    ``addr``: multiaddr (``/ip4/127.0.0.1/tcp/5001``) or URL (``http://127.0.0.1:5001``).
+    ``timeout``: seconds to wait for the daemon to send data (per read);
+    ``connect_timeout``: seconds to connect; ``fetch_timeout``: daemon-side limit
+    for finding content (``cat``/``pin add``; None = unlimited, risky with
+    js-ipfs); ``has_timeout``: the same for :meth:`has`; ``retries``: extra
+    attempts after a connection failure; ``offline``: ask the daemon never to
+    fetch from the network (Kubo honours it, js-ipfs ignores it).
+    """
+
+    def __init__(
+        self,
+        addr: str = DEFAULT_ADDR,
+        *,
+        timeout: float = 120.0,
+        connect_timeout: float = 3.0,
+        fetch_timeout: float | None = 60.0,
+        has_timeout: float = 2.0,
+        retries: int = 2,
+        retry_delay: float = 0.2,
+        offline: bool = False,
+    ) -> None:
+        self.addr = to_multiaddr(addr)
+        self.url = to_url(self.addr)
+        self.fetch_timeout = fetch_timeout
+        self.has_timeout = has_timeout
+        self.retries = max(0, retries)
+        self.retry_delay = retry_delay
+        self.offline = offline
+        try:
+            self._client = ipfshttpclient.Client(
+                self.addr,
+                base="api/v0",
+                chunk_size=CHUNK_SIZE,
+                timeout=(connect_timeout, timeout),
+                offline=offline,
+            )
+        except ipfs_exc.AddressError as exc:
+            raise StoreError(f"not an IPFS API address: {addr!r} ({exc})") from None
+
+    def __repr__(self) -> str:
+        return f"KuboStore({self.addr!r})"
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # pragma: no cover - nothing to release
+            pass
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _opts(self, limit: float | None) -> dict[str, str]:
+        return {"timeout": f"{limit:g}s"} if limit else {}
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        text = str(exc)
+        if isinstance(exc, ipfs_exc.TimeoutError):
+            why = "timed out"
+        elif "refused" in text.lower():
+            why = "is not reachable (connection refused)"
+        else:
+            why = f"is not reachable ({_short(exc)[:160]})"
+        return StoreUnavailable(f"IPFS daemon at {self.addr} ({self.url}) {why}; {_HOW_TO_START}")
+
+    def _call(self, what: str, fn: Callable[[], T], *, retry_ok: Callable[[], bool] = lambda: True,
+              before_retry: Callable[[], None] = lambda: None) -> T:
+        """Run ``fn`` with bounded retries on connection failures; map errors to StoreErrors."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except ipfs_exc.ConnectionError as exc:
+                if attempt >= self.retries or not retry_ok():
+                    raise self._unavailable(exc) from None
+                attempt += 1
+                time.sleep(self.retry_delay * attempt)
+                before_retry()
+            except ipfs_exc.TimeoutError as exc:
+                raise self._unavailable(exc) from None
+            except ipfs_exc.ErrorResponse as exc:
+                raise self._error(what, exc) from None
+            except ipfs_exc.CommunicationError as exc:  # ProtocolError, StatusError
+                raise StoreError(f"IPFS daemon at {self.addr}: {what} failed: {_short(exc)}") from None
+            except requests.exceptions.RequestException as exc:  # e.g. connection broken mid-stream
+                raise self._unavailable(exc) from None
+
+    def _error(self, what: str, exc: Exception) -> StoreError:
+        msg = _short(exc)
+        low = msg.lower()
+        if "not pinned" in low:
+            return NotPinned(f"{what}: {msg}")
+        if any(s in low for s in ("timed out", "timeout", "deadline exceeded", "aborted", "not found", "no link named",
+                                  "could not resolve")):
+            return ContentNotFound(f"{what}: the daemon at {self.addr} could not find it ({msg})")
+        return StoreError(f"IPFS daemon at {self.addr}: {what} failed: {msg}")
+
+    # ------------------------------------------------------------------ ContentStore
+
+    def put(self, data: bytes | BinaryIO, *, pin: bool = True) -> str:
+        tee = _TeeReader(data)
+        opts = {
+            "pin": "true" if pin else "false",
+            "cid-version": "0",
+            "raw-leaves": "false",
+            "chunker": f"size-{CHUNK_SIZE}",
+        }
+        got = self._call(
+            "add",
+            lambda: self._client.add_bytes(tee.chunks(), opts=opts),
+            retry_ok=tee.replayable,
+            before_retry=tee.rewind,
+        )
+        tee.builder.finish()
+        mine = tee.builder.root
+        if got != mine:
+            raise ContentMismatch(
+                f"IPFS daemon at {self.addr} stored {tee.sent} bytes as {got}, but their CID is {mine}"
+            )
+        return mine
+
+    def get(self, cid: str) -> bytes:
+        buf = io.BytesIO()
+        self.get_to(cid, buf)
+        return buf.getvalue()
+
+    def get_to(self, cid: str, out: BinaryIO) -> int:
+        """Stream ``cid`` into ``out``; on :class:`ContentMismatch` ``out`` holds unverified bytes."""
+        cid = normalize_cid(cid)
+        builder = DagBuilder()
+        digest = hashlib.sha256()
+        n = 0
+        stream = self._call(
+            f"cat {cid}", lambda: self._client.cat(cid, stream=True, opts=self._opts(self.fetch_timeout))
+        )
+        try:
+            it = iter(stream)
+            while True:
+                piece = self._call(f"cat {cid}", lambda: next(it, None), retry_ok=lambda: False)
+                if piece is None:
+                    break
+                if not piece:
+                    continue
+                builder.update(piece)
+                digest.update(piece)
+                out.write(piece)
+                n += len(piece)
+        finally:
+            _close(stream)
+        builder.finish()
+        if builder.root != cid:
+            self._verify_by_blocks(cid, digest.hexdigest(), n, builder.root)
+        return n
+
+    def iter_chunks(self, cid: str) -> Iterator[bytes]:
+        """The content of ``cid`` block by block, each hash-checked before it is yielded."""
+        cid = normalize_cid(cid)
+        return iter_content(cid, self.get_block)
+
+    def get_block(self, cid: str) -> bytes:
+        """One raw block (not verified here; :func:`ipfs.unixfs.iter_content` verifies)."""
+        cid = normalize_cid(cid)
+        return self._call(f"block/get {cid}", lambda: self._client.block.get(cid, opts=self._opts(self.fetch_timeout)))
+
+    def _verify_by_blocks(self, cid: str, sha_hex: str, size: int, recomputed: str | None) -> None:
+        digest = hashlib.sha256()
+        total = 0
+        for piece in iter_content(cid, self.get_block):
+            digest.update(piece)
+            total += len(piece)
+        if total != size or digest.hexdigest() != sha_hex:
+            raise ContentMismatch(
+                f"IPFS daemon at {self.addr} returned {size} bytes for {cid} that do not match its DAG "
+                f"(their CID is {recomputed})"
+            )
+
+    def has(self, cid: str) -> bool:
+        cid = normalize_cid(cid)
+        opts = self._opts(self.has_timeout)
+        opts["recursive"] = "true"
+        try:
+            refs = self._call(f"refs {cid}", lambda: self._client.unstable.refs(cid, opts=opts, offline=True))
+        except (ContentNotFound, NotPinned):
+            return False
+        except StoreUnavailable:
+            raise
+        except StoreError:
+            return False
+        return not any(_field(r, "Err") for r in refs or [])
+
+    def pin(self, cid: str) -> None:
+        cid = normalize_cid(cid)
+        self._call(f"pin add {cid}", lambda: self._client.pin.add(cid, opts=self._opts(self.fetch_timeout)))
+
+    def unpin(self, cid: str) -> None:
+        cid = normalize_cid(cid)
+        self._call(f"pin rm {cid}", lambda: self._client.pin.rm(cid))
+
+    def is_pinned(self, cid: str) -> bool:
+        cid = normalize_cid(cid)
+        opts = self._opts(self.has_timeout)  # Kubo would otherwise try to fetch an unknown root
+        try:
+            res = self._call(f"pin ls {cid}", lambda: self._client.pin.ls(cid, type="all", opts=opts, offline=True))
+        except (NotPinned, ContentNotFound):
+            return False
+        entry = (res.get("Keys") or {}).get(cid) or {}
+        return entry.get("Type") in ("recursive", "direct")
+
+    def pins(self) -> list[str]:
+        res = self._call("pin ls", lambda: self._client.pin.ls(type="recursive"))
+        direct = self._call("pin ls", lambda: self._client.pin.ls(type="direct"))
+        return sorted(set(res.get("Keys") or {}) | set(direct.get("Keys") or {}))
+
+    def version(self) -> dict:
+        """The daemon's ``version`` answer (a cheap liveness check)."""
+        return dict(self._call("version", lambda: self._client.version()))
+
+
+def _field(item: object, key: str) -> object:
+    try:
+        return item[key]  # type: ignore[index]
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
+def _short(exc: Exception) -> str:
+    msg = " ".join(str(exc).split())
+    return msg[:300] + ("…" if len(msg) > 300 else "")
+
+
+def _close(stream: object) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # pragma: no cover
+            pass
