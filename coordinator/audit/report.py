@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from coordinator.audit.history import APPROVED, REJECTED, History, ProposalRecord, RoundRecord
+from coordinator.audit.history import APPROVED, History, ProposalRecord, RoundRecord
 from fedchain.errors import ConfigError, FedchainError
 
 # Kept in step with coordinator.audit.replay (imported lazily there: replay pulls in torch).
@@ -289,7 +289,8 @@ class _Plots:
             labels.insert(0, "global model (coordinator)")
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
         lo = min([v for v in glob + [x for ys in per.values() for x in ys] if not math.isnan(v)] + [1.0])
-        ax.set_ylim(max(0.0, math.floor(lo * 10) / 10 - 0.05), 1.0)
+        hi = max([v for v in glob + [x for ys in per.values() for x in ys] if not math.isnan(v)] + [1.0])
+        ax.set_ylim(max(0.0, math.floor(lo * 10) / 10 - 0.05), hi + (0.02 if hi > 1.0 else 0.0))
         ax.set_ylabel("accuracy")
         ax.set_title("Accuracy of the aggregated model after each round")
         self._round_axis(ax)
@@ -329,7 +330,11 @@ class _Plots:
         if not keys:
             return None
         table: dict[tuple[int, int], dict[str, float]] = {
-            k: {a.lower(): float(s) for a, s in self.verdicts[k].scores.items()} for k in keys}
+            k: {a.lower(): float(s) for a, s in self.verdicts[k].scores.items() if math.isfinite(float(s))}
+            for k in keys}
+        keys = [k for k in keys if table[k]]
+        if not keys:
+            return None
         members = sorted({a for sc in table.values() for a in sc},
                          key=lambda a: (list(self.color).index(a) if a in self.color else len(self.color), a))
         if len(members) <= 6 and len(members) * len(keys) <= 48:
@@ -361,10 +366,10 @@ class _Plots:
         data = np.array([[table[k].get(m, np.nan) for k in keys] for m in members], dtype=float)
         lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
         if lo < 0 < hi:
-            norm, cmap = TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi), colormaps["RdBu"].copy()
+            norm, cmap = TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi), colormaps["RdBu"]
         else:
-            norm, cmap = Normalize(vmin=min(lo, 0.0), vmax=max(hi, 1e-12)), colormaps["Blues"].copy()
-        cmap.set_bad("#9aa5ad")
+            norm, cmap = Normalize(vmin=min(lo, 0.0), vmax=max(hi, 1e-12)), colormaps["Blues"]
+        cmap = cmap.with_extremes(bad="#9aa5ad")
         self.score_note = " Grey cells: no verified update from that hospital in that round."
         fig, ax = _new_fig(width=9.0, height=max(2.6, 0.32 * len(members) + 1.6))
         im = ax.imshow(np.ma.masked_invalid(data), aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
@@ -588,8 +593,13 @@ def render_report(history: History, report=None, *, title: str, member_names: di
               'please forward this report to the consortium\'s audit contact.</small></div>\n')
     else:
         why = note or "The rounds were not replayed (no content store or auditor key was available)."
-        w(f'<div class="banner neutral">Not replayed: the page shows what the chain records, with the governance '
-          f'checks the events alone allow.<small>{_e(why)}</small></div>\n')
+        n_found = len(governance_problems) + sum(len(v) for v in round_problems.values())
+        if n_found:
+            w(f'<div class="banner bad">Not replayed, and the event history already shows {n_found} problem(s).'
+              f'<small>{_e(why)}</small></div>\n')
+        else:
+            w(f'<div class="banner neutral">Not replayed: the page shows what the chain records, with the governance '
+              f'checks the events alone allow.<small>{_e(why)}</small></div>\n')
 
     n_members = sum(1 for m in history.members.values() if m.left_block is None)
     n_approved = sum(1 for p in history.proposals.values() if p.final_state == APPROVED)
@@ -655,11 +665,12 @@ def render_report(history: History, report=None, *, title: str, member_names: di
                    (r.closed["aggregate_cid"] if r is not None and r.closed else ""))
             cid_html = f'<code class="cid">{_e(_clean(cid))}</code>' if cid else '<span class="explain">—</span>'
             prob_html = _problems_html(probs, names) or '<span class="explain">none</span>'
-            row_cls = ' class="bad"' if cls == "bad" else ""
+            row_cls = ' class="bad"' if cls == "bad" or probs else ""
             blocks = ""
             if r is not None:
                 end = r.closed_block if r.closed_block is not None else r.failed_block
-                blocks = f"blocks {r.opened_block}–{end}" if end is not None else f"opened at block {r.opened_block}"
+                blocks = (f"blocks {_e(r.opened_block)}–{_e(end)}" if end is not None
+                          else f"opened at block {_e(r.opened_block)}")
                 blocks = f'<div class="explain small">{blocks}</div>'
             w(f'<tr id="round-{pid}-{rnd}"{row_cls}><td>#{pid}</td><td class="num">{rnd}</td>'
               f'<td><span class="badge {cls}">{_e(status)}</span>{blocks}</td><td>{part_html}</td>'
@@ -713,11 +724,11 @@ def render_report(history: History, report=None, *, title: str, member_names: di
         for addr in member_order:
             m = history.members[addr]
             w(f'<tr><td><bdi class="who">{_e(_clean(m.name, 60))}</bdi></td><td><code>{_e(addr)}</code></td>'
-              f'<td class="num">{m.joined_block}</td><td class="num">{"—" if m.left_block is None else m.left_block}</td>'
+              f'<td class="num">{_e(m.joined_block)}</td><td class="num">{"—" if m.left_block is None else _e(m.left_block)}</td>'
               f'<td class="num">{len(m.keys) - 1}</td></tr>\n')
         w("</tbody></table>\n")
     if history.coordinators:
-        w('<p>Coordinator: ' + "; ".join(f"{names.html(c)} from block {b}" for b, c in history.coordinators) + ".</p>\n")
+        w('<p>Coordinator: ' + "; ".join(f"{names.html(c)} from block {_e(b)}" for b, c in history.coordinators) + ".</p>\n")
 
     purpose_text = {p.purpose_hash: _clean(p.purpose, 80) for p in history.proposals.values()}
     w("<h3>Datasets and their policies</h3>\n")
@@ -730,7 +741,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             pol = d.policies[-1] if d.policies else None
             summary: list[str] = []
             if d.revoked_block is not None:
-                summary = [f'<strong>revoked at block {d.revoked_block}</strong>: admits nothing']
+                summary = [f'<strong>revoked at block {_e(d.revoked_block)}</strong>: admits nothing']
             elif pol is None:
                 summary = ["no policy set: admits nothing"]
             else:
@@ -748,7 +759,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
                     summary.append("only when requested by " + names.chips(pol.requesters))
                 summary.append("expires " + _e(_when(pol.expiry)))
             w(f'<tr><td><bdi class="who nowrap">{_e(_clean(d.name, 40))}</bdi></td><td>{names.html(d.owner)}</td>'
-              f'<td class="num">{d.block}</td><td>{_DOT.join(summary)}</td>'
+              f'<td class="num">{_e(d.block)}</td><td>{_DOT.join(summary)}</td>'
               f'<td class="num">{len(d.policies)}</td></tr>\n')
         w("</tbody></table>\n")
 
@@ -765,7 +776,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             yes = sum(1 for v in p.votes.values() if v == "yes")
             no = sum(1 for v in p.votes.values() if v == "no")
             ab = sum(1 for v in p.votes.values() if v == "abstain")
-            targets = ", ".join(f"<bdi>{_e(_clean(history.dataset_name(t), 40))}</bdi>" if t in history.datasets
+            targets = ", ".join(f"<bdi class=\"nowrap\">{_e(_clean(history.dataset_name(t), 40))}</bdi>" if t in history.datasets
                                 else f'<code title="{_e(t)}">{_e(_short_hash(t))}</code>' for t in p.targets)
             w(f'<tr><td class="num">{p.id}</td><td>{_e(_clean(p.purpose, 160))}'
               f'<div class="explain small">plan <code class="cid">{_e(_clean(p.plan_cid))}</code></div></td>'
@@ -837,7 +848,7 @@ def report_cli(*, out: Path, trail: Path | None, home) -> None:
         history = History(t.events, t.header.get("params"))
         store_dir, keystore = trail.parent / "store", trail.parent / "auditor.json"
         if store_dir.exists() and keystore.exists():
-            report, note = _replay(history, store_dir, lambda: _trail_auditor(trail),
+            report, note = _replay(history, store_dir, lambda: _load_keystore(keystore),
                                    chain_id=t.chain_id, rounds_address=t.addresses.get("Rounds"))
         else:
             missing = [str(p) for p in (store_dir, keystore) if not p.exists()]
@@ -849,31 +860,26 @@ def report_cli(*, out: Path, trail: Path | None, home) -> None:
 
         s = connect(home)
         fed = s.fed
-        history = History(list(chain_events(fed, fed.deployment.block)), dict(fed.deployment.params))
+        history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
         keystore = Path(s.home) / "auditor.json"
         if keystore.exists():
             # Replay the very history the page shows (one read of the chain, one consistent snapshot).
-            report, note = _replay(history, s.config.store, lambda: _keystore_auditor(keystore),
-                                   chain_id=fed.chain_id, rounds_address=fed.deployment.addresses.get("Rounds"))
+            report, note = _replay(history, s.config.store, lambda: _load_keystore(keystore),
+                                   chain_id=fed.deployment.chain_id, rounds_address=fed.deployment.addresses.get("Rounds"))
         else:
             note = f"To replay, put the auditor keystore at {keystore} (or replay a trail with 'fedchain audit replay')."
-        subtitle = f"From the live chain (chain {fed.chain_id}, network folder {s.home})."
+        subtitle = f"From the live chain (chain {fed.deployment.chain_id}, network folder {s.home})."
     html_text = render_report(history, report, title="fedchain audit report", subtitle=subtitle, note=note,
                               member_names=_coordinator_names(history))
     write_report(out, html_text)
     print(f"wrote {out}")
 
 
-def _trail_auditor(trail: Path):
-    from coordinator.audit.replay import _auditor_identity
+def _load_keystore(keystore: Path):
+    """The auditor identity from its keystore (password from $FEDCHAIN_PASSWORD, as the replay command does)."""
+    from fedchain import identity as ident
 
-    return _auditor_identity(None, None, trail)
-
-
-def _keystore_auditor(keystore: Path):
-    from coordinator.audit.replay import _auditor_identity
-
-    return _auditor_identity(keystore, None, None)
+    return ident.load_identity(keystore, os.environ.get("FEDCHAIN_PASSWORD", ""))
 
 
 def _replay(history: History, store_url, load_auditor, *, chain_id: int, rounds_address: str | None):
