@@ -1,0 +1,359 @@
+"""Plain data types of the contract façade (no web3 in here).
+
+(Not named ``types.py``: running a script from ``contracts/`` would shadow the
+standard library module.)
+
+Conventions: addresses are checksummed ``str``; bytes32 values (hashes, keys,
+dataset ids) are ``bytes`` of length 32 in dataclasses and ``0x``-hex strings in
+event arguments (JSON-friendly); block numbers and timestamps are ``int``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Sequence
+
+from fedchain.errors import FedchainError
+
+
+class Vote(IntEnum):
+    """A member's vote on a proposal (``Proposals.Choice``)."""
+
+    YES = 1
+    NO = 2
+    ABSTAIN = 3
+
+
+class ProposalState(IntEnum):
+    """``Proposals.State``. ``ACTIVE`` (alias ``PENDING``) while voting."""
+
+    NONE = 0
+    ACTIVE = 1
+    APPROVED = 2
+    REJECTED = 3
+    CANCELLED = 4
+    PENDING = 1
+
+
+class MotionKind(IntEnum):
+    """``Consortium.MotionKind``."""
+
+    ADMIT = 1
+    REMOVE = 2
+    SET_COORDINATOR = 3
+
+
+class MotionState(IntEnum):
+    """``Consortium.MotionState``."""
+
+    NONE = 0
+    ACTIVE = 1
+    APPROVED = 2
+    REJECTED = 3
+
+
+class RoundPhase(IntEnum):
+    """``Rounds.Phase``."""
+
+    NONE = 0
+    OPEN = 1
+    CLOSED = 2
+    FAILED = 3
+
+
+#: Solidity enum type (ABI ``internalType``) -> Python enum, for decoding.
+SOLIDITY_ENUMS: dict[str, type[IntEnum]] = {
+    "enum Proposals.State": ProposalState,
+    "enum Proposals.Choice": Vote,
+    "enum Consortium.MotionKind": MotionKind,
+    "enum Consortium.MotionState": MotionState,
+    "enum Rounds.Phase": RoundPhase,
+}
+
+
+class DeploymentError(FedchainError):
+    """A deployment file is missing or invalid, or does not match the chain."""
+
+
+@dataclass(frozen=True)
+class FounderSpec:
+    """A founding member: name, account address and X25519 public key (32 bytes)."""
+
+    name: str
+    address: str
+    x25519_pub: bytes
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A dataset's data-use policy.
+
+    ``purposes``: purpose strings (hashed with keccak256 on the way in) or
+    32-byte hashes; empty = any purpose. ``proposal_ids``: admitted proposals,
+    or ``any_approved_proposal``. ``requesters``: admitted proposers; empty =
+    any member. ``expiry``: unix timestamp (0 = never). ``max_epsilon_milli``:
+    differential-privacy budget in thousandths of epsilon (stored only).
+    The default policy admits nothing (no proposal listed, flag off).
+    Policies read back from the chain carry purpose *hashes* (bytes).
+    """
+
+    purposes: tuple[str | bytes, ...] = ()
+    proposal_ids: tuple[int, ...] = ()
+    any_approved_proposal: bool = False
+    requesters: tuple[str, ...] = ()
+    expiry: int = 0
+    max_epsilon_milli: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("purposes", "proposal_ids", "requesters"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+
+    @classmethod
+    def open(cls, **kw: Any) -> "Policy":
+        """A policy admitting every approved proposal (other fields as given)."""
+        return cls(any_approved_proposal=True, **kw)
+
+
+@dataclass(frozen=True)
+class VotingParams:
+    """Voting period (blocks), quorum and approval threshold (basis points)."""
+
+    voting_period_blocks: int
+    quorum_bps: int
+    approval_bps: int
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member record (``active`` False once removed; all zero if never a member)."""
+
+    address: str
+    name: str
+    x25519_pub: bytes
+    joined_at: int
+    seq: int
+    active: bool
+
+
+@dataclass(frozen=True)
+class MotionInfo:
+    """A membership motion."""
+
+    id: int
+    kind: MotionKind
+    state: MotionState
+    proposer: str
+    target: str
+    name: str
+    x25519_pub: bytes
+    created_at: int
+    deadline: int
+    eligible: int
+    yes: int
+    no: int
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset with its current policy."""
+
+    id: bytes
+    name: str
+    owner: str
+    metadata_cid: str
+    metadata_sha256: bytes
+    schema_hash: bytes
+    registered_at: int
+    policy_version: int
+    revoked: bool
+    policy: Policy
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Result of ``admits``: ``reason`` is "" when ``ok``, else e.g. "PURPOSE_NOT_ALLOWED"."""
+
+    ok: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __iter__(self):  # ``ok, reason = fc.admits(...)``
+        return iter((self.ok, self.reason))
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    """A proposal."""
+
+    id: int
+    proposer: str
+    state: ProposalState
+    plan_cid: str
+    plan_sha256: bytes
+    purpose: str
+    purpose_hash: bytes
+    targets: tuple[bytes, ...]
+    rounds: int
+    min_participants: int
+    round_duration: int
+    created_at: int
+    deadline: int
+    eligible: int
+    yes: int
+    no: int
+    abstain: int
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """A training round (phase NONE if never opened)."""
+
+    proposal_id: int
+    round: int
+    phase: RoundPhase
+    opened_at: int
+    deadline: int
+    committed: int
+    evaluations: int
+    global_metric_ppm: int | None
+    aggregate_cid: str
+    aggregate_sha256: bytes
+    scores_cid: str
+    scores_sha256: bytes
+
+
+@dataclass(frozen=True)
+class UpdateCommitment:
+    """One member's update commitment in a round, as its UpdateCommitted event recorded it."""
+
+    proposal_id: int
+    round: int
+    member: str
+    dataset: bytes
+    cid: str
+    sha256: bytes
+    sample_count: int
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One member's evaluation of a closed round, as its EvaluationSubmitted event recorded it."""
+
+    proposal_id: int
+    round: int
+    member: str
+    dataset: bytes
+    metric_ppm: int
+    sample_count: int
+    block_number: int
+    tx_hash: str
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """One decoded contract event; ``args`` are JSON-friendly (hex strings for bytes).
+
+    ``timestamp`` is the block's unix time and ``gas_used`` the gas of the whole
+    transaction that emitted the event (both 0 when not fetched, see
+    ``Fedchain.iter_events(details=False)``).
+    """
+
+    block_number: int
+    tx_hash: str
+    log_index: int
+    contract: str
+    event: str
+    args: dict[str, Any]
+    timestamp: int = 0
+    gas_used: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serializable dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """Outcome of a mined transaction.
+
+    ``value`` is the function's result where it has one (new ids, final
+    states), taken from the transaction's own events.
+    """
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    events: tuple[ChainEvent, ...] = ()
+    value: Any = None
+
+    def event(self, name: str) -> ChainEvent:
+        """The first event called ``name`` (KeyError if absent)."""
+        for ev in self.events:
+            if ev.event == name:
+                return ev
+        raise KeyError(f"transaction {self.tx_hash} emitted no {name} event")
+
+
+@dataclass
+class Deployment:
+    """Where the four contracts live and with which parameters they were deployed."""
+
+    chain_id: int
+    addresses: dict[str, str]
+    deploy_block: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serializable dict."""
+        return {
+            "chain_id": self.chain_id,
+            "addresses": dict(sorted(self.addresses.items())),
+            "deploy_block": self.deploy_block,
+            "params": self.params,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON (sorted keys, trailing newline)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return p
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> "Deployment":
+        """Inverse of :meth:`to_json`; raises :class:`DeploymentError` on bad input."""
+        try:
+            return cls(
+                chain_id=int(doc["chain_id"]),
+                addresses={str(k): str(v) for k, v in doc["addresses"].items()},
+                deploy_block=int(doc["deploy_block"]),
+                params=dict(doc.get("params", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DeploymentError(f"invalid deployment document: {exc!r}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Deployment":
+        """Read a file written by :meth:`save`."""
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DeploymentError(f"deployment file {p} not found") from None
+        except ValueError as exc:
+            raise DeploymentError(f"deployment file {p} is not JSON: {exc}") from None
+        return cls.from_json(doc)
+
+
+def as_tuple(values: Sequence[Any] | None) -> tuple[Any, ...]:
+    """``tuple(values)`` with ``None`` as empty."""
+    return tuple(values) if values else ()
