@@ -96,6 +96,7 @@ class Coordinator:
         self._plans: dict[int, TrainingPlan] = {}
         self._strategies: dict[int, Strategy] = {}
         self._globals: dict[int, dict] = {}
+        self._names: dict[bytes, str] = {}
 
     # -- plan, approval, models --------------------------------------------------
 
@@ -112,6 +113,8 @@ class Coordinator:
     def check_approved(self, proposal_id: int, round_: int) -> None:
         """Raise :class:`NotApproved` unless the chain approved this proposal and round."""
         p = self.fed.proposal(proposal_id)
+        if p is None:
+            raise NotApproved(f"proposal {proposal_id} does not exist: no round opens")
         if p.state.name != "APPROVED":
             raise NotApproved(f"proposal {proposal_id} is {p.state.name.lower()}, not approved: no round opens")
         if not 1 <= round_ <= p.rounds:
@@ -139,16 +142,23 @@ class Coordinator:
     def commitments(self, proposal_id: int, round_: int) -> list[Commitment]:
         """The round's update commitments, from the chain's events."""
         return [
-            Commitment(participant=c.participant, dataset=c.dataset, cid=c.cid, sha256=c.sha256, n_samples=c.n_samples)
+            Commitment(participant=c.member, dataset=self._dataset_name(c.dataset), cid=c.cid, sha256=c.sha256,
+                       n_samples=c.sample_count)
             for c in self.fed.commitments(proposal_id, round_)
         ]
 
+    def _dataset_name(self, dataset_id: bytes) -> str:
+        if dataset_id not in self._names:
+            info = self.fed.dataset(dataset_id)
+            self._names[dataset_id] = info.name if info is not None else "0x" + dataset_id.hex()
+        return self._names[dataset_id]
+
     def _load_update(self, proposal_id: int, round_: int, c: Commitment):
         ctx = EnvelopeContext(
-            chain_id=self.fed.chain_id, contract=self.fed.rounds_address,
+            chain_id=self.fed.deployment.chain_id, contract=self.fed.addresses["Rounds"],
             proposal_id=proposal_id, round=round_, sender=c.participant,
         )
-        sender_key = self.fed.member(c.participant).x25519
+        sender_key = self.fed.member(c.participant).x25519_pub
         return fetch_model(self.store, c.cid, c.sha256, ctx, self.identity, sender_key)
 
     def close_round(self, proposal_id: int, round_: int) -> RoundResult:
@@ -190,7 +200,7 @@ class Coordinator:
         """Sample-weighted mean of the evaluations submitted for the round; recorded on chain."""
         plan = self.plan(proposal_id)
         results = [
-            EvaluateResult(e.participant, e.dataset, e.n_samples, {plan.metric: e.metric_ppm / PPM})
+            EvaluateResult(e.member, self._dataset_name(e.dataset), e.sample_count, {plan.metric: e.metric_ppm / PPM})
             for e in self.fed.evaluations(proposal_id, round_)
         ]
         if not results:
@@ -223,13 +233,13 @@ class CoordinatorService:
     def _expected(self, pid: int) -> int:
         fed = self.c.fed
         p = fed.proposal(pid)
-        return sum(1 for d in p.datasets if fed.admits(d, pid)[0])
+        return sum(1 for d in p.targets if fed.admits(d, pid).ok)
 
     def step(self, pid: int) -> bool:
         """Advance one proposal; True when all its rounds are done."""
         fed = self.c.fed
         p = fed.proposal(pid)
-        if p.state.name != "APPROVED":
+        if p is None or p.state.name != "APPROVED":
             return True
         current = 0
         for r in range(1, p.rounds + 1):
@@ -241,10 +251,10 @@ class CoordinatorService:
             return False
         info = fed.round_info(pid, current)
         phase = info.phase.name
-        block = fed.block_number
+        block = fed.chain.block_number
         key = (pid, current)
         if phase == "OPEN":
-            n = len(fed.commitments(pid, current))
+            n = info.committed
             past = block > info.deadline
             if n >= max(self._expected(pid), 1) or (past and n >= p.min_participants):
                 if key not in self.results or not self.results[key].closed:
@@ -261,8 +271,8 @@ class CoordinatorService:
         if phase == "CLOSED" and key not in self.metrics:
             closed_at = self._closed_at.setdefault(key, block)
             res = self.results.get(key)
-            want = len(res.participants) if res else len(fed.commitments(pid, current))
-            have = len(fed.evaluations(pid, current))
+            want = len(res.participants) if res else info.committed
+            have = info.evaluations
             if have < want and block - closed_at < self.eval_grace:
                 return False
             self.metrics[key] = self.c.record_metric(pid, current)
@@ -278,13 +288,13 @@ class CoordinatorService:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             ids = [proposal] if proposal is not None else range(1, fed.proposal_count() + 1)
-            pids = [i for i in ids if fed.proposal(i).state.name == "APPROVED"]
+            pids = [i for i in ids if (p := fed.proposal(i)) is not None and p.state.name == "APPROVED"]
             done = [self.step(pid) for pid in pids]
             if exit_when_done and pids and all(done):
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise FedchainError(f"coordinator: gave up waiting after {timeout:.0f} s")
-            seen = fed.block_number
+            seen = fed.chain.block_number
             fed.wait_for_events(from_block=seen + 1, timeout=max(self.poll * 10, 5.0), poll_interval=self.poll)
 
 

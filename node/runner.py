@@ -36,6 +36,17 @@ from node.train import evaluate, train_local
 
 PPM = 1_000_000
 
+#: The registry's refusal codes, in words.
+_REASONS = {
+    "UNKNOWN_DATASET": "dataset not registered",
+    "REVOKED": "the dataset was revoked by its owner",
+    "EXPIRED": "the policy has expired",
+    "PURPOSE_NOT_ALLOWED": "the proposal's purpose is not allowed",
+    "PROPOSAL_NOT_ALLOWED": "the proposal is not in the allowed list",
+    "REQUESTER_NOT_ALLOWED": "the proposer is not an allowed requester",
+    "PROPOSAL_NOT_APPROVED": "the proposal is not approved",
+}
+
 
 class PolicyRefusal(FedchainError):
     """The node will not train for this proposal (policy, target or schema)."""
@@ -98,19 +109,24 @@ class HospitalNode:
     def admission(self, proposal_id: int) -> tuple[bool, str]:
         """``(True, "")`` when this node may train for the proposal, else ``(False, why)``."""
         p = self.fed.proposal(proposal_id)
-        if self.dataset_name not in p.datasets:
+        if p is None:
+            return False, f"proposal {proposal_id} does not exist"
+        if self.fed.dataset_id(self.dataset_name) not in p.targets:
             return False, f"dataset {self.dataset_name!r} is not a target of proposal {proposal_id}"
-        ok, reason = self.fed.admits(self.dataset_name, proposal_id)
-        if not ok:
-            return False, f"the policy of {self.dataset_name!r} does not admit proposal {proposal_id}: {reason}"
+        admission = self.fed.admits(self.dataset_name, proposal_id)
+        if not admission.ok:
+            return False, (f"the policy of {self.dataset_name!r} does not admit proposal {proposal_id}: "
+                           f"{_REASONS.get(admission.reason, admission.reason)}")
         on_chain = self.fed.dataset(self.dataset_name)
+        if on_chain is None:
+            return False, f"dataset {self.dataset_name!r} is not registered on chain"
         if on_chain.owner.lower() != self.identity.address.lower():
             return False, f"dataset {self.dataset_name!r} is owned by {on_chain.owner}, not by this node"
         local = schema_hash(self.schema)
-        if local.lower() != on_chain.schema_hash.lower():
+        if local.lower() != "0x" + on_chain.schema_hash.hex():
             return False, (
                 f"the local schema of {self.dataset_name!r} hashes to {local}, "
-                f"but {on_chain.schema_hash} is registered on chain"
+                f"but 0x{on_chain.schema_hash.hex()} is registered on chain"
             )
         return True, ""
 
@@ -128,8 +144,10 @@ class HospitalNode:
 
     def _recipients(self, plan: TrainingPlan) -> list[bytes]:
         coordinator = self.fed.coordinator()
-        key = self.fed.member(coordinator).x25519
-        keys = [key]
+        info = self.fed.member(coordinator)
+        if not info.active:
+            raise PolicyRefusal(f"the coordinator {coordinator} is not a member with a registered encryption key")
+        keys = [info.x25519_pub]
         keys.extend(bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors)
         return keys
 
@@ -147,8 +165,8 @@ class HospitalNode:
         result = train_local(start, plan, train, round_index=round_, dataset_seed_key=self.dataset_name)
         payload = state_dict_to_bytes(result.state_dict)
         ctx = EnvelopeContext(
-            chain_id=self.fed.chain_id,
-            contract=self.fed.rounds_address,
+            chain_id=self.fed.deployment.chain_id,
+            contract=self.fed.addresses["Rounds"],
             proposal_id=proposal_id,
             round=round_,
             sender=self.identity.address,
@@ -196,7 +214,7 @@ class NodeService:
         out = []
         for pid in ids:
             p = fed.proposal(pid)
-            if p.state.name == "APPROVED" and self.node.dataset_name in p.datasets:
+            if p is not None and p.state.name == "APPROVED" and fed.dataset_id(self.node.dataset_name) in p.targets:
                 out.append(pid)
         return out
 
@@ -213,17 +231,18 @@ class NodeService:
             phase = info.phase.name
             if phase == "NONE":
                 return False  # rounds open in order: nothing later exists yet
-            committed = any(c.participant.lower() == me for c in fed.commitments(pid, r))
+            committed = fed.commitment_of(pid, r, me) is not None
             if phase == "OPEN":
                 finished = False
-                if not committed and fed.block_number <= info.deadline:
+                if not committed and fed.chain.block_number <= info.deadline:
                     out = node.train_and_commit(pid, r)
                     self.outcomes.append(out)
                     if not out.committed:
                         self.refused[pid] = out.reason
                         return True
             elif phase == "CLOSED" and committed and (pid, r) not in self._evaluated:
-                node.evaluate_and_submit(pid, r)
+                if not fed.has_evaluated(pid, r, me):
+                    node.evaluate_and_submit(pid, r)
                 self._evaluated.add((pid, r))
         return finished
 
@@ -232,7 +251,7 @@ class NodeService:
 
         fed = self.node.fed
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen = fed.block_number
+        seen = fed.chain.block_number
         while True:
             pids = self._proposals(proposal)
             done = [self.step(pid) for pid in pids]
@@ -241,7 +260,7 @@ class NodeService:
             if deadline is not None and time.monotonic() > deadline:
                 raise FedchainError(f"node {self.node.dataset_name}: gave up waiting after {timeout:.0f} s")
             fed.wait_for_events(from_block=seen + 1, timeout=max(self.poll * 10, 5.0), poll_interval=self.poll)
-            seen = fed.block_number
+            seen = fed.chain.block_number
 
 
 def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:

@@ -94,6 +94,9 @@ class Replayer:
     def _replay_proposal(self, pid: int, recs: list[RoundRecord]) -> list[RoundVerdict]:
         p = self.h.proposals.get(pid)
         verdicts: list[RoundVerdict] = []
+        if p is None:
+            return [RoundVerdict(pid, r.round, DISCREPANCY, [f"round of proposal {pid}, which was never submitted"])
+                    for r in recs]
         try:
             plan = verify_plan_bytes(fetch_document(self.store, p.plan_cid, p.plan_sha256), p.plan_sha256)
         except FedchainError as exc:
@@ -231,8 +234,8 @@ def replay_trail(trail: Trail, store, auditor) -> ReplayReport:
 def replay_live(fed, store, auditor) -> ReplayReport:
     from coordinator.audit.trail import chain_events
 
-    history = History(list(chain_events(fed, fed.deployment.block)), dict(fed.deployment.params))
-    return Replayer(history, store, auditor, chain_id=fed.chain_id,
+    history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
+    return Replayer(history, store, auditor, chain_id=fed.deployment.chain_id,
                     rounds_address=fed.deployment.addresses["Rounds"]).run()
 
 

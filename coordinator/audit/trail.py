@@ -82,8 +82,8 @@ def chain_events(fed, from_block: int = 0, to_block: int | None = None) -> Itera
 
 def _header(fed) -> dict:
     d = fed.deployment
-    return {"kind": "header", "format": TRAIL_FORMAT, "chain_id": fed.chain_id,
-            "addresses": dict(d.addresses), "deploy_block": d.block, "params": dict(d.params)}
+    return {"kind": "header", "format": TRAIL_FORMAT, "chain_id": d.chain_id,
+            "addresses": dict(d.addresses), "deploy_block": d.deploy_block, "params": dict(d.params)}
 
 
 def _resume_point(out: Path, header: dict) -> tuple[int, set[str]]:
@@ -124,7 +124,7 @@ def export_trail(fed, store, out: Path, *, to_block: int | None = None) -> int:
     out = Path(out)
     header = _header(fed)
     last, docs = _resume_point(out, header)
-    end = fed.block_number if to_block is None else to_block
+    end = fed.chain.block_number if to_block is None else to_block
     start = max(last + 1, header["deploy_block"])
     n = 0
     mode = "a" if last >= 0 else "w"

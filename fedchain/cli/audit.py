@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fedchain.cli.common import HomeOpt, connect, console
+from fedchain.cli.common import HomeOpt, connect, console, err_console
 from fedchain.errors import ConfigError
 
 audit_app = typer.Typer(help="Export the audit trail, replay every round bit for bit, report.", no_args_is_help=True)
@@ -25,13 +25,23 @@ AuditorDevOpt = Annotated[Optional[int], typer.Option(help="DEV ONLY: the audito
 
 
 def auditor_identity(auditor: Optional[Path], auditor_dev: Optional[int], trail: Optional[Path]):
-    """The auditor key: --auditor-dev, --auditor, or the keystore a demo run left beside its trail."""
+    """The auditor key: --auditor-dev, --auditor, or what a demo run left beside its trail.
+
+    A demo run writes ``auditor.dev.json`` naming the public dev account it used
+    as auditor (DEV ONLY); a real auditor passes an encrypted keystore.
+    """
+    import json
+
     from fedchain import identity as ident
 
+    if auditor_dev is None and auditor is None and trail is not None and (trail.parent / "auditor.dev.json").exists():
+        try:
+            auditor_dev = int(json.loads((trail.parent / "auditor.dev.json").read_text())["dev_account"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{trail.parent / 'auditor.dev.json'} is malformed: {exc}") from None
     if auditor_dev is not None:
+        err_console.print(f"[yellow]DEV ONLY:[/] auditing with public dev account {auditor_dev}")
         return ident.dev_identity(auditor_dev)
-    if auditor is None and trail is not None and (trail.parent / "auditor.json").exists():
-        auditor = trail.parent / "auditor.json"
     if auditor is None:
         raise ConfigError("replay needs the auditor key to decrypt updates: --auditor KEYSTORE")
     return ident.load_identity(auditor, os.environ.get("FEDCHAIN_PASSWORD", ""))
@@ -58,8 +68,8 @@ def load_history(trail: Optional[Path], home):
         return History(t.events, t.header.get("params")), t.chain_id, t.addresses["Rounds"], None
     s = connect(home)
     d = s.fed.deployment
-    events = list(chain_events(s.fed, d.block))
-    return History(events, dict(d.params)), s.fed.chain_id, d.addresses["Rounds"], s
+    events = list(chain_events(s.fed, d.deploy_block))
+    return History(events, dict(d.params)), d.chain_id, d.addresses["Rounds"], s
 
 
 @audit_app.command("export")

@@ -61,10 +61,10 @@ def _policies(hospitals, proposer_address: str):
 
     one_year = int(time.time()) + 365 * 24 * 3600
     return {
-        hospitals[0]: Policy(purposes=["diagnosis", "research"], any_approved_proposal=True),
-        hospitals[1]: Policy(any_approved_proposal=True, requesters=[proposer_address]),
-        hospitals[2]: Policy(purposes=["diagnosis"], proposal_ids=[1], expiry=one_year, max_epsilon=8.0),
-        hospitals[3]: Policy(purposes=["research"], any_approved_proposal=True),
+        hospitals[0]: Policy(purposes=("diagnosis", "research"), any_approved_proposal=True),
+        hospitals[1]: Policy(any_approved_proposal=True, requesters=(proposer_address,)),
+        hospitals[2]: Policy(purposes=("diagnosis",), proposal_ids=(1,), expiry=one_year, max_epsilon_milli=8000),
+        hospitals[3]: Policy(purposes=("research",), any_approved_proposal=True),
     }
 
 
@@ -105,7 +105,10 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         quorum_bps=5000,
         approval_bps=6000,
     )
-    (run_dir / "deployment.json").write_text(json.dumps(deployment.to_dict(), indent=2, sort_keys=True) + "\n")
+    deployment.save(run_dir / "deployment.json")
+    # The auditor is a public dev key (DEV ONLY): say so, and let 'audit replay' find it.
+    (run_dir / "auditor.dev.json").write_text(json.dumps(
+        {"dev_account": 5, "note": "DEV ONLY: the demo's auditor is anvil's public dev account 5"}, indent=2) + "\n")
     fed = chain.attach(deployment)
     store = LocalStore(run_dir / "store")
     result = DemoResult(run_dir=run_dir)
@@ -133,8 +136,8 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     plan_cid, plan_sha = pin_document(store, plan.to_canonical_bytes())
     proposer = fed.as_(members[0].account)
     tx = proposer.submit_proposal(
-        plan_cid=plan_cid, plan_sha256=plan_sha, purpose=plan.purpose, datasets=list(plan.datasets),
-        rounds=plan.rounds, min_participants=plan.min_participants, round_duration_blocks=plan.round_deadline_blocks,
+        plan_cid=plan_cid, plan_sha256=plan_sha, purpose=plan.purpose, targets=list(plan.datasets),
+        rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
     )
     pid = tx.value
     result.proposal_id = pid
@@ -144,7 +147,7 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         tx = fed.as_(ident.account).vote(pid, votes[ident.name])
         result.governance_gas.setdefault("vote", tx.gas_used)
     chain.mine(5)
-    tx = fed.finalize(pid)
+    tx = fed.as_(ops.account).finalize(pid)
     result.governance_gas["finalize"] = tx.gas_used
     prop = fed.proposal(pid)
     say(f"proposal {pid} ({plan.purpose}, plan {plan_cid[:12]}…): votes yes {prop.yes} / no {prop.no} / "

@@ -229,8 +229,8 @@ def proposal_submit(
     with s.store() as store:
         cid, sha = pin_document(store, data)
     tx = fed.submit_proposal(
-        plan_cid=cid, plan_sha256=sha, purpose=p.purpose, datasets=list(p.datasets),
-        rounds=p.rounds, min_participants=p.min_participants, round_duration_blocks=p.round_deadline_blocks,
+        plan_cid=cid, plan_sha256=sha, purpose=p.purpose, targets=list(p.datasets),
+        rounds=p.rounds, min_participants=p.min_participants, round_duration=p.round_deadline_blocks,
     )
     _tx_line(f"proposal {tx.value} submitted: plan {cid} (sha256 {sha[:18]}…)", tx)
 
