@@ -56,20 +56,33 @@ class DemoResult:
 
 
 def _policies(hospitals, proposer_address: str):
-    """Four different access policies; the last one excludes the demo's purpose."""
+    """Different access policies; the fourth hospital's excludes the demo's purpose.
+
+    Hospitals beyond the fourth (``--hospitals``) admit any approved proposal.
+    """
     from contracts.bindings import Policy
 
     one_year = int(time.time()) + 365 * 24 * 3600
-    return {
-        hospitals[0]: Policy(purposes=("diagnosis", "research"), any_approved_proposal=True),
-        hospitals[1]: Policy(any_approved_proposal=True, requesters=(proposer_address,)),
-        hospitals[2]: Policy(purposes=("diagnosis",), proposal_ids=(1,), expiry=one_year, max_epsilon_milli=8000),
-        hospitals[3]: Policy(purposes=("research",), any_approved_proposal=True),
-    }
+    first = [
+        Policy(purposes=("diagnosis", "research"), any_approved_proposal=True),
+        Policy(any_approved_proposal=True, requesters=(proposer_address,)),
+        Policy(purposes=("diagnosis",), proposal_ids=(1,), expiry=one_year, max_epsilon_milli=8000),
+        Policy(purposes=("research",), any_approved_proposal=True),
+    ]
+    return {h: (first[i] if i < len(first) else Policy.open()) for i, h in enumerate(hospitals)}
 
 
-def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: bool = False) -> DemoResult:
-    """Run the demo end to end and return its measurements (also written to the run folder)."""
+def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: bool = False,
+             hospitals: int = 4, report: bool = True) -> DemoResult:
+    """Run the demo end to end and return its measurements (also written to the run folder).
+
+    ``hospitals`` >= 4: the fourth always sits out (its policy excludes the
+    purpose); ``report`` writes ``report.html`` (with replay verdicts) at the end.
+    """
+    from fedchain.errors import ConfigError
+
+    if hospitals < 4:
+        raise ConfigError("the demo needs at least 4 hospitals (the fourth shows a policy refusal)")
     from contracts.bindings import Chain, FounderSpec, Vote
     from coordinator.audit import export_trail
     from coordinator.runner import Coordinator
@@ -91,11 +104,13 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     say(f"[bold]fedchain demo[/] — run folder [cyan]{run_dir}[/]")
 
     # --- consortium on the embedded chain -------------------------------------------
-    data = make_demo_data(run_dir / "data", n_hospitals=4, seed=seed)
+    data = make_demo_data(run_dir / "data", n_hospitals=hospitals, seed=seed)
     names = [h.name for h in data.hospitals]
     members = [dev_identity(i, name=n) for i, n in enumerate(names)]
-    ops = dev_identity(4, name="consortium-ops")  # runs the coordinator
-    auditor = dev_identity(5, name="auditor")  # not a member; reads updates through the plan
+    # Members use dev accounts 0..n-1; the coordinator and auditor come after them.
+    ops = dev_identity(hospitals, name="consortium-ops")  # runs the coordinator
+    auditor_index = hospitals + 1
+    auditor = dev_identity(auditor_index, name="auditor")  # not a member; reads updates through the plan
     chain = Chain.connect("eth-tester://")
     deployment = chain.deploy(
         chain.dev_accounts[0],
@@ -108,7 +123,8 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     deployment.save(run_dir / "deployment.json")
     # The auditor is a public dev key (DEV ONLY): say so, and let 'audit replay' find it.
     (run_dir / "auditor.dev.json").write_text(json.dumps(
-        {"dev_account": 5, "note": "DEV ONLY: the demo's auditor is anvil's public dev account 5"}, indent=2) + "\n")
+        {"dev_account": auditor_index,
+         "note": f"DEV ONLY: the demo's auditor is anvil's public dev account {auditor_index}"}, indent=2) + "\n")
     fed = chain.attach(deployment)
     store = LocalStore(run_dir / "store")
     result = DemoResult(run_dir=run_dir)
@@ -142,9 +158,9 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     pid = tx.value
     result.proposal_id = pid
     result.governance_gas["submit proposal"] = tx.gas_used
-    votes = {names[0]: Vote.YES, names[1]: Vote.YES, names[2]: Vote.NO, names[3]: Vote.YES, ops.name: Vote.ABSTAIN}
+    votes = {names[2]: Vote.NO, ops.name: Vote.ABSTAIN}  # everyone else votes yes
     for ident in members + [ops]:
-        tx = fed.as_(ident.account).vote(pid, votes[ident.name])
+        tx = fed.as_(ident.account).vote(pid, votes.get(ident.name, Vote.YES))
         result.governance_gas.setdefault("vote", tx.gas_used)
     chain.mine(5)
     tx = fed.as_(ops.account).finalize(pid)
@@ -203,11 +219,29 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     result.pooled_accuracy = train_pooled(plan, participating, data.test)["accuracy"]
     result.federated_accuracy = result.rounds[-1].test_accuracy
     export_trail(fed, store, run_dir / "trail.jsonl")
+    if report:
+        _write_report(run_dir, store, fed, auditor, say)
     result.seconds = time.perf_counter() - t0
     _write_summary(result, plan_cid)
     if not quiet:
         _print_summary(result, names, members)
     return result
+
+
+def _write_report(run_dir: Path, store, fed, auditor, say) -> None:
+    """Replay the run from its exported trail and write report.html with the verdicts."""
+    from coordinator.audit.history import History
+    from coordinator.audit.replay import Replayer
+    from coordinator.audit.report import render_report, write_report
+    from coordinator.audit.trail import read_trail
+
+    trail = read_trail(run_dir / "trail.jsonl")
+    history = History(trail.events, trail.header.get("params"))
+    verdicts = Replayer(history, store, auditor, chain_id=trail.chain_id,
+                        rounds_address=trail.addresses["Rounds"]).run()
+    write_report(run_dir / "report.html", render_report(history, verdicts, title="fedchain demo: audit report"))
+    n_ok = sum(1 for v in verdicts.rounds if v.ok)
+    say(f"audit replay: {n_ok}/{len(verdicts.rounds)} rounds VERIFIED — report in [cyan]{run_dir / 'report.html'}[/]")
 
 
 def _write_summary(result: DemoResult, plan_cid: str) -> None:
@@ -253,4 +287,5 @@ def _print_summary(result: DemoResult, names, members) -> None:
         f"sat out: {', '.join(result.excluded) or 'nobody'}"
     )
     console.print(f"done in {result.seconds:.1f} s — artifacts in [cyan]{result.run_dir}[/] "
-                  f"(summary.json, trail.jsonl, store/)")
+                  f"(summary.json, trail.jsonl, report.html, store/)")
+    console.print(f"verify it yourself: fedchain audit replay --trail {result.run_dir / 'trail.jsonl'}")
