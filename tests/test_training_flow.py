@@ -1,0 +1,270 @@
+"""Federated training under on-chain governance: who may open, commit, close — and what is refused.
+
+Runs hospital nodes and the coordinator in-process on the embedded chain
+(eth-tester) with the embedded store; the multi-process run on anvil + js-ipfs
+is in ``test_network.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from contracts.bindings import Chain, ChainRevert, FounderSpec, Policy, Vote
+from coordinator.audit.history import History
+from coordinator.audit.replay import Replayer
+from coordinator.audit.trail import chain_events
+from coordinator.runner import Coordinator, CoordinatorService, NotApproved
+from fedchain.content import HashMismatch, pin_document
+from fedchain.identity import dev_identity
+from fedchain.plan import PlanHashMismatch, verify_plan_bytes
+from fedchain.sample_data import demo_plan, make_demo_data
+from fedchain.serialize import bytes_to_state_dict
+from ipfs.local import LocalStore
+from ipfs.store import BlockCorrupt
+from node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+from node.runner import HospitalNode
+
+N = 3
+
+
+@dataclass
+class World:
+    chain: Chain
+    fed: object
+    store: LocalStore
+    members: list
+    coord: object
+    auditor: object
+    data: object
+    nodes: list
+    coordinator: Coordinator
+
+    def propose(self, plan, *, votes=None, finalize=True, plan_bytes=None) -> int:
+        raw = plan.to_canonical_bytes() if plan_bytes is None else plan_bytes
+        cid, _ = pin_document(self.store, raw)
+        tx = self.fed.as_(self.members[0].account).submit_proposal(
+            plan_cid=cid, plan_sha256=plan.sha256, purpose=plan.purpose, targets=list(plan.datasets),
+            rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
+        )
+        pid = tx.value
+        for ident in self.members + [self.coord]:
+            self.fed.as_(ident.account).vote(pid, (votes or {}).get(ident.name, Vote.YES))
+        if finalize:
+            self.chain.mine(9)
+            self.fed.as_(self.coord.account).finalize(pid)
+        return pid
+
+    def run_round(self, pid: int, r: int):
+        self.coordinator.open_round(pid, r)
+        outcomes = [n.train_and_commit(pid, r) for n in self.nodes]
+        return outcomes, self.coordinator.close_round(pid, r)
+
+    def rounds_opened(self, pid: int) -> list:
+        return [e for e in self.fed.events() if e.event == "RoundOpened" and e.args["proposalId"] == pid]
+
+
+def make_world(tmp_path, policies=None, seed=11) -> World:
+    chain = Chain.connect("eth-tester://")
+    data = make_demo_data(tmp_path / "data", n_hospitals=N, seed=seed)
+    members = [dev_identity(i, name=h.name) for i, h in enumerate(data.hospitals)]
+    coord, auditor = dev_identity(N, name="ops"), dev_identity(N + 1, name="auditor")
+    deployment = chain.deploy(
+        chain.dev_accounts[0],
+        founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in members + [coord]],
+        coordinator=coord.address, voting_period_blocks=8, quorum_bps=5000, approval_bps=5001,
+    )
+    fed = chain.attach(deployment)
+    store = LocalStore(tmp_path / "store", fsync=False)
+    nodes = []
+    for i, (m, h) in enumerate(zip(members, data.hospitals)):
+        schema = load_schema(h.schema_path)
+        cid, sha = pin_document(store, metadata_document(schema, h.n_rows, h.name))
+        policy = (policies or {}).get(i, Policy.open(purposes=("diagnosis",)))
+        fed.as_(m.account).register_dataset(h.name, cid, sha, schema_hash(schema), policy)
+        nodes.append(HospitalNode(fed.as_(m.account), store, m, h.name, schema, load_dataset(h.csv_path, schema)))
+    coordinator = Coordinator(fed.as_(coord.account), store, coord)
+    return World(chain, fed, store, members, coord, auditor, data, nodes, coordinator)
+
+
+def plan_for(w: World, **changes):
+    base = dict(rounds=2, min_participants=2, auditors=["0x" + w.auditor.x25519_public.hex()])
+    base.update(changes)
+    return demo_plan(w.data.hospitals, seed=11).with_changes(**base)
+
+
+@pytest.fixture
+def world(tmp_path):
+    return make_world(tmp_path)
+
+
+# -- nothing opens unless the chain approved it ----------------------------------------------
+
+def test_unapproved_proposal_opens_no_round(world):
+    pid = world.propose(plan_for(world), finalize=False)  # still in its voting period
+    with pytest.raises(NotApproved, match="not approved"):
+        world.coordinator.open_round(pid, 1)
+    with pytest.raises(ChainRevert) as exc:  # the contract refuses on its own as well
+        world.fed.as_(world.coord.account).open_round(pid, 1)
+    assert exc.value.error == "ProposalNotApproved"
+    assert world.rounds_opened(pid) == []
+
+
+def test_rejected_proposal_opens_no_round_and_lands_no_aggregate(world):
+    no = {m.name: Vote.NO for m in world.members + [world.coord]}
+    pid = world.propose(plan_for(world), votes=no)
+    assert world.fed.proposal(pid).state.name == "REJECTED"
+    svc = CoordinatorService(world.coordinator)
+    assert svc.step(pid) is True  # nothing to do
+    assert world.rounds_opened(pid) == []
+    assert not [e for e in world.fed.events() if e.event == "RoundClosed"]
+
+
+def test_expired_vote_never_finalized_opens_no_round(world):
+    pid = world.propose(plan_for(world), finalize=False)
+    world.chain.mine(12)  # voting period over, nobody finalized
+    with pytest.raises(NotApproved):
+        world.coordinator.open_round(pid, 1)
+    assert world.rounds_opened(pid) == []
+
+
+def test_rounds_beyond_the_approved_number_are_refused(world):
+    pid = world.propose(plan_for(world, rounds=1))
+    world.run_round(pid, 1)
+    with pytest.raises(NotApproved, match="rounds 1..1"):
+        world.coordinator.open_round(pid, 2)
+    with pytest.raises(ChainRevert):
+        world.fed.as_(world.coord.account).open_round(pid, 2)
+
+
+# -- policies ---------------------------------------------------------------------------------
+
+def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tmp_path):
+    w = make_world(tmp_path, policies={2: Policy.open(purposes=("research",))})
+    pid = w.propose(plan_for(w))
+    w.coordinator.open_round(pid, 1)
+    outcomes = [n.train_and_commit(pid, 1) for n in w.nodes]
+    refused = outcomes[2]
+    assert not refused.committed and "purpose is not allowed" in refused.reason
+    # Even a node that skips its own check cannot get a commitment past the contract.
+    with pytest.raises(ChainRevert) as exc:
+        w.nodes[2].fed.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
+    assert exc.value.error == "PolicyDenied"
+    assert "PURPOSE_NOT_ALLOWED" in str(exc.value), str(exc.value)
+    closed = w.coordinator.close_round(pid, 1)
+    assert closed.closed and len(closed.participants) == 2
+    committers = {e.args["member"].lower() for e in w.fed.events() if e.event == "UpdateCommitted"}
+    assert w.members[2].address.lower() not in committers
+
+
+# -- tampering ------------------------------------------------------------------------------------
+
+def _corrupt(store: LocalStore, cid: str) -> None:
+    path = store.block_path(cid)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.chmod(0o644)
+    path.write_bytes(bytes(raw))
+
+
+def test_plan_tampered_in_the_store_stops_node_and_coordinator(world):
+    plan = plan_for(world)
+    pid = world.propose(plan)
+    _corrupt(world.store, world.fed.proposal(pid).plan_cid)
+    with pytest.raises(BlockCorrupt):
+        world.nodes[0].train_and_commit(pid, 1)
+    with pytest.raises(BlockCorrupt):
+        world.coordinator.open_round(pid, 1)
+    assert world.rounds_opened(pid) == []
+
+
+def test_plan_that_does_not_match_its_onchain_hash_is_refused(world):
+    plan = plan_for(world)
+    other = plan.with_changes(local_epochs=plan.local_epochs + 1)  # what a tamperer pinned
+    pid = world.propose(plan, plan_bytes=other.to_canonical_bytes())
+    with pytest.raises(HashMismatch, match="does not match its on-chain hash"):
+        world.nodes[0].train_and_commit(pid, 1)
+    with pytest.raises(HashMismatch):
+        world.coordinator.open_round(pid, 1)
+    assert world.rounds_opened(pid) == []
+    # The plan check itself also refuses bytes that do not hash to the on-chain value.
+    with pytest.raises(PlanHashMismatch):
+        verify_plan_bytes(other.to_canonical_bytes(), plan.sha256)
+
+
+def test_tampered_update_is_rejected_and_the_round_still_closes(world):
+    pid = world.propose(plan_for(world))
+    world.coordinator.open_round(pid, 1)
+    outcomes = [n.train_and_commit(pid, 1) for n in world.nodes]
+    _corrupt(world.store, outcomes[1].cid)
+    closed = world.coordinator.close_round(pid, 1)
+    assert closed.closed
+    assert world.members[1].address in closed.rejected and "BlockCorrupt" in closed.rejected[world.members[1].address]
+    assert sorted(closed.participants) == sorted([world.members[0].address, world.members[2].address])
+    # The auditor agrees the rejection was justified and the aggregate is right.
+    history = History(chain_events(world.fed, world.fed.deployment.deploy_block), world.fed.deployment.params)
+    report = Replayer(history, world.store, world.auditor, chain_id=world.fed.deployment.chain_id,
+                      rounds_address=world.fed.addresses["Rounds"]).run()
+    assert report.ok, report
+
+
+def test_update_claimed_by_another_member_is_rejected(world):
+    pid = world.propose(plan_for(world))
+    world.coordinator.open_round(pid, 1)
+    a = world.nodes[0].train_and_commit(pid, 1)
+    world.nodes[1].train_and_commit(pid, 1)
+    # Member C commits member A's sealed blob as if it were its own.
+    node_c = world.nodes[2]
+    node_c.fed.commit_update(pid, 1, node_c.dataset_name, a.cid, a.sha256, a.n_samples)
+    closed = world.coordinator.close_round(pid, 1)
+    assert closed.closed
+    reason = closed.rejected[world.members[2].address]
+    assert "Envelope" in reason and "sender" in reason.lower()
+
+
+def test_round_fails_when_too_few_valid_updates_remain(world):
+    pid = world.propose(plan_for(world, min_participants=3))
+    world.coordinator.open_round(pid, 1)
+    outcomes = [n.train_and_commit(pid, 1) for n in world.nodes]
+    _corrupt(world.store, outcomes[0].cid)
+    result = world.coordinator.close_round(pid, 1)
+    assert not result.closed and "needs 3" in result.reason
+    assert world.fed.round_info(pid, 1).phase.name == "OPEN"  # nothing was published
+    world.chain.mine(plan_for(world).round_deadline_blocks + 1)
+    world.coordinator.fail_round(pid, 1)
+    assert world.fed.round_info(pid, 1).phase.name == "FAILED"
+
+
+# -- the service loop and determinism ------------------------------------------------------------------
+
+def test_coordinator_service_drives_all_rounds(world):
+    pid = world.propose(plan_for(world, rounds=2))
+    svc = CoordinatorService(world.coordinator, eval_grace_blocks=1)
+    for _ in range(12):
+        if svc.step(pid):
+            break
+        for n in world.nodes:
+            r = world.fed.last_round(pid)
+            info = world.fed.round_info(pid, r)
+            if info.phase.name == "OPEN" and world.fed.commitment_of(pid, r, n.identity.address) is None:
+                n.train_and_commit(pid, r)
+            elif info.phase.name == "CLOSED" and not world.fed.has_evaluated(pid, r, n.identity.address):
+                n.evaluate_and_submit(pid, r)
+    for r in (1, 2):
+        info = world.fed.round_info(pid, r)
+        assert info.phase.name == "CLOSED" and info.committed == N
+        assert info.global_metric_ppm is not None and info.global_metric_ppm > 800_000
+
+
+def test_same_seed_same_data_same_global_model_bytes(tmp_path):
+    shas = []
+    for run in ("a", "b"):
+        w = make_world(tmp_path / run)
+        pid = w.propose(plan_for(w))
+        for r in (1, 2):
+            _, closed = w.run_round(pid, r)
+        shas.append([w.fed.round_info(pid, r).aggregate_sha256 for r in (1, 2)])
+        model = bytes_to_state_dict(w.store.get(closed.aggregate_cid))
+        assert set(model) == {"linear.weight", "linear.bias"}
+    assert shas[0] == shas[1]
