@@ -313,7 +313,7 @@ def run_coordinator(config_path, *, proposal: int | None = None, exit_when_done:
     chain = Chain.connect(cfg.chain_url)
     fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
     with open_store(cfg.store) as store:
-        coord = Coordinator(fed, store, identity, log=console.print)
+        coord = Coordinator(fed, store, identity, log=lambda msg: console.print(msg, markup=False, highlight=False))
         console.print(f"coordinator {identity.address} on {cfg.chain_url}")
         svc = CoordinatorService(coord, poll_seconds=cfg.poll_seconds,
                                  eval_grace_blocks=int(opts.get("eval_grace_blocks", 10)))

@@ -286,7 +286,8 @@ def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool =
     chain = Chain.connect(cfg.chain_url)
     fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
     with open_store(cfg.store) as store:
-        node = HospitalNode(fed, store, identity, ds["name"], schema, data, log=console.print)
+        node = HospitalNode(fed, store, identity, ds["name"], schema, data,
+                            log=lambda msg: console.print(msg, markup=False, highlight=False))
         console.print(f"node {identity.name} ({identity.address}) serving dataset {ds['name']!r} "
                       f"({data.n_rows} rows) on {cfg.chain_url}")
         svc = NodeService(node, poll_seconds=cfg.poll_seconds)

@@ -87,7 +87,7 @@ class LocalNetwork:
         deployment = chain.deploy(
             chain.dev_accounts[0],
             founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in members + [coord]],
-            coordinator=coord.address, voting_period_blocks=3, quorum_bps=5000, approval_bps=5001,
+            coordinator=coord.address, voting_period_blocks=30, quorum_bps=5000, approval_bps=5001,
         )
         deployment.save(self.root / "deployment.json")
         fed = chain.attach(deployment)
@@ -110,7 +110,7 @@ class LocalNetwork:
         self.proposal_id = pid = tx.value
         for m in members + [coord]:
             fed.as_(m.account).vote(pid, Vote.YES)
-        chain.mine(4)
+        chain.mine(31)  # DEV: end the voting period without waiting 30 s
         fed.as_(coord.account).finalize(pid)
         store.close()
         self._write_configs(data, deployment)
