@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from fedchain.cli.common import console, err_console
 from fedchain.errors import FedchainError
@@ -42,9 +43,10 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit status."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click *returns* the code of a typer.Exit instead of exiting.
+        code = app(args=argv, standalone_mode=False)
     except FedchainError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return 1
     except typer.Exit as exc:  # raised by commands that end early on purpose
         return exc.exit_code
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,21 +1,43 @@
-"""Governance commands: members, datasets with access policies, proposals and votes, rounds."""
+"""Governance commands: members, datasets with access policies, proposals and votes, rounds.
+
+Every command talks to the chain through the façade (``contracts.bindings``).
+A transaction the contracts refuse ends the command with one readable line
+naming the reason (``error: already voted (voter dev-1 0x7099…79C8, id 1)``)
+and exit status 1; see :func:`friendly`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import json
+import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Iterable, Optional, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from fedchain.cli.common import DevOpt, HomeOpt, IdentityOpt, connect, console, load_identity_from_options
-from fedchain.errors import ConfigError
+from fedchain.cli.common import (
+    DevOpt,
+    HomeOpt,
+    IdentityOpt,
+    connect,
+    console,
+    err_console,
+    load_identity_from_options,
+    resolve_home,
+)
+from fedchain.errors import ConfigError, FedchainError
 
-member_app = typer.Typer(help="Consortium membership: list, admit or remove by vote, rotate keys.", no_args_is_help=True)
+member_app = typer.Typer(help="Consortium membership: list, admit or remove by vote.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Register datasets and manage their access policies.", no_args_is_help=True)
 proposal_app = typer.Typer(help="Submit training proposals, vote, finalize.", no_args_is_help=True)
-round_app = typer.Typer(help="Inspect and drive training rounds by hand (the coordinator does this in 'coordinator run').", no_args_is_help=True)
+round_app = typer.Typer(
+    help="Inspect and drive training rounds by hand (the coordinator does this in 'coordinator run').",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,313 +47,1004 @@ def register(app: typer.Typer) -> None:
     app.add_typer(round_app, name="round")
 
 
-def _acting(home, identity, dev):
+#: Purposes recognised in on-chain policies (which hold only keccak256 hashes) even
+#: when no proposal or local command ever spelled them out.
+COMMON_PURPOSES = (
+    "research", "diagnosis", "prognosis", "treatment", "screening", "triage", "prediction",
+    "clinical-research", "medical-research", "public-health", "epidemiology", "quality-improvement",
+    "education", "teaching", "drug-discovery", "clinical-trials", "commercial", "benchmarking",
+)
+PURPOSES_FILE = "purposes.json"  # in HOME: purposes typed into this CLI, to name their hashes
+
+
+# ============================================================ errors and names
+
+
+class Refused(FedchainError):
+    """The chain refused a transaction; the message names the reason readably."""
+
+    def __init__(self, message: str, revert: Any = None) -> None:
+        super().__init__(message)
+        self.revert = revert
+        self.error = getattr(revert, "error", "")
+
+
+# The network a command is working on, so error messages can name members and datasets.
+_current: dict[str, Any] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn chain reverts, an unreachable node and bad values into one readable error line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from contracts.errors import ChainError, ChainRevert, ChainUnavailable
+
+        _current.clear()
+        try:
+            return fn(*args, **kwargs)
+        except ChainRevert as exc:
+            raise Refused(explain_revert(exc), exc) from None
+        except ChainUnavailable as exc:
+            detail = "connection refused" if "refused" in exc.detail.lower() else exc.detail.split(":")[0]
+            raise FedchainError(
+                f"the chain at {exc.url} is not reachable ({detail}); is it running? "
+                "Start it with 'fedchain chain up'"
+            ) from None
+        except ChainError as exc:
+            if "insufficient funds" in str(exc).lower():
+                who = f" {_current['signer']}" if _current.get("signer") else ""
+                raise FedchainError(
+                    f"the acting account{who} has no ETH to pay for gas "
+                    "(on a local dev chain: 'fedchain chain fund ADDRESS')"
+                ) from None
+            raise
+        except ValueError as exc:  # a malformed value the bindings rejected (address, hash, …)
+            if isinstance(exc, FedchainError):
+                raise
+            raise ConfigError(f"invalid input: {exc}") from None
+        finally:
+            _current.clear()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _short(value: str) -> str:
+    return f"{value[:6]}…{value[-4:]}" if len(value) > 14 else value
+
+
+def _hex(b: bytes) -> str:
+    return "0x" + bytes(b).hex()
+
+
+class Names:
+    """Readable names: members by address, datasets by id, purposes by hash (from one event scan)."""
+
+    def __init__(self, fed: Any, home: Optional[Path]) -> None:
+        from contracts.bindings import purpose_hash
+
+        self.members: dict[str, str] = {}
+        self.datasets: dict[bytes, str] = {}
+        self.purposes: dict[bytes, str] = {purpose_hash(p): p for p in COMMON_PURPOSES}
+        for p in load_known_purposes(home):
+            self.purposes[purpose_hash(p)] = p
+        for ev in fed.events(fed.deployment.deploy_block, details=False):
+            if ev.event == "MemberAdmitted":
+                self.members[ev.args["account"].lower()] = ev.args["name"]
+            elif ev.event == "DatasetRegistered":
+                self.datasets[bytes.fromhex(ev.args["id"][2:])] = ev.args["name"]
+            elif ev.event == "ProposalSubmitted":
+                self.purposes[purpose_hash(ev.args["purpose"])] = ev.args["purpose"]
+        self.coordinator = fed.coordinator()
+
+    def who(self, address: str, full: bool = False) -> str:
+        name = self.members.get(address.lower())
+        if name is None and address.lower() == self.coordinator.lower():
+            name = "coordinator"
+        shown = address if full else _short(address)
+        return f"{name} {shown}" if name else shown
+
+    def dataset(self, did: bytes | str) -> str:
+        raw = bytes.fromhex(did[2:]) if isinstance(did, str) else bytes(did)
+        return self.datasets.get(raw, _short(_hex(raw)))
+
+    def purpose(self, h: bytes | str) -> str:
+        raw = bytes.fromhex(h[2:]) if isinstance(h, str) else bytes(h)
+        return self.purposes.get(raw, _short(_hex(raw)))
+
+
+def _names() -> Optional[Names]:
+    """Names for the current network (built once per command, only when needed)."""
+    if "names" not in _current and "fed" in _current:
+        try:
+            _current["names"] = Names(_current["fed"], _current.get("home"))
+        except Exception:  # names are a nicety; never hide the real error behind another
+            _current["names"] = None
+    return _current.get("names")
+
+
+def _reason_code(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("0x"):
+        return bytes.fromhex(value[2:]).rstrip(b"\0").decode("ascii", "replace")
+    return str(value)
+
+
+def policy_reason(code: str) -> str:
+    """The phrase for an ``admits`` / ``PolicyDenied`` reason code."""
+    from contracts.errors import POLICY_REASONS
+
+    return POLICY_REASONS.get(code, code.lower().replace("_", " "))
+
+
+_KEY_LABELS = {"datasetId": "dataset", "proposalId": "proposal", "id": "id", "deadline": "deadline block"}
+
+
+def explain_revert(exc: Any) -> str:
+    """A ChainRevert as one readable line, naming members and datasets where possible."""
+    from enum import IntEnum
+
+    args = exc.args_dict
+    names = _names()
+    if exc.error == "Error":
+        return str(exc)
+    if exc.error == "PolicyDenied":
+        ds = names.dataset(args.get("datasetId", "0x")) if names else _short(str(args.get("datasetId")))
+        return f"{exc.phrase}: {policy_reason(_reason_code(args.get('reason')))} (dataset {ds})"
+
+    def value(key: str, v: Any) -> str:
+        if isinstance(v, IntEnum):
+            return v.name.lower()
+        if isinstance(v, str) and re.fullmatch(r"0x[0-9a-fA-F]{40}", v):
+            return names.who(v) if names else _short(v)
+        if isinstance(v, str) and re.fullmatch(r"0x[0-9a-fA-F]{64}", v):
+            if key == "datasetId" and names:
+                return names.dataset(v)
+            code = _reason_code(v)
+            if code and code.isascii() and code.replace("_", "").isalnum() and code.isupper():
+                return policy_reason(code)
+            return _short(v)
+        return str(v)
+
+    def label(key: str) -> str:
+        return _KEY_LABELS.get(key) or re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key).lower()
+
+    if not args:
+        return exc.phrase
+    if len(args) == 1:
+        (k, v), = args.items()
+        return f"{exc.phrase} ({value(k, v)})"
+    return f"{exc.phrase} ({', '.join(f'{label(k)} {value(k, v)}' for k, v in args.items())})"
+
+
+def load_known_purposes(home: Optional[Path]) -> list[str]:
+    path = resolve_home(home) / PURPOSES_FILE
+    try:
+        data = json.loads(path.read_text())
+        return [p for p in data if isinstance(p, str)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def remember_purposes(home: Optional[Path], purposes: Iterable[str]) -> None:
+    """Keep purposes typed into the CLI so their on-chain hashes can be shown as text later."""
+    new = [p for p in purposes if isinstance(p, str)]
+    if not new:
+        return
+    known = load_known_purposes(home)
+    merged = known + [p for p in dict.fromkeys(new) if p not in known]
+    if merged != known:
+        path = resolve_home(home) / PURPOSES_FILE
+        try:
+            path.write_text(json.dumps(merged, indent=2) + "\n")
+        except OSError:
+            pass
+
+
+# ============================================================ sessions
+
+
+def _session(home: Optional[Path]):
     s = connect(home)
+    _current.update(fed=s.fed, home=home)
+    return s
+
+
+def _acting(home: Optional[Path], identity: Optional[Path], dev: Optional[int]):
     me = load_identity_from_options(identity, dev)
+    s = _session(home)
+    _current["signer"] = me.address
     return s, me, s.fed.as_(me.account)
 
 
 def _tx_line(what: str, tx) -> None:
-    console.print(f"[green]✓[/] {what}  [dim](block {tx.block_number}, gas {tx.gas_used:,}, tx {tx.tx_hash[:18]}…)[/]")
+    console.print(f"[green]✓[/] {what}  [dim](block {tx.block_number}, gas {tx.gas_used:,}, tx {tx.tx_hash[:12]}…)[/]",
+                  soft_wrap=True)
 
 
-def _short(addr: str) -> str:
-    return addr[:10] + "…" + addr[-4:]
+def _date(ts: int) -> str:
+    when = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    if when.hour == when.minute == when.second == 0:
+        return when.date().isoformat()
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-# --- members -----------------------------------------------------------------
+def _require_proposal(fed, proposal_id: int):
+    p = fed.proposal(proposal_id)
+    if p is None:
+        raise ConfigError(f"no proposal {proposal_id} (there are {fed.proposal_count()})")
+    return p
+
+
+def _require_dataset(fed, name: str):
+    d = fed.dataset(name)
+    if d is None:
+        raise ConfigError(f"no dataset named {name!r} is registered")
+    return d
+
+
+def _resolve_member(fed, value: str) -> str:
+    """An address, or the name of a member (as in 'member list')."""
+    from eth_utils import is_address, to_checksum_address
+
+    if is_address(value):
+        return to_checksum_address(value)
+    matches = [m for m in fed.members(include_removed=True) if m.name == value]
+    if len(matches) == 1:
+        return matches[0].address
+    if len(matches) > 1:
+        raise ConfigError(f"several members are named {value!r}; give the address")
+    known = ", ".join(m.name for m in fed.members()) or "none"
+    raise ConfigError(f"{value!r} is neither an address nor a member name (members: {known})")
+
+
+# ============================================================ members
+
 
 @member_app.command("list")
-def member_list(home: HomeOpt = None) -> None:
-    """List current members (name, address, X25519 key, joined at block)."""
-    s = connect(home)
-    t = Table("name", "address", "x25519", "joined")
-    for m in s.fed.members():
-        t.add_row(m.name, m.address, "0x" + m.x25519_pub.hex()[:16] + "…", str(m.joined_at))
+@friendly
+def member_list(
+    all_: Annotated[bool, typer.Option("--all", help="Include removed members.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """List members (name, address, X25519 key, joined at block) and the coordinator."""
+    s = _session(home)
+    fed = s.fed
+    t = Table("#", "name", "address", "x25519 public key", "joined (block)", "state", title="consortium members")
+    for m in fed.members(include_removed=all_):
+        t.add_row(str(m.seq), escape(m.name), m.address, _short(_hex(m.x25519_pub)), str(m.joined_at),
+                  "active" if m.active else "[red]removed[/]")
     console.print(t)
-    console.print(f"coordinator: {s.fed.coordinator()}")
-
-
-@member_app.command("propose-admit")
-def member_propose_admit(
-    name: str, address: str, x25519: Annotated[str, typer.Argument(help="Hex X25519 public key (32 bytes).")],
-    home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
-) -> None:
-    """Propose admitting a new member (members vote; anyone finalizes after the period)."""
-    _, _, fed = _acting(home, identity, dev)
-    tx = fed.propose_motion_admit(name, address, bytes.fromhex(x25519.removeprefix("0x")))
-    _tx_line(f"motion {tx.value} to admit {name} ({address})", tx)
-
-
-@member_app.command("propose-remove")
-def member_propose_remove(address: str, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
-    """Propose removing a member."""
-    _, _, fed = _acting(home, identity, dev)
-    tx = fed.propose_motion_remove(address)
-    _tx_line(f"motion {tx.value} to remove {address}", tx)
-
-
-@member_app.command("vote")
-def member_vote(
-    motion: int, choice: Annotated[str, typer.Argument(help="yes or no")],
-    home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
-) -> None:
-    """Vote on a membership motion."""
-    _, _, fed = _acting(home, identity, dev)
-    tx = fed.vote_motion(motion, _yes_no(choice))
-    _tx_line(f"voted {choice} on motion {motion}", tx)
-
-
-@member_app.command("finalize")
-def member_finalize(motion: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
-    """Finalize a membership motion after its voting period."""
-    _, _, fed = _acting(home, identity, dev)
-    tx = fed.finalize_motion(motion)
-    _tx_line(f"motion {motion} finalized: {tx.value}", tx)
-
-
-def _yes_no(choice: str) -> bool:
-    c = choice.lower()
-    if c not in ("yes", "no"):
-        raise ConfigError(f"vote must be 'yes' or 'no', not {choice!r}")
-    return c == "yes"
-
-
-# --- datasets ----------------------------------------------------------------
-
-def _policy(purpose, proposal, requester, expires, epsilon):
-    from contracts.bindings import Policy
-
-    any_proposal = False
-    ids: list[int] = []
-    for p in proposal:
-        if p == "any":
-            any_proposal = True
-        else:
-            try:
-                ids.append(int(p))
-            except ValueError:
-                raise ConfigError(f"--proposal takes a proposal id or 'any', not {p!r}") from None
-    if not proposal:
-        any_proposal = True
-    expiry = 0
-    if expires:
-        try:
-            when = dt.datetime.fromisoformat(expires)
-        except ValueError:
-            raise ConfigError(f"--expires takes an ISO date like 2027-06-30, not {expires!r}") from None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
-        expiry = int(when.timestamp())
-    return Policy(
-        purposes=list(purpose), proposal_ids=ids, any_approved_proposal=any_proposal,
-        requesters=list(requester), expiry=expiry, max_epsilon=epsilon,
+    coord = fed.coordinator()
+    member = fed.member(coord)
+    console.print(f"coordinator: {coord}" + (f" ({escape(member.name)})" if member.active else " (not a member)"))
+    vp = fed.voting_params()
+    console.print(
+        f"voting: {vp.voting_period_blocks} blocks, quorum {vp.quorum_bps / 100:g}% of members, "
+        f"approval {vp.approval_bps / 100:g}% of yes+no"
     )
 
 
-PurposeOpt = Annotated[list[str], typer.Option("--purpose", help="Allowed purpose (repeatable; none = any purpose).")]
-ProposalOpt = Annotated[list[str], typer.Option("--proposal", help="Allowed proposal id, or 'any' approved proposal (repeatable; default any).")]
-RequesterOpt = Annotated[list[str], typer.Option("--requester", help="Allowed proposer address (repeatable; none = any member).")]
-ExpiresOpt = Annotated[Optional[str], typer.Option("--expires", help="Policy expiry, ISO date/time (UTC if no zone).")]
-EpsilonOpt = Annotated[float, typer.Option("--epsilon", help="Max privacy budget ε (stored; enforced with differential privacy).")]
+@member_app.command("motions")
+@friendly
+def member_motions(home: HomeOpt = None) -> None:
+    """List membership motions (admit, remove, change coordinator) and their votes."""
+    s = _session(home)
+    fed = s.fed
+    names = _names()
+    head = s.chain.block_number
+    t = Table("id", "kind", "target", "state", "proposer", "yes/no", "voting until", title="membership motions")
+    for i in range(1, fed.motion_count() + 1):
+        m = fed.motion(i)
+        if m is None:
+            continue
+        target = (f"{escape(m.name)} " if m.name else "") + (names.who(m.target) if names else m.target)
+        until = f"block {m.deadline}" + (" (over)" if head > m.deadline else "")
+        t.add_row(str(m.id), m.kind.name.lower(), target, m.state.name.lower(),
+                  names.who(m.proposer) if names else m.proposer, f"{m.yes}/{m.no} of {m.eligible}", until)
+    console.print(t)
+
+
+@member_app.command("propose-admit")
+@friendly
+def member_propose_admit(
+    name: Annotated[Optional[str], typer.Argument(help="Member name shown on chain.")] = None,
+    address: Annotated[Optional[str], typer.Argument(help="The new member's account address.")] = None,
+    x25519: Annotated[Optional[str], typer.Argument(help="Its X25519 public key (0x + 64 hex).")] = None,
+    keystore: Annotated[
+        Optional[Path], typer.Option("--from", help="Take name, address and key from the new member's keystore (public part).")
+    ] = None,
+    home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
+) -> None:
+    """Propose admitting a new member; members vote; anyone finalizes after the voting period."""
+    from eth_utils import is_address
+
+    if keystore is not None:
+        from fedchain.identity import read_public
+
+        pub = read_public(keystore)
+        name, address, x25519 = name or pub["name"], address or pub["address"], x25519 or pub["x25519"]
+    if not (name and address and x25519):
+        raise ConfigError("give NAME ADDRESS X25519_KEY, or --from KEYSTORE")
+    if not is_address(address):
+        raise ConfigError(f"not an address: {address!r}")
+    key = _key_bytes(x25519)
+    _, _, fed = _acting(home, identity, dev)
+    tx = fed.propose_motion_admit(name, address, key)
+    vp = fed.voting_params()
+    _tx_line(f"motion {tx.value}: admit {escape(name)} ({address}); voting open for {vp.voting_period_blocks} blocks", tx)
+
+
+def _key_bytes(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"an X25519 public key is 32 bytes (0x + 64 hex digits), not {text!r}")
+    return key
+
+
+@member_app.command("propose-remove")
+@friendly
+def member_propose_remove(
+    member: Annotated[str, typer.Argument(help="Address or name of the member to remove.")],
+    home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
+) -> None:
+    """Propose removing a member."""
+    _, _, fed = _acting(home, identity, dev)
+    address = _resolve_member(fed, member)
+    tx = fed.propose_motion_remove(address)
+    _tx_line(f"motion {tx.value}: remove {address}", tx)
+
+
+@member_app.command("vote")
+@friendly
+def member_vote(
+    motion: int,
+    choice: Annotated[str, typer.Argument(help="yes or no")],
+    home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
+) -> None:
+    """Vote on a membership motion."""
+    support = _yes_no(choice)
+    _, _, fed = _acting(home, identity, dev)
+    tx = fed.vote_motion(motion, support)
+    _tx_line(f"voted {'yes' if support else 'no'} on motion {motion}", tx)
+
+
+@member_app.command("finalize")
+@friendly
+def member_finalize(motion: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
+    """Finalize a membership motion after its voting period (an approved one takes effect)."""
+    _, _, fed = _acting(home, identity, dev)
+    tx = fed.finalize_motion(motion)
+    m = fed.motion(motion)
+    tally = f" (yes {m.yes}, no {m.no} of {m.eligible})" if m else ""
+    _tx_line(f"motion {motion} finalized: {tx.value.name}{tally}", tx)
+
+
+def _yes_no(choice: str) -> bool:
+    c = choice.strip().lower()
+    if c not in ("yes", "no"):
+        raise ConfigError(f"a motion vote is 'yes' or 'no', not {choice!r}")
+    return c == "yes"
+
+
+# ============================================================ datasets
+
+
+PurposeOpt = Annotated[
+    Optional[list[str]], typer.Option("--purpose", help="Allowed purpose (repeatable). None given: any purpose.")
+]
+ProposalOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--proposal", help="Allowed proposal id, 'any' approved proposal, or 'none' (repeatable). Default: any."),
+]
+RequesterOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--requester", help="Allowed proposer: address or member name (repeatable). None given: any member."),
+]
+ExpiresOpt = Annotated[
+    Optional[str],
+    typer.Option("--expires", help="Policy expiry: ISO date (00:00 UTC) or date-time (UTC if no zone); 'never' for none."),
+]
+EpsilonOpt = Annotated[
+    Optional[float], typer.Option("--epsilon", help="Max differential-privacy budget ε (stored on chain; 0 = unset).")
+]
+
+
+def parse_expiry(text: str) -> int:
+    """``--expires`` as a unix timestamp (0 for never)."""
+    t = text.strip()
+    if t.lower() in ("never", "none", "0"):
+        return 0
+    try:
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise ConfigError(
+            f"--expires takes an ISO date like 2027-06-30 or 2027-06-30T18:00 (or 'never'), not {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp())
+
+
+def parse_epsilon(value: float) -> int:
+    if not value >= 0 or value != value or value > 1e12:
+        raise ConfigError(f"--epsilon must be a non-negative number, not {value!r}")
+    milli = int(round(value * 1000))
+    if value > 0 and milli == 0:
+        raise ConfigError(f"--epsilon {value!r} is below the chain's resolution (0.001)")
+    return milli
+
+
+def build_policy(
+    fed,
+    base=None,
+    *,
+    purpose: Optional[list[str]] = None,
+    proposal: Optional[list[str]] = None,
+    requester: Optional[list[str]] = None,
+    expires: Optional[str] = None,
+    epsilon: Optional[float] = None,
+    any_purpose: bool = False,
+    any_requester: bool = False,
+):
+    """A Policy from the options; fields not given keep ``base``'s value (or the defaults)."""
+    from contracts.bindings import Policy
+
+    purposes: tuple = tuple(base.purposes) if base is not None else ()
+    ids: tuple = tuple(base.proposal_ids) if base is not None else ()
+    any_approved = base.any_approved_proposal if base is not None else True
+    requesters: tuple = tuple(base.requesters) if base is not None else ()
+    expiry = base.expiry if base is not None else 0
+    eps = base.max_epsilon_milli if base is not None else 0
+    if any_purpose and purpose:
+        raise ConfigError("give --purpose or --any-purpose, not both")
+    if any_requester and requester:
+        raise ConfigError("give --requester or --any-requester, not both")
+    if purpose:
+        for p in purpose:
+            if not p.strip():
+                raise ConfigError("--purpose must not be empty")
+        purposes = tuple(dict.fromkeys(p.strip() for p in purpose))
+    elif any_purpose:
+        purposes = ()
+    if proposal:
+        any_approved, id_list = False, []
+        for p in proposal:
+            word = p.strip().lower()
+            if word == "any":
+                any_approved = True
+            elif word == "none":
+                continue
+            else:
+                try:
+                    n = int(word)
+                    if n < 1:
+                        raise ValueError
+                except ValueError:
+                    raise ConfigError(f"--proposal takes a proposal id, 'any' or 'none', not {p!r}") from None
+                id_list.append(n)
+        ids = tuple(dict.fromkeys(id_list))
+    if requester:
+        requesters = tuple(dict.fromkeys(_resolve_member(fed, r) for r in requester))
+    elif any_requester:
+        requesters = ()
+    if expires is not None:
+        expiry = parse_expiry(expires)
+    if epsilon is not None:
+        eps = parse_epsilon(epsilon)
+    return Policy(purposes=purposes, proposal_ids=ids, any_approved_proposal=any_approved,
+                  requesters=requesters, expiry=expiry, max_epsilon_milli=eps)
+
+
+def _check_policy_values(expires: Optional[str], epsilon: Optional[float]) -> None:
+    """Reject malformed values before touching files or the chain."""
+    if expires is not None:
+        parse_expiry(expires)
+    if epsilon is not None:
+        parse_epsilon(epsilon)
+
+
+def _purpose_text(policy, names: Optional[Names]) -> list[str]:
+    out = []
+    for p in policy.purposes:
+        if isinstance(p, str):
+            out.append(p)
+        else:
+            out.append(names.purpose(p) if names else _short(_hex(p)))
+    return out
+
+
+def policy_fields(policy, names: Optional[Names], now: Optional[int] = None) -> dict[str, str]:
+    """A policy as readable strings: purposes, proposals, requesters, expires, epsilon."""
+    purposes = ", ".join(_purpose_text(policy, names)) or "any"
+    if policy.any_approved_proposal:
+        proposals = "any approved"
+        if policy.proposal_ids:
+            proposals += " (listed: " + ", ".join(map(str, policy.proposal_ids)) + ")"
+    else:
+        proposals = ", ".join(map(str, policy.proposal_ids)) or "none"
+    requesters = ", ".join((names.who(a) if names else _short(a)) for a in policy.requesters) or "any member"
+    if policy.expiry:
+        expires = _date(policy.expiry)
+        if now is not None and now >= policy.expiry:
+            expires += " (expired)"
+    else:
+        expires = "never"
+    eps = f"{policy.max_epsilon_milli / 1000:g}" if policy.max_epsilon_milli else "-"
+    return {"purposes": purposes, "proposals": proposals, "requesters": requesters, "expires": expires, "epsilon": eps}
+
+
+def _policy_summary(policy, names: Optional[Names]) -> str:
+    f = policy_fields(policy, names)
+    parts = [f"proposals {f['proposals']}", f"purposes {f['purposes']}", f"requesters {f['requesters']}"]
+    if f["expires"] != "never":
+        parts.append(f"expires {f['expires']}")
+    if f["epsilon"] != "-":
+        parts.append(f"ε ≤ {f['epsilon']}")
+    return "; ".join(parts)
 
 
 @dataset_app.command("register")
+@friendly
 def dataset_register(
-    name: str,
-    csv: Annotated[Path, typer.Option(help="The dataset CSV (read locally for the row count; never uploaded).")],
+    name: Annotated[str, typer.Argument(help="Dataset name (its on-chain id is keccak256 of it).")],
+    csv: Annotated[Path, typer.Option(help="The dataset CSV (read locally for validation and the row count; never uploaded).")],
     schema: Annotated[Path, typer.Option(help="Schema JSON: feature columns, label column, types.")],
-    description: Annotated[str, typer.Option(help="One-line description for the metadata document.")] = "",
-    purpose: PurposeOpt = [], proposal: ProposalOpt = [], requester: RequesterOpt = [],
-    expires: ExpiresOpt = None, epsilon: EpsilonOpt = 0.0,
+    description: Annotated[str, typer.Option(help="One-line description for the public metadata document.")] = "",
+    purpose: PurposeOpt = None,
+    proposal: ProposalOpt = None,
+    requester: RequesterOpt = None,
+    expires: ExpiresOpt = None,
+    epsilon: EpsilonOpt = None,
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
-    """Register a dataset you hold: metadata (schema, rows, description) goes to the store, hashes on chain."""
-    from fedchain.content import pin_document
+    """Register a dataset you hold: its metadata (schema, row count, description) goes to the store, hashes on chain."""
+    _check_policy_values(expires, epsilon)
     from node.dataset import load_dataset, load_schema, metadata_document, schema_hash
 
-    s, _, fed = _acting(home, identity, dev)
     sch = load_schema(schema)
-    data = load_dataset(csv, sch)
+    data = load_dataset(csv, sch)  # validates every row before anything is published
+    s, _, fed = _acting(home, identity, dev)
+    policy = build_policy(fed, purpose=purpose, proposal=proposal, requester=requester, expires=expires, epsilon=epsilon)
+    remember_purposes(home, purpose or [])
+    if fed.dataset(name) is not None:
+        raise ConfigError(f"a dataset named {name!r} is already registered")
+    from fedchain.content import pin_document
+
     meta = metadata_document(sch, data.n_rows, description)
     with s.store() as store:
         cid, sha = pin_document(store, meta)
-    tx = fed.register_dataset(name, cid, sha, schema_hash(sch), _policy(purpose, proposal, requester, expires, epsilon))
-    _tx_line(f"dataset {name!r} registered ({data.n_rows} rows, metadata {cid})", tx)
+    tx = fed.register_dataset(name, cid, sha, schema_hash(sch), policy)
+    _tx_line(f"dataset {escape(name)!r} registered: {data.n_rows} rows, metadata {cid}", tx)
+    console.print(f"  policy: {escape(_policy_summary(policy, _names()))}")
 
 
 @dataset_app.command("policy")
+@friendly
 def dataset_policy(
     name: str,
-    purpose: PurposeOpt = [], proposal: ProposalOpt = [], requester: RequesterOpt = [],
-    expires: ExpiresOpt = None, epsilon: EpsilonOpt = 0.0,
+    purpose: PurposeOpt = None,
+    any_purpose: Annotated[bool, typer.Option("--any-purpose", help="Allow every purpose.")] = False,
+    proposal: ProposalOpt = None,
+    requester: RequesterOpt = None,
+    any_requester: Annotated[bool, typer.Option("--any-requester", help="Allow every member as proposer.")] = False,
+    expires: ExpiresOpt = None,
+    epsilon: EpsilonOpt = None,
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
-    """Replace the access policy of a dataset you own."""
+    """Change the access policy of a dataset you own (fields not given keep their current value)."""
+    _check_policy_values(expires, epsilon)
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.set_policy(name, _policy(purpose, proposal, requester, expires, epsilon))
-    _tx_line(f"policy of {name!r} updated", tx)
+    current = _require_dataset(fed, name)
+    if not any((purpose, any_purpose, proposal, requester, any_requester, expires is not None, epsilon is not None)):
+        raise ConfigError("nothing to change: give --purpose, --proposal, --requester, --expires or --epsilon")
+    policy = build_policy(
+        fed, current.policy, purpose=purpose, proposal=proposal, requester=requester, expires=expires,
+        epsilon=epsilon, any_purpose=any_purpose, any_requester=any_requester,
+    )
+    remember_purposes(home, purpose or [])
+    tx = fed.set_policy(name, policy)
+    _tx_line(f"policy of {escape(name)!r} is now version {tx.value}", tx)
+    console.print(f"  policy: {escape(_policy_summary(policy, _names()))}")
 
 
 @dataset_app.command("revoke")
-def dataset_revoke(name: str, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
-    """Revoke a dataset you own: no proposal is admitted from now on."""
+@friendly
+def dataset_revoke(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
+) -> None:
+    """Revoke a dataset you own, for good: no proposal is admitted from now on."""
     _, _, fed = _acting(home, identity, dev)
+    d = _require_dataset(fed, name)
+    if d.revoked:
+        raise ConfigError(f"dataset {name!r} is already revoked")
+    if not yes and not typer.confirm(f"Revoke {name!r} permanently?", default=False):
+        raise typer.Abort()
     tx = fed.revoke_dataset(name)
-    _tx_line(f"dataset {name!r} revoked", tx)
+    _tx_line(f"dataset {escape(name)!r} revoked", tx)
 
 
 @dataset_app.command("list")
-def dataset_list(home: HomeOpt = None) -> None:
+@friendly
+def dataset_list(
+    active: Annotated[bool, typer.Option("--active", help="Hide revoked datasets.")] = False,
+    home: HomeOpt = None,
+) -> None:
     """List registered datasets with owners and policies."""
-    s = connect(home)
-    t = Table("name", "owner", "purposes", "proposals", "requesters", "expires", "ε", "state")
-    for d in s.fed.datasets():
-        p = s.fed.policy(d.name)
-        t.add_row(
-            d.name, _short(d.owner),
-            ", ".join(p.purposes) or "any",
-            "any approved" if p.any_approved_proposal else ", ".join(map(str, p.proposal_ids)) or "none",
-            ", ".join(_short(a) for a in p.requesters) or "any member",
-            dt.datetime.fromtimestamp(p.expiry, dt.timezone.utc).date().isoformat() if p.expiry else "never",
-            f"{p.max_epsilon:g}" if p.max_epsilon else "-",
-            "[red]revoked[/]" if d.revoked else "active",
-        )
+    s = _session(home)
+    names = _names()
+    now = s.chain.block_timestamp
+    t = Table("name", "owner", "purposes", "proposals", "requesters", "expires", "ε", "state", title="datasets")
+    for d in s.fed.datasets(include_revoked=not active):
+        f = policy_fields(d.policy, names, now)
+        state = "[red]revoked[/]" if d.revoked else ("[yellow]expired[/]" if "expired" in f["expires"] else "active")
+        t.add_row(escape(d.name), escape(names.who(d.owner) if names else _short(d.owner)),
+                  *(escape(f[k]) for k in ("purposes", "proposals", "requesters", "expires", "epsilon")), state)
     console.print(t)
 
 
 @dataset_app.command("show")
-def dataset_show(name: str, proposal: Annotated[Optional[int], typer.Option(help="Also say whether this proposal is admitted.")] = None, home: HomeOpt = None) -> None:
-    """Show one dataset and (optionally) whether its policy admits a proposal."""
-    s = connect(home)
-    d = s.fed.dataset(name)
-    for k, v in vars(d).items():
-        console.print(f"{k:<16} {v}")
+@friendly
+def dataset_show(
+    name: str,
+    proposal: Annotated[Optional[int], typer.Option(help="Also say whether the policy admits this proposal now.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Show one dataset, its policy and (optionally) whether it admits a proposal."""
+    s = _session(home)
+    fed = s.fed
+    d = _require_dataset(fed, name)
+    names = _names()
+    f = policy_fields(d.policy, names, s.chain.block_timestamp)
+    t = Table(show_header=False, title=f"dataset {escape(d.name)}")
+    t.add_row("id", _hex(d.id))
+    t.add_row("owner", escape(names.who(d.owner, full=True) if names else d.owner))
+    t.add_row("state", "[red]revoked[/]" if d.revoked else "active")
+    t.add_row("registered", f"block {d.registered_at}")
+    t.add_row("metadata", f"{d.metadata_cid} (sha256 {_hex(d.metadata_sha256)})")
+    meta = _metadata(s, d)
+    if meta:
+        t.add_row("rows", str(meta.get("n_rows", "?")))
+        if meta.get("description"):
+            t.add_row("description", escape(str(meta["description"])))
+    t.add_row("schema hash", _hex(d.schema_hash))
+    t.add_row("policy version", str(d.policy_version))
+    t.add_row("purposes", escape(f["purposes"]))
+    t.add_row("proposals", escape(f["proposals"]))
+    t.add_row("requesters", escape(f["requesters"]))
+    t.add_row("expires", f["expires"])
+    t.add_row("max ε", f["epsilon"])
     if proposal is not None:
-        ok, reason = s.fed.admits(name, proposal)
-        console.print(f"proposal {proposal}: " + ("[green]admitted[/]" if ok else f"[red]not admitted[/] ({reason})"))
+        _require_proposal(fed, proposal)
+        adm = fed.admits(name, proposal)
+        t.add_row(f"proposal {proposal}", "[green]admitted[/]" if adm.ok else f"[red]not admitted[/]: {policy_reason(adm.reason)}")
+    console.print(t)
 
 
-# --- proposals ---------------------------------------------------------------
+def _metadata(s, d) -> Optional[dict]:
+    """The dataset's public metadata document, if the store has it (verified against the chain)."""
+    from fedchain.content import fetch_document
+
+    try:
+        with s.store() as store:
+            return json.loads(fetch_document(store, d.metadata_cid, d.metadata_sha256, max_size=1 << 20))
+    except (FedchainError, ValueError, OSError):
+        return None
+
+
+# ============================================================ proposals
+
 
 @proposal_app.command("submit")
+@friendly
 def proposal_submit(
     plan: Annotated[Path, typer.Argument(help="Training plan (TOML or JSON).")],
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
-    """Pin a training plan (canonical form) and submit it as a proposal."""
-    from fedchain.content import pin_document
+    """Pin a training plan (its canonical form) and submit it as a proposal for the members to vote on."""
     from fedchain.plan import load_plan
 
-    s, _, fed = _acting(home, identity, dev)
     p = load_plan(plan)
+    s, _, fed = _acting(home, identity, dev)
     data = p.to_canonical_bytes()
+    from fedchain.content import pin_document
+
     with s.store() as store:
         cid, sha = pin_document(store, data)
     tx = fed.submit_proposal(
         plan_cid=cid, plan_sha256=sha, purpose=p.purpose, targets=list(p.datasets),
         rounds=p.rounds, min_participants=p.min_participants, round_duration=p.round_deadline_blocks,
     )
-    _tx_line(f"proposal {tx.value} submitted: plan {cid} (sha256 {sha[:18]}…)", tx)
+    remember_purposes(home, [p.purpose])
+    info = fed.proposal(tx.value)
+    _tx_line(f"proposal {tx.value} submitted: {escape(p.name)!r}, purpose {escape(p.purpose)!r}, plan {cid}", tx)
+    console.print(f"  voting open until block {info.deadline} ({info.eligible} eligible members)")
+    missing = [n for n in p.datasets if fed.dataset(n) is None]
+    if missing:
+        console.print(f"  [yellow]note:[/] not registered yet: {escape(', '.join(missing))}")
 
 
 @proposal_app.command("vote")
+@friendly
 def proposal_vote(
-    proposal: int, choice: Annotated[str, typer.Argument(help="yes, no or abstain")],
+    proposal: int,
+    choice: Annotated[str, typer.Argument(help="yes, no or abstain")],
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
-    """Vote on a proposal (one vote per member, before the deadline)."""
+    """Vote on a proposal (one vote per member, until its voting deadline)."""
     from contracts.bindings import Vote
 
     try:
-        v = Vote[choice.upper()]
+        v = Vote[choice.strip().upper()]
     except KeyError:
-        raise ConfigError(f"vote must be yes, no or abstain, not {choice!r}") from None
+        raise ConfigError(f"a vote is yes, no or abstain, not {choice!r}") from None
     _, _, fed = _acting(home, identity, dev)
     tx = fed.vote(proposal, v)
-    _tx_line(f"voted {choice.lower()} on proposal {proposal}", tx)
+    p = fed.proposal(proposal)
+    _tx_line(f"voted {v.name.lower()} on proposal {proposal} (now yes {p.yes}, no {p.no}, abstain {p.abstain})", tx)
 
 
 @proposal_app.command("finalize")
+@friendly
 def proposal_finalize(proposal: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
     """Close the vote after the deadline: the proposal becomes Approved or Rejected."""
     _, _, fed = _acting(home, identity, dev)
     tx = fed.finalize(proposal)
-    _tx_line(f"proposal {proposal} finalized: {fed.proposal(proposal).state.name}", tx)
+    p = fed.proposal(proposal)
+    _tx_line(
+        f"proposal {proposal} finalized: {tx.value.name} "
+        f"(yes {p.yes}, no {p.no}, abstain {p.abstain} of {p.eligible} eligible)", tx,
+    )
 
 
 @proposal_app.command("cancel")
+@friendly
 def proposal_cancel(proposal: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
-    """Cancel your own proposal (only before anyone voted)."""
+    """Withdraw your own proposal (only before anyone voted)."""
     _, _, fed = _acting(home, identity, dev)
     tx = fed.cancel(proposal)
     _tx_line(f"proposal {proposal} cancelled", tx)
 
 
-def _proposal_row(p):
-    return (str(p.id), p.state.name, p.purpose, _short(p.proposer), str(p.rounds), str(p.min_participants),
-            f"{p.yes}/{p.no}/{p.abstain}", str(p.deadline))
+def _plan_of(s, p):
+    """The proposal's plan from the store, verified against its on-chain hash."""
+    from fedchain.content import fetch_document
+    from fedchain.plan import MAX_PLAN_BYTES, verify_plan_bytes
+
+    with s.store() as store:
+        data = fetch_document(store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES)
+    return verify_plan_bytes(data, p.plan_sha256)
+
+
+def _voting_status(p, head: int) -> str:
+    if p.state.name != "ACTIVE":
+        return "-"
+    left = p.deadline - head
+    return f"voting: {left} block(s) left" if left >= 0 else "voting over: finalize it"
 
 
 @proposal_app.command("show")
+@friendly
 def proposal_show(proposal: int, home: HomeOpt = None) -> None:
-    """Show one proposal: plan, targets, votes, state."""
-    s = connect(home)
-    p = s.fed.proposal(proposal)
-    for k, v in vars(p).items():
-        console.print(f"{k:<20} {v.name if hasattr(v, 'name') and not isinstance(v, str) else v}")
+    """Show one proposal: plan, targets and whether each admits it, votes, rounds."""
+    s = _session(home)
+    fed = s.fed
+    p = _require_proposal(fed, proposal)
+    names = _names()
+    head = s.chain.block_number
+    t = Table(show_header=False, title=f"proposal {p.id}")
+    t.add_row("state", p.state.name + (f" ({_voting_status(p, head)})" if p.state.name == "ACTIVE" else ""))
+    t.add_row("proposer", escape(names.who(p.proposer, full=True) if names else p.proposer))
+    t.add_row("purpose", escape(p.purpose))
+    t.add_row("plan", f"{p.plan_cid} (sha256 {_hex(p.plan_sha256)})")
+    try:
+        plan = _plan_of(s, p)
+        t.add_row("plan name", escape(plan.name))
+        if names:  # the plan names its targets, registered or not
+            from contracts.bindings import dataset_id
 
-
-@proposal_app.command("list")
-def proposal_list(home: HomeOpt = None) -> None:
-    """List all proposals."""
-    s = connect(home)
-    t = Table("id", "state", "purpose", "proposer", "rounds", "min", "yes/no/abst", "deadline")
-    for i in range(1, s.fed.proposal_count() + 1):
-        t.add_row(*_proposal_row(s.fed.proposal(i)))
+            for n in plan.datasets:
+                names.datasets.setdefault(dataset_id(n), n)
+        t.add_row("model", f"{plan.model.kind}, strategy {plan.strategy.name}, {plan.local_epochs} local epoch(s)")
+    except FedchainError as exc:
+        t.add_row("plan name", f"[dim](plan unavailable: {escape(str(exc))})[/]")
+    t.add_row("rounds", f"{p.rounds} (min {p.min_participants} participants, {p.round_duration} blocks each)")
+    t.add_row("created", f"block {p.created_at}")
+    t.add_row("voting until", f"block {p.deadline} (now {head})")
+    t.add_row("tally", f"yes {p.yes}, no {p.no}, abstain {p.abstain} of {p.eligible} eligible")
+    for m in fed.members(include_removed=True):
+        v = fed.vote_of(p.id, m.address)
+        t.add_row(f"  vote of {escape(m.name)}", v.name.lower() if v else "[dim]-[/]")
+    for target in p.targets:
+        label = names.dataset(target) if names else _short(_hex(target))
+        d = fed.dataset(target)
+        if d is None:
+            status = "[yellow]not registered[/]"
+        else:
+            adm = fed.admits(target, p.id)
+            status = "[green]admits[/]" if adm.ok else f"[red]does not admit[/]: {policy_reason(adm.reason)}"
+        t.add_row(f"  target {escape(label)}", status)
+    last = fed.last_round(p.id)
+    for r in range(1, last + 1):
+        info = fed.round_info(p.id, r)
+        t.add_row(f"  round {r}", f"{info.phase.name.lower()}, {info.committed} commitment(s)")
     console.print(t)
 
 
-# --- rounds ------------------------------------------------------------------
+@proposal_app.command("list")
+@friendly
+def proposal_list(home: HomeOpt = None) -> None:
+    """List all proposals."""
+    s = _session(home)
+    fed = s.fed
+    names = _names()
+    head = s.chain.block_number
+    t = Table("id", "state", "purpose", "proposer", "targets", "rounds", "yes/no/abstain", "status", title="proposals")
+    for i in range(1, fed.proposal_count() + 1):
+        p = fed.proposal(i)
+        if p is None:
+            continue
+        t.add_row(str(p.id), p.state.name, escape(p.purpose), escape(names.who(p.proposer) if names else _short(p.proposer)),
+                  str(len(p.targets)), f"{fed.last_round(p.id)}/{p.rounds}", f"{p.yes}/{p.no}/{p.abstain}",
+                  _voting_status(p, head))
+    console.print(t)
+
+
+# ============================================================ rounds
+
 
 @round_app.command("open")
-def round_open(proposal: int, round_: Annotated[int, typer.Argument(metavar="ROUND")], home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
-    """Coordinator: open ROUND of an approved proposal."""
+@friendly
+def round_open(
+    proposal: int,
+    round_: Annotated[Optional[int], typer.Argument(metavar="ROUND", help="Round number (default: the next one).")] = None,
+    home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
+) -> None:
+    """Coordinator: open the next round of an approved proposal."""
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.open_round(proposal, round_)
-    _tx_line(f"round {round_} of proposal {proposal} open until block {fed.round_info(proposal, round_).deadline}", tx)
+    p = _require_proposal(fed, proposal)
+    r = round_ if round_ is not None else fed.last_round(proposal) + 1
+    tx = fed.open_round(proposal, r)
+    _tx_line(
+        f"round {r} of proposal {proposal} open: commitments until block {tx.value} "
+        f"(at least {p.min_participants} needed)", tx,
+    )
 
 
 @round_app.command("commit")
+@friendly
 def round_commit(
-    proposal: int, round_: Annotated[int, typer.Argument(metavar="ROUND")],
+    proposal: int,
     dataset: Annotated[str, typer.Option(help="Your dataset this update was trained on.")],
-    update: Annotated[Path, typer.Option(help="Model update file (safetensors) to seal for the coordinator and commit.")],
+    update: Annotated[Path, typer.Option(help="Model update (canonical safetensors) to seal and commit.")],
     samples: Annotated[int, typer.Option(help="Number of training samples behind the update.")],
+    round_: Annotated[Optional[int], typer.Argument(metavar="ROUND", help="Round number (default: the last opened).")] = None,
+    coordinator_key: Annotated[
+        Optional[str],
+        typer.Option(help="The coordinator's X25519 public key, if the coordinator is not a member (its key is then not on chain)."),
+    ] = None,
+    no_precheck: Annotated[
+        bool, typer.Option("--no-precheck", hidden=True, help="Skip the policy pre-check and let the chain refuse (tests, demos).")
+    ] = False,
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
-    """Member: seal an update for the coordinator, pin it, and commit its CID + sha256."""
+    """Member: seal an update for the coordinator (and the plan's auditors), pin it, commit its CID + sha256."""
+    from contracts.errors import ERROR_PHRASES
+    from fedchain import serialize
     from fedchain.content import seal_and_pin
     from fedchain.envelope import EnvelopeContext
 
+    if samples < 1:
+        raise ConfigError("--samples must be at least 1")
+    state = serialize.file_to_state_dict(update)  # refuse a file that is not a model update
     s, me, fed = _acting(home, identity, dev)
-    coord = fed.member_key(fed.coordinator())
+    p = _require_proposal(fed, proposal)
+    d = _require_dataset(fed, dataset)
+    r = round_ if round_ is not None else fed.last_round(proposal)
+    if r < 1:
+        raise ConfigError(f"no round of proposal {proposal} has been opened yet")
+    if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
+        where = f"dataset {dataset}, proposal {proposal}, round {r}"
+        info = fed.round_info(proposal, r)
+        if info.phase.name != "OPEN":
+            raise Refused(f"{ERROR_PHRASES['RoundNotOpen']} ({where}, phase {info.phase.name.lower()})")
+        if s.chain.block_number + 1 > info.deadline:
+            raise Refused(f"{ERROR_PHRASES['RoundDeadlinePassed']} ({where}, deadline block {info.deadline})")
+        if fed.commitment_of(proposal, r, me.address) is not None:
+            raise Refused(f"{ERROR_PHRASES['AlreadyCommitted']} ({where})")
+        if d.id not in p.targets:
+            raise Refused(f"{ERROR_PHRASES['NotATarget']} ({where})")
+        if d.owner != me.address:
+            raise Refused(f"{ERROR_PHRASES['NotDatasetOwner']} ({dataset} belongs to {d.owner})")
+        adm = fed.admits(dataset, proposal)
+        if not adm.ok:
+            raise Refused(f"{ERROR_PHRASES['PolicyDenied']}: {policy_reason(adm.reason)} ({where})")
+    plan = _plan_of(s, p)
+    _check_update_matches(state, plan)
+    recipients = [_coordinator_key(fed, coordinator_key)]
+    recipients += [bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors]
     ctx = EnvelopeContext(chain_id=s.chain.chain_id, contract=fed.deployment.addresses["Rounds"],
-                          proposal_id=proposal, round=round_, sender=me.address)
-    # Check the policy first so a refused commitment pins nothing.
-    ok, reason = fed.admits(dataset, proposal)
-    if not ok:
-        raise ConfigError(f"dataset {dataset!r} does not admit proposal {proposal}: {reason}")
+                          proposal_id=proposal, round=r, sender=me.address)
     with s.store() as store:
-        sealed = seal_and_pin(store, update, ctx, me, [coord])
-    tx = fed.commit_update(proposal, round_, dataset, sealed.cid, sealed.sha256, samples)
-    _tx_line(f"committed update {sealed.cid} for round {round_} of proposal {proposal}", tx)
+        sealed = seal_and_pin(store, update, ctx, me, recipients)
+    tx = fed.commit_update(proposal, r, dataset, sealed.cid, sealed.sha256, samples)
+    _tx_line(
+        f"committed update {sealed.cid} ({samples} samples, dataset {escape(dataset)}) "
+        f"to round {r} of proposal {proposal}", tx,
+    )
+
+
+def _check_update_matches(state: dict, plan) -> None:
+    from fedchain.models import initial_state
+
+    expected = {k: tuple(v.shape) for k, v in initial_state(plan.model, plan.seed).items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != expected:
+        raise ConfigError(f"the update does not fit the plan's {plan.model.kind} model (tensors {got} vs {expected})")
+
+
+def _coordinator_key(fed, given: Optional[str]) -> bytes:
+    if given:
+        return _key_bytes(given)
+    coord = fed.coordinator()
+    info = fed.member(coord)
+    if info.active:
+        return info.x25519_pub
+    from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity
+
+    for i in range(len(DEV_PRIVATE_KEYS)):
+        ident = dev_identity(i)
+        if ident.address == coord:
+            err_console.print(f"[yellow]DEV ONLY:[/] sealing for the coordinator's public dev key (dev account {i})")
+            return ident.x25519_public
+    raise ConfigError(
+        f"the coordinator {coord} is not a member, so its encryption key is not on chain; "
+        "pass it with --coordinator-key 0x…"
+    )
 
 
 @round_app.command("show")
-def round_show(proposal: int, round_: Annotated[int, typer.Argument(metavar="ROUND")], home: HomeOpt = None) -> None:
-    """Show a round's phase, deadline, commitments and aggregate."""
-    s = connect(home)
-    r = s.fed.round_info(proposal, round_)
-    for k, v in vars(r).items():
-        console.print(f"{k:<20} {v.name if hasattr(v, 'name') and not isinstance(v, str) else v}")
+@friendly
+def round_show(
+    proposal: int,
+    round_: Annotated[Optional[int], typer.Argument(metavar="ROUND", help="Round number (default: the last opened).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Show a round: phase, deadline, commitments, aggregate, evaluations."""
+    s = _session(home)
+    fed = s.fed
+    p = _require_proposal(fed, proposal)
+    last = fed.last_round(proposal)
+    r = round_ if round_ is not None else last
+    if r < 1 or r > last:
+        raise ConfigError(f"round {r} of proposal {proposal} has not been opened (rounds opened: {last} of {p.rounds})")
+    info = fed.round_info(proposal, r)
+    names = _names()
+    head = s.chain.block_number
+    t = Table(show_header=False, title=f"proposal {proposal}, round {r} of {p.rounds}")
+    phase = info.phase.name
+    if phase == "OPEN":
+        phase += f" (commitments until block {info.deadline}, now {head})" if head <= info.deadline else " (deadline passed)"
+    t.add_row("phase", phase)
+    t.add_row("opened", f"block {info.opened_at}")
+    t.add_row("committed", f"{info.committed} (min {p.min_participants})")
+    for c in fed.commitments(proposal, r):
+        who = names.who(c.member) if names else _short(c.member)
+        ds = names.dataset(c.dataset) if names else _short(_hex(c.dataset))
+        t.add_row(f"  {escape(who)}", f"{escape(ds)}: {c.cid}, {c.sample_count} samples (block {c.block_number})")
+    if info.aggregate_cid:
+        t.add_row("aggregate", f"{info.aggregate_cid} (sha256 {_hex(info.aggregate_sha256)})")
+        t.add_row("scores", f"{info.scores_cid} (sha256 {_hex(info.scores_sha256)})")
+    if info.phase.name == "CLOSED":
+        t.add_row("evaluations", str(info.evaluations))
+        for e in fed.evaluations(proposal, r):
+            who = names.who(e.member) if names else _short(e.member)
+            t.add_row(f"  {escape(who)}", f"{e.metric_ppm / 1e6:.4f} on {e.sample_count} samples")
+        t.add_row("global metric", "-" if info.global_metric_ppm is None else f"{info.global_metric_ppm / 1e6:.4f}")
+    console.print(t)
