@@ -89,6 +89,7 @@ class ProposalRecord:
     final_counts: tuple[int, int, int] | None = None
     final_block: int | None = None
     cancelled_block: int | None = None
+    eligible: int | None = None  # the contract's quorum base (active members at submission)
 
 
 @dataclass
@@ -187,6 +188,7 @@ class History:
             id=pid, proposer=a["proposer"].lower(), block=ev.block, plan_cid=a["planCid"],
             plan_sha256=_hex(a["planSha256"]), purpose=a["purpose"], purpose_hash=_hex(a["purposeHash"]),
             targets=[_hex(t) for t in a["targets"]], rounds=int(a["rounds"]), min_participants=int(a["minParticipants"]),
+            eligible=int(a["eligible"]) if a.get("eligible") is not None else None,
         )
 
     def _on_Voted(self, ev, a):
@@ -268,8 +270,11 @@ class History:
         out = []
         eligible = {a for a, m in self.members.items() if m.member_at(p.block) and m.joined_block < p.block}
         for voter, block in p.vote_blocks.items():
-            if voter not in eligible:
+            if voter not in eligible or not self.members[voter].member_at(block):
                 out.append(f"proposal {p.id}: vote by {voter}, who was not an eligible member")
+        if p.eligible is not None and p.eligible != len(eligible):
+            out.append(f"proposal {p.id}: submitted with {p.eligible} eligible member(s), "
+                       f"but the member events give {len(eligible)}")
         yes = sum(1 for v in p.votes.values() if v == "yes")
         no = sum(1 for v in p.votes.values() if v == "no")
         abstain = sum(1 for v in p.votes.values() if v == "abstain")
@@ -280,7 +285,8 @@ class History:
             quorum_bps = self.params.get("quorum_bps")
             approval_bps = self.params.get("approval_bps")
             if quorum_bps is not None and approval_bps is not None:
-                n_eligible = max(len(eligible), 1)
+                # The contract's quorum base is the count it recorded at submission.
+                n_eligible = p.eligible if p.eligible is not None else max(len(eligible), 1)
                 quorum_met = (yes + no + abstain) * 10_000 >= quorum_bps * n_eligible
                 approved = quorum_met and yes + no > 0 and yes * 10_000 >= approval_bps * (yes + no)
                 expected = APPROVED if approved else REJECTED
@@ -330,7 +336,7 @@ class History:
         pol = d.policy_at(block)
         if pol is None:
             return "no policy"
-        if pol.expiry and timestamp > pol.expiry:
+        if pol.expiry and timestamp >= pol.expiry:  # as the registry: block.timestamp >= expiry
             return "expired"
         if pol.purposes and p.purpose_hash not in pol.purposes:
             return "purpose not allowed"

@@ -161,6 +161,9 @@ class Replayer:
         for member, dataset in sorted(used - committed_keys):
             v.problems.append(f"the scores document includes an update of {member} for {dataset}, "
                               "but no such commitment is in the event history")
+        for member in sorted(set(claimed_rejected) - {m for m, _ in committed_keys}):
+            v.problems.append(f"the scores document rejects an update of {member}, "
+                              "but no commitment by that member is in the event history")
         v.participants = sorted(u.participant for u in updates)
 
         # The aggregate.

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         # Without standalone mode click *returns* the code of a typer.Exit instead of exiting.
         code = app(args=argv, standalone_mode=False)
     except FedchainError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 1
     except typer.Exit as exc:  # raised by commands that end early on purpose
         return exc.exit_code

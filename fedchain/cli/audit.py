@@ -64,6 +64,8 @@ def load_history(trail: Optional[Path], home):
     from coordinator.audit.trail import chain_events, read_trail
 
     if trail is not None:
+        if not trail.is_file():
+            raise ConfigError(f"trail file {trail} does not exist (write one with 'fedchain audit export --out FILE')")
         t = read_trail(trail)
         return History(t.events, t.header.get("params")), t.chain_id, t.addresses["Rounds"], None
     s = connect(home)
@@ -110,21 +112,32 @@ def audit_report(
     trail: TrailOpt = None, store: StoreOpt = None, auditor: AuditorOpt = None,
     auditor_dev: AuditorDevOpt = None, home: HomeOpt = None,
 ) -> None:
-    """Write one self-contained HTML page: accuracy, participants, scores, votes, gas, verdicts."""
+    """Write one self-contained HTML page: accuracy, participants, scores, votes, gas, verdicts.
+
+    With an auditor key (and the store) the page carries the replay's verdict for
+    every round; without one it says so and shows what the events alone tell.
+    """
     from coordinator.audit.replay import Replayer
-    from coordinator.audit.report import render_report, write_report
+    from coordinator.audit.report import coordinator_names, render_report, write_report
     from ipfs import open_store
 
     history, chain_id, rounds_address, session = load_history(trail, home)
-    report = None
+    if trail is not None:
+        subtitle = f"From the exported trail {trail.name} (chain {chain_id}, {sum(1 for _ in history.rounds)} rounds)."
+    else:
+        subtitle = f"From the live chain (chain {chain_id}, network folder {session.home})."
+    report, note = None, None
     try:
         who = auditor_identity(auditor, auditor_dev, trail)
-    except ConfigError as exc:
-        console.print(f"[yellow]no verdicts in the report:[/] {exc}")
-        who = None
-    if who is not None:
         store_url = session.config.store if (session is not None and store is None) else _store_for(trail, store)
         with open_store(store_url) as st:
             report = Replayer(history, st, who, chain_id=chain_id, rounds_address=rounds_address).run()
-    write_report(out, render_report(history, report, title="fedchain audit report"))
+    except ConfigError as exc:
+        note = f"Not replayed: {exc}"
+        err_console.print(f"[yellow]no verdicts in the report:[/] {exc}")
+    except FedchainError as exc:
+        note = f"The replay could not run: {exc}"
+        err_console.print(f"[yellow]no verdicts in the report:[/] {exc}")
+    write_report(out, render_report(history, report, title="fedchain audit report", subtitle=subtitle,
+                                    note=note, member_names=coordinator_names(history)))
     console.print(f"wrote {out}")
