@@ -124,7 +124,41 @@ class Coordinator:
         if proposal_id not in self._strategies:
             self._strategies[proposal_id] = strategy_from_plan(self.plan(proposal_id))
             self._globals[proposal_id] = self._strategies[proposal_id].initialize()
+            self._catch_up(proposal_id)
         return self._strategies[proposal_id]
+
+    def _catch_up(self, proposal_id: int) -> None:
+        """Rebuild the global model and server-optimizer state from rounds already closed on chain.
+
+        A coordinator that restarts mid-proposal re-aggregates every closed round
+        from the updates its scores document lists (decrypting them again) and
+        checks each result against the aggregate hash on chain, so FedAdam/FedYogi
+        continue with exactly the state they had.
+        """
+        import json
+
+        from fedchain.content import fetch_document
+        from fedchain.plan import sha256_hex
+
+        strategy = self._strategies[proposal_id]
+        state = self._globals[proposal_id]
+        for r in range(1, self.fed.last_round(proposal_id) + 1):
+            info = self.fed.round_info(proposal_id, r)
+            if info.phase.name != "CLOSED":
+                continue
+            doc = json.loads(fetch_document(self.store, info.scores_cid, info.scores_sha256))
+            used = {(d["participant"], d["dataset"]) for d in doc["included"]}
+            updates = [
+                ClientUpdate(c.participant, c.dataset, c.n_samples, self._load_update(proposal_id, r, c))
+                for c in self.commitments(proposal_id, r) if (c.participant.lower(), c.dataset) in used
+            ]
+            raw = state_dict_to_bytes(strategy.aggregate_fit(r - 1, state, updates))
+            if sha256_hex(raw) != "0x" + bytes(info.aggregate_sha256).hex():
+                raise FedchainError(f"cannot resume proposal {proposal_id}: round {r}'s aggregate on chain "
+                                    "is not what its listed updates give")
+            state = bytes_to_state_dict(raw)
+            self.log(f"resumed round {r} of proposal {proposal_id} from the chain")
+        self._globals[proposal_id] = state
 
     def global_state(self, proposal_id: int) -> dict:
         self.strategy(proposal_id)

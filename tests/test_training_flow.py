@@ -268,3 +268,19 @@ def test_same_seed_same_data_same_global_model_bytes(tmp_path):
         model = bytes_to_state_dict(w.store.get(closed.aggregate_cid))
         assert set(model) == {"linear.weight", "linear.bias"}
     assert shas[0] == shas[1]
+
+
+def test_a_restarted_coordinator_resumes_server_optimizer_state(world):
+    plan = plan_for(world, rounds=3, strategy={"name": "fedadam", "server_lr": 0.1, "beta1": 0.9,
+                                               "beta2": 0.99, "tau": 0.001})
+    pid = world.propose(plan)
+    for r in (1, 2):
+        world.run_round(pid, r)
+    # A new coordinator process: nothing in memory, only the chain and the store.
+    world.coordinator = Coordinator(world.fed.as_(world.coord.account), world.store, world.coord)
+    _, closed = world.run_round(pid, 3)
+    assert closed.closed
+    history = History(chain_events(world.fed, world.fed.deployment.deploy_block), world.fed.deployment.params)
+    report = Replayer(history, world.store, world.auditor, chain_id=world.fed.deployment.chain_id,
+                      rounds_address=world.fed.addresses["Rounds"]).run()
+    assert [v.status for v in report.rounds] == ["VERIFIED"] * 3, report
