@@ -35,6 +35,8 @@ import urllib.request
 import weakref
 from pathlib import Path
 
+from fedchain.services import pid_alive
+
 from .store import StoreError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -98,27 +100,13 @@ def _tcp_port(multiaddr: object) -> int:
     return 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is gone for our purposes
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True
-
-
 def _stop_group(proc: subprocess.Popen | None, pid: int, grace: float) -> bool:
     """SIGTERM the process group led by ``pid``, wait ``grace`` s, then SIGKILL. True if killed."""
 
     def alive() -> bool:
         if proc is not None:
             return proc.poll() is None
-        return _pid_alive(pid)
+        return pid_alive(pid)
 
     if not alive():
         return False
@@ -291,7 +279,7 @@ class JsIpfsDaemon:
         old_pid = _read_pid(pid_file)
         age = time.time() - lock.stat().st_mtime if lock.exists() else None
         fresh = age is not None and age < _LOCK_STALE_S  # a live js-ipfs refreshes it every ~10 s
-        if fresh and old_pid is not None and _pid_alive(old_pid):
+        if fresh and old_pid is not None and pid_alive(old_pid):
             raise DaemonError(
                 f"a js-ipfs daemon (pid {old_pid}) is already running on repo {self.repo}; stop it first"
             )
