@@ -178,11 +178,11 @@ def _ld(field: int, payload: bytes) -> bytes:
 def encode_leaf(chunk: bytes | memoryview) -> bytes:
     """The dag-pb block of one leaf (a UnixFS File node holding ``chunk``)."""
     n = len(chunk)
-    unixfs = b"\x08\x02"
-    if n:
-        unixfs += b"\x12" + _varint(n) + bytes(chunk)
-    unixfs += b"\x18" + _varint(n)
-    return b"\x0a" + _varint(len(unixfs)) + unixfs
+    head = b"\x08\x02" + (b"\x12" + _varint(n) if n else b"")
+    tail = b"\x18" + _varint(n)
+    inner = len(head) + (n if n else 0) + len(tail)
+    # One join, so the chunk is copied once.
+    return b"".join((b"\x0a", _varint(inner), head, chunk if n else b"", tail))
 
 
 class _Entry(NamedTuple):
@@ -216,7 +216,7 @@ class Node(NamedTuple):
 
     links: list[Link]
     type: int  # UnixFS Data.Type
-    data: bytes  # inline file bytes (leaves)
+    data: bytes | memoryview  # inline file bytes (leaves); a view into the block
     filesize: int | None
     blocksizes: list[int]
 
@@ -250,7 +250,7 @@ def decode_node(block: bytes, cid: str = "?") -> Node:
             if field == 1 and isinstance(value, int):
                 utype = value
             elif field == 2 and isinstance(value, memoryview):
-                data = bytes(value)
+                data = value  # a view into the block: no copy of the chunk
             elif field == 3 and isinstance(value, int):
                 filesize = value
             elif field == 4:
