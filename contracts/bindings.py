@@ -684,9 +684,10 @@ class Fedchain:
             raise FedchainError("no signing account: use .as_(account)")
         return self.account
 
-    def _call(self, contract: str, fn: str, *args: Any) -> Any:
+    def _call(self, contract: str, fn: str, *args: Any, block: int | None = None) -> Any:
         with self.chain._guard():
-            return getattr(self._contracts[contract].functions, fn)(*args).call()
+            fn_call = getattr(self._contracts[contract].functions, fn)(*args)
+            return fn_call.call() if block is None else fn_call.call(block_identifier=int(block))
 
     def _send(self, contract: str, fn: str, *args: Any) -> TxResult:
         c = self._contracts[contract]
@@ -738,9 +739,9 @@ class Fedchain:
         """Whether ``address`` is an active member."""
         return bool(self._call("Consortium", "isMember", _addr(address)))
 
-    def member(self, address: str) -> MemberInfo:
-        """The member record of ``address`` (all zero / inactive if never a member)."""
-        name, key, joined, seq, active = self._call("Consortium", "member", _addr(address))
+    def member(self, address: str, block: int | None = None) -> MemberInfo:
+        """The member record of ``address`` (all zero / inactive if never a member), as of ``block`` if given."""
+        name, key, joined, seq, active = self._call("Consortium", "member", _addr(address), block=block)
         return MemberInfo(_addr(address), name, bytes(key), int(joined), int(seq), bool(active))
 
     def member_key(self, address: str) -> bytes:

@@ -49,6 +49,7 @@ class Commitment:
     cid: str
     sha256: str
     n_samples: int
+    block: int | None = None  # block of the commitment (the sender's key is read as of it)
 
 
 @dataclass
@@ -177,7 +178,7 @@ class Coordinator:
         """The round's update commitments, from the chain's events."""
         return [
             Commitment(participant=c.member, dataset=self._dataset_name(c.dataset), cid=c.cid, sha256=c.sha256,
-                       n_samples=c.sample_count)
+                       n_samples=c.sample_count, block=c.block_number)
             for c in self.fed.commitments(proposal_id, round_)
         ]
 
@@ -192,7 +193,8 @@ class Coordinator:
             chain_id=self.fed.deployment.chain_id, contract=self.fed.addresses["Rounds"],
             proposal_id=proposal_id, round=round_, sender=c.participant,
         )
-        sender_key = self.fed.member(c.participant).x25519_pub
+        # The key the sender had registered when it committed (it may have rotated since).
+        sender_key = self.fed.member(c.participant, block=c.block).x25519_pub
         return fetch_model(self.store, c.cid, c.sha256, ctx, self.identity, sender_key)
 
     def close_round(self, proposal_id: int, round_: int) -> RoundResult:

@@ -284,3 +284,17 @@ def test_a_restarted_coordinator_resumes_server_optimizer_state(world):
     report = Replayer(history, world.store, world.auditor, chain_id=world.fed.deployment.chain_id,
                       rounds_address=world.fed.addresses["Rounds"]).run()
     assert [v.status for v in report.rounds] == ["VERIFIED"] * 3, report
+
+
+def test_an_update_stays_valid_when_its_sender_rotates_keys_before_the_close(world):
+    pid = world.propose(plan_for(world))
+    world.coordinator.open_round(pid, 1)
+    for n in world.nodes:
+        n.train_and_commit(pid, 1)
+    world.nodes[0].fed.set_x25519_key(b"\x07" * 32)  # rotated after committing
+    closed = world.coordinator.close_round(pid, 1)
+    assert closed.closed and closed.rejected == {} and len(closed.participants) == N
+    history = History(chain_events(world.fed, world.fed.deployment.deploy_block), world.fed.deployment.params)
+    report = Replayer(history, world.store, world.auditor, chain_id=world.fed.deployment.chain_id,
+                      rounds_address=world.fed.addresses["Rounds"]).run()
+    assert report.ok, report
