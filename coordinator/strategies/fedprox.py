@@ -8,23 +8,17 @@ from typing import Any, Mapping
 
 import torch
 
-from coordinator.strategies.base import Strategy
+from coordinator.strategies.fedavg import FedAvg
 
 __all__ = ["FedProx"]
 
 
-class FedProx(Strategy):
+class FedProx(FedAvg):
+    """FedAvg on the server; the proximal term lives in the nodes' training."""
+
     name = "fedprox"
 
     def configure_fit(self, round_index: int, global_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         config = super().configure_fit(round_index, global_state)
         config["mu"] = float(self.plan.strategy.mu or 0.0)
         return config
-
-    def _server_update(
-        self,
-        round_index: int,
-        global_state: Mapping[str, torch.Tensor],
-        mean: dict[str, torch.Tensor],
-    ) -> dict[str, torch.Tensor]:
-        return mean
