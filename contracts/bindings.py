@@ -309,6 +309,9 @@ class Chain:
         self._chain_id: int | None = None
         #: Seconds to wait for a transaction to be mined.
         self.tx_timeout = 120.0
+        # Caches of immutable chain facts (see Fedchain._with_details).
+        self._block_times: dict[int, int] = {}
+        self._tx_gas: dict[str, int] = {}
         #: The dev accounts (DEV ONLY keys), funded on eth-tester.
         self.dev_accounts: list[LocalAccount] = [Account.from_key(k) for k in DEV_PRIVATE_KEYS]
 
@@ -418,6 +421,8 @@ class Chain:
 
     def revert(self, snapshot_id: Any) -> None:
         """DEV: return to a snapshot (on anvil a snapshot can be reverted to only once)."""
+        self._block_times.clear()  # block numbers will be reused by other blocks
+        self._tx_gas.clear()
         if self._tester is not None:
             self._tester.revert_to_snapshot(snapshot_id)
             return
@@ -703,18 +708,23 @@ class Fedchain:
         )
 
     def _with_details(self, events: list[ChainEvent], receipts: dict[str, Any] | None = None) -> list[ChainEvent]:
-        """Fill in block timestamps and transaction gas (one request per distinct block / transaction)."""
-        receipts = dict(receipts or {})
-        times: dict[int, int] = {}
+        """Fill in block timestamps and transaction gas.
+
+        Mined blocks and receipts never change, so both are cached on the
+        :class:`Chain` (two small ints per block / transaction): each is asked
+        for once per connection.
+        """
+        times, gas_of = self.chain._block_times, self.chain._tx_gas
+        for tx, receipt in (receipts or {}).items():
+            gas_of.setdefault(tx, int(receipt["gasUsed"]))
         out = []
         with self.chain._guard():
             for ev in events:
                 if ev.block_number not in times:
                     times[ev.block_number] = int(self.chain.w3.eth.get_block(ev.block_number)["timestamp"])
-                if ev.tx_hash not in receipts:
-                    receipts[ev.tx_hash] = self.chain.w3.eth.get_transaction_receipt(ev.tx_hash)
-                gas = int(receipts[ev.tx_hash]["gasUsed"])
-                out.append(dataclasses.replace(ev, timestamp=times[ev.block_number], gas_used=gas))
+                if ev.tx_hash not in gas_of:
+                    gas_of[ev.tx_hash] = int(self.chain.w3.eth.get_transaction_receipt(ev.tx_hash)["gasUsed"])
+                out.append(dataclasses.replace(ev, timestamp=times[ev.block_number], gas_used=gas_of[ev.tx_hash]))
         return out
 
     def _decode(self, log: Any) -> ChainEvent | None:
