@@ -21,15 +21,16 @@ For each round ``r`` (1-based on chain) of an approved proposal the
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
 from coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
 from coordinator.strategies.registry import strategy_from_plan
-from fedchain.content import fetch_model, pin_document
+from fedchain.content import fetch_document, fetch_model, pin_document
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
-from fedchain.plan import TrainingPlan, canonical_json, verify_plan_bytes
+from fedchain.plan import TrainingPlan, canonical_json, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 
 PPM = 1_000_000
@@ -103,8 +104,6 @@ class Coordinator:
 
     def plan(self, proposal_id: int) -> TrainingPlan:
         if proposal_id not in self._plans:
-            from fedchain.content import fetch_document
-
             p = self.fed.proposal(proposal_id)
             self._plans[proposal_id] = verify_plan_bytes(
                 fetch_document(self.store, p.plan_cid, p.plan_sha256), p.plan_sha256
@@ -136,11 +135,6 @@ class Coordinator:
         checks each result against the aggregate hash on chain, so FedAdam/FedYogi
         continue with exactly the state they had.
         """
-        import json
-
-        from fedchain.content import fetch_document
-        from fedchain.plan import sha256_hex
-
         strategy = self._strategies[proposal_id]
         state = self._globals[proposal_id]
         for r in range(1, self.fed.last_round(proposal_id) + 1):

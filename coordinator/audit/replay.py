@@ -170,7 +170,6 @@ class Replayer:
         if len(updates) < plan.min_participants:
             v.problems.append(f"only {len(updates)} verifiable update(s); the plan needs {plan.min_participants}")
             return self._chain_aggregate(closed, v) or global_state
-        self._skip_failed_rounds(strategy, rec.round - 1)
         try:
             new_global = strategy.aggregate_fit(rec.round - 1, global_state, updates)
         except FedchainError as exc:
@@ -212,12 +211,6 @@ class Replayer:
                               proposal_id=rec.proposal_id, round=rec.round, sender=c.member)
         sender_key = bytes.fromhex(member.key_at(c.block).removeprefix("0x"))
         return fetch_model(self.store, c.cid, c.sha256, ctx, self.auditor, sender_key)
-
-    @staticmethod
-    def _skip_failed_rounds(strategy, round_index: int) -> None:
-        skip = getattr(strategy, "skip_to", None)
-        if skip is not None:
-            skip(round_index)
 
 
 def verified_as_commitments(commits, history: History):

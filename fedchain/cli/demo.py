@@ -88,7 +88,6 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     from coordinator.runner import Coordinator
     from fedchain.content import pin_document
     from fedchain.identity import dev_identity
-    from fedchain.models import initial_state  # noqa: F401  (documents the round-1 start)
     from fedchain.sample_data import demo_plan, make_demo_data
     from node.baseline import train_pooled
     from fedchain.serialize import bytes_to_state_dict
