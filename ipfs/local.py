@@ -5,32 +5,51 @@ Layout under ``root``::
     blocks/<xy>/<cid>     one dag-pb block per file; <xy> = the CID's next-to-last
                           two characters (the sharding Kubo's flatfs uses)
     pins/<cid>            one small file per recursively pinned root
-    tmp/                  files being written (anything left here is debris of a crash)
+    tmp/                  named temp files, only where O_TMPFILE is unavailable
+                          (anything left here is debris of a crash)
     lock                  flock: writers (put / pin) share it, gc() takes it exclusively
 
-Every file is written to ``tmp/``, fsynced, then moved into place with
-``os.replace`` (atomic), and the directories it landed in are fsynced before a
-pin naming it is written: after a crash a block file is either absent or
-complete, and a pin never names content that did not reach the disk. Blocks
-are immutable, so any number of readers (threads or processes) may read while
-others write; every block is hash-checked when read.
+Every file is written unnamed in its final directory (``O_TMPFILE``), fsynced,
+then linked in under its name (atomic); on file systems without ``O_TMPFILE`` it
+is written to ``tmp/`` and moved into place with ``os.replace``. The directories
+a put's blocks landed in are fsynced before a pin naming them is written: after a
+crash a block file is either absent or complete, and a pin never names content
+that did not reach the disk. Blocks are immutable, so any number of readers
+(threads or processes) may read while others write; every block is hash-checked
+when read.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
+import io
 import mmap
 import os
 import secrets
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from .store import BlockCorrupt, ContentNotFound, ContentStore, NotPinned, StoreError
-from .unixfs import cid_of_block, iter_blocks, iter_content, iter_links, normalize_cid
+from .store import BlockCorrupt, ContentNotFound, ContentStore, InvalidDag, NotPinned, StoreError
+from .unixfs import (
+    DagBuilder,
+    Node,
+    b58encode,
+    cid_of_digest,
+    decode_file_node,
+    hash_leaf,
+    iter_content,
+    iter_links,
+    leaf_frame,
+    normalize_cid,
+    split_chunks,
+)
 
 _PIN_RECORD = b"recursive\n"
 #: Block reads/writes kept in flight at once (file I/O, fsync and sha256 release the GIL).
@@ -40,6 +59,97 @@ _MMAP_MIN = 64 * 1024
 _IO_THREADS = 4
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
+
+
+class _NoTmpfile(Exception):
+    """The file system (or a missing /proc) does not allow O_TMPFILE + linkat."""
+
+
+def _write_all(fd: int, parts: tuple[bytes | memoryview, ...]) -> None:
+    """Write ``parts`` in order with as few syscalls as the kernel allows (handles short writes)."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+def _load_block(path: str) -> tuple[bytes | memoryview, bytes] | None:
+    """``(block, sha256 digest)`` of a block file, or None when it is missing.
+
+    Runs in the I/O threads: it does little but system calls and hashing, which
+    release the GIL, so the threads do not queue behind each other for it.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size >= _MMAP_MIN:
+            # Map instead of copying into a new buffer: the hash check and the
+            # caller's one copy of the chunk read the page cache directly. Block
+            # files are write-once (linked or renamed into place whole).
+            block: bytes | memoryview = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+        else:
+            block = os.read(fd, size + 1)
+    finally:
+        os.close(fd)
+    return block, hashlib.sha256(block).digest()
+
+
+class _Irregular(Exception):
+    """A DAG the in-place reader does not handle (LocalStore.get then walks it in order)."""
+
+
+#: What :func:`_read_leaf_into` returns (instead of the block) when the leaf is in place.
+_IN_PLACE = memoryview(b"")
+
+
+def _read_leaf_into(path: str, dest: memoryview) -> tuple[bytes | memoryview, bytes] | None:
+    """Read the block at ``path``, expected to be a leaf holding ``len(dest)`` bytes, into ``dest``.
+
+    Returns ``(_IN_PLACE, digest)`` when the file has a leaf's framing around
+    exactly ``len(dest)`` bytes (now in ``dest``), else ``(block, digest)`` with
+    the whole block (an internal node, or a leaf framed otherwise); None when
+    the file is missing. The caller compares the digest with the CID.
+    """
+    try:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            head, tail = leaf_frame(len(dest))
+            size = os.fstat(fd).st_size
+            if size == len(head) + len(dest) + len(tail):
+                h, t = bytearray(len(head)), bytearray(len(tail))
+                if os.readv(fd, [h, dest, t]) == size:
+                    digest = hashlib.sha256(h)
+                    digest.update(dest)
+                    digest.update(t)
+                    if h == head and t == tail:
+                        return _IN_PLACE, digest.digest()
+                    return bytes(h) + bytes(dest) + bytes(t), digest.digest()
+            block = os.pread(fd, size + 1, 0)
+        finally:
+            os.close(fd)
+        return block, hashlib.sha256(block).digest()
+    finally:
+        dest.release()
+
+
+def _subtree_size(node: Node, cid: str) -> int:
+    """File bytes under an internal node, from its blocksizes (checked against its filesize)."""
+    if node.data or len(node.blocksizes) != len(node.links):
+        raise _Irregular(cid)
+    size = sum(node.blocksizes)
+    if node.filesize is not None and node.filesize != size:
+        raise InvalidDag(f"block {cid} declares {node.filesize} bytes but its blocksizes add up to {size}")
+    return size
 
 
 def _io_pool() -> ThreadPoolExecutor:
@@ -62,8 +172,10 @@ class LocalStore(ContentStore):
         self.root = Path(root).expanduser().resolve()
         self.fsync = fsync
         self._blocks = self.root / "blocks"
+        self._blocks_dir = str(self._blocks)
         self._pins = self.root / "pins"
         self._tmp = self.root / "tmp"
+        self._tmpfile = hasattr(os, "O_TMPFILE")  # cleared if the file system refuses it
         try:
             for d in (self._blocks, self._pins, self._tmp):
                 d.mkdir(parents=True, exist_ok=True)
@@ -89,15 +201,67 @@ class LocalStore(ContentStore):
         finally:
             os.close(fd)  # releases the flock
 
-    def _write_atomic(self, dest: Path, data: bytes, dirty_dirs: set[Path] | None) -> None:
-        """temp file in tmp/ + fsync + os.replace; the destination dir is fsynced now or later."""
+    def _write_atomic(self, dest: Path, parts: tuple[bytes | memoryview, ...],
+                      dirty_dirs: set[Path] | None) -> None:
+        """Make ``dest`` hold ``b"".join(parts)``, complete or not at all, even across a crash.
+
+        The bytes go into an unnamed file in ``dest``'s directory (``O_TMPFILE``),
+        are fsynced, and the file is then linked in under its name; where the file
+        system has no ``O_TMPFILE`` a named temp file in tmp/ is renamed instead.
+        The directory is fsynced now, or by the caller when ``dirty_dirs`` collects it.
+        Store files are write-once (a block's name is its hash, a pin's is its
+        content), so a ``dest`` that appeared meanwhile is left as it is.
+        """
+        if self._tmpfile:
+            try:
+                self._write_linked(dest, parts)
+            except _NoTmpfile:
+                self._tmpfile = False
+        if not self._tmpfile:
+            self._write_renamed(dest, parts)
+        if dirty_dirs is not None:
+            dirty_dirs.add(dest.parent)
+        else:
+            self._fsync_dir(dest.parent)
+
+    def _write_linked(self, dest: Path, parts: tuple[bytes | memoryview, ...]) -> None:
+        try:
+            fd = os.open(dest.parent, os.O_TMPFILE | os.O_WRONLY, 0o644)
+        except FileNotFoundError:  # shard dir not there yet
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            return self._write_linked(dest, parts)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise _NoTmpfile() from None
+            raise
+        try:
+            _write_all(fd, parts)
+            if self.fsync:
+                os.fsync(fd)
+            try:
+                # linkat(AT_SYMLINK_FOLLOW) through /proc: the documented way to name an
+                # O_TMPFILE file without privileges. Passing a dir fd makes os.link call
+                # linkat rather than link(2); the kernel ignores it for an absolute path.
+                os.link(f"/proc/self/fd/{fd}", dest, src_dir_fd=fd, follow_symlinks=True)
+            except FileExistsError:
+                if os.stat(dest).st_size != sum(len(p) for p in parts):
+                    # A damaged file (e.g. truncated by a lying disk): link under a
+                    # temporary name beside it, then rename over it.
+                    aside = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}")
+                    os.link(f"/proc/self/fd/{fd}", aside, src_dir_fd=fd, follow_symlinks=True)
+                    os.replace(aside, dest)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES) and not dest.exists():
+                    raise _NoTmpfile() from None  # no /proc here: use named temp files
+                raise
+        finally:
+            os.close(fd)  # an unnamed file that was never linked vanishes with its fd
+
+    def _write_renamed(self, dest: Path, parts: tuple[bytes | memoryview, ...]) -> None:
         tmp = self._tmp / f"{dest.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            _write_all(fd, parts)
             if self.fsync:
                 os.fsync(fd)
         except BaseException:
@@ -110,10 +274,22 @@ class LocalStore(ContentStore):
         except FileNotFoundError:  # shard dir not there yet
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)
-        if dirty_dirs is not None:
-            dirty_dirs.add(dest.parent)
-        else:
-            self._fsync_dir(dest.parent)
+
+    def _store_block(self, cid: str, parts: tuple[bytes | memoryview, ...], dirty: set[Path]) -> None:
+        """Write the block ``b"".join(parts)`` under ``cid`` unless it is already stored."""
+        path = self._blocks / cid[-3:-1] / cid
+        try:
+            if path.stat().st_size == sum(len(p) for p in parts):
+                return  # already stored (a wrong-sized file gets rewritten)
+        except FileNotFoundError:
+            pass
+        self._write_atomic(path, parts, dirty)
+
+    def _store_leaf(self, chunk: bytes | memoryview, dirty: set[Path]) -> tuple[bytes, int, int]:
+        """Hash and store the leaf block of ``chunk`` (in a worker thread); ``(multihash, block size, chunk size)``."""
+        mh, head, tail = hash_leaf(chunk)
+        self._store_block(b58encode(mh), (head, chunk, tail), dirty)
+        return mh, len(head) + len(chunk) + len(tail), len(chunk)
 
     def _fsync_dir(self, path: Path) -> None:
         if not self.fsync:
@@ -124,30 +300,27 @@ class LocalStore(ContentStore):
         finally:
             os.close(fd)
 
+    def _block_file(self, cid: str) -> str:
+        """Path of block ``cid`` as a string (cheaper than a Path in hot loops)."""
+        return f"{self._blocks_dir}/{cid[-3:-1]}/{cid}"
+
     def _read_block(self, cid: str, root: str | None = None) -> bytes | memoryview:
         """The verified bytes of block ``cid`` (already normalized); large blocks as a read-only view."""
-        path = self._blocks / cid[-3:-1] / cid
-        try:
-            with open(path, "rb") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size >= _MMAP_MIN:
-                    # Map instead of copying into a new buffer: the hash check and the
-                    # caller's one copy of the chunk read the page cache directly. Block
-                    # files are only ever replaced whole (os.replace), never rewritten.
-                    block = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
-                else:
-                    block = fh.read()
-        except FileNotFoundError:
+        return self._checked(cid, root, _load_block(self._block_file(cid)))
+
+    def _checked(self, cid: str, root: str | None,
+                 loaded: tuple[bytes | memoryview, bytes] | None) -> bytes | memoryview:
+        """The block :func:`_load_block` returned for ``cid``, once its digest matches the CID."""
+        if loaded is None:
             if root is None or root == cid:
-                raise ContentNotFound(f"{cid} is not in the local store {self.root}") from None
-            raise ContentNotFound(
-                f"block {cid} of {root} is missing from the local store {self.root}"
-            ) from None
-        got = cid_of_block(block)
+                raise ContentNotFound(f"{cid} is not in the local store {self.root}")
+            raise ContentNotFound(f"block {cid} of {root} is missing from the local store {self.root}")
+        block, digest = loaded
+        got = cid_of_digest(digest)
         if got != cid:
             raise BlockCorrupt(
-                f"block {cid} is corrupt in the local store (file {path} hashes to {got}); "
-                "delete that file and put the content again"
+                f"block {cid} is corrupt in the local store (file {self._block_file(cid)} hashes to "
+                f"{got}); delete that file and put the content again"
             )
         return block
 
@@ -160,34 +333,42 @@ class LocalStore(ContentStore):
             raise StoreError(f"put into the local store {self.root} failed: {exc}") from exc
 
     def _put(self, data: bytes | BinaryIO, pin: bool) -> str:
+        # Leaves are hashed and written in worker threads straight from the
+        # caller's buffer (no copy of the chunk: the block is written as
+        # head + chunk + tail); the main thread links them in order into the
+        # balanced tree and hands the (small) internal blocks to the pool too.
         dirty: set[Path] = set()
-        root = None
-        in_flight: deque[Future] = deque()
+        builder = DagBuilder()
+        leaves: deque[Future] = deque()
+        writes: list[Future] = []
         pool = _io_pool()
+
+        def link(leaf: Future) -> None:
+            for cid, block in builder.add_leaf(*leaf.result()):
+                writes.append(pool.submit(self._store_block, cid, (block,), dirty))
+
         with self._locked(exclusive=False):
             try:
-                for cid, block in iter_blocks(data):
-                    root = cid
-                    path = self._blocks / cid[-3:-1] / cid
-                    try:
-                        if path.stat().st_size == len(block):
-                            continue  # already stored (a wrong-sized file gets rewritten)
-                    except FileNotFoundError:
-                        pass
-                    # Block files are independent: write (and fsync) several at once.
-                    in_flight.append(pool.submit(self._write_atomic, path, block, dirty))
-                    if len(in_flight) >= _IO_WINDOW:
-                        in_flight.popleft().result()
+                for chunk in split_chunks(data):
+                    leaves.append(pool.submit(self._store_leaf, chunk, dirty))
+                    if len(leaves) >= _IO_WINDOW:
+                        link(leaves.popleft())
+                while leaves:
+                    link(leaves.popleft())
+                for cid, block in builder.finish():
+                    writes.append(pool.submit(self._store_block, cid, (block,), dirty))
             finally:
-                errors = [f.exception() for f in in_flight]
-            for exc in errors:
-                if exc is not None:
-                    raise exc
+                # Never leave a worker writing after the lock is released.
+                pending = list(leaves) + writes
+                futures_wait(pending)
+            for f in pending:
+                f.result()  # re-raise the first failure
+            root = builder.root
             assert root is not None
             for f in [pool.submit(self._fsync_dir, d) for d in dirty]:
                 f.result()
             if pin:  # only once every block and its directory entry is durable
-                self._write_atomic(self._pins / root, _PIN_RECORD, None)
+                self._write_atomic(self._pins / root, (_PIN_RECORD,), None)
         return root
 
     def _reader(self, root: str) -> Callable[[str], bytes]:
@@ -205,13 +386,16 @@ class LocalStore(ContentStore):
             while queued and len(pending) < _IO_WINDOW:
                 c = queued.popleft()
                 if c not in pending:
-                    pending[c] = pool.submit(self._read_block, c, root)
+                    pending[c] = pool.submit(_load_block, self._block_file(c))
 
-        def get_block(c: str) -> bytes:
+        def get_block(c: str) -> bytes | memoryview:
             fut = pending.pop(c, None)
             if fut is None and queued and queued[0] == c:
                 queued.popleft()  # asked for before its read-ahead was started
-            block = fut.result() if fut is not None else self._read_block(c, root)
+            if fut is not None:
+                block = self._checked(c, root, fut.result())
+            else:
+                block = self._read_block(c, root)
             if block[:1] == b"\x12":  # dag-pb writes Links (field 2) first: an internal node
                 queued.extendleft(reversed(iter_links(block, c)))
             top_up()
@@ -221,7 +405,62 @@ class LocalStore(ContentStore):
 
     def get(self, cid: str) -> bytes:
         cid = normalize_cid(cid)
-        return b"".join(iter_content(cid, self._reader(cid), verify=False))
+        try:
+            return self._get_in_place(cid)
+        except _Irregular:
+            # A valid DAG of a shape `ipfs add` does not build (data in an
+            # internal node, no blocksizes): walk it in order instead.
+            return b"".join(iter_content(cid, self._reader(cid), verify=False))
+
+    def _get_in_place(self, cid: str) -> bytes:
+        """Read every leaf straight into its place in the result, in parallel.
+
+        The root's (and each internal node's) ``blocksizes`` give every child's
+        byte range, so leaves can be read in any order by the I/O threads with
+        ``readv`` into their slice of one zero-filled, not yet touched buffer
+        (``bytes(n)`` is calloc'ed; ``BytesIO`` lends it out writable and
+        ``getvalue`` returns it without a copy): no per-block buffers, no join.
+        A leaf counts only once its bytes hash to its CID and its framing says it
+        holds exactly the bytes of its range; the ranges tile the file because
+        each node's sizes are checked against its parent's.
+        """
+        node = decode_file_node(self._read_block(cid), cid, cid)
+        if not node.links:
+            if node.filesize is not None and node.filesize != len(node.data):
+                raise InvalidDag(f"{cid} declares {node.filesize} bytes but its DAG holds {len(node.data)}")
+            return bytes(node.data)
+        total = _subtree_size(node, cid)
+        out = io.BytesIO(bytes(total))
+        pool = _io_pool()
+        jobs: deque[tuple[str, int, int, Future]] = deque()
+        with out.getbuffer() as view:
+
+            def schedule(parent: Node, offset: int) -> None:
+                for link, size in zip(parent.links, parent.blocksizes):
+                    job = pool.submit(_read_leaf_into, self._block_file(link.cid), view[offset:offset + size])
+                    jobs.append((link.cid, offset, size, job))
+                    offset += size
+
+            try:
+                schedule(node, 0)
+                while jobs:
+                    c, offset, size, job = jobs.popleft()
+                    block = self._checked(c, cid, job.result())
+                    if block is _IN_PLACE:
+                        continue  # a leaf holding exactly its range, now in `view`
+                    child = decode_file_node(block, c, cid)
+                    if child.links:
+                        held = _subtree_size(child, c)
+                        if held != size:
+                            raise InvalidDag(f"block {c} holds {held} bytes; its parent says {size}")
+                        schedule(child, offset)
+                    else:
+                        if len(child.data) != size or child.filesize not in (None, size):
+                            raise InvalidDag(f"block {c} holds {len(child.data)} bytes; its parent says {size}")
+                        view[offset:offset + size] = child.data
+            finally:
+                futures_wait([j[3] for j in jobs])  # no thread may still write into `view`
+        return out.getvalue()
 
     def get_to(self, cid: str, out: BinaryIO) -> int:
         cid = normalize_cid(cid)
@@ -262,7 +501,7 @@ class LocalStore(ContentStore):
             if not self.has(cid):
                 raise ContentNotFound(f"cannot pin {cid}: it is not (wholly) in the local store {self.root}")
             if not (self._pins / cid).exists():
-                self._write_atomic(self._pins / cid, _PIN_RECORD, None)
+                self._write_atomic(self._pins / cid, (_PIN_RECORD,), None)
 
     def unpin(self, cid: str) -> None:
         cid = normalize_cid(cid)

@@ -84,6 +84,11 @@ def cid_of_block(block: bytes) -> str:
     return b58encode(multihash(block))
 
 
+def cid_of_digest(digest: bytes) -> str:
+    """CIDv0 string of a block whose sha2-256 digest is ``digest``."""
+    return b58encode(_MH_PREFIX + digest)
+
+
 def cid_to_multihash(cid: str) -> bytes:
     """Parse a CIDv0 string into its 34-byte multihash; raise :class:`InvalidCid`."""
     if not isinstance(cid, str):
@@ -175,14 +180,32 @@ def _ld(field: int, payload: bytes) -> bytes:
     return _varint(field << 3 | 2) + _varint(len(payload)) + payload
 
 
-def encode_leaf(chunk: bytes | memoryview) -> bytes:
-    """The dag-pb block of one leaf (a UnixFS File node holding ``chunk``)."""
-    n = len(chunk)
+def leaf_frame(n: int) -> tuple[bytes, bytes]:
+    """The bytes around an ``n``-byte chunk in its leaf block: ``block = head + chunk + tail``."""
     head = b"\x08\x02" + (b"\x12" + _varint(n) if n else b"")
     tail = b"\x18" + _varint(n)
-    inner = len(head) + (n if n else 0) + len(tail)
-    # One join, so the chunk is copied once.
-    return b"".join((b"\x0a", _varint(inner), head, chunk if n else b"", tail))
+    inner = len(head) + n + len(tail)
+    return b"\x0a" + _varint(inner) + head, tail
+
+
+def encode_leaf(chunk: bytes | memoryview) -> bytes:
+    """The dag-pb block of one leaf (a UnixFS File node holding ``chunk``)."""
+    head, tail = leaf_frame(len(chunk))
+    return b"".join((head, chunk, tail))  # one join, so the chunk is copied once
+
+
+def hash_leaf(chunk: bytes | memoryview) -> tuple[bytes, bytes, bytes]:
+    """``(multihash, head, tail)`` of the leaf block of ``chunk``, without building the block.
+
+    The block is ``head + chunk + tail``; hashing the three parts in turn avoids a
+    copy of the chunk, and hashlib releases the GIL on large inputs, so leaves can
+    be hashed in parallel threads.
+    """
+    head, tail = leaf_frame(len(chunk))
+    h = hashlib.sha256(head)
+    h.update(chunk)
+    h.update(tail)
+    return _MH_PREFIX + h.digest(), head, tail
 
 
 class _Entry(NamedTuple):
@@ -268,6 +291,15 @@ def decode_node(block: bytes, cid: str = "?") -> Node:
         raise InvalidDag(f"block {cid} is not valid dag-pb/UnixFS: {exc}") from None
 
 
+def decode_file_node(block: bytes | memoryview, cid: str, root: str) -> Node:
+    """:func:`decode_node`, and :class:`InvalidDag` unless it is part of a file (not a directory...)."""
+    node = decode_node(block, cid)
+    if node.type not in (_FILE, _RAW):
+        kind = {_DIRECTORY: "a directory", _HAMT: "a sharded directory", _SYMLINK: "a symlink"}
+        raise InvalidDag(f"{root} is {kind.get(node.type, f'UnixFS type {node.type}')}, not a file")
+    return node
+
+
 # --------------------------------------------------------------------------- builder
 
 
@@ -312,6 +344,23 @@ class DagBuilder:
             pos += self.chunk_size
         if pos < len(view):
             self._buf += view[pos:]
+        return out
+
+    def add_leaf(self, mh: bytes, block_size: int, chunk_size: int) -> list[Block]:
+        """Add a leaf whose block was built and stored elsewhere (see :func:`hash_leaf`).
+
+        For callers that chunk the file themselves (every chunk ``chunk_size``
+        bytes except the last) and must not mix this with :meth:`update`.
+        Returns the internal blocks completed by it.
+        """
+        if self.root is not None:
+            raise RuntimeError("DagBuilder already finished")
+        if self._buf:
+            raise RuntimeError("add_leaf after update with a partial chunk pending")
+        out: list[Block] = []
+        self.size += chunk_size
+        self._leaves += 1
+        self._push(0, _Entry(mh, block_size, chunk_size), out)
         return out
 
     def finish(self) -> list[Block]:
@@ -378,6 +427,25 @@ def _read_chunks(source: bytes | bytearray | memoryview | BinaryIO, chunk_size: 
         yield piece
 
 
+def split_chunks(source: bytes | BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes | memoryview]:
+    """The chunks ``ipfs add`` cuts ``source`` into: each ``chunk_size`` bytes but the last.
+
+    Bytes-like input is sliced without copying; short reads from a stream (pipes,
+    sockets) are filled up before a chunk is yielded. Nothing for empty input.
+    """
+    pending = bytearray()
+    for piece in _read_chunks(source, chunk_size):
+        if not pending and len(piece) == chunk_size:
+            yield piece
+            continue
+        pending += piece
+        while len(pending) >= chunk_size:
+            yield bytes(pending[:chunk_size])
+            del pending[:chunk_size]
+    if pending:
+        yield bytes(pending)
+
+
 def iter_blocks(source: bytes | BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[Block]:
     """Yield the DAG's blocks, children before parents; the last one is the root."""
     builder = DagBuilder(chunk_size)
@@ -419,10 +487,7 @@ def iter_content(root: str, get_block: Callable[[str], bytes], *, verify: bool =
         block = get_block(link.cid)
         if verify:
             verify_block(link.cid, block)
-        node = decode_node(block, link.cid)
-        if node.type not in (_FILE, _RAW):
-            kind = {_DIRECTORY: "a directory", _HAMT: "a sharded directory", _SYMLINK: "a symlink"}
-            raise InvalidDag(f"{root} is {kind.get(node.type, f'UnixFS type {node.type}')}, not a file")
+        node = decode_file_node(block, link.cid, root)
         if link.cid == root and declared is None:
             declared = node.filesize
         if node.links and node.blocksizes and len(node.blocksizes) != len(node.links):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import threading
@@ -136,22 +137,38 @@ def test_crash_leftovers_do_not_corrupt(tmp_path):
     assert reopened.get(cid) == data
 
 
-def test_put_writes_through_temp_and_replace(local_store, monkeypatch):
-    """An interrupted write leaves no partial block in place."""
-    real_write = os.write
+@pytest.fixture(params=["tmpfile", "renamed"])
+def any_mode_store(request, tmp_path) -> LocalStore:
+    """A LocalStore writing through O_TMPFILE + link, or through named temp files + rename."""
+    store = LocalStore(tmp_path / "store")
+    if request.param == "renamed":
+        store._tmpfile = False
+    else:
+        assert store._tmpfile, "O_TMPFILE is expected on Linux ext4/tmpfs"
+    return store
+
+
+def test_put_writes_complete_files_or_none(any_mode_store, monkeypatch):
+    """An interrupted write (part of a block written, then ENOSPC) leaves no partial block in place."""
+    local_store = any_mode_store
+    real_writev = os.writev
     calls = {"n": 0}
+    lock = threading.Lock()
 
-    def failing_write(fd, data):
-        calls["n"] += 1
-        if calls["n"] == 3:
+    def failing_writev(fd, buffers):
+        with lock:
+            calls["n"] += 1
+            n = calls["n"]
+        if n == 3:
+            real_writev(fd, [bytes(buffers[0])[:5]])  # a torn temp file
             raise OSError(28, "No space left on device")
-        return real_write(fd, data)
+        return real_writev(fd, buffers)
 
-    monkeypatch.setattr(os, "write", failing_write)
+    monkeypatch.setattr(os, "writev", failing_writev)
     data = payload(900_000)
     with pytest.raises(StoreError, match="No space left"):
         local_store.put(data)
-    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "writev", real_writev)
     cid = compute_cid(data)
     assert not local_store.is_pinned(cid)
     assert list((local_store.root / "tmp").iterdir()) == []
@@ -159,6 +176,54 @@ def test_put_writes_through_temp_and_replace(local_store, monkeypatch):
         for f in shard.iterdir():
             local_store._read_block(f.name)
     assert local_store.put(data) == cid and local_store.get(cid) == data
+
+
+def test_put_survives_short_writes(any_mode_store, monkeypatch):
+    """The kernel may write less than asked: every block still lands whole."""
+    local_store = any_mode_store
+    real_writev = os.writev
+
+    def short_writev(fd, buffers):
+        first = bytes(buffers[0])
+        return real_writev(fd, [first[: max(1, len(first) // 3)]])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    data = payload(700_000, 3)
+    cid = local_store.put(data)
+    monkeypatch.setattr(os, "writev", real_writev)
+    assert cid == compute_cid(data)
+    assert local_store.get(cid) == data and local_store.verify(cid) == len(data)
+
+
+def test_falls_back_to_named_temp_files_without_o_tmpfile(local_store, monkeypatch):
+    real_open = os.open
+
+    def no_tmpfile(path, flags, *args, **kwargs):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_tmpfile)
+    data = payload(600_000, 5)
+    cid = local_store.put(data)
+    assert local_store._tmpfile is False
+    monkeypatch.setattr(os, "open", real_open)
+    assert cid == compute_cid(data) and local_store.get(cid) == data and local_store.is_pinned(cid)
+    assert list((local_store.root / "tmp").iterdir()) == []
+
+
+def test_damaged_block_is_replaced_in_place(any_mode_store):
+    """A block file of the wrong size (a lying disk) is rewritten by the next put of that content."""
+    data = payload(600_000, 6)
+    blocks = dict(iter_blocks(data))
+    leaf = next(iter(blocks))
+    path = any_mode_store.block_path(leaf)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blocks[leaf][:10])
+    cid = any_mode_store.put(data)
+    assert path.read_bytes() == blocks[leaf]
+    assert any_mode_store.get(cid) == data
+    assert sorted(f.name for f in path.parent.iterdir() if f.name.startswith(".")) == []
 
 
 def test_concurrent_readers_and_writers(local_store):
