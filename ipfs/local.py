@@ -53,10 +53,10 @@ from .unixfs import (
 
 _PIN_RECORD = b"recursive\n"
 #: Block reads/writes kept in flight at once (file I/O, fsync and sha256 release the GIL).
-_IO_WINDOW = 16
+_IO_WINDOW = 32
 #: Blocks at least this large are memory-mapped rather than read into a new buffer.
 _MMAP_MIN = 64 * 1024
-_IO_THREADS = 4
+_IO_THREADS = 8  # most of a writer's time is spent waiting in fsync
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
@@ -285,12 +285,6 @@ class LocalStore(ContentStore):
             pass
         self._write_atomic(path, parts, dirty)
 
-    def _store_leaf(self, chunk: bytes | memoryview, dirty: set[Path]) -> tuple[bytes, int, int]:
-        """Hash and store the leaf block of ``chunk`` (in a worker thread); ``(multihash, block size, chunk size)``."""
-        mh, head, tail = hash_leaf(chunk)
-        self._store_block(b58encode(mh), (head, chunk, tail), dirty)
-        return mh, len(head) + len(chunk) + len(tail), len(chunk)
-
     def _fsync_dir(self, path: Path) -> None:
         if not self.fsync:
             return
@@ -333,33 +327,28 @@ class LocalStore(ContentStore):
             raise StoreError(f"put into the local store {self.root} failed: {exc}") from exc
 
     def _put(self, data: bytes | BinaryIO, pin: bool) -> str:
-        # Leaves are hashed and written in worker threads straight from the
-        # caller's buffer (no copy of the chunk: the block is written as
-        # head + chunk + tail); the main thread links them in order into the
-        # balanced tree and hands the (small) internal blocks to the pool too.
+        # The calling thread hashes each leaf straight from the caller's buffer
+        # (no copy of the chunk: the block is head + chunk + tail) and links it
+        # into the balanced tree; the I/O threads write, fsync and link the
+        # block files meanwhile, so hashing overlaps the waits on the disk.
         dirty: set[Path] = set()
         builder = DagBuilder()
-        leaves: deque[Future] = deque()
-        writes: list[Future] = []
+        writes: deque[Future] = deque()
         pool = _io_pool()
-
-        def link(leaf: Future) -> None:
-            for cid, block in builder.add_leaf(*leaf.result()):
-                writes.append(pool.submit(self._store_block, cid, (block,), dirty))
-
         with self._locked(exclusive=False):
             try:
                 for chunk in split_chunks(data):
-                    leaves.append(pool.submit(self._store_leaf, chunk, dirty))
-                    if len(leaves) >= _IO_WINDOW:
-                        link(leaves.popleft())
-                while leaves:
-                    link(leaves.popleft())
+                    mh, head, tail = hash_leaf(chunk)
+                    while len(writes) >= _IO_WINDOW:
+                        writes.popleft().result()
+                    writes.append(pool.submit(self._store_block, b58encode(mh), (head, chunk, tail), dirty))
+                    for cid, block in builder.add_leaf(mh, len(head) + len(chunk) + len(tail), len(chunk)):
+                        writes.append(pool.submit(self._store_block, cid, (block,), dirty))
                 for cid, block in builder.finish():
                     writes.append(pool.submit(self._store_block, cid, (block,), dirty))
             finally:
                 # Never leave a worker writing after the lock is released.
-                pending = list(leaves) + writes
+                pending = list(writes)
                 futures_wait(pending)
             for f in pending:
                 f.result()  # re-raise the first failure

@@ -198,8 +198,7 @@ def hash_leaf(chunk: bytes | memoryview) -> tuple[bytes, bytes, bytes]:
     """``(multihash, head, tail)`` of the leaf block of ``chunk``, without building the block.
 
     The block is ``head + chunk + tail``; hashing the three parts in turn avoids a
-    copy of the chunk, and hashlib releases the GIL on large inputs, so leaves can
-    be hashed in parallel threads.
+    copy of the chunk (and hashlib releases the GIL meanwhile, so other threads run).
     """
     head, tail = leaf_frame(len(chunk))
     h = hashlib.sha256(head)
