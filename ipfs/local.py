@@ -32,7 +32,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -201,39 +201,41 @@ class LocalStore(ContentStore):
         finally:
             os.close(fd)  # releases the flock
 
-    def _write_atomic(self, dest: Path, parts: tuple[bytes | memoryview, ...],
-                      dirty_dirs: set[Path] | None) -> None:
-        """Make ``dest`` hold ``b"".join(parts)``, complete or not at all, even across a crash.
+    def _write_atomic(self, directory: str, name: str, parts: tuple[bytes | memoryview, ...],
+                      dirty_dirs: set[str] | None) -> None:
+        """Make ``directory/name`` hold ``b"".join(parts)``, complete or not at all, even across a crash.
 
-        The bytes go into an unnamed file in ``dest``'s directory (``O_TMPFILE``),
-        are fsynced, and the file is then linked in under its name; where the file
+        The bytes go into an unnamed file in ``directory`` (``O_TMPFILE``), are
+        fsynced, and the file is then linked in under its name; where the file
         system has no ``O_TMPFILE`` a named temp file in tmp/ is renamed instead.
         The directory is fsynced now, or by the caller when ``dirty_dirs`` collects it.
         Store files are write-once (a block's name is its hash, a pin's is its
-        content), so a ``dest`` that appeared meanwhile is left as it is.
+        content), so a file that appeared meanwhile with the right size is left as it is.
+        (Paths are plain strings here: this runs once per block.)
         """
         if self._tmpfile:
             try:
-                self._write_linked(dest, parts)
+                self._write_linked(directory, name, parts)
             except _NoTmpfile:
                 self._tmpfile = False
         if not self._tmpfile:
-            self._write_renamed(dest, parts)
+            self._write_renamed(directory, name, parts)
         if dirty_dirs is not None:
-            dirty_dirs.add(dest.parent)
+            dirty_dirs.add(directory)
         else:
-            self._fsync_dir(dest.parent)
+            self._fsync_dir(directory)
 
-    def _write_linked(self, dest: Path, parts: tuple[bytes | memoryview, ...]) -> None:
+    def _write_linked(self, directory: str, name: str, parts: tuple[bytes | memoryview, ...]) -> None:
         try:
-            fd = os.open(dest.parent, os.O_TMPFILE | os.O_WRONLY, 0o644)
+            fd = os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
         except FileNotFoundError:  # shard dir not there yet
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            return self._write_linked(dest, parts)
+            os.makedirs(directory, exist_ok=True)
+            return self._write_linked(directory, name, parts)
         except OSError as exc:
             if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise _NoTmpfile() from None
             raise
+        dest = f"{directory}/{name}"
         try:
             _write_all(fd, parts)
             if self.fsync:
@@ -247,18 +249,18 @@ class LocalStore(ContentStore):
                 if os.stat(dest).st_size != sum(len(p) for p in parts):
                     # A damaged file (e.g. truncated by a lying disk): link under a
                     # temporary name beside it, then rename over it.
-                    aside = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}")
+                    aside = f"{directory}/.{name}.{secrets.token_hex(6)}"
                     os.link(f"/proc/self/fd/{fd}", aside, src_dir_fd=fd, follow_symlinks=True)
                     os.replace(aside, dest)
             except OSError as exc:
-                if exc.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES) and not dest.exists():
+                if exc.errno in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES) and not os.path.exists(dest):
                     raise _NoTmpfile() from None  # no /proc here: use named temp files
                 raise
         finally:
             os.close(fd)  # an unnamed file that was never linked vanishes with its fd
 
-    def _write_renamed(self, dest: Path, parts: tuple[bytes | memoryview, ...]) -> None:
-        tmp = self._tmp / f"{dest.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    def _write_renamed(self, directory: str, name: str, parts: tuple[bytes | memoryview, ...]) -> None:
+        tmp = f"{self._tmp}/{name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, parts)
@@ -266,26 +268,27 @@ class LocalStore(ContentStore):
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
         os.close(fd)
         try:
-            os.replace(tmp, dest)
+            os.replace(tmp, f"{directory}/{name}")
         except FileNotFoundError:  # shard dir not there yet
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, dest)
+            os.makedirs(directory, exist_ok=True)
+            os.replace(tmp, f"{directory}/{name}")
 
-    def _store_block(self, cid: str, parts: tuple[bytes | memoryview, ...], dirty: set[Path]) -> None:
+    def _store_block(self, cid: str, parts: tuple[bytes | memoryview, ...], dirty: set[str]) -> None:
         """Write the block ``b"".join(parts)`` under ``cid`` unless it is already stored."""
-        path = self._blocks / cid[-3:-1] / cid
+        directory = f"{self._blocks_dir}/{cid[-3:-1]}"
         try:
-            if path.stat().st_size == sum(len(p) for p in parts):
+            if os.stat(f"{directory}/{cid}").st_size == sum(len(p) for p in parts):
                 return  # already stored (a wrong-sized file gets rewritten)
         except FileNotFoundError:
             pass
-        self._write_atomic(path, parts, dirty)
+        self._write_atomic(directory, cid, parts, dirty)
 
-    def _fsync_dir(self, path: Path) -> None:
+    def _fsync_dir(self, path: str | Path) -> None:
         if not self.fsync:
             return
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -331,7 +334,7 @@ class LocalStore(ContentStore):
         # (no copy of the chunk: the block is head + chunk + tail) and links it
         # into the balanced tree; the I/O threads write, fsync and link the
         # block files meanwhile, so hashing overlaps the waits on the disk.
-        dirty: set[Path] = set()
+        dirty: set[str] = set()
         builder = DagBuilder()
         writes: deque[Future] = deque()
         pool = _io_pool()
@@ -357,7 +360,7 @@ class LocalStore(ContentStore):
             for f in [pool.submit(self._fsync_dir, d) for d in dirty]:
                 f.result()
             if pin:  # only once every block and its directory entry is durable
-                self._write_atomic(self._pins / root, (_PIN_RECORD,), None)
+                self._write_atomic(str(self._pins), root, (_PIN_RECORD,), None)
         return root
 
     def _reader(self, root: str) -> Callable[[str], bytes]:
@@ -490,7 +493,7 @@ class LocalStore(ContentStore):
             if not self.has(cid):
                 raise ContentNotFound(f"cannot pin {cid}: it is not (wholly) in the local store {self.root}")
             if not (self._pins / cid).exists():
-                self._write_atomic(self._pins / cid, (_PIN_RECORD,), None)
+                self._write_atomic(str(self._pins), cid, (_PIN_RECORD,), None)
 
     def unpin(self, cid: str) -> None:
         cid = normalize_cid(cid)
