@@ -41,6 +41,27 @@ def test_round_trip_bytes_and_stream(local_store, size):
     assert local_store.has(cid)
 
 
+class Trickle(io.RawIOBase):
+    """A stream that hands out at most 100_000 bytes per read, like a pipe or socket."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        piece = self.data[self.pos:self.pos + min(n if n >= 0 else len(self.data), 100_000)]
+        self.pos += len(piece)
+        return piece
+
+
+def test_short_reads_from_a_stream_give_the_same_cid(local_store):
+    data = payload(3 * 262144 + 12345, 8)
+    cid = local_store.put(Trickle(data))
+    assert cid == compute_cid(data) and local_store.get(cid) == data
+
+
 def test_pins_and_gc(local_store):
     a, b = payload(700_000, 1), payload(1000, 2)
     ca = local_store.put(a)
