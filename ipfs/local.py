@@ -189,8 +189,7 @@ class LocalStore(ContentStore):
     # ------------------------------------------------------------------ paths & files
 
     def block_path(self, cid: str) -> Path:
-        cid = normalize_cid(cid)
-        return self._blocks / cid[-3:-1] / cid
+        return Path(self._block_file(normalize_cid(cid)))
 
     @contextmanager
     def _locked(self, exclusive: bool) -> Iterator[None]:
@@ -280,7 +279,7 @@ class LocalStore(ContentStore):
 
     def _store_block(self, cid: str, parts: tuple[bytes | memoryview, ...], dirty: set[str]) -> None:
         """Write the block ``b"".join(parts)`` under ``cid`` unless it is already stored."""
-        directory = f"{self._blocks_dir}/{cid[-3:-1]}"
+        directory = self._shard_dir(cid)
         try:
             if os.stat(f"{directory}/{cid}").st_size == sum(len(p) for p in parts):
                 return  # already stored (a wrong-sized file gets rewritten)
@@ -297,9 +296,13 @@ class LocalStore(ContentStore):
         finally:
             os.close(fd)
 
+    def _shard_dir(self, cid: str) -> str:
+        """Directory of block ``cid``: named by the CID's next-to-last two characters."""
+        return f"{self._blocks_dir}/{cid[-3:-1]}"
+
     def _block_file(self, cid: str) -> str:
         """Path of block ``cid`` as a string (cheaper than a Path in hot loops)."""
-        return f"{self._blocks_dir}/{cid[-3:-1]}/{cid}"
+        return f"{self._shard_dir(cid)}/{cid}"
 
     def _read_block(self, cid: str, root: str | None = None) -> bytes | memoryview:
         """The verified bytes of block ``cid`` (already normalized); large blocks as a read-only view."""
@@ -473,7 +476,7 @@ class LocalStore(ContentStore):
         stack = [cid]
         while stack:
             c = stack.pop()
-            path = self._blocks / c[-3:-1] / c
+            path = self._block_file(c)
             try:
                 with open(path, "rb") as fh:
                     first = fh.read(1)
@@ -522,7 +525,7 @@ class LocalStore(ContentStore):
                     if c in keep:
                         continue
                     keep.add(c)
-                    path = self._blocks / c[-3:-1] / c
+                    path = self._block_file(c)
                     try:
                         with open(path, "rb") as fh:
                             block = fh.read()
