@@ -77,6 +77,16 @@ def _write_all(fd: int, parts: tuple[bytes | memoryview, ...]) -> None:
             views[0] = views[0][n:]
 
 
+def _whole_block(fd: int, size: int) -> bytes | memoryview:
+    """The block in the open file ``fd`` of ``size`` bytes; large ones mapped, not copied."""
+    if size >= _MMAP_MIN:
+        # Map instead of copying into a new buffer: the hash check and the
+        # caller's one copy of the chunk read the page cache directly. Block
+        # files are write-once (linked or renamed into place whole).
+        return memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+    return os.pread(fd, size + 1, 0)
+
+
 def _load_block(path: str) -> tuple[bytes | memoryview, bytes] | None:
     """``(block, sha256 digest)`` of a block file, or None when it is missing.
 
@@ -88,14 +98,7 @@ def _load_block(path: str) -> tuple[bytes | memoryview, bytes] | None:
     except FileNotFoundError:
         return None
     try:
-        size = os.fstat(fd).st_size
-        if size >= _MMAP_MIN:
-            # Map instead of copying into a new buffer: the hash check and the
-            # caller's one copy of the chunk read the page cache directly. Block
-            # files are write-once (linked or renamed into place whole).
-            block: bytes | memoryview = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
-        else:
-            block = os.read(fd, size + 1)
+        block = _whole_block(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
     return block, hashlib.sha256(block).digest()
@@ -134,7 +137,7 @@ def _read_leaf_into(path: str, dest: memoryview) -> tuple[bytes | memoryview, by
                     if h == head and t == tail:
                         return _IN_PLACE, digest.digest()
                     return bytes(h) + bytes(dest) + bytes(t), digest.digest()
-            block = os.pread(fd, size + 1, 0)
+            block = _whole_block(fd, size)
         finally:
             os.close(fd)
         return block, hashlib.sha256(block).digest()
