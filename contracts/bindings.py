@@ -42,15 +42,15 @@ from eth_utils import keccak, to_checksum_address
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import ProviderConnectionError, TransactionNotFound, Web3Exception
 
-from contracts.build import CONTRACT_NAMES, load_artifact
-from contracts.errors import (
+from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
+from fedchain.contracts.errors import (
     ERROR_PHRASES,
     POLICY_REASONS,
     ChainError,
     ChainRevert,
     ChainUnavailable,
 )
-from contracts.models import (
+from fedchain.contracts.models import (
     SOLIDITY_ENUMS,
     Admission,
     ChainEvent,

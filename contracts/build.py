@@ -195,7 +195,7 @@ def load_artifact(name: str, artifacts_dir: str | Path = ARTIFACTS_DIR) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry: ``python -m contracts.build [--out DIR] [--solc PATH]``."""
+    """Command-line entry: ``python -m fedchain.contracts.build [--out DIR] [--solc PATH]``."""
     parser = argparse.ArgumentParser(description="Compile fedchain's Solidity contracts.")
     parser.add_argument("--out", default=str(ARTIFACTS_DIR), help="artifact directory")
     parser.add_argument("--solc", default=None, help="solc binary (default: native 0.8.28 or the shim)")

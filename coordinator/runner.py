@@ -25,8 +25,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-from coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
-from coordinator.strategies.registry import strategy_from_plan
+from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
+from fedchain.coordinator.strategies.registry import strategy_from_plan
 from fedchain.content import fetch_document, fetch_model, pin_document
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
@@ -330,12 +330,12 @@ class CoordinatorService:
 
 def run_coordinator(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
     """``fedchain coordinator run``: load the config, connect, drive rounds."""
-    from contracts.bindings import Chain, Deployment
+    from fedchain.contracts.bindings import Chain, Deployment
     from rich.console import Console
 
     console = Console()
     from fedchain.config import load_role_config
-    from ipfs import open_store
+    from fedchain.ipfs import open_store
 
     cfg = load_role_config(config_path, extra_sections={"coordinator"})
     opts = cfg.raw.get("coordinator", {})

@@ -13,6 +13,13 @@ and reads the UnixFS DAGs (``compute_cid`` gives a payload's CID offline).
 
 from __future__ import annotations
 
+# This folder installs as ``fedchain.ipfs`` only: with the repository root on
+# sys.path it would also be found as a top-level ``ipfs`` package and shadow (or be
+# shadowed by) any other package of that generic name.
+if __name__ != "fedchain.ipfs":
+    raise ImportError("fedchain's ipfs package is imported as 'fedchain.ipfs', not 'ipfs'")
+
+
 from pathlib import Path
 
 from .daemon import DaemonError, JsIpfsDaemon, JsIpfsNotFound

@@ -14,8 +14,8 @@ from fedchain.errors import ConfigError
 from fedchain.models import initial_state
 from fedchain.plan import TrainingPlan
 from fedchain.sample_data import HospitalData
-from node.dataset import TabularData, load_dataset, split_for_plan
-from node.train import evaluate, train_local
+from fedchain.node.dataset import TabularData, load_dataset, split_for_plan
+from fedchain.node.train import evaluate, train_local
 
 
 def train_pooled(plan: TrainingPlan, hospitals: Sequence[HospitalData], test: HospitalData) -> dict[str, float]:

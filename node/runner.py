@@ -31,8 +31,8 @@ from fedchain.errors import FedchainError
 from fedchain.models import initial_state
 from fedchain.plan import TrainingPlan, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from node.dataset import DatasetSchema, TabularData, schema_hash, split_for_plan
-from node.train import evaluate, train_local
+from fedchain.node.dataset import DatasetSchema, TabularData, schema_hash, split_for_plan
+from fedchain.node.train import evaluate, train_local
 
 PPM = 1_000_000
 
@@ -265,13 +265,13 @@ class NodeService:
 
 def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
     """``fedchain node run``: load the config, connect, serve."""
-    from contracts.bindings import Chain, Deployment
+    from fedchain.contracts.bindings import Chain, Deployment
     from rich.console import Console
 
     console = Console()
     from fedchain.config import load_role_config
-    from ipfs import open_store
-    from node.dataset import load_dataset, load_schema
+    from fedchain.ipfs import open_store
+    from fedchain.node.dataset import load_dataset, load_schema
 
     cfg = load_role_config(config_path, extra_sections={"dataset"})
     ds = cfg.section("dataset")

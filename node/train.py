@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from fedchain.errors import FedchainError, ConfigError
 from fedchain.models import build_model
 from fedchain.plan import OptimizerSpec, TrainingPlan
-from node.dataset import TabularData, apply_preprocessing
+from fedchain.node.dataset import TabularData, apply_preprocessing
 
 __all__ = [
     "TrainingError",

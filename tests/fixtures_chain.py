@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import pytest
 
-from contracts.anvil import Anvil, AnvilError, find_anvil
-from contracts.bindings import Chain, ChainRevert, Deployment, Fedchain, FounderSpec, Policy, Vote
+from fedchain.contracts.anvil import Anvil, AnvilError, find_anvil
+from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, Fedchain, FounderSpec, Policy, Vote
 
 __all__ = [
     "BACKENDS", "System", "anvil_node", "chain_backend", "system", "sha", "make_founders", "reverts",

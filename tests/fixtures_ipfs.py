@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from ipfs import JsIpfsDaemon, JsIpfsNotFound, KuboStore, LocalStore
-from ipfs.daemon import find_jsipfs
+from fedchain.ipfs import JsIpfsDaemon, JsIpfsNotFound, KuboStore, LocalStore
+from fedchain.ipfs.daemon import find_jsipfs
 
 __all__ = ["ipfs_daemon", "kubo_store", "local_store", "payload", "require_jsipfs"]
 

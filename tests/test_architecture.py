@@ -21,6 +21,8 @@ PACKAGES = ("fedchain", "contracts", "node", "coordinator", "ipfs")
 def module_name(path: Path) -> str:
     rel = path.relative_to(REPO).with_suffix("")
     parts = list(rel.parts)
+    if parts[0] != "fedchain":
+        parts.insert(0, "fedchain")
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -60,12 +62,16 @@ IMPORTS = {name: imports_of(path, name) for name, path in MODULES.items()}
 
 
 def top(mod: str) -> str:
-    return mod.split(".")[0]
+    parts = mod.split(".")
+    if parts[0] == "fedchain" and len(parts) > 1 and parts[1] in PACKAGES:
+        return parts[1]
+    return parts[0]
 
 
 def test_the_scan_sees_the_project():
-    assert "node.runner" in MODULES and "coordinator.runner" in MODULES and "contracts.bindings" in MODULES
-    assert "fedchain.plan" in IMPORTS["node.runner"]
+    assert "fedchain.node.runner" in MODULES and "fedchain.coordinator.runner" in MODULES
+    assert "fedchain.contracts.bindings" in MODULES
+    assert "fedchain.plan" in IMPORTS["fedchain.node.runner"]
 
 
 @pytest.mark.parametrize("a,b", [("node", "coordinator"), ("coordinator", "node")])

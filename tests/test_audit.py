@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.audit.replay import DISCREPANCY, FAILED_ROUND, VERIFIED, replay_live, replay_trail
-from coordinator.audit.trail import export_trail, read_trail
+from fedchain.coordinator.audit.replay import DISCREPANCY, FAILED_ROUND, VERIFIED, replay_live, replay_trail
+from fedchain.coordinator.audit.trail import export_trail, read_trail
 from fedchain.cli import main as cli_main
 from fedchain.content import fetch_document, pin_document
 from fedchain.identity import dev_identity
-from ipfs.local import LocalStore
+from fedchain.ipfs.local import LocalStore
 
 AUDITOR_DEV = 5
 DEMO_ROUNDS = 3
@@ -589,15 +589,15 @@ def live(tmp_path_factory) -> Live:
     the round. Round 3: only two commit; it fails after the deadline. Round 4:
     all four again, starting from round 2's aggregate.
     """
-    from contracts.bindings import Chain, FounderSpec, Policy, Vote
-    from coordinator.runner import Coordinator
+    from fedchain.contracts.bindings import Chain, FounderSpec, Policy, Vote
+    from fedchain.coordinator.runner import Coordinator
     from fedchain.content import seal_and_pin
     from fedchain.envelope import EnvelopeContext
     from fedchain.models import initial_state
     from fedchain.sample_data import demo_plan, make_demo_data
     from fedchain.serialize import state_dict_to_bytes
-    from node.dataset import load_dataset, load_schema, metadata_document, schema_hash
-    from node.runner import HospitalNode
+    from fedchain.node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+    from fedchain.node.runner import HospitalNode
 
     d = tmp_path_factory.mktemp("live")
     data = make_demo_data(d / "data", n_hospitals=4, seed=11)

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from contracts.bindings import Chain, FounderSpec, Policy, Vote
-from coordinator.audit import trail as trail_mod
-from coordinator.audit.trail import TrailError, export_trail, read_trail
+from fedchain.contracts.bindings import Chain, FounderSpec, Policy, Vote
+from fedchain.coordinator.audit import trail as trail_mod
+from fedchain.coordinator.audit.trail import TrailError, export_trail, read_trail
 from fedchain.content import pin_document
 from fedchain.identity import dev_identity
-from ipfs.local import LocalStore
+from fedchain.ipfs.local import LocalStore
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.anvil import AnvilError, find_anvil, free_port
+from fedchain.contracts.anvil import AnvilError, find_anvil, free_port
 from fedchain.cli import main
 from fedchain.identity import dev_identity
 

@@ -22,8 +22,8 @@ from fedchain.envelope import (
 from fedchain.errors import FedchainError
 from fedchain.identity import dev_identity
 from fedchain.serialize import SerializationError, state_dict_to_bytes
-from ipfs.local import LocalStore
-from ipfs.store import StoreError
+from fedchain.ipfs.local import LocalStore
+from fedchain.ipfs.store import StoreError
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 

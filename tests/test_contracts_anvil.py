@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from contracts import anvil as anvil_mod
-from contracts.anvil import Anvil, AnvilError, find_anvil, rpc_ready
-from contracts.bindings import Chain
+from fedchain.contracts import anvil as anvil_mod
+from fedchain.contracts.anvil import Anvil, AnvilError, find_anvil, rpc_ready
+from fedchain.contracts.bindings import Chain
 
 pytestmark = pytest.mark.anvil
 

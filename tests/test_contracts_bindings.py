@@ -13,9 +13,9 @@ from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 
-from contracts import bindings
-from contracts.anvil import Anvil
-from contracts.bindings import (
+from fedchain.contracts import bindings
+from fedchain.contracts.anvil import Anvil
+from fedchain.contracts.bindings import (
     DEV_MNEMONIC,
     DEV_PRIVATE_KEYS,
     ERROR_PHRASES,
@@ -28,7 +28,7 @@ from contracts.bindings import (
     Policy,
     Vote,
 )
-from contracts.build import CONTRACT_NAMES, load_artifact
+from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
 from fedchain.errors import FedchainError
 from fixtures_chain import reverts, sha
 

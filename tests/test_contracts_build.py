@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts import build
+from fedchain.contracts import build
 
 needs_solcjs = pytest.mark.skipif(
     not (build.REPO_ROOT / "node_modules" / "solc" / "package.json").exists(),

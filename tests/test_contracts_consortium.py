@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eth_utils import keccak
 
-from contracts.bindings import FounderSpec, MotionKind, MotionState
+from fedchain.contracts.bindings import FounderSpec, MotionKind, MotionState
 from fixtures_chain import FOUNDER_NAMES, VOTING_PERIOD, make_founders, reverts, sha
 
 ZERO = "0x0000000000000000000000000000000000000000"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.anvil import AnvilError, find_anvil
+from fedchain.contracts.anvil import AnvilError, find_anvil
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gas_report"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eth_utils import keccak
 
-from contracts.bindings import ProposalState, Vote, dataset_id
+from fedchain.contracts.bindings import ProposalState, Vote, dataset_id
 from fixtures_chain import VOTING_PERIOD, reverts, sha
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eth_utils import keccak
 
-from contracts.bindings import Policy, dataset_id, purpose_hash
+from fedchain.contracts.bindings import Policy, dataset_id, purpose_hash
 from fixtures_chain import reverts, sha
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.bindings import Policy, ProposalState, RoundPhase, Vote, commitment_hash, dataset_id
+from fedchain.contracts.bindings import Policy, ProposalState, RoundPhase, Vote, commitment_hash, dataset_id
 from fixtures_chain import VOTING_PERIOD, reverts, sha
 
 AGG = ("bafy-aggregate", sha("aggregate"), "bafy-scores", sha("scores"))

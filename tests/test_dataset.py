@@ -10,7 +10,7 @@ import torch
 
 from fedchain.plan import standardization_from_moments
 from fedchain.sample_data import make_demo_data
-from node.dataset import (
+from fedchain.node.dataset import (
     DatasetError,
     feature_moments,
     load_dataset,

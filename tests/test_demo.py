@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from coordinator.audit.trail import read_trail
+from fedchain.coordinator.audit.trail import read_trail
 from fedchain.cli import main
 from fedchain.identity import dev_identity
 

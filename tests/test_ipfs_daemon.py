@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from fixtures_ipfs import payload, require_jsipfs
-from ipfs import JsIpfsDaemon, JsIpfsNotFound, KuboStore
+from fedchain.ipfs import JsIpfsDaemon, JsIpfsNotFound, KuboStore
 
 pytestmark = [
     pytest.mark.ipfsd,

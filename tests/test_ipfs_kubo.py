@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fixtures_ipfs import payload
-from ipfs import (
+from fedchain.ipfs import (
     ContentMismatch,
     ContentNotFound,
     InvalidCid,
@@ -19,7 +19,7 @@ from ipfs import (
     StoreUnavailable,
     compute_cid,
 )
-from ipfs.daemon import free_port
+from fedchain.ipfs.daemon import free_port
 
 pytestmark = [
     pytest.mark.ipfsd,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_ipfs import payload
-from ipfs import (
+from fedchain.ipfs import (
     BlockCorrupt,
     ContentNotFound,
     InvalidCid,
@@ -23,7 +23,7 @@ from ipfs import (
     compute_cid,
     open_store,
 )
-from ipfs.unixfs import decode_node, iter_blocks
+from fedchain.ipfs.unixfs import decode_node, iter_blocks
 
 UNKNOWN = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 

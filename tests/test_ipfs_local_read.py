@@ -14,8 +14,8 @@ import io
 import pytest
 
 from fixtures_ipfs import payload
-from ipfs import BlockCorrupt, ContentNotFound, InvalidDag, LocalStore
-from ipfs.unixfs import (
+from fedchain.ipfs import BlockCorrupt, ContentNotFound, InvalidDag, LocalStore
+from fedchain.ipfs.unixfs import (
     DagBuilder,
     _Entry,
     _ld,

@@ -11,8 +11,8 @@ import io
 import pytest
 
 from fixtures_ipfs import payload
-from ipfs import BlockCorrupt, InvalidCid, InvalidDag
-from ipfs.unixfs import (
+from fedchain.ipfs import BlockCorrupt, InvalidCid, InvalidDag
+from fedchain.ipfs.unixfs import (
     CHUNK_SIZE,
     MAX_LINKS,
     DagBuilder,

@@ -12,11 +12,11 @@ import os
 
 import pytest
 
-from contracts.bindings import Chain, Deployment
-from coordinator.audit.replay import replay_live
+from fedchain.contracts.bindings import Chain, Deployment
+from fedchain.coordinator.audit.replay import replay_live
 from fedchain.cli.localnet import AUDITOR_DEV, LocalNetwork
 from fedchain.identity import dev_identity
-from ipfs.kubo import KuboStore
+from fedchain.ipfs.kubo import KuboStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.ipfsd]
 

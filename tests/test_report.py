@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.audit.history import History
-from coordinator.audit.report import render_report, write_report
+from fedchain.coordinator.audit.history import History
+from fedchain.coordinator.audit.report import render_report, write_report
 from fedchain.cli import main as cli_main
-from coordinator.audit.trail import TRAIL_FORMAT, TrailEvent
+from fedchain.coordinator.audit.trail import TRAIL_FORMAT, TrailEvent
 from fedchain.errors import FedchainError
 
 # Importing replay pulls in torch; the dataclasses are all the report needs from it.
-replay = pytest.importorskip("coordinator.audit.replay")
+replay = pytest.importorskip("fedchain.coordinator.audit.replay")
 ReplayReport, RoundVerdict = replay.ReplayReport, replay.RoundVerdict
 
 HOSTILE = "St. Mary <b>General</b>"
@@ -341,8 +341,8 @@ def test_report_cli_live_chain(tmp_path, monkeypatch, capsys):
     from types import SimpleNamespace
 
     import fedchain.cli.common as common
-    from contracts.bindings import Chain, FounderSpec, Vote
-    from contracts.models import Policy
+    from fedchain.contracts.bindings import Chain, FounderSpec, Vote
+    from fedchain.contracts.models import Policy
     from fedchain.identity import dev_identity
 
     chain = Chain.connect("eth-tester://")

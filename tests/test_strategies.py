@@ -9,11 +9,11 @@ import random
 import pytest
 import torch
 
-from coordinator.strategies import AggregationError, ClientUpdate, EvaluateResult, strategy_from_plan
-from coordinator.strategies.fedadam import FedAdam
-from coordinator.strategies.fedavg import FedAvg
-from coordinator.strategies.fedprox import FedProx
-from coordinator.strategies.fedyogi import FedYogi
+from fedchain.coordinator.strategies import AggregationError, ClientUpdate, EvaluateResult, strategy_from_plan
+from fedchain.coordinator.strategies.fedadam import FedAdam
+from fedchain.coordinator.strategies.fedavg import FedAvg
+from fedchain.coordinator.strategies.fedprox import FedProx
+from fedchain.coordinator.strategies.fedyogi import FedYogi
 from fedchain.errors import ConfigError
 from fedchain.models import initial_state
 from fedchain.plan import plan_from_dict
@@ -299,9 +299,9 @@ def test_federated_matches_pooled_on_breast_cancer(tmp_path):
     """4 non-IID hospitals x 5 rounds of FedAvg with the demo plan reach the
     pooled baseline's accuracy (within 2 points) on the same global test split."""
     from fedchain.sample_data import demo_plan, make_demo_data
-    from node.baseline import train_pooled
-    from node.dataset import load_dataset, split_for_plan
-    from node.train import evaluate, train_local
+    from fedchain.node.baseline import train_pooled
+    from fedchain.node.dataset import load_dataset, split_for_plan
+    from fedchain.node.train import evaluate, train_local
 
     demo = make_demo_data(tmp_path, n_hospitals=4)
     plan = demo_plan(demo.hospitals)

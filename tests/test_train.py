@@ -15,8 +15,8 @@ import torch
 from fedchain.errors import ConfigError
 from fedchain.models import initial_state
 from fedchain.plan import plan_from_dict
-from node.dataset import TabularData
-from node.train import TrainingError, evaluate, train_local
+from fedchain.node.dataset import TabularData
+from fedchain.node.train import TrainingError, evaluate, train_local
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,8 +85,8 @@ SUBPROCESS = textwrap.dedent(
     import hashlib, sys, torch
     from fedchain.models import initial_state
     from fedchain.plan import parse_plan
-    from node.dataset import load_dataset
-    from node.train import train_local
+    from fedchain.node.dataset import load_dataset
+    from fedchain.node.train import train_local
     torch.manual_seed(12345)            # global RNG state must not matter
     plan = parse_plan(open(sys.argv[1], "rb").read())
     data = load_dataset(sys.argv[2], sys.argv[3])

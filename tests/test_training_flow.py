@@ -11,20 +11,20 @@ from dataclasses import dataclass
 
 import pytest
 
-from contracts.bindings import Chain, ChainRevert, FounderSpec, Policy, Vote
-from coordinator.audit.history import History
-from coordinator.audit.replay import Replayer
-from coordinator.audit.trail import chain_events
-from coordinator.runner import Coordinator, CoordinatorService, NotApproved
+from fedchain.contracts.bindings import Chain, ChainRevert, FounderSpec, Policy, Vote
+from fedchain.coordinator.audit.history import History
+from fedchain.coordinator.audit.replay import Replayer
+from fedchain.coordinator.audit.trail import chain_events
+from fedchain.coordinator.runner import Coordinator, CoordinatorService, NotApproved
 from fedchain.content import HashMismatch, pin_document
 from fedchain.identity import dev_identity
 from fedchain.plan import PlanHashMismatch, verify_plan_bytes
 from fedchain.sample_data import demo_plan, make_demo_data
 from fedchain.serialize import bytes_to_state_dict
-from ipfs.local import LocalStore
-from ipfs.store import BlockCorrupt
-from node.dataset import load_dataset, load_schema, metadata_document, schema_hash
-from node.runner import HospitalNode
+from fedchain.ipfs.local import LocalStore
+from fedchain.ipfs.store import BlockCorrupt
+from fedchain.node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+from fedchain.node.runner import HospitalNode
 
 N = 3
 

@@ -9,6 +9,6 @@ computation (the same strategy files), never the other way round: nothing in
 ``coordinator.runner`` imports the audit.
 """
 
-from coordinator.audit.trail import TRAIL_FORMAT, Trail, export_trail, read_trail
+from fedchain.coordinator.audit.trail import TRAIL_FORMAT, Trail, export_trail, read_trail
 
 __all__ = ["TRAIL_FORMAT", "Trail", "export_trail", "read_trail"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from coordinator.audit.trail import TrailEvent
+from fedchain.coordinator.audit.trail import TrailEvent
 
 APPROVED, REJECTED = "Approved", "Rejected"
 _STATE_NAMES = {0: "None", 1: "Active", 2: "Approved", 3: "Rejected", 4: "Cancelled"}

@@ -25,11 +25,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.audit.history import History, RoundRecord
-from coordinator.audit.trail import Trail
-from coordinator.runner import SCORES_FORMAT, scores_document
-from coordinator.strategies.base import ClientUpdate
-from coordinator.strategies.registry import strategy_from_plan
+from fedchain.coordinator.audit.history import History, RoundRecord
+from fedchain.coordinator.audit.trail import Trail
+from fedchain.coordinator.runner import SCORES_FORMAT, scores_document
+from fedchain.coordinator.strategies.base import ClientUpdate
+from fedchain.coordinator.strategies.registry import strategy_from_plan
 from fedchain.content import fetch_document, fetch_model
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
@@ -214,7 +214,7 @@ class Replayer:
 
 
 def verified_as_commitments(commits, history: History):
-    from coordinator.runner import Commitment
+    from fedchain.coordinator.runner import Commitment
 
     return [Commitment(c.member, history.dataset_name(c.dataset_id), c.cid, c.sha256, c.n_samples) for c in commits]
 
@@ -228,7 +228,7 @@ def replay_trail(trail: Trail, store, auditor) -> ReplayReport:
 
 
 def replay_live(fed, store, auditor) -> ReplayReport:
-    from coordinator.audit.trail import chain_events
+    from fedchain.coordinator.audit.trail import chain_events
 
     history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
     return Replayer(history, store, auditor, chain_id=fed.deployment.chain_id,

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from coordinator.audit.history import APPROVED, History, ProposalRecord, RoundRecord
+from fedchain.coordinator.audit.history import APPROVED, History, ProposalRecord, RoundRecord
 from fedchain.errors import ConfigError, FedchainError
 
 # Kept in step with coordinator.audit.replay (imported lazily there: replay pulls in torch).

@@ -1,12 +1,12 @@
 """Aggregation strategies, one module each, behind :class:`base.Strategy`."""
 
-from coordinator.strategies.base import (
+from fedchain.coordinator.strategies.base import (
     AggregationError,
     ClientUpdate,
     EvaluateResult,
     Strategy,
 )
-from coordinator.strategies.registry import known_strategies, strategy_from_plan
+from fedchain.coordinator.strategies.registry import known_strategies, strategy_from_plan
 
 __all__ = [
     "AggregationError",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from coordinator.strategies.base import ServerOptimizerStrategy
+from fedchain.coordinator.strategies.base import ServerOptimizerStrategy
 
 __all__ = ["FedAdam"]
 

@@ -7,7 +7,7 @@ from typing import Mapping
 
 import torch
 
-from coordinator.strategies.base import Strategy
+from fedchain.coordinator.strategies.base import Strategy
 
 __all__ = ["FedAvg"]
 

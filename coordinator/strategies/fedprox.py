@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import torch
 
-from coordinator.strategies.fedavg import FedAvg
+from fedchain.coordinator.strategies.fedavg import FedAvg
 
 __all__ = ["FedProx"]
 

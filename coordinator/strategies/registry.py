@@ -5,11 +5,11 @@ from __future__ import annotations
 from fedchain.errors import ConfigError
 from fedchain.plan import STRATEGIES, TrainingPlan
 
-from coordinator.strategies.base import Strategy
-from coordinator.strategies.fedadam import FedAdam
-from coordinator.strategies.fedavg import FedAvg
-from coordinator.strategies.fedprox import FedProx
-from coordinator.strategies.fedyogi import FedYogi
+from fedchain.coordinator.strategies.base import Strategy
+from fedchain.coordinator.strategies.fedadam import FedAdam
+from fedchain.coordinator.strategies.fedavg import FedAvg
+from fedchain.coordinator.strategies.fedprox import FedProx
+from fedchain.coordinator.strategies.fedyogi import FedYogi
 
 __all__ = ["STRATEGY_CLASSES", "known_strategies", "strategy_from_plan"]
 

@@ -60,8 +60,8 @@ def _store_for(trail: Optional[Path], store: Optional[str]) -> str:
 
 def load_history(trail: Optional[Path], home):
     """(history, replay inputs) from a trail file or the live chain."""
-    from coordinator.audit.history import History
-    from coordinator.audit.trail import chain_events, read_trail
+    from fedchain.coordinator.audit.history import History
+    from fedchain.coordinator.audit.trail import chain_events, read_trail
 
     if trail is not None:
         if not trail.is_file():
@@ -80,7 +80,7 @@ def audit_export(
     home: HomeOpt = None,
 ) -> None:
     """Write every event of every contract, in block order, plus the plan documents they reference."""
-    from coordinator.audit.trail import export_trail
+    from fedchain.coordinator.audit.trail import export_trail
 
     s = connect(home)
     with s.store() as store:
@@ -94,8 +94,8 @@ def audit_replay(
     auditor_dev: AuditorDevOpt = None, home: HomeOpt = None,
 ) -> None:
     """Re-derive every aggregate and score from the committed updates; exit 1 on any discrepancy."""
-    from coordinator.audit.replay import Replayer, print_report
-    from ipfs import open_store
+    from fedchain.coordinator.audit.replay import Replayer, print_report
+    from fedchain.ipfs import open_store
 
     who = auditor_identity(auditor, auditor_dev, trail)
     history, chain_id, rounds_address, session = load_history(trail, home)
@@ -117,9 +117,9 @@ def audit_report(
     With an auditor key (and the store) the page carries the replay's verdict for
     every round; without one it says so and shows what the events alone tell.
     """
-    from coordinator.audit.replay import Replayer
-    from coordinator.audit.report import coordinator_names, render_report, write_report
-    from ipfs import open_store
+    from fedchain.coordinator.audit.replay import Replayer
+    from fedchain.coordinator.audit.report import coordinator_names, render_report, write_report
+    from fedchain.ipfs import open_store
 
     history, chain_id, rounds_address, session = load_history(trail, home)
     if trail is not None:

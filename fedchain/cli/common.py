@@ -64,14 +64,14 @@ class Session:
     fed: object
 
     def store(self):
-        from ipfs import open_store
+        from fedchain.ipfs import open_store
 
         return open_store(self.config.store)
 
 
 def connect(home: Optional[Path]) -> Session:
     """Connect to the network described in ``<home>/network.json``."""
-    from contracts.bindings import Chain, Deployment
+    from fedchain.contracts.bindings import Chain, Deployment
 
     home = resolve_home(home)
     config = NetworkConfig.load(home)

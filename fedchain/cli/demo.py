@@ -60,7 +60,7 @@ def _policies(hospitals, proposer_address: str):
 
     Hospitals beyond the fourth (``--hospitals``) admit any approved proposal.
     """
-    from contracts.bindings import Policy
+    from fedchain.contracts.bindings import Policy
 
     one_year = int(time.time()) + 365 * 24 * 3600
     first = [
@@ -83,18 +83,18 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
 
     if hospitals < 4:
         raise ConfigError("the demo needs at least 4 hospitals (the fourth shows a policy refusal)")
-    from contracts.bindings import Chain, FounderSpec, Vote
-    from coordinator.audit import export_trail
-    from coordinator.runner import Coordinator
+    from fedchain.contracts.bindings import Chain, FounderSpec, Vote
+    from fedchain.coordinator.audit import export_trail
+    from fedchain.coordinator.runner import Coordinator
     from fedchain.content import pin_document
     from fedchain.identity import dev_identity
     from fedchain.sample_data import demo_plan, make_demo_data
-    from node.baseline import train_pooled
+    from fedchain.node.baseline import train_pooled
     from fedchain.serialize import bytes_to_state_dict
-    from ipfs.local import LocalStore
-    from node.dataset import load_dataset, load_schema, metadata_document, schema_hash
-    from node.runner import HospitalNode
-    from node.train import evaluate
+    from fedchain.ipfs.local import LocalStore
+    from fedchain.node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+    from fedchain.node.runner import HospitalNode
+    from fedchain.node.train import evaluate
 
     t0 = time.perf_counter()
     run_dir = out or Path("runs") / f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
@@ -229,10 +229,10 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
 
 def _write_report(run_dir: Path, store, fed, auditor, say) -> None:
     """Replay the run from its exported trail and write report.html with the verdicts."""
-    from coordinator.audit.history import History
-    from coordinator.audit.replay import Replayer
-    from coordinator.audit.report import render_report, write_report
-    from coordinator.audit.trail import read_trail
+    from fedchain.coordinator.audit.history import History
+    from fedchain.coordinator.audit.replay import Replayer
+    from fedchain.coordinator.audit.report import render_report, write_report
+    from fedchain.coordinator.audit.trail import read_trail
 
     trail = read_trail(run_dir / "trail.jsonl")
     history = History(trail.events, trail.header.get("params"))

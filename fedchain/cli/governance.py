@@ -80,7 +80,7 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from contracts.errors import ChainError, ChainRevert, ChainUnavailable
+        from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable
 
         _current.clear()
         try:
@@ -123,7 +123,7 @@ class Names:
     """Readable names: members by address, datasets by id, purposes by hash (from one event scan)."""
 
     def __init__(self, fed: Any, home: Optional[Path]) -> None:
-        from contracts.bindings import purpose_hash
+        from fedchain.contracts.bindings import purpose_hash
 
         self.members: dict[str, str] = {}
         self.datasets: dict[bytes, str] = {}
@@ -173,7 +173,7 @@ def _reason_code(value: Any) -> str:
 
 def policy_reason(code: str) -> str:
     """The phrase for an ``admits`` / ``PolicyDenied`` reason code."""
-    from contracts.errors import POLICY_REASONS
+    from fedchain.contracts.errors import POLICY_REASONS
 
     return POLICY_REASONS.get(code, code.lower().replace("_", " "))
 
@@ -492,7 +492,7 @@ def build_policy(
     any_requester: bool = False,
 ):
     """A Policy from the options; fields not given keep ``base``'s value (or the defaults)."""
-    from contracts.bindings import Policy
+    from fedchain.contracts.bindings import Policy
 
     purposes: tuple = tuple(base.purposes) if base is not None else ()
     ids: tuple = tuple(base.proposal_ids) if base is not None else ()
@@ -604,7 +604,7 @@ def dataset_register(
 ) -> None:
     """Register a dataset you hold: its metadata (schema, row count, description) goes to the store, hashes on chain."""
     _check_policy_values(expires, epsilon)
-    from node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+    from fedchain.node.dataset import load_dataset, load_schema, metadata_document, schema_hash
 
     sch = load_schema(schema)
     data = load_dataset(csv, sch)  # validates every row before anything is published
@@ -778,7 +778,7 @@ def proposal_vote(
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
     """Vote on a proposal (one vote per member, until its voting deadline)."""
-    from contracts.bindings import Vote
+    from fedchain.contracts.bindings import Vote
 
     try:
         v = Vote[choice.strip().upper()]
@@ -847,7 +847,7 @@ def proposal_show(proposal: int, home: HomeOpt = None) -> None:
         plan = _plan_of(s, p)
         t.add_row("plan name", escape(plan.name))
         if names:  # the plan names its targets, registered or not
-            from contracts.bindings import dataset_id
+            from fedchain.contracts.bindings import dataset_id
 
             for n in plan.datasets:
                 names.datasets.setdefault(dataset_id(n), n)
@@ -935,7 +935,7 @@ def round_commit(
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
     """Member: seal an update for the coordinator (and the plan's auditors), pin it, commit its CID + sha256."""
-    from contracts.errors import ERROR_PHRASES
+    from fedchain.contracts.errors import ERROR_PHRASES
     from fedchain import serialize
     from fedchain.content import seal_and_pin
     from fedchain.envelope import EnvelopeContext

@@ -49,7 +49,7 @@ def contracts_build(
     out: Annotated[Optional[Path], typer.Option(help="Artifact folder (default: contracts/artifacts).")] = None,
 ) -> None:
     """Compile contracts/src with solc 0.8.28 (native, else solc-js) and write the artifacts."""
-    from contracts import build
+    from fedchain.contracts import build
 
     written = build.build(out_dir=out) if out is not None else build.build()
     for name, path in sorted(written.items()):
@@ -93,7 +93,7 @@ def _load_settings(home: Path) -> dict[str, Any]:
 # --- chain -------------------------------------------------------------------
 
 def _founders_from_options(founders_file: Optional[Path], dev_founders: int):
-    from contracts.bindings import FounderSpec
+    from fedchain.contracts.bindings import FounderSpec
     from fedchain.identity import dev_identity
 
     if founders_file is not None and dev_founders:
@@ -148,7 +148,7 @@ def _founders_and_coordinator(founders: Optional[Path], dev_founders: int, coord
     Nodes seal updates for the coordinator's X25519 key, which they read from the
     member registry, so the organisation running the coordinator is a member.
     """
-    from contracts.bindings import FounderSpec
+    from fedchain.contracts.bindings import FounderSpec
     from fedchain.identity import dev_identity
 
     specs = _founders_from_options(founders, dev_founders)
@@ -182,8 +182,8 @@ def chain_up(
     A later 'up' on the same HOME reloads the saved chain and reuses its deployment
     (founder and voting options then do not apply).
     """
-    from contracts.anvil import find_anvil, rpc_ready
-    from contracts.bindings import Chain, Deployment
+    from fedchain.contracts.anvil import find_anvil, rpc_ready
+    from fedchain.contracts.bindings import Chain, Deployment
     from fedchain.services import start_detached, stop_pid
 
     home = resolve_home(home).resolve()  # network.json holds absolute paths
@@ -305,7 +305,7 @@ def chain_fund(
 @friendly
 def chain_down(home: HomeOpt = None) -> None:
     """Stop the local anvil cleanly (it writes its state file for the next 'chain up')."""
-    from contracts.bindings import Chain
+    from fedchain.contracts.bindings import Chain
     from fedchain.services import stop_pid
 
     home = resolve_home(home)
@@ -397,7 +397,7 @@ def chain_mine(
 @friendly
 def ipfs_up(home: HomeOpt = None) -> None:
     """Start js-ipfs (offline, API on 127.0.0.1) and point the network's store at it."""
-    from ipfs.daemon import JsIpfsDaemon
+    from fedchain.ipfs.daemon import JsIpfsDaemon
 
     home = resolve_home(home).resolve()
     cfg = NetworkConfig.load(home)

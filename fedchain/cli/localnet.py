@@ -47,8 +47,8 @@ class LocalNetwork:
     # -- infrastructure ---------------------------------------------------------------
 
     def start_services(self) -> None:
-        from contracts.anvil import Anvil
-        from ipfs.daemon import JsIpfsDaemon
+        from fedchain.contracts.anvil import Anvil
+        from fedchain.ipfs.daemon import JsIpfsDaemon
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.anvil = Anvil(block_time=self.block_time).start()
@@ -72,12 +72,12 @@ class LocalNetwork:
 
     def set_up_governance(self) -> dict:
         """Deploy, register one dataset per hospital, propose, vote, finalize; write role configs."""
-        from contracts.bindings import Chain, FounderSpec, Policy, Vote
+        from fedchain.contracts.bindings import Chain, FounderSpec, Policy, Vote
         from fedchain.content import pin_document
         from fedchain.identity import dev_identity
         from fedchain.sample_data import demo_plan, make_demo_data
-        from ipfs.kubo import KuboStore
-        from node.dataset import load_schema, metadata_document, schema_hash
+        from fedchain.ipfs.kubo import KuboStore
+        from fedchain.node.dataset import load_schema, metadata_document, schema_hash
 
         data = make_demo_data(self.root / "data", n_hospitals=self.hospitals, seed=self.seed)
         members = [dev_identity(i, name=h.name) for i, h in enumerate(data.hospitals)]
@@ -166,7 +166,7 @@ class LocalNetwork:
         return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
 
     def summary(self) -> dict:
-        from contracts.bindings import Chain, Deployment
+        from fedchain.contracts.bindings import Chain, Deployment
 
         chain = Chain.connect(self.anvil.url)
         fed = chain.attach(Deployment.load(self.root / "deployment.json"))

@@ -26,7 +26,7 @@ def node_run(
     exit_when_done: Annotated[bool, typer.Option(help="Exit once the served proposals have no rounds left.")] = True,
 ) -> None:
     """Serve training rounds for this hospital's dataset, as long as its on-chain policy admits them."""
-    from node.runner import run_node
+    from fedchain.node.runner import run_node
 
     run_node(config, proposal=proposal, exit_when_done=exit_when_done)
 
@@ -38,7 +38,7 @@ def coordinator_run(
     exit_when_done: Annotated[bool, typer.Option(help="Exit once the driven proposals have no rounds left.")] = True,
 ) -> None:
     """Drive every approved proposal's rounds: open, collect, verify, aggregate, publish, close."""
-    from coordinator.runner import run_coordinator
+    from fedchain.coordinator.runner import run_coordinator
 
     run_coordinator(config, proposal=proposal, exit_when_done=exit_when_done)
 
