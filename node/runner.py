@@ -31,7 +31,8 @@ from fedchain.errors import FedchainError
 from fedchain.models import initial_state
 from fedchain.plan import TrainingPlan, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from fedchain.node.dataset import DatasetSchema, TabularData, schema_hash, split_for_plan
+from fedchain.node.dataset import TabularData, split_for_plan
+from fedchain.schema import DatasetSchema, schema_hash
 from fedchain.node.train import evaluate, train_local
 
 PPM = 1_000_000
@@ -271,7 +272,8 @@ def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool =
     console = Console()
     from fedchain.config import load_role_config
     from fedchain.ipfs import open_store
-    from fedchain.node.dataset import load_dataset, load_schema
+    from fedchain.node.dataset import load_dataset
+    from fedchain.schema import load_schema
 
     cfg = load_role_config(config_path, extra_sections={"dataset"})
     ds = cfg.section("dataset")

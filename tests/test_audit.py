@@ -596,7 +596,8 @@ def live(tmp_path_factory) -> Live:
     from fedchain.models import initial_state
     from fedchain.sample_data import demo_plan, make_demo_data
     from fedchain.serialize import state_dict_to_bytes
-    from fedchain.node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+    from fedchain.node.dataset import load_dataset
+    from fedchain.schema import load_schema, metadata_document, schema_hash
     from fedchain.node.runner import HospitalNode
 
     d = tmp_path_factory.mktemp("live")

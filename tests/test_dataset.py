@@ -10,17 +10,8 @@ import torch
 
 from fedchain.plan import standardization_from_moments
 from fedchain.sample_data import make_demo_data
-from fedchain.node.dataset import (
-    DatasetError,
-    feature_moments,
-    load_dataset,
-    load_schema,
-    metadata_document,
-    parse_schema,
-    schema_hash,
-    split_dataset,
-    standardize,
-)
+from fedchain.node.dataset import feature_moments, load_dataset, split_dataset, standardize
+from fedchain.schema import DatasetError, load_schema, metadata_document, parse_schema, schema_hash
 
 SCHEMA = {
     "features": [

@@ -23,7 +23,8 @@ from fedchain.sample_data import demo_plan, make_demo_data
 from fedchain.serialize import bytes_to_state_dict
 from fedchain.ipfs.local import LocalStore
 from fedchain.ipfs.store import BlockCorrupt
-from fedchain.node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+from fedchain.node.dataset import load_dataset
+from fedchain.schema import load_schema, metadata_document, schema_hash
 from fedchain.node.runner import HospitalNode
 
 N = 3

@@ -92,7 +92,8 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     from fedchain.node.baseline import train_pooled
     from fedchain.serialize import bytes_to_state_dict
     from fedchain.ipfs.local import LocalStore
-    from fedchain.node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+    from fedchain.node.dataset import load_dataset
+    from fedchain.schema import load_schema, metadata_document, schema_hash
     from fedchain.node.runner import HospitalNode
     from fedchain.node.train import evaluate
 

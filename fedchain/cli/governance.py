@@ -604,7 +604,8 @@ def dataset_register(
 ) -> None:
     """Register a dataset you hold: its metadata (schema, row count, description) goes to the store, hashes on chain."""
     _check_policy_values(expires, epsilon)
-    from fedchain.node.dataset import load_dataset, load_schema, metadata_document, schema_hash
+    from fedchain.node.dataset import load_dataset
+    from fedchain.schema import load_schema, metadata_document, schema_hash
 
     sch = load_schema(schema)
     data = load_dataset(csv, sch)  # validates every row before anything is published

@@ -77,7 +77,7 @@ class LocalNetwork:
         from fedchain.identity import dev_identity
         from fedchain.sample_data import demo_plan, make_demo_data
         from fedchain.ipfs.kubo import KuboStore
-        from fedchain.node.dataset import load_schema, metadata_document, schema_hash
+        from fedchain.schema import load_schema, metadata_document, schema_hash
 
         data = make_demo_data(self.root / "data", n_hospitals=self.hospitals, seed=self.seed)
         members = [dev_identity(i, name=h.name) for i, h in enumerate(data.hospitals)]
