@@ -38,6 +38,7 @@ anyone can recompute these keys.
 from __future__ import annotations
 
 import json
+import functools
 import os
 import secrets
 import tempfile
@@ -385,14 +386,34 @@ def dev_x25519_from_eth_key(eth_private_key: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(seed)
 
 
-def dev_identity(index: int, name: str | None = None) -> Identity:
-    """DEV ONLY: identity ``index`` (0..9) of the public anvil / hardhat dev accounts.
+#: DEV ONLY -- how many dev identities :func:`dev_identity` derives (a simulated consortium of
+#: 100 hospitals plus its operators fits; the bound keeps a typo from deriving keys for minutes).
+MAX_DEV_IDENTITIES = 1000
 
-    Never use for real data: the private keys are public knowledge.
+
+@functools.lru_cache(maxsize=None)
+def dev_private_key(index: int) -> str:
+    """DEV ONLY: the private key of ``m/44'/60'/0'/0/index`` of :data:`DEV_MNEMONIC` (0x-hex).
+
+    Indices 0..9 are anvil's prefunded accounts (:data:`DEV_PRIVATE_KEYS`); later ones are
+    derived the same way (BIP-32/44, as anvil does with ``--accounts N``) and must be funded
+    before they can send transactions.
     """
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(DEV_PRIVATE_KEYS):
-        raise KeystoreError(f"dev identity index must be 0..{len(DEV_PRIVATE_KEYS) - 1}, got {index!r}")
-    account = Account.from_key(DEV_PRIVATE_KEYS[index])
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < MAX_DEV_IDENTITIES:
+        raise KeystoreError(f"dev identity index must be 0..{MAX_DEV_IDENTITIES - 1}, got {index!r}")
+    if index < len(DEV_PRIVATE_KEYS):
+        return DEV_PRIVATE_KEYS[index]
+    Account.enable_unaudited_hdwallet_features()  # DEV ONLY: derivation from the public mnemonic
+    return "0x" + bytes(Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}").key).hex()
+
+
+def dev_identity(index: int, name: str | None = None) -> Identity:
+    """DEV ONLY: identity ``index`` (0..MAX_DEV_IDENTITIES-1) of the public dev mnemonic.
+
+    0..9 are the anvil / hardhat dev accounts. Never use for real data: the private
+    keys are public knowledge.
+    """
+    account = Account.from_key(dev_private_key(index))
     return Identity(
         name=name if name is not None else f"dev-{index}",
         account=account,

@@ -473,7 +473,7 @@ def test_bad_input_is_one_clear_line(net, tmp_path):
         home=net).refused("no.json", "cannot read schema")
     cli("proposal", "vote", 1, "perhaps", "--dev", 0, home=net).refused("yes, no or abstain")
     cli("proposal", "vote", 1, "yes", home=net).refused("--identity", "--dev")
-    cli("proposal", "vote", 1, "yes", "--dev", 11, home=net).refused("dev identity index")
+    cli("proposal", "vote", 1, "yes", "--dev", 1000, home=net).refused("dev identity index")
     cli("round", "show", 999, home=net).refused("no proposal 999")
     usage = cli("proposal", "vote", home=net)
     assert usage.code == 2 and "Traceback" not in usage.text  # click usage error

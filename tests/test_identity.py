@@ -9,6 +9,7 @@ import pytest
 from eth_account import Account
 
 from fedchain.identity import (
+    MAX_DEV_IDENTITIES,
     DEV_MNEMONIC,
     DEV_PRIVATE_KEYS,
     LIGHT_KDF_N,
@@ -158,9 +159,19 @@ def test_dev_identities():
     assert dev_identity(0).x25519_public == d0.x25519_public
     assert d0.x25519_public == dev_x25519_from_eth_key(bytes(d0.account.key)).public_key().public_bytes_raw()
     assert len({dev_identity(i).x25519_public for i in range(10)}) == 10
-    for bad in (-1, 10, "0", True):
+    for bad in (-1, MAX_DEV_IDENTITIES, "0", True):
         with pytest.raises(KeystoreError):
             dev_identity(bad)
+
+
+def test_dev_identities_beyond_anvils_ten_follow_the_mnemonic():
+    # anvil --accounts N derives account i at m/44'/60'/0'/0/i; a simulated consortium needs more than ten
+    Account.enable_unaudited_hdwallet_features()
+    for i in (10, 11, 57, MAX_DEV_IDENTITIES - 1):
+        acct = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}")
+        assert dev_identity(i).address == acct.address and dev_identity(i).dev_only
+    assert dev_identity(10).address == "0xBcd4042DE499D14e55001CcbB24a551F3b954096"  # anvil's 11th account
+    assert len({dev_identity(i).address for i in range(30)}) == 30
 
 
 def test_dev_identity_can_be_saved_and_keeps_its_flag(tmp_path):
