@@ -672,6 +672,23 @@ class Fedchain:
         other.account = _account(account)
         return other
 
+    # One client per contract (the use cases' ports): this façade serves all four for now.
+    @property
+    def registry(self) -> "Fedchain":
+        return self
+
+    @property
+    def proposals(self) -> "Fedchain":
+        return self
+
+    @property
+    def consortium(self) -> "Fedchain":
+        return self
+
+    @property
+    def rounds(self) -> "Fedchain":
+        return self
+
     @property
     def address(self) -> str:
         """The signer's address."""

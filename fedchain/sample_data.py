@@ -78,7 +78,8 @@ def _feature_names() -> list[str]:
     return [n.replace(" ", "_") for n in load_breast_cancer().feature_names]
 
 
-def _schema() -> dict[str, Any]:
+def demo_schema() -> dict[str, Any]:
+    """The schema every demo hospital shares (30 float features, a benign/malignant label, an id column)."""
     return {
         "version": 1,
         "features": [{"name": n, "type": "float"} for n in _feature_names()],
@@ -87,8 +88,18 @@ def _schema() -> dict[str, Any]:
     }
 
 
+#: Most hospitals the demo split supports: each needs at least one training row of each class.
+MAX_HOSPITALS = 100
+
+
 def _hospital_name(i: int) -> str:
-    return f"hospital-{chr(ord('a') + i)}"
+    """hospital-a .. hospital-z, then hospital-aa, hospital-ab, … (spreadsheet-column style)."""
+    letters = ""
+    i += 1
+    while i:
+        i, rem = divmod(i - 1, 26)
+        letters = chr(ord("a") + rem) + letters
+    return f"hospital-{letters}"
 
 
 def _allocate(total: int, weights: Sequence[float], floor: int) -> list[int]:
@@ -108,8 +119,8 @@ def _split_indices(n_hospitals: int, seed: int) -> tuple[list[np.ndarray], np.nd
     """Row indices per hospital and for the test split, plus X (float32) and y."""
     from sklearn.datasets import load_breast_cancer
 
-    if isinstance(n_hospitals, bool) or not isinstance(n_hospitals, int) or not 2 <= n_hospitals <= 26:
-        raise ConfigError(f"n_hospitals must be an integer from 2 to 26, got {n_hospitals!r}")
+    if isinstance(n_hospitals, bool) or not isinstance(n_hospitals, int) or not 2 <= n_hospitals <= MAX_HOSPITALS:
+        raise ConfigError(f"n_hospitals must be an integer from 2 to {MAX_HOSPITALS}, got {n_hospitals!r}")
     ds = load_breast_cancer()
     x = ds.data.astype(np.float32)
     # sklearn: 0 = malignant, 1 = benign; ours: 0 = benign, 1 = malignant
@@ -123,9 +134,12 @@ def _split_indices(n_hospitals: int, seed: int) -> tuple[list[np.ndarray], np.nd
         test_parts.append(idx[:n_test])
         per_class_train[cls] = idx[n_test:]
     n = n_hospitals
+    # Two rows of each class per hospital when the data allows (so a validation split sees
+    # both classes), one when a large consortium would otherwise run out of rows.
+    floor = 2 if 2 * n <= min(len(per_class_train[0]), len(per_class_train[1])) else 1
     alloc = {
-        1: _allocate(len(per_class_train[1]), [h + 1 for h in range(n)], floor=2),
-        0: _allocate(len(per_class_train[0]), [(n - h) ** 2 for h in range(n)], floor=2),
+        1: _allocate(len(per_class_train[1]), [h + 1 for h in range(n)], floor=floor),
+        0: _allocate(len(per_class_train[0]), [(n - h) ** 2 for h in range(n)], floor=floor),
     }
     hospitals: list[list[int]] = [[] for _ in range(n)]
     for cls in (0, 1):
@@ -159,7 +173,7 @@ def _write(out_dir: Path, name: str, rows: np.ndarray, x: np.ndarray, y: np.ndar
         w.writerow([ID_COLUMN, *features, LABEL_COLUMN])
         for i in rows:
             w.writerow([f"P{i:05d}", *(repr(float(v)) for v in x[i]), LABEL_VALUES[y[i]]])
-    schema_path.write_text(json.dumps(_schema(), indent=2) + "\n", encoding="utf-8")
+    schema_path.write_text(json.dumps(demo_schema(), indent=2) + "\n", encoding="utf-8")
     counts = np.bincount(y[rows], minlength=2)
     balance = {LABEL_VALUES[c]: float(counts[c]) / len(rows) for c in (0, 1)}
     return HospitalData(name, csv_path, schema_path, int(len(rows)), balance, _moments(x[rows]))

@@ -171,8 +171,12 @@ class LocalStore(ContentStore):
     stores in benchmarks or tests).
     """
 
-    def __init__(self, root: Path | str, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path | str, *, fsync: bool = True, create: bool = True) -> None:
         self.root = Path(root).expanduser().resolve()
+        if not create and not (self.root / "blocks").is_dir():
+            # A reader (an auditor, a report) pointed at the wrong folder must hear so,
+            # not get an empty store that makes every artifact look missing.
+            raise StoreError(f"no content store at {self.root} (expected a 'blocks' folder there)")
         self.fsync = fsync
         self._blocks = self.root / "blocks"
         self._blocks_dir = str(self._blocks)

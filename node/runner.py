@@ -25,28 +25,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from fedchain.content import fetch_document, seal_and_pin
-from fedchain.envelope import EnvelopeContext
+from fedchain.content import fetch_document
 from fedchain.errors import FedchainError
 from fedchain.models import initial_state
 from fedchain.plan import TrainingPlan, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.node.dataset import TabularData, split_for_plan
 from fedchain.schema import DatasetSchema, schema_hash
+from fedchain.node.commit import commit_update, recipients_for
 from fedchain.node.train import evaluate, train_local
+from fedchain.usecases import admission
+from fedchain.usecases.admission import AdmissionCheck
+from fedchain.usecases.refusals import Refused
 
 PPM = 1_000_000
-
-#: The registry's refusal codes, in words.
-_REASONS = {
-    "UNKNOWN_DATASET": "dataset not registered",
-    "REVOKED": "the dataset was revoked by its owner",
-    "EXPIRED": "the policy has expired",
-    "PURPOSE_NOT_ALLOWED": "the proposal's purpose is not allowed",
-    "PROPOSAL_NOT_ALLOWED": "the proposal is not in the allowed list",
-    "REQUESTER_NOT_ALLOWED": "the proposer is not an allowed requester",
-    "PROPOSAL_NOT_APPROVED": "the proposal is not approved",
-}
 
 
 class PolicyRefusal(FedchainError):
@@ -107,29 +99,12 @@ class HospitalNode:
             self._plans[proposal_id] = verify_plan_bytes(raw, p.plan_sha256)
         return self._plans[proposal_id]
 
-    def admission(self, proposal_id: int) -> tuple[bool, str]:
-        """``(True, "")`` when this node may train for the proposal, else ``(False, why)``."""
-        p = self.fed.proposal(proposal_id)
-        if p is None:
-            return False, f"proposal {proposal_id} does not exist"
-        if self.fed.dataset_id(self.dataset_name) not in p.targets:
-            return False, f"dataset {self.dataset_name!r} is not a target of proposal {proposal_id}"
-        admission = self.fed.admits(self.dataset_name, proposal_id)
-        if not admission.ok:
-            return False, (f"the policy of {self.dataset_name!r} does not admit proposal {proposal_id}: "
-                           f"{_REASONS.get(admission.reason, admission.reason)}")
-        on_chain = self.fed.dataset(self.dataset_name)
-        if on_chain is None:
-            return False, f"dataset {self.dataset_name!r} is not registered on chain"
-        if on_chain.owner.lower() != self.identity.address.lower():
-            return False, f"dataset {self.dataset_name!r} is owned by {on_chain.owner}, not by this node"
-        local = schema_hash(self.schema)
-        if local.lower() != "0x" + on_chain.schema_hash.hex():
-            return False, (
-                f"the local schema of {self.dataset_name!r} hashes to {local}, "
-                f"but 0x{on_chain.schema_hash.hex()} is registered on chain"
-            )
-        return True, ""
+    def admission(self, proposal_id: int) -> AdmissionCheck:
+        """Whether this node may train for the proposal; if not, the rule that refuses it."""
+        return admission.check(
+            self.fed, self.dataset_name, proposal_id,
+            owner=self.identity.address, local_schema_hash=schema_hash(self.schema),
+        )
 
     # -- models ----------------------------------------------------------------
 
@@ -143,41 +118,31 @@ class HospitalNode:
                 return bytes_to_state_dict(raw)
         return initial_state(plan.model, plan.seed)
 
-    def _recipients(self, plan: TrainingPlan) -> list[bytes]:
-        coordinator = self.fed.coordinator()
-        info = self.fed.member(coordinator)
-        if not info.active:
-            raise PolicyRefusal(f"the coordinator {coordinator} is not a member with a registered encryption key")
-        keys = [info.x25519_pub]
-        keys.extend(bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors)
-        return keys
-
     # -- the two things a node does per round ----------------------------------
 
     def train_and_commit(self, proposal_id: int, round_: int) -> RoundOutcome:
         """Train on the local split and commit the sealed update, or refuse."""
-        ok, reason = self.admission(proposal_id)
-        if not ok:
-            self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {reason}")
-            return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
+        check = self.admission(proposal_id)
+        if not check:
+            self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {check.words}")
+            return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=check.words)
         plan = self.plan(proposal_id)
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
         start = self.global_state(proposal_id, round_)
         result = train_local(start, plan, train, round_index=round_, dataset_seed_key=self.dataset_name)
-        payload = state_dict_to_bytes(result.state_dict)
-        ctx = EnvelopeContext(
-            chain_id=self.fed.deployment.chain_id,
-            contract=self.fed.addresses["Rounds"],
-            proposal_id=proposal_id,
-            round=round_,
-            sender=self.identity.address,
+        try:
+            recipients = recipients_for(self.fed, plan)
+        except Refused as exc:
+            raise PolicyRefusal(str(exc)) from None
+        done = commit_update(
+            self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
+            dataset=self.dataset_name, payload=state_dict_to_bytes(result.state_dict),
+            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted just above
         )
-        sealed = seal_and_pin(self.store, payload, ctx, self.identity, self._recipients(plan))
-        tx = self.fed.commit_update(proposal_id, round_, self.dataset_name, sealed.cid, sealed.sha256, result.n_samples)
-        self.log(f"[{self.dataset_name}] committed round {round_}: {sealed.cid} ({result.n_samples} samples)")
+        self.log(f"[{self.dataset_name}] committed round {round_}: {done.cid} ({result.n_samples} samples)")
         return RoundOutcome(
-            proposal_id, round_, self.dataset_name, committed=True, cid=sealed.cid, sha256=sealed.sha256,
-            n_samples=result.n_samples, train_metrics=result.metrics, gas_used=tx.gas_used,
+            proposal_id, round_, self.dataset_name, committed=True, cid=done.cid, sha256=done.sha256,
+            n_samples=result.n_samples, train_metrics=result.metrics, gas_used=done.tx.gas_used,
         )
 
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:

@@ -589,54 +589,24 @@ def live(tmp_path_factory) -> Live:
     the round. Round 3: only two commit; it fails after the deadline. Round 4:
     all four again, starting from round 2's aggregate.
     """
-    from fedchain.contracts.bindings import Chain, FounderSpec, Policy, Vote
-    from fedchain.coordinator.runner import Coordinator
+    from fedchain.cli.simulation import Simulation
     from fedchain.content import seal_and_pin
+    from fedchain.contracts.bindings import Vote
     from fedchain.envelope import EnvelopeContext
     from fedchain.models import initial_state
-    from fedchain.sample_data import demo_plan, make_demo_data
+    from fedchain.sample_data import demo_plan
     from fedchain.serialize import state_dict_to_bytes
-    from fedchain.node.dataset import load_dataset
-    from fedchain.schema import load_schema, metadata_document, schema_hash
-    from fedchain.node.runner import HospitalNode
 
     d = tmp_path_factory.mktemp("live")
-    data = make_demo_data(d / "data", n_hospitals=4, seed=11)
-    names = [h.name for h in data.hospitals]
-    members = [dev_identity(i, name=n) for i, n in enumerate(names)]
-    ops = dev_identity(4, name="consortium-ops")
-    auditor = dev_identity(AUDITOR_DEV, name="auditor")
-    chain = Chain.connect("eth-tester://")
-    deployment = chain.deploy(
-        chain.dev_accounts[0],
-        founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in members + [ops]],
-        coordinator=ops.address, voting_period_blocks=5, quorum_bps=5000, approval_bps=6000,
-    )
-    fed = chain.attach(deployment)
-    store = LocalStore(d / "store", fsync=False)
-    schemas, datasets = {}, {}
-    for m, h in zip(members, data.hospitals):
-        schemas[h.name] = load_schema(h.schema_path)
-        datasets[h.name] = load_dataset(h.csv_path, schemas[h.name])
-        cid, sha = pin_document(store, metadata_document(schemas[h.name], datasets[h.name].n_rows, h.name))
-        fed.as_(m.account).register_dataset(h.name, cid, sha, schema_hash(schemas[h.name]),
-                                            Policy(purposes=("diagnosis",), any_approved_proposal=True))
-    plan = demo_plan(data.hospitals, seed=11, strategy={"name": "fedadam", "server_lr": 0.3}).with_changes(
-        rounds=4, auditors=["0x" + auditor.x25519_public.hex()])
+    sim = Simulation.create(d, hospitals=4, seed=11, fsync=False)
+    assert sim.auditor.address == dev_identity(AUDITOR_DEV).address
+    sim.register_datasets()
+    names, members, ops, auditor = sim.names, sim.members, sim.ops, sim.auditor
+    chain, store, fed, deployment = sim.chain, sim.store, sim.fed(), sim.deployment
+    plan = sim.plan(demo_plan(sim.data.hospitals, seed=11, strategy={"name": "fedadam", "server_lr": 0.3}), rounds=4)
     assert plan.min_participants == 3
-    plan_cid, plan_sha = pin_document(store, plan.to_canonical_bytes())
-    pid = fed.as_(members[0].account).submit_proposal(
-        plan_cid=plan_cid, plan_sha256=plan_sha, purpose=plan.purpose, targets=list(plan.datasets),
-        rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
-    ).value
-    for ident in members + [ops]:
-        fed.as_(ident.account).vote(pid, Vote.NO if ident is members[1] else Vote.YES)
-    chain.mine(5)
-    fed.as_(ops.account).finalize(pid)
-
-    nodes = [HospitalNode(fed.as_(m.account), store, m, h.name, schemas[h.name], datasets[h.name])
-             for m, h in zip(members, data.hospitals)]
-    coord = Coordinator(fed.as_(ops.account), store, ops)
+    pid = sim.approve(plan, votes={members[1].name: Vote.NO})
+    nodes, coord = sim.nodes(), sim.coordinator()
 
     def close(r):
         res = coord.close_round(pid, r)

@@ -9,8 +9,10 @@ import pytest
 from fedchain.contracts.bindings import Chain, FounderSpec, Policy, Vote
 from fedchain.coordinator.audit import trail as trail_mod
 from fedchain.coordinator.audit.trail import TrailError, export_trail, read_trail
-from fedchain.content import pin_document
+from fedchain import usecases as uc
 from fedchain.identity import dev_identity
+from fedchain.sample_data import demo_plan, demo_schema
+from fedchain.schema import parse_schema
 from fedchain.ipfs.local import LocalStore
 
 
@@ -23,14 +25,15 @@ def chain_with_history(tmp_path_factory):
                        members[0].address, voting_period_blocks=5)
     fed = chain.attach(dep)
     store = LocalStore(tmp / "store", fsync=False)
+    schema = parse_schema(demo_schema())
     for i, m in enumerate(members):
-        cid, sha = pin_document(store, f"metadata {i}".encode())
-        fed.as_(m.account).register_dataset(f"ds-{i}", cid, sha, b"\x01" * 32, Policy.open())
-    plan_cid, plan_sha = pin_document(store, b'{"not": "a real plan, just a document"}')
-    pid = fed.as_(members[0].account).submit_proposal(plan_cid, plan_sha, "diagnosis", ["ds-0"], 1, 1, 10).value
+        uc.datasets.register(fed.as_(m.account), store, name=f"ds-{i}", schema=schema, n_rows=10 + i,
+                            description=f"metadata {i}", policy=Policy.open())
+    plan = demo_plan(seed=3).with_changes(datasets=["ds-0"], rounds=1, min_participants=1, round_deadline_blocks=10)
+    pid = uc.proposals.propose(fed.as_(members[0].account), store, plan).id
     for m in members:
-        fed.as_(m.account).vote(pid, Vote.YES)
-    return fed, store, tmp
+        uc.proposals.vote(fed.as_(m.account), pid, Vote.YES)
+    return fed, store, tmp, plan
 
 
 def records(path):
@@ -38,7 +41,7 @@ def records(path):
 
 
 def test_export_is_ordered_and_carries_the_plan_document(chain_with_history):
-    fed, store, tmp = chain_with_history
+    fed, store, tmp, plan = chain_with_history
     out = tmp / "full.jsonl"
     n = export_trail(fed, store, out)
     recs = records(out)
@@ -49,13 +52,13 @@ def test_export_is_ordered_and_carries_the_plan_document(chain_with_history):
     assert keys == sorted(keys)
     assert all(e["timestamp"] > 0 and e["gas_used"] > 0 for e in events)
     docs = [r for r in recs if r["kind"] == "document"]
-    assert len(docs) == 1 and docs[0]["content"] == '{"not": "a real plan, just a document"}'
+    assert len(docs) == 1 and docs[0]["content"] == plan.to_canonical_bytes().decode()
     t = read_trail(out)
     assert [e.event for e in t.events].count("Voted") == 3
 
 
 def test_export_in_small_pages_resumes_to_the_same_trail(chain_with_history, monkeypatch):
-    fed, store, tmp = chain_with_history
+    fed, store, tmp, _ = chain_with_history
     full = tmp / "ref.jsonl"
     export_trail(fed, store, full)
     monkeypatch.setattr(trail_mod, "PAGE_BLOCKS", 3)
@@ -72,7 +75,7 @@ def test_export_in_small_pages_resumes_to_the_same_trail(chain_with_history, mon
 
 
 def test_export_refuses_to_append_to_another_deployments_trail(chain_with_history, tmp_path):
-    fed, store, _ = chain_with_history
+    fed, store, _, _ = chain_with_history
     out = tmp_path / "other.jsonl"
     out.write_text(json.dumps({"kind": "header", "format": "fedchain-trail/1", "chain_id": 1,
                                "addresses": {}, "deploy_block": 0}) + "\n")
@@ -81,7 +84,7 @@ def test_export_refuses_to_append_to_another_deployments_trail(chain_with_histor
 
 
 def test_malformed_trail_line_is_named(chain_with_history, tmp_path):
-    fed, store, _ = chain_with_history
+    fed, store, _, _ = chain_with_history
     out = tmp_path / "t.jsonl"
     export_trail(fed, store, out)
     lines = out.read_text().splitlines()

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 
-from fedchain.coordinator.audit.trail import read_trail
+import pytest
+
 from fedchain.cli import main
+from fedchain.cli.demo import run_demo
+from fedchain.coordinator.audit.trail import read_trail
 from fedchain.identity import dev_identity
+from fedchain.usecases import phrase
 
 
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["demo", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed = " ".join(capsys.readouterr().out.split())  # rich wraps lines at 80 columns
     summary = json.loads((out / "summary.json").read_text())
 
     # The hospital whose policy excludes the purpose sat out, visibly, and never committed.
     assert summary["excluded"] == ["hospital-d"]
-    assert "hospital-d sits out" in printed and "purpose is not allowed" in printed
+    assert "hospital-d sits out" in printed and phrase("PURPOSE_NOT_ALLOWED") in printed
     excluded = dev_identity(3).address.lower()
     trail = read_trail(out / "trail.jsonl")
     committers = {e.args["member"].lower() for e in trail.events if e.event == "UpdateCommitted"}
@@ -38,3 +42,21 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert (out / "report.html").exists() and "VERIFIED" in (out / "report.html").read_text()
     assert main(["audit", "replay", "--trail", str(out / "trail.jsonl")]) == 0
     assert "5/5 rounds VERIFIED" in capsys.readouterr().out
+
+
+def test_demo_runs_more_hospitals_than_anvil_has_dev_accounts(tmp_path):
+    # Every vote mines a block on the embedded chain: the voting period must outlast them all,
+    # and hospitals 10+ need identities (and gas) beyond the ten prefunded dev accounts.
+    result = run_demo(out=tmp_path / "run", rounds=2, hospitals=12, quiet=True, report=False)
+    assert [len(r.participants) for r in result.rounds] == [11, 11]  # hospital-d sits out
+    assert result.excluded == ["hospital-d"]
+    trail = read_trail(tmp_path / "run" / "trail.jsonl")
+    voters = {e.args["voter"] for e in trail.events if e.event == "Voted"}
+    assert dev_identity(11).address in voters and len(voters) == 13  # 12 hospitals + the coordinator
+
+
+@pytest.mark.parametrize("n", [3, 51])
+def test_demo_refuses_a_hospital_count_it_cannot_run(tmp_path, capsys, n):
+    assert main(["demo", "--out", str(tmp_path / "run"), "--hospitals", str(n)]) == 1
+    assert "the demo runs 4 to 50 hospitals" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -14,7 +14,7 @@ import pytest
 
 from fedchain.contracts.bindings import Chain, Deployment
 from fedchain.coordinator.audit.replay import replay_live
-from fedchain.cli.localnet import AUDITOR_DEV, LocalNetwork
+from fedchain.cli.localnet import LocalNetwork
 from fedchain.identity import dev_identity
 from fedchain.ipfs.kubo import KuboStore
 
@@ -48,7 +48,7 @@ def test_three_hospital_processes_and_a_coordinator_run_three_rounds(tmp_path):
                          ("RoundOpened", 3), ("RoundClosed", 3)]
         # Every update crossed process boundaries through the daemon: the auditor re-derives all rounds.
         with KuboStore(net.ipfs.api_addr) as store:
-            report = replay_live(fed, store, dev_identity(AUDITOR_DEV))
+            report = replay_live(fed, store, dev_identity(info["auditor_dev"]))
         assert report.ok and [v.status for v in report.rounds] == ["VERIFIED"] * 3
     for p in pids + [net.anvil.pid, net.ipfs.pid]:
         if p is not None:

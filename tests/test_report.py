@@ -342,8 +342,12 @@ def test_report_cli_live_chain(tmp_path, monkeypatch, capsys):
 
     import fedchain.cli.common as common
     from fedchain.contracts.bindings import Chain, FounderSpec, Vote
+    from fedchain import usecases as uc
     from fedchain.contracts.models import Policy
     from fedchain.identity import dev_identity
+    from fedchain.ipfs.local import LocalStore
+    from fedchain.sample_data import demo_plan, demo_schema
+    from fedchain.schema import parse_schema
 
     chain = Chain.connect("eth-tester://")
     members = [dev_identity(i, name=n) for i, n in enumerate([HOSTILE, "Northside Clinic", "Lakeview Hospital"])]
@@ -351,15 +355,18 @@ def test_report_cli_live_chain(tmp_path, monkeypatch, capsys):
     dep = chain.deploy(chain.dev_accounts[0], founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in members],
                        coordinator=ops.address, voting_period_blocks=3, quorum_bps=5000, approval_bps=6000)
     fed = chain.attach(dep)
-    for m in members:
-        fed.as_(m.account).register_dataset(f"ds-{m.address[2:8]}", "bafymeta", bytes(32), bytes(32),
-                                            Policy(purposes=["diagnosis"], any_approved_proposal=True))
-    pid = fed.as_(members[0].account).submit_proposal("bafyplan", bytes(32), "diagnosis",
-                                                      [f"ds-{m.address[2:8]}" for m in members], 2, 2, 10).value
+    store = LocalStore(tmp_path / "store", fsync=False)
+    schema = parse_schema(demo_schema())
+    names = [f"ds-{m.address[2:8]}" for m in members]
+    for m, name in zip(members, names):
+        uc.datasets.register(fed.as_(m.account), store, name=name, schema=schema, n_rows=20, description=name,
+                            policy=Policy(purposes=["diagnosis"], any_approved_proposal=True))
+    plan = demo_plan(seed=3).with_changes(datasets=names, rounds=2, min_participants=2, round_deadline_blocks=10)
+    pid = uc.proposals.propose(fed.as_(members[0].account), store, plan).id
     for m, v in zip(members, (Vote.YES, Vote.YES, Vote.NO)):
-        fed.as_(m.account).vote(pid, v)
+        uc.proposals.vote(fed.as_(m.account), pid, v)
     chain.mine(4)
-    fed.as_(members[0].account).finalize(pid)
+    uc.proposals.finalize(fed.as_(members[0].account), pid)
 
     session = common.Session(home=tmp_path, config=SimpleNamespace(store=str(tmp_path / "store")), chain=chain, fed=fed)
     import fedchain.cli.audit as audit_cli

@@ -11,50 +11,71 @@ from dataclasses import dataclass
 
 import pytest
 
-from fedchain.contracts.bindings import Chain, ChainRevert, FounderSpec, Policy, Vote
+from fedchain.cli.simulation import Simulation
+from fedchain.contracts.bindings import ChainRevert, Policy, Vote
 from fedchain.coordinator.audit.history import History
 from fedchain.coordinator.audit.replay import Replayer
 from fedchain.coordinator.audit.trail import chain_events
 from fedchain.coordinator.runner import Coordinator, CoordinatorService, NotApproved
 from fedchain.content import HashMismatch, pin_document
-from fedchain.identity import dev_identity
 from fedchain.plan import PlanHashMismatch, verify_plan_bytes
-from fedchain.sample_data import demo_plan, make_demo_data
+from fedchain.sample_data import demo_plan
 from fedchain.serialize import bytes_to_state_dict
-from fedchain.ipfs.local import LocalStore
 from fedchain.ipfs.store import BlockCorrupt
-from fedchain.node.dataset import load_dataset
-from fedchain.schema import load_schema, metadata_document, schema_hash
 from fedchain.node.runner import HospitalNode
+from fedchain.usecases.refusals import sentence
 
 N = 3
 
 
 @dataclass
 class World:
-    chain: Chain
-    fed: object
-    store: LocalStore
-    members: list
-    coord: object
-    auditor: object
-    data: object
+    sim: Simulation
     nodes: list
     coordinator: Coordinator
 
+    @property
+    def chain(self):
+        return self.sim.chain
+
+    @property
+    def fed(self):
+        return self.sim.fed()
+
+    @property
+    def store(self):
+        return self.sim.store
+
+    @property
+    def members(self):
+        return self.sim.members
+
+    @property
+    def coord(self):
+        return self.sim.ops
+
+    @property
+    def auditor(self):
+        return self.sim.auditor
+
+    @property
+    def data(self):
+        return self.sim.data
+
     def propose(self, plan, *, votes=None, finalize=True, plan_bytes=None) -> int:
-        raw = plan.to_canonical_bytes() if plan_bytes is None else plan_bytes
-        cid, _ = pin_document(self.store, raw)
-        tx = self.fed.as_(self.members[0].account).submit_proposal(
+        if plan_bytes is None:
+            return self.sim.approve(plan, votes=votes, finalize_vote=finalize)
+        # A dishonest proposer: the chain gets the plan's hash, the store other bytes.
+        cid, _ = pin_document(self.store, plan_bytes)
+        pid = self.sim.fed(self.members[0]).submit_proposal(
             plan_cid=cid, plan_sha256=plan.sha256, purpose=plan.purpose, targets=list(plan.datasets),
             rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
-        )
-        pid = tx.value
+        ).value
         for ident in self.members + [self.coord]:
-            self.fed.as_(ident.account).vote(pid, (votes or {}).get(ident.name, Vote.YES))
+            self.sim.fed(ident).vote(pid, (votes or {}).get(ident.name, Vote.YES))
         if finalize:
-            self.chain.mine(9)
-            self.fed.as_(self.coord.account).finalize(pid)
+            self.sim.end_vote(pid)
+            self.sim.fed(self.coord).finalize(pid)
         return pid
 
     def run_round(self, pid: int, r: int):
@@ -67,26 +88,9 @@ class World:
 
 
 def make_world(tmp_path, policies=None, seed=11) -> World:
-    chain = Chain.connect("eth-tester://")
-    data = make_demo_data(tmp_path / "data", n_hospitals=N, seed=seed)
-    members = [dev_identity(i, name=h.name) for i, h in enumerate(data.hospitals)]
-    coord, auditor = dev_identity(N, name="ops"), dev_identity(N + 1, name="auditor")
-    deployment = chain.deploy(
-        chain.dev_accounts[0],
-        founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in members + [coord]],
-        coordinator=coord.address, voting_period_blocks=8, quorum_bps=5000, approval_bps=5001,
-    )
-    fed = chain.attach(deployment)
-    store = LocalStore(tmp_path / "store", fsync=False)
-    nodes = []
-    for i, (m, h) in enumerate(zip(members, data.hospitals)):
-        schema = load_schema(h.schema_path)
-        cid, sha = pin_document(store, metadata_document(schema, h.n_rows, h.name))
-        policy = (policies or {}).get(i, Policy.open(purposes=("diagnosis",)))
-        fed.as_(m.account).register_dataset(h.name, cid, sha, schema_hash(schema), policy)
-        nodes.append(HospitalNode(fed.as_(m.account), store, m, h.name, schema, load_dataset(h.csv_path, schema)))
-    coordinator = Coordinator(fed.as_(coord.account), store, coord)
-    return World(chain, fed, store, members, coord, auditor, data, nodes, coordinator)
+    sim = Simulation.create(tmp_path, hospitals=N, seed=seed, approval_bps=5001, voting_period_blocks=8, fsync=False)
+    sim.register_datasets({sim.names[i]: p for i, p in (policies or {}).items()})
+    return World(sim, sim.nodes(), sim.coordinator())
 
 
 def plan_for(w: World, **changes):
@@ -147,7 +151,8 @@ def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tm
     w.coordinator.open_round(pid, 1)
     outcomes = [n.train_and_commit(pid, 1) for n in w.nodes]
     refused = outcomes[2]
-    assert not refused.committed and "purpose is not allowed" in refused.reason
+    assert not refused.committed and refused.reason == sentence(
+        "PURPOSE_NOT_ALLOWED", f"dataset {w.nodes[2].dataset_name!r}, proposal {pid}")
     # Even a node that skips its own check cannot get a commitment past the contract.
     with pytest.raises(ChainRevert) as exc:
         w.nodes[2].fed.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
@@ -161,7 +166,7 @@ def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tm
 
 # -- tampering ------------------------------------------------------------------------------------
 
-def _corrupt(store: LocalStore, cid: str) -> None:
+def _corrupt(store, cid: str) -> None:
     path = store.block_path(cid)
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01

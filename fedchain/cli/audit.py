@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from fedchain.cli.common import HomeOpt, connect, console, err_console
-from fedchain.errors import ConfigError
+from fedchain.cli.common import HomeOpt, connect, console, err_console, resolve_home
+from fedchain.errors import ConfigError, FedchainError
+from fedchain.ipfs import open_store
+from fedchain.network import NetworkConfig
 
 audit_app = typer.Typer(help="Export the audit trail, replay every round bit for bit, report.", no_args_is_help=True)
 
@@ -47,15 +49,32 @@ def auditor_identity(auditor: Optional[Path], auditor_dev: Optional[int], trail:
     return ident.load_identity(auditor, os.environ.get("FEDCHAIN_PASSWORD", ""))
 
 
-def _store_for(trail: Optional[Path], store: Optional[str]) -> str:
+def store_url(trail: Optional[Path], store: Optional[str], session) -> str:
+    """The content store to audit from: ``--store``, else the trail's folder's ``store/``, else the network's."""
     if store is not None:
         return store
+    if trail is not None and (trail.parent / "store").is_dir():
+        return str(trail.parent / "store")
+    if session is not None:
+        return session.config.store
     if trail is not None:
-        default = trail.parent / "store"
-        if default.exists():
-            return str(default)
-        raise ConfigError("replay from a trail needs --store (the content store holding the artifacts)")
-    raise AssertionError("live mode picks the network's store")
+        try:
+            return NetworkConfig.load(resolve_home(None)).store
+        except ConfigError:
+            pass
+    raise ConfigError(
+        f"no content store found: {trail.parent / 'store' if trail is not None else 'the network'} does not exist "
+        "and no network is configured; pass --store (a folder, local:PATH or a Kubo multiaddr)"
+    )
+
+
+def open_audit_store(url: str):
+    """Open a store for reading only: a local folder that holds no store is an error, never created."""
+    return open_store(url, create=False) if _is_local(url) else open_store(url)
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith("local:") or not (url.startswith(("http://", "https://", "/ip4/", "/ip6/", "/dns")))
 
 
 def load_history(trail: Optional[Path], home):
@@ -83,6 +102,7 @@ def audit_export(
     from fedchain.coordinator.audit.trail import export_trail
 
     s = connect(home)
+    out.parent.mkdir(parents=True, exist_ok=True)
     with s.store() as store:
         n = export_trail(s.fed, store, out)
     console.print(f"exported {n} events to {out}")
@@ -95,12 +115,10 @@ def audit_replay(
 ) -> None:
     """Re-derive every aggregate and score from the committed updates; exit 1 on any discrepancy."""
     from fedchain.coordinator.audit.replay import Replayer, print_report
-    from fedchain.ipfs import open_store
 
     who = auditor_identity(auditor, auditor_dev, trail)
     history, chain_id, rounds_address, session = load_history(trail, home)
-    store_url = session.config.store if (session is not None and store is None) else _store_for(trail, store)
-    with open_store(store_url) as st:
+    with open_audit_store(store_url(trail, store, session)) as st:
         report = Replayer(history, st, who, chain_id=chain_id, rounds_address=rounds_address).run()
     print_report(report, console)
     raise typer.Exit(0 if report.ok else 1)
@@ -119,7 +137,6 @@ def audit_report(
     """
     from fedchain.coordinator.audit.replay import Replayer
     from fedchain.coordinator.audit.report import coordinator_names, render_report, write_report
-    from fedchain.ipfs import open_store
 
     history, chain_id, rounds_address, session = load_history(trail, home)
     if trail is not None:
@@ -129,8 +146,7 @@ def audit_report(
     report, note = None, None
     try:
         who = auditor_identity(auditor, auditor_dev, trail)
-        store_url = session.config.store if (session is not None and store is None) else _store_for(trail, store)
-        with open_store(store_url) as st:
+        with open_audit_store(store_url(trail, store, session)) as st:
             report = Replayer(history, st, who, chain_id=chain_id, rounds_address=rounds_address).run()
     except ConfigError as exc:
         note = f"Not replayed: {exc}"

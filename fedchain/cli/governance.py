@@ -12,10 +12,12 @@ import datetime as dt
 import functools
 import json
 import re
+from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Optional, TypeVar
 
 import typer
+from eth_utils import is_address, to_checksum_address
 from rich.markup import escape
 from rich.table import Table
 
@@ -29,7 +31,18 @@ from fedchain.cli.common import (
     load_identity_from_options,
     resolve_home,
 )
+from fedchain import serialize
+from fedchain import usecases as uc
+from fedchain.content import fetch_document
+from fedchain.contracts.bindings import dataset_id, purpose_hash
+from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable
 from fedchain.errors import ConfigError, FedchainError
+from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity, read_public
+from fedchain.models import initial_state
+from fedchain.node.commit import commit_update, precheck_commit, recipients_for
+from fedchain.node.dataset import load_dataset
+from fedchain.plan import load_plan
+from fedchain.schema import load_schema
 
 member_app = typer.Typer(help="Consortium membership: list, admit or remove by vote.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Register datasets and manage their access policies.", no_args_is_help=True)
@@ -80,8 +93,6 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable
-
         _current.clear()
         try:
             return fn(*args, **kwargs)
@@ -123,8 +134,6 @@ class Names:
     """Readable names: members by address, datasets by id, purposes by hash (from one event scan)."""
 
     def __init__(self, fed: Any, home: Optional[Path]) -> None:
-        from fedchain.contracts.bindings import purpose_hash
-
         self.members: dict[str, str] = {}
         self.datasets: dict[bytes, str] = {}
         self.purposes: dict[bytes, str] = {purpose_hash(p): p for p in COMMON_PURPOSES}
@@ -173,9 +182,7 @@ def _reason_code(value: Any) -> str:
 
 def policy_reason(code: str) -> str:
     """The phrase for an ``admits`` / ``PolicyDenied`` reason code."""
-    from fedchain.contracts.errors import POLICY_REASONS
-
-    return POLICY_REASONS.get(code, code.lower().replace("_", " "))
+    return uc.phrase(code)
 
 
 _KEY_LABELS = {"datasetId": "dataset", "proposalId": "proposal", "id": "id", "deadline": "deadline block"}
@@ -183,8 +190,6 @@ _KEY_LABELS = {"datasetId": "dataset", "proposalId": "proposal", "id": "id", "de
 
 def explain_revert(exc: Any) -> str:
     """A ChainRevert as one readable line, naming members and datasets where possible."""
-    from enum import IntEnum
-
     args = exc.args_dict
     names = _names()
     if exc.error == "Error":
@@ -286,8 +291,6 @@ def _require_dataset(fed, name: str):
 
 def _resolve_member(fed, value: str) -> str:
     """An address, or the name of a member (as in 'member list')."""
-    from eth_utils import is_address, to_checksum_address
-
     if is_address(value):
         return to_checksum_address(value)
     matches = [m for m in fed.members(include_removed=True) if m.name == value]
@@ -358,11 +361,7 @@ def member_propose_admit(
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
     """Propose admitting a new member; members vote; anyone finalizes after the voting period."""
-    from eth_utils import is_address
-
     if keystore is not None:
-        from fedchain.identity import read_public
-
         pub = read_public(keystore)
         name, address, x25519 = name or pub["name"], address or pub["address"], x25519 or pub["x25519"]
     if not (name and address and x25519):
@@ -371,7 +370,7 @@ def member_propose_admit(
         raise ConfigError(f"not an address: {address!r}")
     key = _key_bytes(x25519)
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.propose_motion_admit(name, address, key)
+    tx = uc.members.propose_admit(fed, name, address, key)
     vp = fed.voting_params()
     _tx_line(f"motion {tx.value}: admit {escape(name)} ({address}); voting open for {vp.voting_period_blocks} blocks", tx)
 
@@ -395,7 +394,7 @@ def member_propose_remove(
     """Propose removing a member."""
     _, _, fed = _acting(home, identity, dev)
     address = _resolve_member(fed, member)
-    tx = fed.propose_motion_remove(address)
+    tx = uc.members.propose_remove(fed, address)
     _tx_line(f"motion {tx.value}: remove {address}", tx)
 
 
@@ -409,7 +408,7 @@ def member_vote(
     """Vote on a membership motion."""
     support = _yes_no(choice)
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.vote_motion(motion, support)
+    tx = uc.members.vote(fed, motion, support)
     _tx_line(f"voted {'yes' if support else 'no'} on motion {motion}", tx)
 
 
@@ -418,7 +417,7 @@ def member_vote(
 def member_finalize(motion: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
     """Finalize a membership motion after its voting period (an approved one takes effect)."""
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.finalize_motion(motion)
+    tx = uc.members.finalize(fed, motion)
     m = fed.motion(motion)
     tally = f" (yes {m.yes}, no {m.no} of {m.eligible})" if m else ""
     _tx_line(f"motion {motion} finalized: {tx.value.name}{tally}", tx)
@@ -454,31 +453,6 @@ EpsilonOpt = Annotated[
 ]
 
 
-def parse_expiry(text: str) -> int:
-    """``--expires`` as a unix timestamp (0 for never)."""
-    t = text.strip()
-    if t.lower() in ("never", "none", "0"):
-        return 0
-    try:
-        when = dt.datetime.fromisoformat(t)
-    except ValueError:
-        raise ConfigError(
-            f"--expires takes an ISO date like 2027-06-30 or 2027-06-30T18:00 (or 'never'), not {text!r}"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return int(when.timestamp())
-
-
-def parse_epsilon(value: float) -> int:
-    if not value >= 0 or value != value or value > 1e12:
-        raise ConfigError(f"--epsilon must be a non-negative number, not {value!r}")
-    milli = int(round(value * 1000))
-    if value > 0 and milli == 0:
-        raise ConfigError(f"--epsilon {value!r} is below the chain's resolution (0.001)")
-    return milli
-
-
 def build_policy(
     fed,
     base=None,
@@ -491,61 +465,18 @@ def build_policy(
     any_purpose: bool = False,
     any_requester: bool = False,
 ):
-    """A Policy from the options; fields not given keep ``base``'s value (or the defaults)."""
-    from fedchain.contracts.bindings import Policy
-
-    purposes: tuple = tuple(base.purposes) if base is not None else ()
-    ids: tuple = tuple(base.proposal_ids) if base is not None else ()
-    any_approved = base.any_approved_proposal if base is not None else True
-    requesters: tuple = tuple(base.requesters) if base is not None else ()
-    expiry = base.expiry if base is not None else 0
-    eps = base.max_epsilon_milli if base is not None else 0
-    if any_purpose and purpose:
-        raise ConfigError("give --purpose or --any-purpose, not both")
-    if any_requester and requester:
-        raise ConfigError("give --requester or --any-requester, not both")
-    if purpose:
-        for p in purpose:
-            if not p.strip():
-                raise ConfigError("--purpose must not be empty")
-        purposes = tuple(dict.fromkeys(p.strip() for p in purpose))
-    elif any_purpose:
-        purposes = ()
-    if proposal:
-        any_approved, id_list = False, []
-        for p in proposal:
-            word = p.strip().lower()
-            if word == "any":
-                any_approved = True
-            elif word == "none":
-                continue
-            else:
-                try:
-                    n = int(word)
-                    if n < 1:
-                        raise ValueError
-                except ValueError:
-                    raise ConfigError(f"--proposal takes a proposal id, 'any' or 'none', not {p!r}") from None
-                id_list.append(n)
-        ids = tuple(dict.fromkeys(id_list))
-    if requester:
-        requesters = tuple(dict.fromkeys(_resolve_member(fed, r) for r in requester))
-    elif any_requester:
-        requesters = ()
-    if expires is not None:
-        expiry = parse_expiry(expires)
-    if epsilon is not None:
-        eps = parse_epsilon(epsilon)
-    return Policy(purposes=purposes, proposal_ids=ids, any_approved_proposal=any_approved,
-                  requesters=requesters, expiry=expiry, max_epsilon_milli=eps)
+    """A Policy from the options (member names resolved to addresses); see :func:`fedchain.usecases.make_policy`."""
+    requesters = [_resolve_member(fed, r) for r in requester] if requester else None
+    return uc.datasets.make_policy(base, purposes=purpose, any_purpose=any_purpose, proposals=proposal, requesters=requesters,
+                          any_requester=any_requester, expires=expires, epsilon=epsilon)
 
 
 def _check_policy_values(expires: Optional[str], epsilon: Optional[float]) -> None:
     """Reject malformed values before touching files or the chain."""
     if expires is not None:
-        parse_expiry(expires)
+        uc.datasets.parse_expiry(expires)
     if epsilon is not None:
-        parse_epsilon(epsilon)
+        uc.datasets.epsilon_milli(epsilon)
 
 
 def _purpose_text(policy, names: Optional[Names]) -> list[str]:
@@ -604,23 +535,15 @@ def dataset_register(
 ) -> None:
     """Register a dataset you hold: its metadata (schema, row count, description) goes to the store, hashes on chain."""
     _check_policy_values(expires, epsilon)
-    from fedchain.node.dataset import load_dataset
-    from fedchain.schema import load_schema, metadata_document, schema_hash
-
     sch = load_schema(schema)
     data = load_dataset(csv, sch)  # validates every row before anything is published
     s, _, fed = _acting(home, identity, dev)
     policy = build_policy(fed, purpose=purpose, proposal=proposal, requester=requester, expires=expires, epsilon=epsilon)
     remember_purposes(home, purpose or [])
-    if fed.dataset(name) is not None:
-        raise ConfigError(f"a dataset named {name!r} is already registered")
-    from fedchain.content import pin_document
-
-    meta = metadata_document(sch, data.n_rows, description)
     with s.store() as store:
-        cid, sha = pin_document(store, meta)
-    tx = fed.register_dataset(name, cid, sha, schema_hash(sch), policy)
-    _tx_line(f"dataset {escape(name)!r} registered: {data.n_rows} rows, metadata {cid}", tx)
+        done = uc.datasets.register(fed, store, name=name, schema=sch, n_rows=data.n_rows, description=description,
+                                   policy=policy)
+    _tx_line(f"dataset {escape(name)!r} registered: {data.n_rows} rows, metadata {done.metadata_cid}", done.tx)
     console.print(f"  policy: {escape(_policy_summary(policy, _names()))}")
 
 
@@ -648,7 +571,7 @@ def dataset_policy(
         epsilon=epsilon, any_purpose=any_purpose, any_requester=any_requester,
     )
     remember_purposes(home, purpose or [])
-    tx = fed.set_policy(name, policy)
+    tx = uc.datasets.set_policy(fed, name, policy)
     _tx_line(f"policy of {escape(name)!r} is now version {tx.value}", tx)
     console.print(f"  policy: {escape(_policy_summary(policy, _names()))}")
 
@@ -667,7 +590,7 @@ def dataset_revoke(
         raise ConfigError(f"dataset {name!r} is already revoked")
     if not yes and not typer.confirm(f"Revoke {name!r} permanently?", default=False):
         raise typer.Abort()
-    tx = fed.revoke_dataset(name)
+    tx = uc.datasets.revoke(fed, name)
     _tx_line(f"dataset {escape(name)!r} revoked", tx)
 
 
@@ -723,15 +646,13 @@ def dataset_show(
     t.add_row("max ε", f["epsilon"])
     if proposal is not None:
         _require_proposal(fed, proposal)
-        adm = fed.admits(name, proposal)
-        t.add_row(f"proposal {proposal}", "[green]admitted[/]" if adm.ok else f"[red]not admitted[/]: {policy_reason(adm.reason)}")
+        check = uc.admission.check(fed, name, proposal)
+        t.add_row(f"proposal {proposal}", "[green]admitted[/]" if check else f"[red]not admitted[/]: {escape(check.reason)}")
     console.print(t)
 
 
 def _metadata(s, d) -> Optional[dict]:
     """The dataset's public metadata document, if the store has it (verified against the chain)."""
-    from fedchain.content import fetch_document
-
     try:
         with s.store() as store:
             return json.loads(fetch_document(store, d.metadata_cid, d.metadata_sha256, max_size=1 << 20))
@@ -749,23 +670,14 @@ def proposal_submit(
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
     """Pin a training plan (its canonical form) and submit it as a proposal for the members to vote on."""
-    from fedchain.plan import load_plan
-
     p = load_plan(plan)
     s, _, fed = _acting(home, identity, dev)
-    data = p.to_canonical_bytes()
-    from fedchain.content import pin_document
-
     with s.store() as store:
-        cid, sha = pin_document(store, data)
-    tx = fed.submit_proposal(
-        plan_cid=cid, plan_sha256=sha, purpose=p.purpose, targets=list(p.datasets),
-        rounds=p.rounds, min_participants=p.min_participants, round_duration=p.round_deadline_blocks,
-    )
+        done = uc.proposals.propose(fed, store, p)
     remember_purposes(home, [p.purpose])
-    info = fed.proposal(tx.value)
-    _tx_line(f"proposal {tx.value} submitted: {escape(p.name)!r}, purpose {escape(p.purpose)!r}, plan {cid}", tx)
-    console.print(f"  voting open until block {info.deadline} ({info.eligible} eligible members)")
+    _tx_line(f"proposal {done.id} submitted: {escape(p.name)!r}, purpose {escape(p.purpose)!r}, plan {done.plan_cid}",
+             done.tx)
+    console.print(f"  voting open until block {done.info.deadline} ({done.info.eligible} eligible members)")
     missing = [n for n in p.datasets if fed.dataset(n) is None]
     if missing:
         console.print(f"  [yellow]note:[/] not registered yet: {escape(', '.join(missing))}")
@@ -779,14 +691,9 @@ def proposal_vote(
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
     """Vote on a proposal (one vote per member, until its voting deadline)."""
-    from fedchain.contracts.bindings import Vote
-
-    try:
-        v = Vote[choice.strip().upper()]
-    except KeyError:
-        raise ConfigError(f"a vote is yes, no or abstain, not {choice!r}") from None
+    v = uc.proposals.parse_vote(choice)
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.vote(proposal, v)
+    tx = uc.proposals.vote(fed, proposal, v)
     p = fed.proposal(proposal)
     _tx_line(f"voted {v.name.lower()} on proposal {proposal} (now yes {p.yes}, no {p.no}, abstain {p.abstain})", tx)
 
@@ -796,7 +703,7 @@ def proposal_vote(
 def proposal_finalize(proposal: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
     """Close the vote after the deadline: the proposal becomes Approved or Rejected."""
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.finalize(proposal)
+    tx = uc.proposals.finalize(fed, proposal)
     p = fed.proposal(proposal)
     _tx_line(
         f"proposal {proposal} finalized: {tx.value.name} "
@@ -809,18 +716,14 @@ def proposal_finalize(proposal: int, home: HomeOpt = None, identity: IdentityOpt
 def proposal_cancel(proposal: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
     """Withdraw your own proposal (only before anyone voted)."""
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.cancel(proposal)
+    tx = uc.proposals.cancel(fed, proposal)
     _tx_line(f"proposal {proposal} cancelled", tx)
 
 
 def _plan_of(s, p):
     """The proposal's plan from the store, verified against its on-chain hash."""
-    from fedchain.content import fetch_document
-    from fedchain.plan import MAX_PLAN_BYTES, verify_plan_bytes
-
     with s.store() as store:
-        data = fetch_document(store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES)
-    return verify_plan_bytes(data, p.plan_sha256)
+        return uc.proposals.fetch_plan(store, p)
 
 
 def _voting_status(p, head: int) -> str:
@@ -848,8 +751,6 @@ def proposal_show(proposal: int, home: HomeOpt = None) -> None:
         plan = _plan_of(s, p)
         t.add_row("plan name", escape(plan.name))
         if names:  # the plan names its targets, registered or not
-            from fedchain.contracts.bindings import dataset_id
-
             for n in plan.datasets:
                 names.datasets.setdefault(dataset_id(n), n)
         t.add_row("model", f"{plan.model.kind}, strategy {plan.strategy.name}, {plan.local_epochs} local epoch(s)")
@@ -868,8 +769,8 @@ def proposal_show(proposal: int, home: HomeOpt = None) -> None:
         if d is None:
             status = "[yellow]not registered[/]"
         else:
-            adm = fed.admits(target, p.id)
-            status = "[green]admits[/]" if adm.ok else f"[red]does not admit[/]: {policy_reason(adm.reason)}"
+            check = uc.admission.check(fed, d.name, p.id)
+            status = "[green]admits[/]" if check else f"[red]does not admit[/]: {escape(check.reason)}"
         t.add_row(f"  target {escape(label)}", status)
     last = fed.last_round(p.id)
     for r in range(1, last + 1):
@@ -936,69 +837,42 @@ def round_commit(
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
     """Member: seal an update for the coordinator (and the plan's auditors), pin it, commit its CID + sha256."""
-    from fedchain.contracts.errors import ERROR_PHRASES
-    from fedchain import serialize
-    from fedchain.content import seal_and_pin
-    from fedchain.envelope import EnvelopeContext
-
     if samples < 1:
         raise ConfigError("--samples must be at least 1")
     state = serialize.file_to_state_dict(update)  # refuse a file that is not a model update
     s, me, fed = _acting(home, identity, dev)
     p = _require_proposal(fed, proposal)
-    d = _require_dataset(fed, dataset)
+    _require_dataset(fed, dataset)
     r = round_ if round_ is not None else fed.last_round(proposal)
     if r < 1:
         raise ConfigError(f"no round of proposal {proposal} has been opened yet")
     if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
-        where = f"dataset {dataset}, proposal {proposal}, round {r}"
-        info = fed.round_info(proposal, r)
-        if info.phase.name != "OPEN":
-            raise Refused(f"{ERROR_PHRASES['RoundNotOpen']} ({where}, phase {info.phase.name.lower()})")
-        if s.chain.block_number + 1 > info.deadline:
-            raise Refused(f"{ERROR_PHRASES['RoundDeadlinePassed']} ({where}, deadline block {info.deadline})")
-        if fed.commitment_of(proposal, r, me.address) is not None:
-            raise Refused(f"{ERROR_PHRASES['AlreadyCommitted']} ({where})")
-        if d.id not in p.targets:
-            raise Refused(f"{ERROR_PHRASES['NotATarget']} ({where})")
-        if d.owner != me.address:
-            raise Refused(f"{ERROR_PHRASES['NotDatasetOwner']} ({dataset} belongs to {d.owner})")
-        adm = fed.admits(dataset, proposal)
-        if not adm.ok:
-            raise Refused(f"{ERROR_PHRASES['PolicyDenied']}: {policy_reason(adm.reason)} ({where})")
+        precheck_commit(fed, me, proposal, r, dataset)
     plan = _plan_of(s, p)
     _check_update_matches(state, plan)
-    recipients = [_coordinator_key(fed, coordinator_key)]
-    recipients += [bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors]
-    ctx = EnvelopeContext(chain_id=s.chain.chain_id, contract=fed.deployment.addresses["Rounds"],
-                          proposal_id=proposal, round=r, sender=me.address)
+    key = _key_bytes(coordinator_key) if coordinator_key else _dev_coordinator_key(fed)
+    recipients = recipients_for(fed, plan, key)
     with s.store() as store:
-        sealed = seal_and_pin(store, update, ctx, me, recipients)
-    tx = fed.commit_update(proposal, r, dataset, sealed.cid, sealed.sha256, samples)
+        done = commit_update(fed, store, me, plan, proposal_id=proposal, round_=r, dataset=dataset, payload=update,
+                             n_samples=samples, recipients=recipients, precheck=False)
     _tx_line(
-        f"committed update {sealed.cid} ({samples} samples, dataset {escape(dataset)}) "
-        f"to round {r} of proposal {proposal}", tx,
+        f"committed update {done.cid} ({samples} samples, dataset {escape(dataset)}) "
+        f"to round {r} of proposal {proposal}", done.tx,
     )
 
 
 def _check_update_matches(state: dict, plan) -> None:
-    from fedchain.models import initial_state
-
     expected = {k: tuple(v.shape) for k, v in initial_state(plan.model, plan.seed).items()}
     got = {k: tuple(v.shape) for k, v in state.items()}
     if got != expected:
         raise ConfigError(f"the update does not fit the plan's {plan.model.kind} model (tensors {got} vs {expected})")
 
 
-def _coordinator_key(fed, given: Optional[str]) -> bytes:
-    if given:
-        return _key_bytes(given)
+def _dev_coordinator_key(fed) -> Optional[bytes]:
+    """DEV ONLY: a coordinator that is not a member but is a public dev account has a known key."""
     coord = fed.coordinator()
-    info = fed.member(coord)
-    if info.active:
-        return info.x25519_pub
-    from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity
-
+    if fed.member(coord).active:
+        return None  # its key is on chain
     for i in range(len(DEV_PRIVATE_KEYS)):
         ident = dev_identity(i)
         if ident.address == coord:

@@ -1,11 +1,13 @@
 """A local multi-process fedchain network: anvil + js-ipfs + N hospital processes + a coordinator.
 
 Used by ``scripts/local_network`` and the integration test. Governance set-up
-(deploy, datasets, proposal, votes) is done here through the bindings; then
+(deploy, datasets, proposal, votes) is the in-process :class:`Simulation`'s, on
+anvil and the IPFS daemon instead of the embedded chain and store; then
 every hospital node and the coordinator run as **separate OS processes**
 (``fedchain node run`` / ``fedchain coordinator run``) that talk to each other
 only through the chain (anvil, JSON-RPC) and the IPFS daemon (js-ipfs, Kubo
-RPC). All keys are anvil's public dev keys: DEV ONLY.
+RPC). All keys are public dev keys (hospital i = dev account i, the coordinator
+n, the auditor n + 1): DEV ONLY.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedchain.cli.simulation import Simulation
+from fedchain.contracts.anvil import Anvil
+from fedchain.contracts.bindings import Chain, Deployment
 from fedchain.errors import FedchainError
+from fedchain.ipfs.daemon import JsIpfsDaemon
+from fedchain.ipfs.kubo import KuboStore
+from fedchain.sample_data import demo_plan
 
-COORDINATOR_DEV = 8
-AUDITOR_DEV = 9
 
 
 @dataclass
@@ -47,9 +53,6 @@ class LocalNetwork:
     # -- infrastructure ---------------------------------------------------------------
 
     def start_services(self) -> None:
-        from fedchain.contracts.anvil import Anvil
-        from fedchain.ipfs.daemon import JsIpfsDaemon
-
         self.root.mkdir(parents=True, exist_ok=True)
         self.anvil = Anvil(block_time=self.block_time).start()
         self.ipfs = JsIpfsDaemon(repo=self.root / "ipfs-repo", log_file=self.root / "ipfs.log").start()
@@ -72,49 +75,19 @@ class LocalNetwork:
 
     def set_up_governance(self) -> dict:
         """Deploy, register one dataset per hospital, propose, vote, finalize; write role configs."""
-        from fedchain.contracts.bindings import Chain, FounderSpec, Policy, Vote
-        from fedchain.content import pin_document
-        from fedchain.identity import dev_identity
-        from fedchain.sample_data import demo_plan, make_demo_data
-        from fedchain.ipfs.kubo import KuboStore
-        from fedchain.schema import load_schema, metadata_document, schema_hash
-
-        data = make_demo_data(self.root / "data", n_hospitals=self.hospitals, seed=self.seed)
-        members = [dev_identity(i, name=h.name) for i, h in enumerate(data.hospitals)]
-        coord = dev_identity(COORDINATOR_DEV, name="consortium-ops")
-        auditor = dev_identity(AUDITOR_DEV, name="auditor")
-        chain = Chain.connect(self.anvil.url)
-        deployment = chain.deploy(
-            chain.dev_accounts[0],
-            founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in members + [coord]],
-            coordinator=coord.address, voting_period_blocks=30, quorum_bps=5000, approval_bps=5001,
-        )
-        deployment.save(self.root / "deployment.json")
-        fed = chain.attach(deployment)
         store = KuboStore(self.ipfs.api_addr)
-        for m, h in zip(members, data.hospitals):
-            schema = load_schema(h.schema_path)
-            meta = metadata_document(schema, h.n_rows, f"{h.name} (local network)")
-            cid, sha = pin_document(store, meta)
-            fed.as_(m.account).register_dataset(h.name, cid, sha, schema_hash(schema), Policy.open(purposes=("diagnosis",)))
-        plan = demo_plan(data.hospitals, seed=self.seed).with_changes(
-            rounds=self.rounds, min_participants=self.hospitals,
-            round_deadline_blocks=120, auditors=["0x" + auditor.x25519_public.hex()],
-        )
+        sim = Simulation.create(self.root, hospitals=self.hospitals, seed=self.seed, chain_url=self.anvil.url,
+                                store=store, approval_bps=5001, voting_period_blocks=30)
+        sim.deployment.save(self.root / "deployment.json")
+        sim.register_datasets(description="local network")
+        plan = sim.plan(demo_plan(sim.data.hospitals, seed=self.seed), rounds=self.rounds,
+                        min_participants=self.hospitals, round_deadline_blocks=120)
         (self.root / "plan.json").write_bytes(plan.to_canonical_bytes())
-        plan_cid, plan_sha = pin_document(store, plan.to_canonical_bytes())
-        tx = fed.as_(members[0].account).submit_proposal(
-            plan_cid=plan_cid, plan_sha256=plan_sha, purpose=plan.purpose, targets=list(plan.datasets),
-            rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
-        )
-        self.proposal_id = pid = tx.value
-        for m in members + [coord]:
-            fed.as_(m.account).vote(pid, Vote.YES)
-        chain.mine(31)  # DEV: end the voting period without waiting 30 s
-        fed.as_(coord.account).finalize(pid)
+        self.proposal_id = pid = sim.approve(plan)  # DEV: mines past the 30-block vote instead of waiting 30 s
         store.close()
-        self._write_configs(data, deployment)
-        return {"proposal": pid, "plan_cid": plan_cid, "members": [m.address for m in members]}
+        self._write_configs(sim.data, sim.deployment)
+        return {"proposal": pid, "plan_cid": sim.fed().proposal(pid).plan_cid,
+                "members": [m.address for m in sim.members], "auditor_dev": self.hospitals + 1}
 
     def _write_configs(self, data, deployment) -> None:
         net = (f'[network]\nchain = "{self.anvil.url}"\ndeployment = "{self.root / "deployment.json"}"\n'
@@ -125,7 +98,7 @@ class LocalNetwork:
                 f'[dataset]\nname = "{h.name}"\ncsv = "{h.csv_path}"\nschema = "{h.schema_path}"\n'
             )
         (self.root / "coordinator.toml").write_text(
-            f"poll_seconds = 0.5\n\n[identity]\ndev = {COORDINATOR_DEV}\n\n{net}\n"
+            f"poll_seconds = 0.5\n\n[identity]\ndev = {self.hospitals}\n\n{net}\n"
             "[coordinator]\neval_grace_blocks = 30\n"
         )
 
@@ -166,8 +139,6 @@ class LocalNetwork:
         return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
 
     def summary(self) -> dict:
-        from fedchain.contracts.bindings import Chain, Deployment
-
         chain = Chain.connect(self.anvil.url)
         fed = chain.attach(Deployment.load(self.root / "deployment.json"))
         rounds = []

@@ -1,0 +1,204 @@
+"""A consortium in one process: dev identities, the demo data, real transactions.
+
+:class:`Simulation` sets up what ``fedchain demo``, the local network, the
+benchmarks and the tests all need: hospitals holding non-IID slices of the demo
+data (one dev identity each), a coordinator run by a member ("consortium ops"),
+an auditor who is not a member, the contracts deployed on a real chain (the
+embedded one by default, or any JSON-RPC URL), every hospital's dataset
+registered with its access policy through the use cases, and a plan proposed,
+voted and finalized. It then drives rounds with the real node and coordinator
+objects. It wires both roles together, so it lives with the CLI (the only layer
+that may import ``node`` and ``coordinator`` side by side).
+
+Identities (DEV ONLY, public keys): hospital ``i`` is dev account ``i``, the
+coordinator is dev account ``n``, the auditor ``n + 1``; accounts beyond anvil's
+ten are derived from the same mnemonic and funded before use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from fedchain.contracts.bindings import Chain, Deployment, Fedchain, FounderSpec, Policy, Vote
+from fedchain.coordinator.runner import Coordinator, RoundResult
+from fedchain.errors import FedchainError
+from fedchain.identity import Identity, dev_identity
+from fedchain.ipfs.local import LocalStore
+from fedchain.ipfs.store import ContentStore
+from fedchain.node.dataset import TabularData, load_dataset
+from fedchain.node.runner import HospitalNode
+from fedchain.plan import TrainingPlan
+from fedchain.sample_data import DemoData, make_demo_data
+from fedchain.schema import DatasetSchema, load_schema
+from fedchain.usecases import datasets, proposals
+
+#: Extra blocks in the voting period beyond one per voter (a chain that mines a
+#: block per transaction would otherwise end the vote before the last voter).
+VOTING_MARGIN_BLOCKS = 3
+#: DEV: what an identity beyond the chain's prefunded accounts is given for gas (100 ETH).
+FUNDING_WEI = 100 * 10**18
+
+
+@dataclass
+class SimRound:
+    """One round as the simulation drove it."""
+
+    round: int
+    result: RoundResult
+    refused: dict[str, str] = field(default_factory=dict)  # dataset -> why it sat out
+    committed: list[str] = field(default_factory=list)  # datasets that committed
+    gas: int = 0
+    validation_metric: float | None = None
+
+
+@dataclass
+class Simulation:
+    root: Path
+    chain: Chain
+    store: ContentStore
+    data: DemoData
+    members: list[Identity]
+    ops: Identity
+    auditor: Identity
+    deployment: Deployment
+    schemas: dict[str, DatasetSchema] = field(default_factory=dict)
+    datasets: dict[str, TabularData] = field(default_factory=dict)
+    gas: dict[str, int] = field(default_factory=dict)
+    _fed: Fedchain | None = field(default=None, repr=False)
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        *,
+        hospitals: int,
+        seed: int,
+        chain_url: str = "eth-tester://",
+        store: ContentStore | None = None,
+        quorum_bps: int = 5000,
+        approval_bps: int = 6000,
+        voting_period_blocks: int | None = None,
+        fsync: bool = True,
+    ) -> "Simulation":
+        """Deploy a consortium of ``hospitals`` members plus its coordinator on ``chain_url``."""
+        if hospitals < 1:
+            raise FedchainError("a simulation needs at least one hospital")
+        root.mkdir(parents=True, exist_ok=True)
+        data = make_demo_data(root / "data", n_hospitals=hospitals, seed=seed)
+        members = [dev_identity(i, name=h.name) for i, h in enumerate(data.hospitals)]
+        ops = dev_identity(hospitals, name="consortium-ops")
+        auditor = dev_identity(hospitals + 1, name="auditor")
+        chain = Chain.connect(chain_url)
+        funded = {a.address for a in chain.dev_accounts}
+        for ident in members + [ops]:
+            if ident.address not in funded:  # DEV: accounts beyond the ten the chain prefunds
+                chain.fund(ident.address, FUNDING_WEI)
+        voters = len(members) + 1
+        deployment = chain.deploy(
+            chain.dev_accounts[0],
+            founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in members + [ops]],
+            coordinator=ops.address,
+            voting_period_blocks=voting_period_blocks or voters + VOTING_MARGIN_BLOCKS,
+            quorum_bps=quorum_bps,
+            approval_bps=approval_bps,
+        )
+        if store is None:
+            store = LocalStore(root / "store", fsync=fsync)
+        sim = cls(root=root, chain=chain, store=store, data=data, members=members, ops=ops, auditor=auditor,
+                  deployment=deployment)
+        for h in data.hospitals:
+            sim.schemas[h.name] = load_schema(h.schema_path)
+            sim.datasets[h.name] = load_dataset(h.csv_path, sim.schemas[h.name])
+        return sim
+
+    @property
+    def names(self) -> list[str]:
+        return [h.name for h in self.data.hospitals]
+
+    def fed(self, who: Identity | None = None) -> Fedchain:
+        """The deployment, signing as ``who`` (read-only without)."""
+        if self._fed is None:
+            self._fed = self.chain.attach(self.deployment)
+        return self._fed.as_(who.account) if who is not None else self._fed
+
+    def register_datasets(self, policies: Mapping[str, Policy] | None = None, description: str = "demo") -> None:
+        """Every hospital registers its dataset (default policy: any approved proposal, purpose 'diagnosis')."""
+        for m, h in zip(self.members, self.data.hospitals):
+            policy = (policies or {}).get(h.name, Policy.open(purposes=("diagnosis",)))
+            done = datasets.register(
+                self.fed(m), self.store, name=h.name, schema=self.schemas[h.name],
+                n_rows=self.datasets[h.name].n_rows, description=f"{h.name}: breast-cancer slice ({description})",
+                policy=policy,
+            )
+            self.gas[f"register {h.name}"] = done.tx.gas_used
+
+    def plan(self, base: TrainingPlan, **changes: Any) -> TrainingPlan:
+        """``base`` with this consortium's auditor named (and ``changes`` applied)."""
+        return base.with_changes(auditors=["0x" + self.auditor.x25519_public.hex()], **changes)
+
+    def approve(
+        self,
+        plan: TrainingPlan,
+        *,
+        proposer: int = 0,
+        votes: Mapping[str, Vote | str] | None = None,
+        finalize_vote: bool = True,
+    ) -> int:
+        """Propose ``plan``, let every member vote (YES unless ``votes`` says otherwise), finalize."""
+        proposed = proposals.propose(self.fed(self.members[proposer]), self.store, plan)
+        self.gas["submit proposal"] = proposed.tx.gas_used
+        for ident in self.members + [self.ops]:
+            tx = proposals.vote(self.fed(ident), proposed.id, (votes or {}).get(ident.name, Vote.YES))
+            self.gas.setdefault("vote", tx.gas_used)
+        if finalize_vote:
+            self.end_vote(proposed.id)
+            self.gas["finalize"] = proposals.finalize(self.fed(self.ops), proposed.id).gas_used
+        return proposed.id
+
+    def end_vote(self, proposal_id: int) -> None:
+        """DEV: mine past the proposal's voting deadline."""
+        deadline = self.fed().proposal(proposal_id).deadline
+        self.chain.mine(max(0, deadline - self.chain.block_number + 1))
+
+    # -- rounds -------------------------------------------------------------------------------
+
+    def nodes(self) -> list[HospitalNode]:
+        return [
+            HospitalNode(self.fed(m), self.store, m, h.name, self.schemas[h.name], self.datasets[h.name])
+            for m, h in zip(self.members, self.data.hospitals)
+        ]
+
+    def coordinator(self) -> Coordinator:
+        return Coordinator(self.fed(self.ops), self.store, self.ops)
+
+    def run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
+                  *, progress=None) -> SimRound:
+        """Open, let every node train and commit (or refuse), close, evaluate, record the metric."""
+        gas = coordinator.open_round(proposal_id, round_).gas_used
+        refused, committed = {}, []
+        for n in nodes:
+            if progress is not None:
+                progress(f"round {round_}: {n.dataset_name} training")
+            outcome = n.train_and_commit(proposal_id, round_)
+            if outcome.committed:
+                gas += outcome.gas_used
+                committed.append(n.dataset_name)
+            else:
+                refused[n.dataset_name] = outcome.reason
+        if progress is not None:
+            progress(f"round {round_}: aggregating")
+        result = coordinator.close_round(proposal_id, round_)
+        out = SimRound(round_, result, refused, committed)
+        if not result.closed:
+            return out
+        gas += result.gas_used
+        for n in nodes:
+            if n.dataset_name in committed:
+                n.evaluate_and_submit(proposal_id, round_)
+        out.validation_metric = coordinator.record_metric(proposal_id, round_)
+        out.gas = gas
+        return out

@@ -1,0 +1,27 @@
+"""The use cases of fedchain governance, written once (Substra's service layer).
+
+Each action a member takes is one function here, typed against the small
+protocols of :mod:`fedchain.usecases.ports` (a client per contract, a content
+store). The CLI, the demo, the local network, the scripts, the console and the
+tests call these; none of them repeats the steps.
+
+* :mod:`~fedchain.usecases.datasets` — ``register`` a dataset (metadata document,
+  pin, chain), ``set_policy``, ``revoke``; ``make_policy`` from a member's words;
+* :mod:`~fedchain.usecases.proposals` — ``propose`` a plan (pinned, terms copied
+  from it), ``vote``, ``finalize``, ``cancel``, ``fetch_plan`` (verified);
+* :mod:`~fedchain.usecases.members` — membership motions;
+* :mod:`~fedchain.usecases.admission` — ``check`` whether a dataset may be used
+  for a proposal, and if not the rule that refuses it;
+* :mod:`~fedchain.usecases.refusals` — the stable refusal codes and their one wording.
+
+The hospital node's and the coordinator's own use cases (train-seal-pin-commit an
+update; collect-verify-aggregate-close a round) live with those roles, on top of
+this layer (:mod:`fedchain.node.commit`, :mod:`fedchain.coordinator.runner`).
+"""
+
+from fedchain.usecases import admission, datasets, members, proposals, refusals
+from fedchain.usecases.admission import AdmissionCheck
+from fedchain.usecases.refusals import Refused, phrase, sentence
+
+__all__ = ["AdmissionCheck", "Refused", "admission", "datasets", "members", "phrase", "proposals", "refusals",
+           "sentence"]

@@ -1,0 +1,102 @@
+"""The hospital's own use case: seal an update, pin it, commit it on chain.
+
+:func:`commit_update` is the one implementation of "seal - pin - commit", used by
+the node after local training and by ``fedchain round commit`` for an update
+trained elsewhere. Before anything is pinned it asks the chain what the contract
+would refuse (the round is open, this member has not committed yet, the dataset
+is a target of the proposal, the member owns it, its policy admits the proposal),
+so a refused update is never published; if the transaction is refused anyway
+(the deadline passed meanwhile), the blob it pinned is unpinned again.
+
+Who receives the sealed update: the coordinator (its X25519 key as registered
+on chain) and the auditors the plan names. A coordinator that is not a member
+has no key on chain; its key must then be given explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from os import PathLike
+from typing import BinaryIO, Sequence, Union
+
+from fedchain.content import seal_and_pin
+from fedchain.contracts.models import RoundPhase, TxResult
+from fedchain.envelope import EnvelopeContext
+from fedchain.identity import Identity
+from fedchain.plan import TrainingPlan
+from fedchain.usecases import admission
+from fedchain.usecases.datasets import undo_pin
+from fedchain.usecases.ports import Governance, Store
+from fedchain.usecases.refusals import Refused
+
+Payload = Union[bytes, bytearray, memoryview, str, PathLike, BinaryIO]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A committed update: where it is, its hash, and the transaction."""
+
+    cid: str
+    sha256: str
+    size: int
+    n_samples: int
+    tx: TxResult
+
+
+def recipients_for(gov: Governance, plan: TrainingPlan, coordinator_key: bytes | None = None) -> list[bytes]:
+    """X25519 keys an update is sealed for: the coordinator's, then the plan's auditors'."""
+    if coordinator_key is None:
+        coordinator = gov.consortium.coordinator()
+        info = gov.consortium.member(coordinator)
+        if not info.active:
+            raise Refused(
+                "COORDINATOR_KEY_UNKNOWN",
+                f"the coordinator {coordinator} is not a member, so its encryption key is not on chain",
+            )
+        coordinator_key = info.x25519_pub
+    return [coordinator_key, *(bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors)]
+
+
+def precheck_commit(gov: Governance, identity: Identity, proposal_id: int, round_: int, dataset: str) -> None:
+    """Raise :class:`Refused` if the contract would refuse this commitment now."""
+    where = f"dataset {dataset!r}, proposal {proposal_id}, round {round_}"
+    info = gov.rounds.round_info(proposal_id, round_)
+    if info.phase != RoundPhase.OPEN:
+        raise Refused("ROUND_NOT_OPEN", f"{where}, phase {info.phase.name.lower()}")
+    if gov.rounds.commitment_of(proposal_id, round_, identity.address) is not None:
+        raise Refused("ALREADY_COMMITTED", where)
+    admission.check(gov, dataset, proposal_id, owner=identity.address).raise_if_refused()
+
+
+def commit_update(
+    gov: Governance,
+    store: Store,
+    identity: Identity,
+    plan: TrainingPlan,
+    *,
+    proposal_id: int,
+    round_: int,
+    dataset: str,
+    payload: Payload,
+    n_samples: int,
+    recipients: Sequence[bytes] | None = None,
+    precheck: bool = True,
+) -> Committed:
+    """Seal ``payload`` for the coordinator and the plan's auditors, pin it, commit CID + sha256."""
+    if precheck:
+        precheck_commit(gov, identity, proposal_id, round_, dataset)
+    keys = list(recipients) if recipients is not None else recipients_for(gov, plan)
+    ctx = EnvelopeContext(
+        chain_id=gov.deployment.chain_id,
+        contract=gov.deployment.addresses["Rounds"],
+        proposal_id=proposal_id,
+        round=round_,
+        sender=identity.address,
+    )
+    sealed = seal_and_pin(store, payload, ctx, identity, keys)
+    try:
+        tx = gov.rounds.commit_update(proposal_id, round_, dataset, sealed.cid, sealed.sha256, n_samples)
+    except BaseException:
+        undo_pin(store, sealed.cid, True)  # a sealed envelope is fresh randomness: nobody else pinned it
+        raise
+    return Committed(cid=sealed.cid, sha256=sealed.sha256, size=sealed.size, n_samples=n_samples, tx=tx)
