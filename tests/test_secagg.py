@@ -313,6 +313,17 @@ def test_server_cannot_substitute_a_clients_own_keys():
         rnd.clients[3].share_keys(mirrored)
 
 
+def test_low_order_public_key_is_refused_on_arrival():
+    cfg = make_cfg(4, 3)
+    server = SecAggServer(cfg)
+    server.add_advertise(SecAggClient(cfg, 1).advertise())
+    good = SecAggClient(cfg, 2).advertise()
+    with pytest.raises(SecAggProtocolError, match="mask key of client 2"):
+        server.add_advertise(replace(good, mask_public=bytes(32)))  # the identity point
+    server.add_advertise(good)
+    assert sorted(server.advertised) == [1, 2]
+
+
 def test_client_refuses_a_request_naming_a_client_both_survivor_and_dropped():
     cfg = make_cfg(5, 3)
     rnd = Round(cfg, inputs(cfg), no_masked=(5,))

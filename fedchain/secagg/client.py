@@ -43,6 +43,7 @@ from fedchain.secagg.crypto import (
     SECRET_SIZE,
     SHARE_SIZE,
     channel_key,
+    check_public_key,
     commit_self_mask,
     open_share,
     pairwise_seed,
@@ -90,7 +91,8 @@ def check_advertised(cfg: SecAggConfig, advertised: Mapping[int, AdvertiseKeys])
             raise SecAggProtocolError(f"AdvertiseKeys of client {i} is for another round")
         if adv.sender != i:
             raise SecAggProtocolError(f"AdvertiseKeys filed under client {i} names sender {adv.sender}")
-        for k in (adv.channel_public, adv.mask_public):
+        for k, what in ((adv.channel_public, "channel key"), (adv.mask_public, "mask key")):
+            check_public_key(k, f"the {what} of client {i}")
             if k in keys:
                 raise SecAggProtocolError(f"client {i} advertises a public key already used in this round")
             keys.add(k)

@@ -57,6 +57,7 @@ __all__ = [
     "SECRET_SIZE",
     "SHARE_SIZE",
     "prg",
+    "check_public_key",
     "pairwise_seed",
     "self_mask_seed",
     "commit_self_mask",
@@ -117,6 +118,17 @@ def _exchange(private: X25519PrivateKey | bytes, public: bytes) -> bytes:
         return private.exchange(X25519PublicKey.from_public_bytes(public))
     except ValueError as e:  # a low-order point gives the all-zero secret
         raise SecAggProtocolError(f"X25519 key agreement failed: {e}") from e
+
+
+_PROBE = X25519PrivateKey.from_private_bytes(hashlib.sha256(b"fedchain/secagg/v1/probe").digest())
+
+
+def check_public_key(public: bytes, what: str) -> None:
+    """Refuse a public key whose agreement gives the all-zero secret (a low-order point)."""
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError as e:
+        raise SecAggProtocolError(f"{what} is not a usable X25519 public key: {e}") from e
 
 
 def pairwise_seed(digest: bytes, own_id: int, own_private: X25519PrivateKey | bytes, own_public: bytes,

@@ -59,7 +59,7 @@ __all__ = ["MAX_SUBSETS", "AggregateResult", "SecAggServer", "check_masked_input
 MAX_SUBSETS = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare .digest
 class AggregateResult:
     """The unmasked sum of the survivors' encoded inputs."""
 
