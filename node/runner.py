@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from fedchain.content import fetch_document, seal_and_pin
+from fedchain.contracts.errors import policy_reason
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
 from fedchain.models import initial_state
@@ -35,18 +36,6 @@ from fedchain.node.dataset import DatasetSchema, TabularData, schema_hash, split
 from fedchain.node.train import evaluate, train_local
 
 PPM = 1_000_000
-
-#: The registry's refusal codes, in words.
-_REASONS = {
-    "UNKNOWN_DATASET": "dataset not registered",
-    "REVOKED": "the dataset was revoked by its owner",
-    "EXPIRED": "the policy has expired",
-    "PURPOSE_NOT_ALLOWED": "the proposal's purpose is not allowed",
-    "PROPOSAL_NOT_ALLOWED": "the proposal is not in the allowed list",
-    "REQUESTER_NOT_ALLOWED": "the proposer is not an allowed requester",
-    "PROPOSAL_NOT_APPROVED": "the proposal is not approved",
-}
-
 
 class PolicyRefusal(FedchainError):
     """The node will not train for this proposal (policy, target or schema)."""
@@ -101,23 +90,23 @@ class HospitalNode:
     def plan(self, proposal_id: int) -> TrainingPlan:
         """The proposal's plan, fetched by CID and verified against the chain."""
         if proposal_id not in self._plans:
-            p = self.fed.proposal(proposal_id)
+            p = self.fed.proposals.proposal(proposal_id)
             raw = fetch_document(self.store, p.plan_cid, p.plan_sha256)
             self._plans[proposal_id] = verify_plan_bytes(raw, p.plan_sha256)
         return self._plans[proposal_id]
 
     def admission(self, proposal_id: int) -> tuple[bool, str]:
         """``(True, "")`` when this node may train for the proposal, else ``(False, why)``."""
-        p = self.fed.proposal(proposal_id)
+        p = self.fed.proposals.proposal(proposal_id)
         if p is None:
             return False, f"proposal {proposal_id} does not exist"
-        if self.fed.dataset_id(self.dataset_name) not in p.targets:
+        if self.fed.registry.dataset_id(self.dataset_name) not in p.targets:
             return False, f"dataset {self.dataset_name!r} is not a target of proposal {proposal_id}"
-        admission = self.fed.admits(self.dataset_name, proposal_id)
+        admission = self.fed.registry.admits(self.dataset_name, proposal_id)
         if not admission.ok:
             return False, (f"the policy of {self.dataset_name!r} does not admit proposal {proposal_id}: "
-                           f"{_REASONS.get(admission.reason, admission.reason)}")
-        on_chain = self.fed.dataset(self.dataset_name)
+                           f"{policy_reason(admission.reason)}")
+        on_chain = self.fed.registry.dataset(self.dataset_name)
         if on_chain is None:
             return False, f"dataset {self.dataset_name!r} is not registered on chain"
         if on_chain.owner.lower() != self.identity.address.lower():
@@ -136,15 +125,15 @@ class HospitalNode:
         """The model round ``round_`` starts from: the last closed aggregate before it."""
         plan = self.plan(proposal_id)
         for r in range(round_ - 1, 0, -1):
-            info = self.fed.round_info(proposal_id, r)
+            info = self.fed.rounds.round_info(proposal_id, r)
             if info.phase.name == "CLOSED":
                 raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
                 return bytes_to_state_dict(raw)
         return initial_state(plan.model, plan.seed)
 
     def _recipients(self, plan: TrainingPlan) -> list[bytes]:
-        coordinator = self.fed.coordinator()
-        info = self.fed.member(coordinator)
+        coordinator = self.fed.consortium.coordinator()
+        info = self.fed.consortium.member(coordinator)
         if not info.active:
             raise PolicyRefusal(f"the coordinator {coordinator} is not a member with a registered encryption key")
         keys = [info.x25519_pub]
@@ -172,7 +161,7 @@ class HospitalNode:
             sender=self.identity.address,
         )
         sealed = seal_and_pin(self.store, payload, ctx, self.identity, self._recipients(plan))
-        tx = self.fed.commit_update(proposal_id, round_, self.dataset_name, sealed.cid, sealed.sha256, result.n_samples)
+        tx = self.fed.rounds.commit_update(proposal_id, round_, self.dataset_name, sealed.cid, sealed.sha256, result.n_samples)
         self.log(f"[{self.dataset_name}] committed round {round_}: {sealed.cid} ({result.n_samples} samples)")
         return RoundOutcome(
             proposal_id, round_, self.dataset_name, committed=True, cid=sealed.cid, sha256=sealed.sha256,
@@ -182,12 +171,12 @@ class HospitalNode:
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
         plan = self.plan(proposal_id)
-        info = self.fed.round_info(proposal_id, round_)
+        info = self.fed.rounds.round_info(proposal_id, round_)
         raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
         metrics = evaluate(bytes_to_state_dict(raw), plan, val)
         value = metrics.get(plan.metric, metrics["accuracy"])
-        self.fed.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
+        self.fed.rounds.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
         return metrics
 
 
@@ -210,11 +199,11 @@ class NodeService:
 
     def _proposals(self, only: int | None) -> list[int]:
         fed = self.node.fed
-        ids = [only] if only is not None else range(1, fed.proposal_count() + 1)
+        ids = [only] if only is not None else range(1, fed.proposals.proposal_count() + 1)
         out = []
         for pid in ids:
-            p = fed.proposal(pid)
-            if p is not None and p.state.name == "APPROVED" and fed.dataset_id(self.node.dataset_name) in p.targets:
+            p = fed.proposals.proposal(pid)
+            if p is not None and p.state.name == "APPROVED" and fed.registry.dataset_id(self.node.dataset_name) in p.targets:
                 out.append(pid)
         return out
 
@@ -223,15 +212,15 @@ class NodeService:
         node, fed = self.node, self.node.fed
         if pid in self.refused:
             return True
-        p = fed.proposal(pid)
+        p = fed.proposals.proposal(pid)
         me = node.identity.address.lower()
         finished = True
         for r in range(1, p.rounds + 1):
-            info = fed.round_info(pid, r)
+            info = fed.rounds.round_info(pid, r)
             phase = info.phase.name
             if phase == "NONE":
                 return False  # rounds open in order: nothing later exists yet
-            committed = fed.commitment_of(pid, r, me) is not None
+            committed = fed.rounds.commitment_of(pid, r, me) is not None
             if phase == "OPEN":
                 finished = False
                 if not committed and fed.chain.block_number <= info.deadline:
@@ -241,7 +230,7 @@ class NodeService:
                         self.refused[pid] = out.reason
                         return True
             elif phase == "CLOSED" and committed and (pid, r) not in self._evaluated:
-                if not fed.has_evaluated(pid, r, me):
+                if not fed.rounds.has_evaluated(pid, r, me):
                     node.evaluate_and_submit(pid, r)
                 self._evaluated.add((pid, r))
         return finished

@@ -618,20 +618,20 @@ def live(tmp_path_factory) -> Live:
         schemas[h.name] = load_schema(h.schema_path)
         datasets[h.name] = load_dataset(h.csv_path, schemas[h.name])
         cid, sha = pin_document(store, metadata_document(schemas[h.name], datasets[h.name].n_rows, h.name))
-        fed.as_(m.account).register_dataset(h.name, cid, sha, schema_hash(schemas[h.name]),
+        fed.as_(m.account).registry.register_dataset(h.name, cid, sha, schema_hash(schemas[h.name]),
                                             Policy(purposes=("diagnosis",), any_approved_proposal=True))
     plan = demo_plan(data.hospitals, seed=11, strategy={"name": "fedadam", "server_lr": 0.3}).with_changes(
         rounds=4, auditors=["0x" + auditor.x25519_public.hex()])
     assert plan.min_participants == 3
     plan_cid, plan_sha = pin_document(store, plan.to_canonical_bytes())
-    pid = fed.as_(members[0].account).submit_proposal(
+    pid = fed.as_(members[0].account).proposals.submit_proposal(
         plan_cid=plan_cid, plan_sha256=plan_sha, purpose=plan.purpose, targets=list(plan.datasets),
         rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
     ).value
     for ident in members + [ops]:
-        fed.as_(ident.account).vote(pid, Vote.NO if ident is members[1] else Vote.YES)
+        fed.as_(ident.account).proposals.vote(pid, Vote.NO if ident is members[1] else Vote.YES)
     chain.mine(5)
-    fed.as_(ops.account).finalize(pid)
+    fed.as_(ops.account).proposals.finalize(pid)
 
     nodes = [HospitalNode(fed.as_(m.account), store, m, h.name, schemas[h.name], datasets[h.name])
              for m, h in zip(members, data.hospitals)]
@@ -656,7 +656,7 @@ def live(tmp_path_factory) -> Live:
                           round=1, sender=bad.address)
     sealed = seal_and_pin(store, state_dict_to_bytes(initial_state(plan.model, plan.seed)), ctx, bad,
                           [ops.x25519_public, auditor.x25519_public])
-    fed.as_(bad.account).commit_update(pid, 2, names[3], sealed.cid, sealed.sha256, 50)
+    fed.as_(bad.account).rounds.commit_update(pid, 2, names[3], sealed.cid, sealed.sha256, 50)
     res2 = close(2)
     assert set(res2.rejected) == {bad.address}, res2.rejected
     # round 3: too few updates, failed after the deadline
@@ -692,7 +692,7 @@ def test_live_chain_replay_verifies(live):
     assert v[2].participants == sorted(addrs[:3])
     assert list(v[2].rejected) == [addrs[3]]
     for r in (1, 2, 4):
-        info = live.fed.round_info(live.pid, r)
+        info = live.fed.rounds.round_info(live.pid, r)
         assert v[r].aggregate_cid == info.aggregate_cid
 
 
@@ -707,7 +707,7 @@ def test_live_replay_names_a_missing_update(live, tmp_path):
     """The live history with a store that lost an update blob (its only block)."""
     shutil.copytree(live.store.root, tmp_path / "store")
     store = LocalStore(tmp_path / "store", fsync=False)
-    c = live.fed.commitments(live.pid, 4)[0]
+    c = live.fed.rounds.commitments(live.pid, 4)[0]
     store.block_path(c.cid).unlink()
     report = replay_live(live.fed, store, live.auditor)
     assert not report.ok

@@ -25,11 +25,11 @@ def chain_with_history(tmp_path_factory):
     store = LocalStore(tmp / "store", fsync=False)
     for i, m in enumerate(members):
         cid, sha = pin_document(store, f"metadata {i}".encode())
-        fed.as_(m.account).register_dataset(f"ds-{i}", cid, sha, b"\x01" * 32, Policy.open())
+        fed.as_(m.account).registry.register_dataset(f"ds-{i}", cid, sha, b"\x01" * 32, Policy.open())
     plan_cid, plan_sha = pin_document(store, b'{"not": "a real plan, just a document"}')
-    pid = fed.as_(members[0].account).submit_proposal(plan_cid, plan_sha, "diagnosis", ["ds-0"], 1, 1, 10).value
+    pid = fed.as_(members[0].account).proposals.submit_proposal(plan_cid, plan_sha, "diagnosis", ["ds-0"], 1, 1, 10).value
     for m in members:
-        fed.as_(m.account).vote(pid, Vote.YES)
+        fed.as_(m.account).proposals.vote(pid, Vote.YES)
     return fed, store, tmp
 
 

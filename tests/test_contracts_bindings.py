@@ -62,9 +62,9 @@ def test_mine_and_advance_time(system):
 def test_tx_result_and_events(system):
     s = system
     start = s.chain.block_number + 1
-    r1 = s.A.register_dataset("ds-a", "bafy-m", sha("m"), sha("s"), Policy.open())
+    r1 = s.A.registry.register_dataset("ds-a", "bafy-m", sha("m"), sha("s"), Policy.open())
     pid = s.propose(s.A, ["ds-a"])
-    s.B.vote(pid, Vote.NO)
+    s.B.proposals.vote(pid, Vote.NO)
     assert r1.tx_hash.startswith("0x") and len(r1.tx_hash) == 66
     assert r1.block_number == start and 50_000 < r1.gas_used < 1_000_000
     evs = s.fc.events(start)
@@ -98,7 +98,7 @@ def test_wait_for_events(system):
     assert s.fc.wait_for_events(head + 1, timeout=0.3, poll_interval=0.05) == []
     assert 0.25 < time.monotonic() - t0 < 3
     s.chain.mine(2)  # empty blocks are skipped
-    s.A.set_x25519_key(sha("k2"))
+    s.A.consortium.set_x25519_key(sha("k2"))
     found = s.fc.wait_for_events(head + 1, timeout=5)
     assert [e.event for e in found] == ["X25519KeyUpdated"]
 
@@ -109,7 +109,7 @@ def test_wait_for_events_sees_a_concurrent_transaction(system):
         pytest.skip("the in-process backend is not shared across threads")
     head = s.chain.block_number
     other = Chain.connect(s.chain.url).attach(s.deployment, s.b)
-    timer = threading.Timer(0.3, lambda: other.set_x25519_key(sha("later")))
+    timer = threading.Timer(0.3, lambda: other.consortium.set_x25519_key(sha("later")))
     timer.start()
     try:
         found = s.fc.wait_for_events(head + 1, timeout=10, poll_interval=0.05)
@@ -120,21 +120,21 @@ def test_wait_for_events_sees_a_concurrent_transaction(system):
 
 def test_revert_messages_and_identity(system):
     s = system
-    with reverts("NotAMember", account=s.outsiders[0].address) as box:
-        s.O.set_x25519_key(sha("k"))
+    with reverts("ConsortiumNotAMember", account=s.outsiders[0].address) as box:
+        s.O.consortium.set_x25519_key(sha("k"))
     exc = box[0]
     assert isinstance(exc, ChainRevert) and isinstance(exc, FedchainError)
     a = s.outsiders[0].address
     assert str(exc) == f"not a member ({a[:6]}…{a[-4:]})"
-    assert exc.phrase == ERROR_PHRASES["NotAMember"] and exc.data.startswith("0x")
-    with reverts("UnknownProposal") as box:
-        s.A.vote(5, Vote.YES)
+    assert exc.phrase == ERROR_PHRASES["ConsortiumNotAMember"] and exc.data.startswith("0x")
+    with reverts("MemberVotingUnknown") as box:
+        s.A.proposals.vote(5, Vote.YES)
     assert str(box[0]) == "no such proposal (5)"
 
 
 def test_no_signer(system):
     with pytest.raises(FedchainError, match="no signing account"):
-        system.fc.set_x25519_key(sha("k"))
+        system.fc.consortium.set_x25519_key(sha("k"))
 
 
 def test_deployment_roundtrip_and_attach_checks(system, tmp_path):
@@ -144,9 +144,9 @@ def test_deployment_roundtrip_and_attach_checks(system, tmp_path):
     assert loaded == s.deployment
     assert path.read_text().endswith("\n")
     fc = s.chain.attach(loaded, s.a)
-    assert fc.member_count() == 3 and fc.address == s.a.address
+    assert fc.consortium.member_count() == 3 and fc.address == s.a.address
     assert s.chain.is_deployed(loaded)
-    assert fc.member_key(s.a.address) == fc.member(s.a.address).x25519_pub
+    assert fc.consortium.member_key(s.a.address) == fc.consortium.member(s.a.address).x25519_pub
     wrong_chain = Deployment(loaded.chain_id + 1, loaded.addresses, loaded.deploy_block, loaded.params)
     with pytest.raises(DeploymentError, match="chain"):
         s.chain.attach(wrong_chain)

@@ -352,14 +352,14 @@ def test_report_cli_live_chain(tmp_path, monkeypatch, capsys):
                        coordinator=ops.address, voting_period_blocks=3, quorum_bps=5000, approval_bps=6000)
     fed = chain.attach(dep)
     for m in members:
-        fed.as_(m.account).register_dataset(f"ds-{m.address[2:8]}", "bafymeta", bytes(32), bytes(32),
+        fed.as_(m.account).registry.register_dataset(f"ds-{m.address[2:8]}", "bafymeta", bytes(32), bytes(32),
                                             Policy(purposes=["diagnosis"], any_approved_proposal=True))
-    pid = fed.as_(members[0].account).submit_proposal("bafyplan", bytes(32), "diagnosis",
+    pid = fed.as_(members[0].account).proposals.submit_proposal("bafyplan", bytes(32), "diagnosis",
                                                       [f"ds-{m.address[2:8]}" for m in members], 2, 2, 10).value
     for m, v in zip(members, (Vote.YES, Vote.YES, Vote.NO)):
-        fed.as_(m.account).vote(pid, v)
+        fed.as_(m.account).proposals.vote(pid, v)
     chain.mine(4)
-    fed.as_(members[0].account).finalize(pid)
+    fed.as_(members[0].account).proposals.finalize(pid)
 
     session = common.Session(home=tmp_path, config=SimpleNamespace(store=str(tmp_path / "store")), chain=chain, fed=fed)
     import fedchain.cli.audit as audit_cli

@@ -138,7 +138,7 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         datasets[h.name] = load_dataset(h.csv_path, schemas[h.name])
         meta = metadata_document(schemas[h.name], datasets[h.name].n_rows, f"{h.name}: breast-cancer slice (demo)")
         cid, sha = pin_document(store, meta)
-        tx = fed.as_(m.account).register_dataset(h.name, cid, sha, schema_hash(schemas[h.name]), policies[h.name])
+        tx = fed.as_(m.account).registry.register_dataset(h.name, cid, sha, schema_hash(schemas[h.name]), policies[h.name])
         result.governance_gas[f"register {h.name}"] = tx.gas_used
         pol = policies[h.name]
         say(f"  {h.name}: {datasets[h.name].n_rows} rows registered; purposes "
@@ -150,7 +150,7 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     )
     plan_cid, plan_sha = pin_document(store, plan.to_canonical_bytes())
     proposer = fed.as_(members[0].account)
-    tx = proposer.submit_proposal(
+    tx = proposer.proposals.submit_proposal(
         plan_cid=plan_cid, plan_sha256=plan_sha, purpose=plan.purpose, targets=list(plan.datasets),
         rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
     )
@@ -159,12 +159,12 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     result.governance_gas["submit proposal"] = tx.gas_used
     votes = {names[2]: Vote.NO, ops.name: Vote.ABSTAIN}  # everyone else votes yes
     for ident in members + [ops]:
-        tx = fed.as_(ident.account).vote(pid, votes.get(ident.name, Vote.YES))
+        tx = fed.as_(ident.account).proposals.vote(pid, votes.get(ident.name, Vote.YES))
         result.governance_gas.setdefault("vote", tx.gas_used)
     chain.mine(5)
-    tx = fed.as_(ops.account).finalize(pid)
+    tx = fed.as_(ops.account).proposals.finalize(pid)
     result.governance_gas["finalize"] = tx.gas_used
-    prop = fed.proposal(pid)
+    prop = fed.proposals.proposal(pid)
     say(f"proposal {pid} ({plan.purpose}, plan {plan_cid[:12]}…): votes yes {prop.yes} / no {prop.no} / "
         f"abstain {prop.abstain} → [bold]{prop.state.name}[/]")
 

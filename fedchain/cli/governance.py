@@ -120,24 +120,20 @@ def _hex(b: bytes) -> str:
 
 
 class Names:
-    """Readable names: members by address, datasets by id, purposes by hash (from one event scan)."""
+    """Readable names: members by address, datasets by id, purposes by hash (from the read model)."""
 
     def __init__(self, fed: Any, home: Optional[Path]) -> None:
         from fedchain.contracts.bindings import purpose_hash
 
-        self.members: dict[str, str] = {}
-        self.datasets: dict[bytes, str] = {}
+        model = fed.read_model()
+        self.members: dict[str, str] = {a: m.name for a, m in model.members.items()}
+        self.datasets: dict[bytes, str] = {bytes.fromhex(d.id[2:]): d.name for d in model.datasets.values()}
         self.purposes: dict[bytes, str] = {purpose_hash(p): p for p in COMMON_PURPOSES}
         for p in load_known_purposes(home):
             self.purposes[purpose_hash(p)] = p
-        for ev in fed.events(fed.deployment.deploy_block, details=False):
-            if ev.event == "MemberAdmitted":
-                self.members[ev.args["account"].lower()] = ev.args["name"]
-            elif ev.event == "DatasetRegistered":
-                self.datasets[bytes.fromhex(ev.args["id"][2:])] = ev.args["name"]
-            elif ev.event == "ProposalSubmitted":
-                self.purposes[purpose_hash(ev.args["purpose"])] = ev.args["purpose"]
-        self.coordinator = fed.coordinator()
+        for prop in model.proposals.values():
+            self.purposes[purpose_hash(prop.purpose)] = prop.purpose
+        self.coordinator = fed.consortium.coordinator()
 
     def who(self, address: str, full: bool = False) -> str:
         name = self.members.get(address.lower())
@@ -165,17 +161,11 @@ def _names() -> Optional[Names]:
     return _current.get("names")
 
 
-def _reason_code(value: Any) -> str:
-    if isinstance(value, str) and value.startswith("0x"):
-        return bytes.fromhex(value[2:]).rstrip(b"\0").decode("ascii", "replace")
-    return str(value)
-
-
 def policy_reason(code: str) -> str:
-    """The phrase for an ``admits`` / ``PolicyDenied`` reason code."""
-    from fedchain.contracts.errors import POLICY_REASONS
+    """The phrase for an ``admits`` / ``RoundsPolicyDenied`` reason code (the contract's NatSpec)."""
+    from fedchain.contracts.errors import policy_reason as phrase
 
-    return POLICY_REASONS.get(code, code.lower().replace("_", " "))
+    return phrase(code)
 
 
 _KEY_LABELS = {"datasetId": "dataset", "proposalId": "proposal", "id": "id", "deadline": "deadline block"}
@@ -185,13 +175,15 @@ def explain_revert(exc: Any) -> str:
     """A ChainRevert as one readable line, naming members and datasets where possible."""
     from enum import IntEnum
 
+    from fedchain.contracts.errors import reason_code
+
     args = exc.args_dict
     names = _names()
     if exc.error == "Error":
         return str(exc)
-    if exc.error == "PolicyDenied":
+    if exc.error == "RoundsPolicyDenied":
         ds = names.dataset(args.get("datasetId", "0x")) if names else _short(str(args.get("datasetId")))
-        return f"{exc.phrase}: {policy_reason(_reason_code(args.get('reason')))} (dataset {ds})"
+        return f"{exc.phrase}: {policy_reason(reason_code(args.get('reason')))} (dataset {ds})"
 
     def value(key: str, v: Any) -> str:
         if isinstance(v, IntEnum):
@@ -201,7 +193,7 @@ def explain_revert(exc: Any) -> str:
         if isinstance(v, str) and re.fullmatch(r"0x[0-9a-fA-F]{64}", v):
             if key == "datasetId" and names:
                 return names.dataset(v)
-            code = _reason_code(v)
+            code = reason_code(v)
             if code and code.isascii() and code.replace("_", "").isalnum() and code.isupper():
                 return policy_reason(code)
             return _short(v)
@@ -271,14 +263,14 @@ def _date(ts: int) -> str:
 
 
 def _require_proposal(fed, proposal_id: int):
-    p = fed.proposal(proposal_id)
+    p = fed.proposals.proposal(proposal_id)
     if p is None:
-        raise ConfigError(f"no proposal {proposal_id} (there are {fed.proposal_count()})")
+        raise ConfigError(f"no proposal {proposal_id} (there are {fed.proposals.proposal_count()})")
     return p
 
 
 def _require_dataset(fed, name: str):
-    d = fed.dataset(name)
+    d = fed.registry.dataset(name)
     if d is None:
         raise ConfigError(f"no dataset named {name!r} is registered")
     return d
@@ -290,12 +282,12 @@ def _resolve_member(fed, value: str) -> str:
 
     if is_address(value):
         return to_checksum_address(value)
-    matches = [m for m in fed.members(include_removed=True) if m.name == value]
+    matches = [m for m in fed.consortium.members(include_removed=True) if m.name == value]
     if len(matches) == 1:
         return matches[0].address
     if len(matches) > 1:
         raise ConfigError(f"several members are named {value!r}; give the address")
-    known = ", ".join(m.name for m in fed.members()) or "none"
+    known = ", ".join(m.name for m in fed.consortium.members()) or "none"
     raise ConfigError(f"{value!r} is neither an address nor a member name (members: {known})")
 
 
@@ -312,14 +304,14 @@ def member_list(
     s = _session(home)
     fed = s.fed
     t = Table("#", "name", "address", "x25519 public key", "joined (block)", "state", title="consortium members")
-    for m in fed.members(include_removed=all_):
+    for m in fed.consortium.members(include_removed=all_):
         t.add_row(str(m.seq), escape(m.name), m.address, _short(_hex(m.x25519_pub)), str(m.joined_at),
                   "active" if m.active else "[red]removed[/]")
     console.print(t)
-    coord = fed.coordinator()
-    member = fed.member(coord)
+    coord = fed.consortium.coordinator()
+    member = fed.consortium.member(coord)
     console.print(f"coordinator: {coord}" + (f" ({escape(member.name)})" if member.active else " (not a member)"))
-    vp = fed.voting_params()
+    vp = fed.consortium.voting_params()
     console.print(
         f"voting: {vp.voting_period_blocks} blocks, quorum {vp.quorum_bps / 100:g}% of members, "
         f"approval {vp.approval_bps / 100:g}% of yes+no"
@@ -335,8 +327,8 @@ def member_motions(home: HomeOpt = None) -> None:
     names = _names()
     head = s.chain.block_number
     t = Table("id", "kind", "target", "state", "proposer", "yes/no", "voting until", title="membership motions")
-    for i in range(1, fed.motion_count() + 1):
-        m = fed.motion(i)
+    for i in range(1, fed.consortium.motion_count() + 1):
+        m = fed.consortium.motion(i)
         if m is None:
             continue
         target = (f"{escape(m.name)} " if m.name else "") + (names.who(m.target) if names else m.target)
@@ -371,8 +363,8 @@ def member_propose_admit(
         raise ConfigError(f"not an address: {address!r}")
     key = _key_bytes(x25519)
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.propose_motion_admit(name, address, key)
-    vp = fed.voting_params()
+    tx = fed.consortium.propose_motion_admit(name, address, key)
+    vp = fed.consortium.voting_params()
     _tx_line(f"motion {tx.value}: admit {escape(name)} ({address}); voting open for {vp.voting_period_blocks} blocks", tx)
 
 
@@ -395,7 +387,7 @@ def member_propose_remove(
     """Propose removing a member."""
     _, _, fed = _acting(home, identity, dev)
     address = _resolve_member(fed, member)
-    tx = fed.propose_motion_remove(address)
+    tx = fed.consortium.propose_motion_remove(address)
     _tx_line(f"motion {tx.value}: remove {address}", tx)
 
 
@@ -409,7 +401,7 @@ def member_vote(
     """Vote on a membership motion."""
     support = _yes_no(choice)
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.vote_motion(motion, support)
+    tx = fed.consortium.vote_motion(motion, support)
     _tx_line(f"voted {'yes' if support else 'no'} on motion {motion}", tx)
 
 
@@ -418,8 +410,8 @@ def member_vote(
 def member_finalize(motion: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
     """Finalize a membership motion after its voting period (an approved one takes effect)."""
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.finalize_motion(motion)
-    m = fed.motion(motion)
+    tx = fed.consortium.finalize_motion(motion)
+    m = fed.consortium.motion(motion)
     tally = f" (yes {m.yes}, no {m.no} of {m.eligible})" if m else ""
     _tx_line(f"motion {motion} finalized: {tx.value.name}{tally}", tx)
 
@@ -611,14 +603,14 @@ def dataset_register(
     s, _, fed = _acting(home, identity, dev)
     policy = build_policy(fed, purpose=purpose, proposal=proposal, requester=requester, expires=expires, epsilon=epsilon)
     remember_purposes(home, purpose or [])
-    if fed.dataset(name) is not None:
+    if fed.registry.dataset(name) is not None:
         raise ConfigError(f"a dataset named {name!r} is already registered")
     from fedchain.content import pin_document
 
     meta = metadata_document(sch, data.n_rows, description)
     with s.store() as store:
         cid, sha = pin_document(store, meta)
-    tx = fed.register_dataset(name, cid, sha, schema_hash(sch), policy)
+    tx = fed.registry.register_dataset(name, cid, sha, schema_hash(sch), policy)
     _tx_line(f"dataset {escape(name)!r} registered: {data.n_rows} rows, metadata {cid}", tx)
     console.print(f"  policy: {escape(_policy_summary(policy, _names()))}")
 
@@ -647,7 +639,7 @@ def dataset_policy(
         epsilon=epsilon, any_purpose=any_purpose, any_requester=any_requester,
     )
     remember_purposes(home, purpose or [])
-    tx = fed.set_policy(name, policy)
+    tx = fed.registry.set_policy(name, policy)
     _tx_line(f"policy of {escape(name)!r} is now version {tx.value}", tx)
     console.print(f"  policy: {escape(_policy_summary(policy, _names()))}")
 
@@ -666,7 +658,7 @@ def dataset_revoke(
         raise ConfigError(f"dataset {name!r} is already revoked")
     if not yes and not typer.confirm(f"Revoke {name!r} permanently?", default=False):
         raise typer.Abort()
-    tx = fed.revoke_dataset(name)
+    tx = fed.registry.revoke_dataset(name)
     _tx_line(f"dataset {escape(name)!r} revoked", tx)
 
 
@@ -681,7 +673,7 @@ def dataset_list(
     names = _names()
     now = s.chain.block_timestamp
     t = Table("name", "owner", "purposes", "proposals", "requesters", "expires", "ε", "state", title="datasets")
-    for d in s.fed.datasets(include_revoked=not active):
+    for d in s.fed.registry.datasets(include_revoked=not active):
         f = policy_fields(d.policy, names, now)
         state = "[red]revoked[/]" if d.revoked else ("[yellow]expired[/]" if "expired" in f["expires"] else "active")
         t.add_row(escape(d.name), escape(names.who(d.owner) if names else _short(d.owner)),
@@ -722,7 +714,7 @@ def dataset_show(
     t.add_row("max ε", f["epsilon"])
     if proposal is not None:
         _require_proposal(fed, proposal)
-        adm = fed.admits(name, proposal)
+        adm = fed.registry.admits(name, proposal)
         t.add_row(f"proposal {proposal}", "[green]admitted[/]" if adm.ok else f"[red]not admitted[/]: {policy_reason(adm.reason)}")
     console.print(t)
 
@@ -757,15 +749,15 @@ def proposal_submit(
 
     with s.store() as store:
         cid, sha = pin_document(store, data)
-    tx = fed.submit_proposal(
+    tx = fed.proposals.submit_proposal(
         plan_cid=cid, plan_sha256=sha, purpose=p.purpose, targets=list(p.datasets),
         rounds=p.rounds, min_participants=p.min_participants, round_duration=p.round_deadline_blocks,
     )
     remember_purposes(home, [p.purpose])
-    info = fed.proposal(tx.value)
+    info = fed.proposals.proposal(tx.value)
     _tx_line(f"proposal {tx.value} submitted: {escape(p.name)!r}, purpose {escape(p.purpose)!r}, plan {cid}", tx)
     console.print(f"  voting open until block {info.deadline} ({info.eligible} eligible members)")
-    missing = [n for n in p.datasets if fed.dataset(n) is None]
+    missing = [n for n in p.datasets if fed.registry.dataset(n) is None]
     if missing:
         console.print(f"  [yellow]note:[/] not registered yet: {escape(', '.join(missing))}")
 
@@ -785,8 +777,8 @@ def proposal_vote(
     except KeyError:
         raise ConfigError(f"a vote is yes, no or abstain, not {choice!r}") from None
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.vote(proposal, v)
-    p = fed.proposal(proposal)
+    tx = fed.proposals.vote(proposal, v)
+    p = fed.proposals.proposal(proposal)
     _tx_line(f"voted {v.name.lower()} on proposal {proposal} (now yes {p.yes}, no {p.no}, abstain {p.abstain})", tx)
 
 
@@ -795,8 +787,8 @@ def proposal_vote(
 def proposal_finalize(proposal: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
     """Close the vote after the deadline: the proposal becomes Approved or Rejected."""
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.finalize(proposal)
-    p = fed.proposal(proposal)
+    tx = fed.proposals.finalize(proposal)
+    p = fed.proposals.proposal(proposal)
     _tx_line(
         f"proposal {proposal} finalized: {tx.value.name} "
         f"(yes {p.yes}, no {p.no}, abstain {p.abstain} of {p.eligible} eligible)", tx,
@@ -808,7 +800,7 @@ def proposal_finalize(proposal: int, home: HomeOpt = None, identity: IdentityOpt
 def proposal_cancel(proposal: int, home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None) -> None:
     """Withdraw your own proposal (only before anyone voted)."""
     _, _, fed = _acting(home, identity, dev)
-    tx = fed.cancel(proposal)
+    tx = fed.proposals.cancel(proposal)
     _tx_line(f"proposal {proposal} cancelled", tx)
 
 
@@ -858,21 +850,21 @@ def proposal_show(proposal: int, home: HomeOpt = None) -> None:
     t.add_row("created", f"block {p.created_at}")
     t.add_row("voting until", f"block {p.deadline} (now {head})")
     t.add_row("tally", f"yes {p.yes}, no {p.no}, abstain {p.abstain} of {p.eligible} eligible")
-    for m in fed.members(include_removed=True):
-        v = fed.vote_of(p.id, m.address)
+    for m in fed.consortium.members(include_removed=True):
+        v = fed.proposals.vote_of(p.id, m.address)
         t.add_row(f"  vote of {escape(m.name)}", v.name.lower() if v else "[dim]-[/]")
     for target in p.targets:
         label = names.dataset(target) if names else _short(_hex(target))
-        d = fed.dataset(target)
+        d = fed.registry.dataset(target)
         if d is None:
             status = "[yellow]not registered[/]"
         else:
-            adm = fed.admits(target, p.id)
+            adm = fed.registry.admits(target, p.id)
             status = "[green]admits[/]" if adm.ok else f"[red]does not admit[/]: {policy_reason(adm.reason)}"
         t.add_row(f"  target {escape(label)}", status)
-    last = fed.last_round(p.id)
+    last = fed.rounds.last_round(p.id)
     for r in range(1, last + 1):
-        info = fed.round_info(p.id, r)
+        info = fed.rounds.round_info(p.id, r)
         t.add_row(f"  round {r}", f"{info.phase.name.lower()}, {info.committed} commitment(s)")
     console.print(t)
 
@@ -886,12 +878,12 @@ def proposal_list(home: HomeOpt = None) -> None:
     names = _names()
     head = s.chain.block_number
     t = Table("id", "state", "purpose", "proposer", "targets", "rounds", "yes/no/abstain", "status", title="proposals")
-    for i in range(1, fed.proposal_count() + 1):
-        p = fed.proposal(i)
+    for i in range(1, fed.proposals.proposal_count() + 1):
+        p = fed.proposals.proposal(i)
         if p is None:
             continue
         t.add_row(str(p.id), p.state.name, escape(p.purpose), escape(names.who(p.proposer) if names else _short(p.proposer)),
-                  str(len(p.targets)), f"{fed.last_round(p.id)}/{p.rounds}", f"{p.yes}/{p.no}/{p.abstain}",
+                  str(len(p.targets)), f"{fed.rounds.last_round(p.id)}/{p.rounds}", f"{p.yes}/{p.no}/{p.abstain}",
                   _voting_status(p, head))
     console.print(t)
 
@@ -909,8 +901,8 @@ def round_open(
     """Coordinator: open the next round of an approved proposal."""
     _, _, fed = _acting(home, identity, dev)
     p = _require_proposal(fed, proposal)
-    r = round_ if round_ is not None else fed.last_round(proposal) + 1
-    tx = fed.open_round(proposal, r)
+    r = round_ if round_ is not None else fed.rounds.last_round(proposal) + 1
+    tx = fed.rounds.open_round(proposal, r)
     _tx_line(
         f"round {r} of proposal {proposal} open: commitments until block {tx.value} "
         f"(at least {p.min_participants} needed)", tx,
@@ -946,25 +938,25 @@ def round_commit(
     s, me, fed = _acting(home, identity, dev)
     p = _require_proposal(fed, proposal)
     d = _require_dataset(fed, dataset)
-    r = round_ if round_ is not None else fed.last_round(proposal)
+    r = round_ if round_ is not None else fed.rounds.last_round(proposal)
     if r < 1:
         raise ConfigError(f"no round of proposal {proposal} has been opened yet")
     if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
         where = f"dataset {dataset}, proposal {proposal}, round {r}"
-        info = fed.round_info(proposal, r)
+        info = fed.rounds.round_info(proposal, r)
         if info.phase.name != "OPEN":
-            raise Refused(f"{ERROR_PHRASES['RoundNotOpen']} ({where}, phase {info.phase.name.lower()})")
+            raise Refused(f"{ERROR_PHRASES['RoundsNotOpen']} ({where}, phase {info.phase.name.lower()})")
         if s.chain.block_number + 1 > info.deadline:
-            raise Refused(f"{ERROR_PHRASES['RoundDeadlinePassed']} ({where}, deadline block {info.deadline})")
-        if fed.commitment_of(proposal, r, me.address) is not None:
-            raise Refused(f"{ERROR_PHRASES['AlreadyCommitted']} ({where})")
+            raise Refused(f"{ERROR_PHRASES['RoundsDeadlinePassed']} ({where}, deadline block {info.deadline})")
+        if fed.rounds.commitment_of(proposal, r, me.address) is not None:
+            raise Refused(f"{ERROR_PHRASES['RoundsAlreadyCommitted']} ({where})")
         if d.id not in p.targets:
-            raise Refused(f"{ERROR_PHRASES['NotATarget']} ({where})")
+            raise Refused(f"{ERROR_PHRASES['RoundsNotATarget']} ({where})")
         if d.owner != me.address:
-            raise Refused(f"{ERROR_PHRASES['NotDatasetOwner']} ({dataset} belongs to {d.owner})")
-        adm = fed.admits(dataset, proposal)
+            raise Refused(f"{ERROR_PHRASES['RoundsNotDatasetOwner']} ({dataset} belongs to {d.owner})")
+        adm = fed.registry.admits(dataset, proposal)
         if not adm.ok:
-            raise Refused(f"{ERROR_PHRASES['PolicyDenied']}: {policy_reason(adm.reason)} ({where})")
+            raise Refused(f"{ERROR_PHRASES['RoundsPolicyDenied']}: {policy_reason(adm.reason)} ({where})")
     plan = _plan_of(s, p)
     _check_update_matches(state, plan)
     recipients = [_coordinator_key(fed, coordinator_key)]
@@ -973,7 +965,7 @@ def round_commit(
                           proposal_id=proposal, round=r, sender=me.address)
     with s.store() as store:
         sealed = seal_and_pin(store, update, ctx, me, recipients)
-    tx = fed.commit_update(proposal, r, dataset, sealed.cid, sealed.sha256, samples)
+    tx = fed.rounds.commit_update(proposal, r, dataset, sealed.cid, sealed.sha256, samples)
     _tx_line(
         f"committed update {sealed.cid} ({samples} samples, dataset {escape(dataset)}) "
         f"to round {r} of proposal {proposal}", tx,
@@ -992,8 +984,8 @@ def _check_update_matches(state: dict, plan) -> None:
 def _coordinator_key(fed, given: Optional[str]) -> bytes:
     if given:
         return _key_bytes(given)
-    coord = fed.coordinator()
-    info = fed.member(coord)
+    coord = fed.consortium.coordinator()
+    info = fed.consortium.member(coord)
     if info.active:
         return info.x25519_pub
     from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity
@@ -1020,11 +1012,11 @@ def round_show(
     s = _session(home)
     fed = s.fed
     p = _require_proposal(fed, proposal)
-    last = fed.last_round(proposal)
+    last = fed.rounds.last_round(proposal)
     r = round_ if round_ is not None else last
     if r < 1 or r > last:
         raise ConfigError(f"round {r} of proposal {proposal} has not been opened (rounds opened: {last} of {p.rounds})")
-    info = fed.round_info(proposal, r)
+    info = fed.rounds.round_info(proposal, r)
     names = _names()
     head = s.chain.block_number
     t = Table(show_header=False, title=f"proposal {proposal}, round {r} of {p.rounds}")
@@ -1034,7 +1026,7 @@ def round_show(
     t.add_row("phase", phase)
     t.add_row("opened", f"block {info.opened_at}")
     t.add_row("committed", f"{info.committed} (min {p.min_participants})")
-    for c in fed.commitments(proposal, r):
+    for c in fed.rounds.commitments(proposal, r):
         who = names.who(c.member) if names else _short(c.member)
         ds = names.dataset(c.dataset) if names else _short(_hex(c.dataset))
         t.add_row(f"  {escape(who)}", f"{escape(ds)}: {c.cid}, {c.sample_count} samples (block {c.block_number})")
@@ -1043,7 +1035,7 @@ def round_show(
         t.add_row("scores", f"{info.scores_cid} (sha256 {_hex(info.scores_sha256)})")
     if info.phase.name == "CLOSED":
         t.add_row("evaluations", str(info.evaluations))
-        for e in fed.evaluations(proposal, r):
+        for e in fed.rounds.evaluations(proposal, r):
             who = names.who(e.member) if names else _short(e.member)
             t.add_row(f"  {escape(who)}", f"{e.metric_ppm / 1e6:.4f} on {e.sample_count} samples")
         t.add_row("global metric", "-" if info.global_metric_ppm is None else f"{info.global_metric_ppm / 1e6:.4f}")

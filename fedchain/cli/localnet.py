@@ -96,22 +96,22 @@ class LocalNetwork:
             schema = load_schema(h.schema_path)
             meta = metadata_document(schema, h.n_rows, f"{h.name} (local network)")
             cid, sha = pin_document(store, meta)
-            fed.as_(m.account).register_dataset(h.name, cid, sha, schema_hash(schema), Policy.open(purposes=("diagnosis",)))
+            fed.as_(m.account).registry.register_dataset(h.name, cid, sha, schema_hash(schema), Policy.open(purposes=("diagnosis",)))
         plan = demo_plan(data.hospitals, seed=self.seed).with_changes(
             rounds=self.rounds, min_participants=self.hospitals,
             round_deadline_blocks=120, auditors=["0x" + auditor.x25519_public.hex()],
         )
         (self.root / "plan.json").write_bytes(plan.to_canonical_bytes())
         plan_cid, plan_sha = pin_document(store, plan.to_canonical_bytes())
-        tx = fed.as_(members[0].account).submit_proposal(
+        tx = fed.as_(members[0].account).proposals.submit_proposal(
             plan_cid=plan_cid, plan_sha256=plan_sha, purpose=plan.purpose, targets=list(plan.datasets),
             rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
         )
         self.proposal_id = pid = tx.value
         for m in members + [coord]:
-            fed.as_(m.account).vote(pid, Vote.YES)
+            fed.as_(m.account).proposals.vote(pid, Vote.YES)
         chain.mine(31)  # DEV: end the voting period without waiting 30 s
-        fed.as_(coord.account).finalize(pid)
+        fed.as_(coord.account).proposals.finalize(pid)
         store.close()
         self._write_configs(data, deployment)
         return {"proposal": pid, "plan_cid": plan_cid, "members": [m.address for m in members]}
@@ -172,7 +172,7 @@ class LocalNetwork:
         fed = chain.attach(Deployment.load(self.root / "deployment.json"))
         rounds = []
         for r in range(1, self.rounds + 1):
-            info = fed.round_info(self.proposal_id, r)
+            info = fed.rounds.round_info(self.proposal_id, r)
             rounds.append({"round": r, "phase": info.phase.name, "committed": info.committed,
                            "evaluations": info.evaluations, "global_metric_ppm": info.global_metric_ppm,
                            "aggregate_cid": info.aggregate_cid})
