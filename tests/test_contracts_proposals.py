@@ -39,8 +39,8 @@ def test_submit_stores_and_emits_everything(system):
     assert ev["targets"] == ["0x" + dataset_id("ds-a").hex(), "0x" + dataset_id("ds-b").hex()]
     assert ev["purposeHash"] == "0x" + keccak(text="sepsis-research").hex()
     assert ev["deadline"] == p.deadline and ev["planCid"] == "bafy-plan"
-    assert s.fc.proposals.call("useTerms", pid, dataset_id("ds-b")).target
-    assert not s.fc.proposals.call("useTerms", pid, dataset_id("ds-c")).target
+    assert s.fc.proposals.call("useTerms", pid, dataset_id("ds-b"))[2]
+    assert not s.fc.proposals.call("useTerms", pid, dataset_id("ds-c"))[2]
     assert s.fc.proposals.proposal(2) is None
 
 

@@ -227,7 +227,7 @@ class RegistryClient(_Client):
     def admits(self, dataset: str | bytes, proposal_id: int) -> Admission:
         """Whether the dataset's policy admits the proposal now, and if not why (a reason code)."""
         a = self.call("admits", dataset_id(dataset), int(proposal_id))
-        return Admission(bool(a.ok), reason_code(bytes(a.reason)))
+        return Admission(bool(a[0]), reason_code(bytes(a[1])))
 
     def datasets(self, include_revoked: bool = True) -> list[DatasetInfo]:
         """Every registered dataset in registration order, from the read model (no chain scan)."""

@@ -75,22 +75,21 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         current = _policies[id][version];
     }
 
-    function admits(bytes32 id, uint256 proposalId) external view returns (Admission memory) {
+    function admits(bytes32 id, uint256 proposalId) external view returns (bool ok, bytes32 reason) {
         if (proposals.stateOf(proposalId) != IMemberVoting.VoteState.Approved) {
-            return Admission(false, REASON_PROPOSAL_NOT_APPROVED);
+            return (false, REASON_PROPOSAL_NOT_APPROVED);
         }
-        IProposals.UseTerms memory terms = proposals.useTerms(proposalId, id);
-        (, bytes32 reason) = _check(id, proposalId, terms.purposeHash, terms.requester);
-        return Admission(reason == bytes32(0), reason);
+        (address requester, bytes32 purposeHash,) = proposals.useTerms(proposalId, id);
+        (, reason) = _check(id, proposalId, purposeHash, requester);
+        ok = reason == bytes32(0);
     }
 
     function checkUse(bytes32 id, uint256 proposalId, bytes32 purposeHash, address requester)
         external
         view
-        returns (UseCheck memory)
+        returns (address owner, bytes32 reason)
     {
-        (address owner, bytes32 reason) = _check(id, proposalId, purposeHash, requester);
-        return UseCheck(owner, reason);
+        return _check(id, proposalId, purposeHash, requester);
     }
 
     // ------------------------------------------------------------------- acts

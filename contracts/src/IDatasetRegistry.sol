@@ -46,22 +46,6 @@ interface IDatasetRegistry {
         string metadataCid;
     }
 
-    /// @notice The result of a policy check.
-    /// @param ok True if the policy admits the use.
-    /// @param reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
-    struct Admission {
-        bool ok;
-        bytes32 reason;
-    }
-
-    /// @notice The result of {checkUse}: the dataset's owner and the policy's verdict.
-    /// @param owner The dataset owner (zero if unknown).
-    /// @param reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
-    struct UseCheck {
-        address owner;
-        bytes32 reason;
-    }
-
     /// @notice A dataset was registered (its first policy follows in {PolicySet}).
     /// @param id Dataset id.
     /// @param owner The registering member.
@@ -131,20 +115,23 @@ interface IDatasetRegistry {
     /// be Approved (else REASON_PROPOSAL_NOT_APPROVED).
     /// @param id Dataset id.
     /// @param proposalId Proposal id.
-    /// @return The verdict.
-    function admits(bytes32 id, uint256 proposalId) external view returns (Admission memory);
+    /// @return ok True if admitted.
+    /// @return reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
+    function admits(bytes32 id, uint256 proposalId) external view returns (bool ok, bytes32 reason);
 
     /// @notice Owner and policy verdict for an approved proposal whose requester and purpose
-    /// the caller already knows (used by {IRounds} to save a call).
+    /// the caller already knows (used by {IRounds} to save a call). Named values rather than
+    /// a struct, like {IProposals-useTerms}: it is on the commitment path.
     /// @param id Dataset id.
     /// @param proposalId Proposal id (must be Approved; not re-checked here).
     /// @param purposeHash keccak256 of the proposal's purpose.
     /// @param requester The proposal's proposer.
-    /// @return The owner and verdict.
+    /// @return owner The dataset owner (zero if unknown).
+    /// @return reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
     function checkUse(bytes32 id, uint256 proposalId, bytes32 purposeHash, address requester)
         external
         view
-        returns (UseCheck memory);
+        returns (address owner, bytes32 reason);
 
     /// @notice Register a dataset under `name` with its first policy (version 1).
     /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the name is

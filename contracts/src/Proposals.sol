@@ -46,9 +46,13 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
         return RoundTerms(_tallies[id].state, p.rounds, p.minParticipants, p.roundDuration);
     }
 
-    function useTerms(uint256 id, bytes32 datasetId) external view returns (UseTerms memory) {
+    function useTerms(uint256 id, bytes32 datasetId)
+        external
+        view
+        returns (address requester, bytes32 purposeHash, bool target)
+    {
         Proposal storage p = _proposals[id];
-        return UseTerms(p.proposer, p.purposeHash, _isTarget[id][datasetId]);
+        return (p.proposer, p.purposeHash, _isTarget[id][datasetId]);
     }
 
     // ------------------------------------------------------------------- acts

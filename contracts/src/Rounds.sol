@@ -182,11 +182,10 @@ contract Rounds is IRounds, ConsortiumBound {
     /// @dev `datasetId` is a target of the proposal, the caller's, and admits the proposal.
     /// The proposal is known to be Approved (a round of it was opened).
     function _checkDataUse(uint256 proposalId, bytes32 datasetId) private view {
-        IProposals.UseTerms memory terms = proposals.useTerms(proposalId, datasetId);
-        if (!terms.target) revert RoundsNotATarget(proposalId, datasetId);
-        IDatasetRegistry.UseCheck memory use =
-            registry.checkUse(datasetId, proposalId, terms.purposeHash, terms.requester);
-        if (use.owner != msg.sender) revert RoundsNotDatasetOwner(datasetId, msg.sender);
-        if (use.reason != bytes32(0)) revert RoundsPolicyDenied(datasetId, use.reason);
+        (address requester, bytes32 purposeHash, bool target) = proposals.useTerms(proposalId, datasetId);
+        if (!target) revert RoundsNotATarget(proposalId, datasetId);
+        (address owner, bytes32 reason) = registry.checkUse(datasetId, proposalId, purposeHash, requester);
+        if (owner != msg.sender) revert RoundsNotDatasetOwner(datasetId, msg.sender);
+        if (reason != bytes32(0)) revert RoundsPolicyDenied(datasetId, reason);
     }
 }
