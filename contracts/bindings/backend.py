@@ -7,7 +7,7 @@ is found in the backend's exceptions, and the developer controls (mine blocks,
 move the clock, snapshot and revert, fund the dev accounts). Everything else -
 calls, transactions, receipts, logs - goes through ``Web3`` alike on every backend.
 
-Backends: :class:`~fedchain.contracts.bindings.tester.TesterBackend`
+Backends (chosen by URL in ``Chain.connect``): :class:`~fedchain.contracts.bindings.tester.TesterBackend`
 (``eth-tester://``, an in-process py-evm chain) and
 :class:`~fedchain.contracts.bindings.rpc.RpcBackend` (``http(s)://``: anvil, geth, Besu).
 """
@@ -20,7 +20,6 @@ from typing import Any
 
 from web3 import Web3
 
-from fedchain.contracts.errors import ChainUnavailable
 
 
 class Backend(ABC):
@@ -69,16 +68,3 @@ class Backend(ABC):
     def revert(self, snapshot_id: Any) -> None:
         """DEV: return to a snapshot."""
 
-
-def open_backend(url: str, *, timeout: float = 30.0) -> Backend:
-    """The backend for ``url``: ``eth-tester://`` (a new in-process chain) or ``http(s)://host:port``."""
-    if url.startswith("eth-tester://"):
-        # py-evm is loaded only when an embedded chain is asked for.
-        from fedchain.contracts.bindings.tester import TesterBackend
-
-        return TesterBackend(url)
-    if url.startswith(("http://", "https://")):
-        from fedchain.contracts.bindings.rpc import RpcBackend  # symmetric with the line above
-
-        return RpcBackend(url, timeout=timeout)
-    raise ChainUnavailable(url, "unsupported URL (use eth-tester:// or http(s)://host:port)")

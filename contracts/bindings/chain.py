@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ProviderConnectionError, TimeExhausted
 
-from fedchain.contracts.bindings.backend import Backend, open_backend
+from fedchain.contracts.bindings.backend import Backend
 from fedchain.contracts.bindings.codec import addr, as_account, b32, decode_revert, hexstr
 from fedchain.contracts.bindings.deployment import Fedchain
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
@@ -41,6 +41,20 @@ CONNECTION_ERRORS = (
     ProviderConnectionError,
     ConnectionError,
 )
+
+
+def open_backend(url: str, *, timeout: float = 30.0) -> Backend:
+    """The backend for ``url``: ``eth-tester://`` (a new in-process chain) or ``http(s)://host:port``."""
+    if url.startswith("eth-tester://"):
+        # py-evm is loaded only when an embedded chain is asked for.
+        from fedchain.contracts.bindings.tester import TesterBackend
+
+        return TesterBackend(url)
+    if url.startswith(("http://", "https://")):
+        from fedchain.contracts.bindings.rpc import RpcBackend  # symmetric with the lazy import above
+
+        return RpcBackend(url, timeout=timeout)
+    raise ChainUnavailable(url, "unsupported URL (use eth-tester:// or http(s)://host:port)")
 
 
 class Chain:
