@@ -543,7 +543,7 @@ def test_policy_expired_at_the_commitment_is_named(run):
     report = run.replay()
     v = by_round(report)
     assert v[1].status == VERIFIED
-    assert "the policy of hospital-c did not admit proposal 1 at that block (expired)" in problems(report, 2)
+    assert "the policy of hospital-c did not admit proposal 1 at that block (policy expired)" in problems(report, 2)
     assert "expired" in problems(report, 3)
 
 

@@ -17,7 +17,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 
     # The hospital whose policy excludes the purpose sat out, visibly, and never committed.
     assert summary["excluded"] == ["hospital-d"]
-    assert "hospital-d sits out" in printed and "purpose is not allowed" in printed
+    assert "hospital-d sits out" in printed and "purpose not allowed" in printed
     excluded = dev_identity(3).address.lower()
     trail = read_trail(out / "trail.jsonl")
     committers = {e.args["member"].lower() for e in trail.events if e.event == "UpdateCommitted"}

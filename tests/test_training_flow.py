@@ -146,10 +146,10 @@ def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tm
     w.coordinator.open_round(pid, 1)
     outcomes = [n.train_and_commit(pid, 1) for n in w.nodes]
     refused = outcomes[2]
-    assert not refused.committed and "purpose is not allowed" in refused.reason
+    assert not refused.committed and "purpose not allowed" in refused.reason
     # Even a node that skips its own check cannot get a commitment past the contract.
     with pytest.raises(ChainRevert) as exc:
-        w.nodes[2].fed.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
+        w.nodes[2].fed.rounds.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
     assert exc.value.error == "RoundsPolicyDenied"
     assert "PURPOSE_NOT_ALLOWED" in str(exc.value), str(exc.value)
     closed = w.coordinator.close_round(pid, 1)
@@ -291,7 +291,7 @@ def test_an_update_stays_valid_when_its_sender_rotates_keys_before_the_close(wor
     world.coordinator.open_round(pid, 1)
     for n in world.nodes:
         n.train_and_commit(pid, 1)
-    world.nodes[0].fed.set_x25519_key(b"\x07" * 32)  # rotated after committing
+    world.nodes[0].fed.consortium.set_x25519_key(b"\x07" * 32)  # rotated after committing
     closed = world.coordinator.close_round(pid, 1)
     assert closed.closed and closed.rejected == {} and len(closed.participants) == N
     history = History(chain_events(world.fed, world.fed.deployment.deploy_block), world.fed.deployment.params)
