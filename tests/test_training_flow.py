@@ -151,7 +151,7 @@ def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tm
     with pytest.raises(ChainRevert) as exc:
         w.nodes[2].fed.rounds.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
     assert exc.value.error == "RoundsPolicyDenied"
-    assert "PURPOSE_NOT_ALLOWED" in str(exc.value), str(exc.value)
+    assert "purpose not allowed" in str(exc.value) and exc.value.args_dict["reason"].startswith("0x505552504f5345"), str(exc.value)
     closed = w.coordinator.close_round(pid, 1)
     assert closed.closed and len(closed.participants) == 2
     committers = {e.args["member"].lower() for e in w.fed.events() if e.event == "UpdateCommitted"}
