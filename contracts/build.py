@@ -47,7 +47,7 @@ SETTINGS: dict[str, Any] = {
     "metadata": {"bytecodeHash": "none"},
     "remappings": ["@openzeppelin/=node_modules/@openzeppelin/"],
 }
-OUTPUT_SELECTION = {"*": {"*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"]}}
+OUTPUT_SELECTION = {"*": {"*": ["abi", "userdoc", "evm.bytecode.object", "evm.deployedBytecode.object"]}}
 
 
 class BuildError(FedchainError):
@@ -150,6 +150,7 @@ def artifacts_from_output(output: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 "bytecode": "0x" + bytecode,
                 "deployedBytecode": "0x" + data["evm"]["deployedBytecode"]["object"],
                 "compiler": {"version": version, "settings": SETTINGS},
+                "userdoc": data.get("userdoc", {}),
             }
     return result
 

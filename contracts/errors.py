@@ -1,96 +1,75 @@
-"""Chain errors as the project's own exceptions, with readable messages.
+"""Chain errors as the project's own exceptions, and the one table of refusal phrases.
 
-:class:`ChainRevert` carries the custom error's name (``.error``) and its
-decoded arguments (``.args_dict``, JSON-friendly); its message is a phrase from
-:data:`ERROR_PHRASES` followed by the arguments, e.g.
-``not a member (0xf39F…2266)``. The bindings raise it identically on every
-backend. :class:`ChainUnavailable` means the node could not be reached.
+The phrases are not written here: each custom error's NatSpec ``@notice`` in the
+Solidity interfaces (``contracts/src/I*.sol``), and each ``REASON_*`` constant's
+``@notice`` in ``DatasetRegistry``, is its wording. solc carries them into the
+artifacts' ``userdoc``; :data:`ERROR_PHRASES` and :data:`POLICY_REASONS` are read
+from there, so the bindings (:class:`ChainRevert`), the node's refusals and the
+CLI all say the same thing.
+
+:class:`ChainRevert` carries the custom error's name (``.error``), its decoded
+arguments (``.args_dict``, JSON-friendly) and its phrase (``.phrase``); its
+message is the phrase followed by the arguments, e.g. ``not a member (0xf39F…2266)``.
+The bindings raise it identically on every backend. :class:`ChainUnavailable`
+means the node could not be reached.
 """
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Any
 
+from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
 from fedchain.errors import FedchainError
 
-#: Custom error name -> readable phrase (used in messages and by the CLI).
-ERROR_PHRASES: dict[str, str] = {
-    # shared (Errors.sol)
-    "NotAMember": "not a member",
-    "NotEligible": "member joined after the vote was created and may not vote on it",
-    "AlreadyVoted": "already voted",
-    "VotingClosed": "the voting period is over",
-    "VotingOpen": "the voting period is still running",
-    "InvalidChoice": "invalid vote choice",
-    "EmptyCid": "a content identifier (CID) is empty",
-    "InvalidName": "name is empty or too long",
-    "ZeroAddress": "the zero address is not allowed",
-    "NotCoordinator": "only the coordinator may do this",
-    # Consortium
-    "InvalidFounderCount": "invalid number of founding members",
-    "InvalidVotingParameters": "invalid voting parameters (period > 0, quorum <= 10000 bps, approval 1..10000 bps)",
-    "InvalidX25519Key": "the X25519 public key is empty",
-    "AlreadyMember": "already a member",
-    "AlreadyCoordinator": "already the coordinator",
-    "LastMember": "the last member cannot be removed",
-    "InvalidMotionKind": "invalid motion kind",
-    "UnknownMotion": "no such motion",
-    "MotionNotActive": "the motion is already finalized",
-    "RoleManagedByMotions": "roles change only through coordinator motions",
-    "AccessControlUnauthorizedAccount": "account lacks the required role",
-    "AccessControlBadConfirmation": "bad role confirmation",
-    # Proposals
-    "UnknownProposal": "no such proposal",
-    "ProposalNotActive": "the proposal is not open for voting",
-    "NotProposer": "only the proposer may do this",
-    "VotesAlreadyCast": "votes were already cast; the proposal can no longer be cancelled",
-    "InvalidTargetCount": "invalid number of target datasets",
-    "InvalidTarget": "invalid or duplicate target dataset",
-    "InvalidRounds": "invalid number of rounds",
-    "InvalidMinParticipants": "minimum participants must be at least 1",
-    "InvalidRoundDuration": "round duration must be at least 1 block",
-    # DatasetRegistry
-    "DatasetExists": "a dataset with this name is already registered",
-    "UnknownDataset": "no such dataset",
-    "NotDatasetOwner": "not the owner of the dataset",
-    "DatasetIsRevoked": "the dataset is revoked",
-    "TooManyPolicyEntries": "too many entries in a policy list",
-    "InvalidExpiry": "the expiry must be in the future",
-    # Rounds
-    "ProposalNotApproved": "the proposal is not approved",
-    "RoundOutOfOrder": "rounds must be opened in order",
-    "PreviousRoundOpen": "the previous round is still open",
-    "RoundBeyondPlan": "the proposal planned fewer rounds",
-    "RoundNotOpen": "the round is not open",
-    "RoundNotClosed": "the round is not closed",
-    "RoundDeadlinePassed": "the round's deadline has passed",
-    "RoundDeadlineNotReached": "the round's deadline has not passed yet",
-    "AlreadyCommitted": "already committed an update in this round",
-    "NotATarget": "the dataset is not a target of the proposal",
-    "PolicyDenied": "the dataset's policy does not admit the proposal",
-    "InvalidSampleCount": "sample count must be positive",
-    "NotEnoughParticipants": "not enough participants committed",
-    "EnoughParticipants": "the round reached its participants; only the coordinator may fail it",
-    "AlreadyEvaluated": "already submitted an evaluation for this round",
-    "GlobalMetricAlreadyRecorded": "the global metric of this round is already recorded",
-    "MetricOutOfRange": "metric out of range (0..1000000 ppm)",
-    # generic
+#: Phrases of the reverts that are not custom errors.
+_GENERIC_PHRASES = {
     "Error": "reverted",
     "Panic": "contract panic",
     "Unknown": "reverted with unrecognised data",
 }
+_REASON_GETTER = re.compile(r"REASON_([A-Z0-9_]+)\(\)")
 
-#: Phrases of the reason codes ``DatasetRegistry.admits`` / ``PolicyDenied`` report.
-POLICY_REASONS: dict[str, str] = {
-    "UNKNOWN_DATASET": "unknown dataset",
-    "REVOKED": "dataset revoked",
-    "EXPIRED": "policy expired",
-    "PURPOSE_NOT_ALLOWED": "purpose not allowed",
-    "PROPOSAL_NOT_ALLOWED": "proposal not allowed",
-    "REQUESTER_NOT_ALLOWED": "requester not allowed",
-    "PROPOSAL_NOT_APPROVED": "proposal not approved",
-}
+
+def _userdoc_phrases() -> tuple[dict[str, str], dict[str, str]]:
+    errors: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for name in CONTRACT_NAMES:
+        doc = load_artifact(name).get("userdoc", {})
+        for signature, entries in doc.get("errors", {}).items():
+            notice = " ".join(e.get("notice", "") for e in entries).strip()
+            if notice:
+                errors[signature.split("(", 1)[0]] = notice
+        for signature, entry in doc.get("methods", {}).items():
+            m = _REASON_GETTER.fullmatch(signature)
+            if m and entry.get("notice"):
+                reasons[m.group(1)] = entry["notice"].strip()
+    return errors, reasons
+
+
+_ERRORS, _REASONS = _userdoc_phrases()
+
+#: Custom error name -> readable phrase (from the contracts' NatSpec, plus Error/Panic/Unknown).
+ERROR_PHRASES: dict[str, str] = {**_ERRORS, **_GENERIC_PHRASES}
+
+#: Reason code of ``DatasetRegistry.admits`` / ``RoundsPolicyDenied`` -> phrase (from the
+#: NatSpec of the ``REASON_<CODE>`` constants).
+POLICY_REASONS: dict[str, str] = dict(_REASONS)
+
+
+def policy_reason(code: str) -> str:
+    """The phrase of a policy reason code (``"PURPOSE_NOT_ALLOWED"`` -> ``"purpose not allowed"``)."""
+    return POLICY_REASONS.get(code, code.lower().replace("_", " "))
+
+
+def reason_code(value: Any) -> str:
+    """A reason code from its bytes32 form (bytes or 0x-hex, right-padded with zeros) or as given."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).rstrip(b"\0").decode("ascii", "replace")
+    if isinstance(value, str) and re.fullmatch(r"0x[0-9a-fA-F]{64}", value):
+        return bytes.fromhex(value[2:]).rstrip(b"\0").decode("ascii", "replace")
+    return str(value)
 
 
 class ChainError(FedchainError):
@@ -109,9 +88,9 @@ class ChainUnavailable(ChainError):
 class ChainRevert(ChainError):
     """A transaction or call reverted.
 
-    :ivar error: custom error name ("NotAMember"), or "Error"/"Panic"/"Unknown".
+    :ivar error: custom error name ("ConsortiumNotAMember"), or "Error"/"Panic"/"Unknown".
     :ivar args_dict: decoded arguments by name, JSON-friendly.
-    :ivar phrase: the readable phrase for ``error``.
+    :ivar phrase: the readable phrase for ``error`` (its NatSpec notice).
     :ivar data: the raw revert data as 0x-hex.
     """
 
@@ -136,10 +115,17 @@ def _short(value: Any) -> str:
 
 
 def format_revert(error: str, args: dict[str, Any]) -> str:
-    """``phrase (arg)`` for one argument, ``phrase (name value, …)`` for several."""
+    """``phrase (arg)`` for one argument, ``phrase (name value, …)`` for several.
+
+    A policy refusal reads ``phrase: reason phrase (datasetId …)``.
+    """
     phrase = ERROR_PHRASES.get(error, error)
     if error == "Error" and "message" in args:
         return f"reverted: {args['message']}"
+    if error == "RoundsPolicyDenied" and "reason" in args:
+        rest = {k: v for k, v in args.items() if k != "reason"}
+        head = f"{phrase}: {policy_reason(reason_code(args['reason']))}"
+        return f"{head} ({', '.join(_short(v) for v in rest.values())})" if rest else head
     if not args:
         return phrase
     if len(args) == 1:

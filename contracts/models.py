@@ -28,7 +28,7 @@ class Vote(IntEnum):
 
 
 class ProposalState(IntEnum):
-    """``Proposals.State``. ``ACTIVE`` (alias ``PENDING``) while voting."""
+    """A proposal's ``IMemberVoting.VoteState``. ``ACTIVE`` (alias ``PENDING``) while voting."""
 
     NONE = 0
     ACTIVE = 1
@@ -38,8 +38,12 @@ class ProposalState(IntEnum):
     PENDING = 1
 
 
+#: ``IMemberVoting.VoteState`` in general (errors of the voting base, which serves both kinds of vote).
+VoteState = ProposalState
+
+
 class MotionKind(IntEnum):
-    """``Consortium.MotionKind``."""
+    """``IConsortium.MotionKind``."""
 
     ADMIT = 1
     REMOVE = 2
@@ -47,7 +51,7 @@ class MotionKind(IntEnum):
 
 
 class MotionState(IntEnum):
-    """``Consortium.MotionState``."""
+    """A motion's ``IMemberVoting.VoteState`` (motions are never cancelled)."""
 
     NONE = 0
     ACTIVE = 1
@@ -56,7 +60,7 @@ class MotionState(IntEnum):
 
 
 class RoundPhase(IntEnum):
-    """``Rounds.Phase``."""
+    """``IRounds.Phase``."""
 
     NONE = 0
     OPEN = 1
@@ -64,13 +68,13 @@ class RoundPhase(IntEnum):
     FAILED = 3
 
 
-#: Solidity enum type (ABI ``internalType``) -> Python enum, for decoding.
+#: Solidity enum type (ABI ``internalType``) -> Python enum, for decoding. A VoteState
+#: emitted or raised by ``Consortium`` is a :class:`MotionState` (see ``codec``).
 SOLIDITY_ENUMS: dict[str, type[IntEnum]] = {
-    "enum Proposals.State": ProposalState,
-    "enum Proposals.Choice": Vote,
-    "enum Consortium.MotionKind": MotionKind,
-    "enum Consortium.MotionState": MotionState,
-    "enum Rounds.Phase": RoundPhase,
+    "enum IMemberVoting.VoteState": ProposalState,
+    "enum IMemberVoting.Choice": Vote,
+    "enum IConsortium.MotionKind": MotionKind,
+    "enum IRounds.Phase": RoundPhase,
 }
 
 
@@ -275,6 +279,16 @@ class ChainEvent:
     args: dict[str, Any]
     timestamp: int = 0
     gas_used: int = 0
+
+    @property
+    def block(self) -> int:
+        """Alias of ``block_number`` (the read model's event shape, shared with trail events)."""
+        return self.block_number
+
+    @property
+    def tx(self) -> str:
+        """Alias of ``tx_hash`` (the read model's event shape, shared with trail events)."""
+        return self.tx_hash
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serializable dict."""

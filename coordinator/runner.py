@@ -104,7 +104,7 @@ class Coordinator:
 
     def plan(self, proposal_id: int) -> TrainingPlan:
         if proposal_id not in self._plans:
-            p = self.fed.proposal(proposal_id)
+            p = self.fed.proposals.proposal(proposal_id)
             self._plans[proposal_id] = verify_plan_bytes(
                 fetch_document(self.store, p.plan_cid, p.plan_sha256), p.plan_sha256
             )
@@ -112,7 +112,7 @@ class Coordinator:
 
     def check_approved(self, proposal_id: int, round_: int) -> None:
         """Raise :class:`NotApproved` unless the chain approved this proposal and round."""
-        p = self.fed.proposal(proposal_id)
+        p = self.fed.proposals.proposal(proposal_id)
         if p is None:
             raise NotApproved(f"proposal {proposal_id} does not exist: no round opens")
         if p.state.name != "APPROVED":
@@ -137,8 +137,8 @@ class Coordinator:
         """
         strategy = self._strategies[proposal_id]
         state = self._globals[proposal_id]
-        for r in range(1, self.fed.last_round(proposal_id) + 1):
-            info = self.fed.round_info(proposal_id, r)
+        for r in range(1, self.fed.rounds.last_round(proposal_id) + 1):
+            info = self.fed.rounds.round_info(proposal_id, r)
             if info.phase.name != "CLOSED":
                 continue
             doc = json.loads(fetch_document(self.store, info.scores_cid, info.scores_sha256))
@@ -164,7 +164,7 @@ class Coordinator:
     def open_round(self, proposal_id: int, round_: int):
         self.check_approved(proposal_id, round_)
         self.plan(proposal_id)  # a plan that does not verify stops us before anything opens
-        tx = self.fed.open_round(proposal_id, round_)
+        tx = self.fed.rounds.open_round(proposal_id, round_)
         self.log(f"opened round {round_} of proposal {proposal_id}")
         return tx
 
@@ -173,12 +173,12 @@ class Coordinator:
         return [
             Commitment(participant=c.member, dataset=self._dataset_name(c.dataset), cid=c.cid, sha256=c.sha256,
                        n_samples=c.sample_count, block=c.block_number)
-            for c in self.fed.commitments(proposal_id, round_)
+            for c in self.fed.rounds.commitments(proposal_id, round_)
         ]
 
     def _dataset_name(self, dataset_id: bytes) -> str:
         if dataset_id not in self._names:
-            info = self.fed.dataset(dataset_id)
+            info = self.fed.registry.dataset(dataset_id)
             self._names[dataset_id] = info.name if info is not None else "0x" + dataset_id.hex()
         return self._names[dataset_id]
 
@@ -188,7 +188,7 @@ class Coordinator:
             proposal_id=proposal_id, round=round_, sender=c.participant,
         )
         # The key the sender had registered when it committed (it may have rotated since).
-        sender_key = self.fed.member(c.participant, block=c.block).x25519_pub
+        sender_key = self.fed.consortium.member(c.participant, block=c.block).x25519_pub
         return fetch_model(self.store, c.cid, c.sha256, ctx, self.identity, sender_key)
 
     def close_round(self, proposal_id: int, round_: int) -> RoundResult:
@@ -214,7 +214,7 @@ class Coordinator:
         agg_cid, agg_sha = pin_document(self.store, model_bytes)
         doc = scores_document(proposal_id, round_, scores, [c for c, _ in valid], rejected)
         sc_cid, sc_sha = pin_document(self.store, doc)
-        tx = self.fed.close_round(proposal_id, round_, agg_cid, agg_sha, sc_cid, sc_sha)
+        tx = self.fed.rounds.close_round(proposal_id, round_, agg_cid, agg_sha, sc_cid, sc_sha)
         # Keep exactly what was published as the next round's starting point.
         self._globals[proposal_id] = bytes_to_state_dict(model_bytes)
         self.log(f"closed round {round_} of proposal {proposal_id}: {agg_cid}")
@@ -224,19 +224,19 @@ class Coordinator:
         )
 
     def fail_round(self, proposal_id: int, round_: int):
-        return self.fed.fail_round(proposal_id, round_)
+        return self.fed.rounds.fail_round(proposal_id, round_)
 
     def record_metric(self, proposal_id: int, round_: int) -> float | None:
         """Sample-weighted mean of the evaluations submitted for the round; recorded on chain."""
         plan = self.plan(proposal_id)
         results = [
             EvaluateResult(e.member, self._dataset_name(e.dataset), e.sample_count, {plan.metric: e.metric_ppm / PPM})
-            for e in self.fed.evaluations(proposal_id, round_)
+            for e in self.fed.rounds.evaluations(proposal_id, round_)
         ]
         if not results:
             return None
         value = self.strategy(proposal_id).aggregate_evaluate(round_ - 1, results)
-        self.fed.record_global_metric(proposal_id, round_, int(round(value * PPM)))
+        self.fed.rounds.record_global_metric(proposal_id, round_, int(round(value * PPM)))
         return value
 
 
@@ -262,24 +262,24 @@ class CoordinatorService:
 
     def _expected(self, pid: int) -> int:
         fed = self.c.fed
-        p = fed.proposal(pid)
-        return sum(1 for d in p.targets if fed.admits(d, pid).ok)
+        p = fed.proposals.proposal(pid)
+        return sum(1 for d in p.targets if fed.registry.admits(d, pid).ok)
 
     def step(self, pid: int) -> bool:
         """Advance one proposal; True when all its rounds are done."""
         fed = self.c.fed
-        p = fed.proposal(pid)
+        p = fed.proposals.proposal(pid)
         if p is None or p.state.name != "APPROVED":
             return True
         current = 0
         for r in range(1, p.rounds + 1):
-            if fed.round_info(pid, r).phase.name == "NONE":
+            if fed.rounds.round_info(pid, r).phase.name == "NONE":
                 break
             current = r
         if current == 0:
             self.c.open_round(pid, 1)
             return False
-        info = fed.round_info(pid, current)
+        info = fed.rounds.round_info(pid, current)
         phase = info.phase.name
         block = fed.chain.block_number
         key = (pid, current)
@@ -317,8 +317,8 @@ class CoordinatorService:
         fed = self.c.fed
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            ids = [proposal] if proposal is not None else range(1, fed.proposal_count() + 1)
-            pids = [i for i in ids if (p := fed.proposal(i)) is not None and p.state.name == "APPROVED"]
+            ids = [proposal] if proposal is not None else range(1, fed.proposals.proposal_count() + 1)
+            pids = [i for i in ids if (p := fed.proposals.proposal(i)) is not None and p.state.name == "APPROVED"]
             done = [self.step(pid) for pid in pids]
             if exit_when_done and pids and all(done):
                 return

@@ -94,7 +94,7 @@ class HospitalNode:
     def plan(self, proposal_id: int) -> TrainingPlan:
         """The proposal's plan, fetched by CID and verified against the chain."""
         if proposal_id not in self._plans:
-            p = self.fed.proposal(proposal_id)
+            p = self.fed.proposals.proposal(proposal_id)
             raw = fetch_document(self.store, p.plan_cid, p.plan_sha256)
             self._plans[proposal_id] = verify_plan_bytes(raw, p.plan_sha256)
         return self._plans[proposal_id]
@@ -112,7 +112,7 @@ class HospitalNode:
         """The model round ``round_`` starts from: the last closed aggregate before it."""
         plan = self.plan(proposal_id)
         for r in range(round_ - 1, 0, -1):
-            info = self.fed.round_info(proposal_id, r)
+            info = self.fed.rounds.round_info(proposal_id, r)
             if info.phase.name == "CLOSED":
                 raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
                 return bytes_to_state_dict(raw)
@@ -148,12 +148,12 @@ class HospitalNode:
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
         plan = self.plan(proposal_id)
-        info = self.fed.round_info(proposal_id, round_)
+        info = self.fed.rounds.round_info(proposal_id, round_)
         raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
         metrics = evaluate(bytes_to_state_dict(raw), plan, val)
         value = metrics.get(plan.metric, metrics["accuracy"])
-        self.fed.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
+        self.fed.rounds.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
         return metrics
 
 
@@ -176,11 +176,11 @@ class NodeService:
 
     def _proposals(self, only: int | None) -> list[int]:
         fed = self.node.fed
-        ids = [only] if only is not None else range(1, fed.proposal_count() + 1)
+        ids = [only] if only is not None else range(1, fed.proposals.proposal_count() + 1)
         out = []
         for pid in ids:
-            p = fed.proposal(pid)
-            if p is not None and p.state.name == "APPROVED" and fed.dataset_id(self.node.dataset_name) in p.targets:
+            p = fed.proposals.proposal(pid)
+            if p is not None and p.state.name == "APPROVED" and fed.registry.dataset_id(self.node.dataset_name) in p.targets:
                 out.append(pid)
         return out
 
@@ -189,15 +189,15 @@ class NodeService:
         node, fed = self.node, self.node.fed
         if pid in self.refused:
             return True
-        p = fed.proposal(pid)
+        p = fed.proposals.proposal(pid)
         me = node.identity.address.lower()
         finished = True
         for r in range(1, p.rounds + 1):
-            info = fed.round_info(pid, r)
+            info = fed.rounds.round_info(pid, r)
             phase = info.phase.name
             if phase == "NONE":
                 return False  # rounds open in order: nothing later exists yet
-            committed = fed.commitment_of(pid, r, me) is not None
+            committed = fed.rounds.commitment_of(pid, r, me) is not None
             if phase == "OPEN":
                 finished = False
                 if not committed and fed.chain.block_number <= info.deadline:
@@ -207,7 +207,7 @@ class NodeService:
                         self.refused[pid] = out.reason
                         return True
             elif phase == "CLOSED" and committed and (pid, r) not in self._evaluated:
-                if not fed.has_evaluated(pid, r, me):
+                if not fed.rounds.has_evaluated(pid, r, me):
                     node.evaluate_and_submit(pid, r)
                 self._evaluated.add((pid, r))
         return finished

@@ -121,7 +121,7 @@ class System:
 
     def register(self, owner: Fedchain, name: str, policy: Policy | None = None) -> bytes:
         """Register dataset ``name`` owned by ``owner`` (default policy: any approved proposal)."""
-        return owner.register_dataset(
+        return owner.registry.register_dataset(
             name, f"bafy-meta-{name}", sha(f"meta:{name}"), sha("schema:v1"), policy or Policy.open()
         ).value
 
@@ -138,7 +138,7 @@ class System:
         """Submit a proposal; returns its id."""
         self._counter[0] += 1
         plan = f"plan-{self._counter[0]}"
-        return proposer.submit_proposal(
+        return proposer.proposals.submit_proposal(
             f"bafy-{plan}", sha(plan), purpose, list(targets), rounds, min_participants, round_duration
         ).value
 
@@ -151,9 +151,9 @@ class System:
     def approve(self, pid: int) -> None:
         """All three founders vote yes, the period passes, the proposal is finalized."""
         for member in (self.A, self.B, self.C):
-            member.vote(pid, Vote.YES)
+            member.proposals.vote(pid, Vote.YES)
         self.chain.mine(VOTING_PERIOD)
-        self.fc.as_(self.a).finalize(pid)
+        self.fc.as_(self.a).proposals.finalize(pid)
 
     def approved_proposal(self, targets: Sequence[str | bytes], **kw: Any) -> int:
         """A proposal by founder A on ``targets``, approved."""
@@ -166,12 +166,12 @@ class System:
         self.register(self.A, "ds-a")
         self.register(self.B, "ds-b")
         pid = self.approved_proposal(["ds-a", "ds-b"], **kw)
-        self.K.open_round(pid, 1)
+        self.K.rounds.open_round(pid, 1)
         return pid
 
     def commit(self, member: Fedchain, pid: int, rnd: int, dataset: str, tag: str = "u") -> Any:
         """Commit a dummy update."""
-        return member.commit_update(pid, rnd, dataset, f"bafy-{tag}-{dataset}-{rnd}", sha(f"{tag}{dataset}{rnd}"), 100)
+        return member.rounds.commit_update(pid, rnd, dataset, f"bafy-{tag}-{dataset}-{rnd}", sha(f"{tag}{dataset}{rnd}"), 100)
 
 
 @pytest.fixture(scope="session")

@@ -543,7 +543,7 @@ def test_policy_expired_at_the_commitment_is_named(run):
     report = run.replay()
     v = by_round(report)
     assert v[1].status == VERIFIED
-    assert "the policy of hospital-c did not admit proposal 1 at that block (expired)" in problems(report, 2)
+    assert "the policy of hospital-c did not admit proposal 1 at that block (policy expired)" in problems(report, 2)
     assert "expired" in problems(report, 3)
 
 
@@ -627,7 +627,7 @@ def live(tmp_path_factory) -> Live:
                           round=1, sender=bad.address)
     sealed = seal_and_pin(store, state_dict_to_bytes(initial_state(plan.model, plan.seed)), ctx, bad,
                           [ops.x25519_public, auditor.x25519_public])
-    fed.as_(bad.account).commit_update(pid, 2, names[3], sealed.cid, sealed.sha256, 50)
+    fed.as_(bad.account).rounds.commit_update(pid, 2, names[3], sealed.cid, sealed.sha256, 50)
     res2 = close(2)
     assert set(res2.rejected) == {bad.address}, res2.rejected
     # round 3: too few updates, failed after the deadline
@@ -663,7 +663,7 @@ def test_live_chain_replay_verifies(live):
     assert v[2].participants == sorted(addrs[:3])
     assert list(v[2].rejected) == [addrs[3]]
     for r in (1, 2, 4):
-        info = live.fed.round_info(live.pid, r)
+        info = live.fed.rounds.round_info(live.pid, r)
         assert v[r].aggregate_cid == info.aggregate_cid
 
 
@@ -678,7 +678,7 @@ def test_live_replay_names_a_missing_update(live, tmp_path):
     """The live history with a store that lost an update blob (its only block)."""
     shutil.copytree(live.store.root, tmp_path / "store")
     store = LocalStore(tmp_path / "store", fsync=False)
-    c = live.fed.commitments(live.pid, 4)[0]
+    c = live.fed.rounds.commitments(live.pid, 4)[0]
     store.block_path(c.cid).unlink()
     report = replay_live(live.fed, store, live.auditor)
     assert not report.ok

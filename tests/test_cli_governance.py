@@ -363,7 +363,7 @@ def test_proposal_submit_vote_finalize_show_list(net, demo, tmp_path):
     cli("proposal", "vote", pid, "yes", "--dev", 1, home=net).refused("the voting period is over")
     r = cli("proposal", "finalize", pid, "--dev", 2, home=net).ok()
     assert "APPROVED (yes 2, no 0, abstain 1 of 4 eligible)" in r.out
-    cli("proposal", "finalize", pid, "--dev", 2, home=net).refused("not open for voting")
+    cli("proposal", "finalize", pid, "--dev", 2, home=net).refused("already finalized or cancelled")
 
     show = cli("proposal", "show", pid, home=net).ok().out
     assert "breast-cancer-demo" in show

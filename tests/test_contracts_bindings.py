@@ -19,6 +19,7 @@ from fedchain.contracts.bindings import (
     DEV_MNEMONIC,
     DEV_PRIVATE_KEYS,
     ERROR_PHRASES,
+    POLICY_REASONS,
     Chain,
     ChainEvent,
     ChainRevert,
@@ -28,9 +29,11 @@ from fedchain.contracts.bindings import (
     Policy,
     Vote,
 )
+from fedchain.contracts.bindings.codec import b32, decode_revert
+from fedchain.contracts.bindings import tester
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
 from fedchain.errors import FedchainError
-from fixtures_chain import reverts, sha
+from fixtures_chain import FOUNDER_NAMES, reverts, sha
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,9 +65,9 @@ def test_mine_and_advance_time(system):
 def test_tx_result_and_events(system):
     s = system
     start = s.chain.block_number + 1
-    r1 = s.A.register_dataset("ds-a", "bafy-m", sha("m"), sha("s"), Policy.open())
+    r1 = s.A.registry.register_dataset("ds-a", "bafy-m", sha("m"), sha("s"), Policy.open())
     pid = s.propose(s.A, ["ds-a"])
-    s.B.vote(pid, Vote.NO)
+    s.B.proposals.vote(pid, Vote.NO)
     assert r1.tx_hash.startswith("0x") and len(r1.tx_hash) == 66
     assert r1.block_number == start and 50_000 < r1.gas_used < 1_000_000
     evs = s.fc.events(start)
@@ -98,7 +101,7 @@ def test_wait_for_events(system):
     assert s.fc.wait_for_events(head + 1, timeout=0.3, poll_interval=0.05) == []
     assert 0.25 < time.monotonic() - t0 < 3
     s.chain.mine(2)  # empty blocks are skipped
-    s.A.set_x25519_key(sha("k2"))
+    s.A.consortium.set_x25519_key(sha("k2"))
     found = s.fc.wait_for_events(head + 1, timeout=5)
     assert [e.event for e in found] == ["X25519KeyUpdated"]
 
@@ -109,7 +112,7 @@ def test_wait_for_events_sees_a_concurrent_transaction(system):
         pytest.skip("the in-process backend is not shared across threads")
     head = s.chain.block_number
     other = Chain.connect(s.chain.url).attach(s.deployment, s.b)
-    timer = threading.Timer(0.3, lambda: other.set_x25519_key(sha("later")))
+    timer = threading.Timer(0.3, lambda: other.consortium.set_x25519_key(sha("later")))
     timer.start()
     try:
         found = s.fc.wait_for_events(head + 1, timeout=10, poll_interval=0.05)
@@ -120,21 +123,21 @@ def test_wait_for_events_sees_a_concurrent_transaction(system):
 
 def test_revert_messages_and_identity(system):
     s = system
-    with reverts("NotAMember", account=s.outsiders[0].address) as box:
-        s.O.set_x25519_key(sha("k"))
+    with reverts("ConsortiumNotAMember", account=s.outsiders[0].address) as box:
+        s.O.consortium.set_x25519_key(sha("k"))
     exc = box[0]
     assert isinstance(exc, ChainRevert) and isinstance(exc, FedchainError)
     a = s.outsiders[0].address
     assert str(exc) == f"not a member ({a[:6]}…{a[-4:]})"
-    assert exc.phrase == ERROR_PHRASES["NotAMember"] and exc.data.startswith("0x")
-    with reverts("UnknownProposal") as box:
-        s.A.vote(5, Vote.YES)
-    assert str(box[0]) == "no such proposal (5)"
+    assert exc.phrase == ERROR_PHRASES["ConsortiumNotAMember"] and exc.data.startswith("0x")
+    with reverts("MemberVotingUnknown") as box:
+        s.A.proposals.vote(5, Vote.YES)
+    assert str(box[0]) == "no such proposal or motion (5)"
 
 
 def test_no_signer(system):
     with pytest.raises(FedchainError, match="no signing account"):
-        system.fc.set_x25519_key(sha("k"))
+        system.fc.consortium.set_x25519_key(sha("k"))
 
 
 def test_deployment_roundtrip_and_attach_checks(system, tmp_path):
@@ -144,9 +147,9 @@ def test_deployment_roundtrip_and_attach_checks(system, tmp_path):
     assert loaded == s.deployment
     assert path.read_text().endswith("\n")
     fc = s.chain.attach(loaded, s.a)
-    assert fc.member_count() == 3 and fc.address == s.a.address
+    assert fc.consortium.member_count() == 3 and fc.address == s.a.address
     assert s.chain.is_deployed(loaded)
-    assert fc.member_key(s.a.address) == fc.member(s.a.address).x25519_pub
+    assert fc.consortium.member_key(s.a.address) == fc.consortium.member(s.a.address).x25519_pub
     wrong_chain = Deployment(loaded.chain_id + 1, loaded.addresses, loaded.deploy_block, loaded.params)
     with pytest.raises(DeploymentError, match="chain"):
         s.chain.attach(wrong_chain)
@@ -177,34 +180,90 @@ def test_every_custom_error_has_a_phrase():
 
 
 def test_generic_revert_decoding():
-    codec = bindings._default_codec()
-    err = codec.revert(keccak(text="Error(string)")[:4] + encode(["string"], ["boom"]))
+    err = decode_revert(keccak(text="Error(string)")[:4] + encode(["string"], ["boom"]))
     assert (err.error, err.args_dict, str(err)) == ("Error", {"message": "boom"}, "reverted: boom")
-    panic = codec.revert(keccak(text="Panic(uint256)")[:4] + encode(["uint256"], [0x11]))
+    panic = decode_revert(keccak(text="Panic(uint256)")[:4] + encode(["uint256"], [0x11]))
     assert (panic.error, panic.args_dict) == ("Panic", {"code": 0x11})
-    unknown = codec.revert(b"\xde\xad\xbe\xef")
+    unknown = decode_revert(b"\xde\xad\xbe\xef")
     assert unknown.error == "Unknown" and unknown.args_dict == {"data": "0xdeadbeef"}
-    assert codec.revert(b"").error == "Unknown"
+    assert decode_revert(b"").error == "Unknown"
     # eth-tester renders revert data as a bytes literal inside its message
-    data = keccak(text="LastMember()")[:4]
+    data = keccak(text="ConsortiumLastMember()")[:4]
+    assert decode_revert(data).error == "ConsortiumLastMember"
 
     class Fake(Exception):
         pass
 
-    assert bindings._revert_data(Fake(f"execution reverted: {data!r}")) == data
-    assert bindings._revert_data(Fake({"data": "0x" + data.hex()})) is None
+    backend = tester.TesterBackend()
+    assert backend.revert_data(Fake(f"execution reverted: {data!r}")) == data
+    assert backend.revert_data(Fake({"data": "0x" + data.hex()})) is None
     assert ast.literal_eval(repr(data)) == data
 
 
-def test_helpers_validate_input():
-    assert bindings.dataset_id("x") == keccak(text="x")
-    assert bindings.dataset_id(b"\1" * 32) == b"\1" * 32
-    assert bindings.dataset_id("0x" + "ab" * 32) == b"\xab" * 32
-    with pytest.raises(ValueError):
-        bindings.dataset_id(b"short")
-    with pytest.raises(ValueError):
-        bindings._b32("0x1234")
-    assert bindings.purpose_hash("research") == keccak(text="research")
+def test_phrases_are_the_contracts_natspec():
+    """One wording: each phrase is its error's (or reason constant's) @notice, read from the artifacts."""
+    for name in CONTRACT_NAMES:
+        doc = load_artifact(name)["userdoc"]
+        for signature, entries in doc["errors"].items():
+            assert ERROR_PHRASES[signature.split("(")[0]] == entries[0]["notice"]
+    registry_doc = load_artifact("DatasetRegistry")["userdoc"]["methods"]
+    assert set(POLICY_REASONS) == {
+        "UNKNOWN_DATASET", "REVOKED", "EXPIRED", "PURPOSE_NOT_ALLOWED", "PROPOSAL_NOT_ALLOWED",
+        "REQUESTER_NOT_ALLOWED", "PROPOSAL_NOT_APPROVED",
+    }
+    for code, phrase in POLICY_REASONS.items():
+        assert registry_doc[f"REASON_{code}()"]["notice"] == phrase
+    source = (REPO / "contracts" / "src" / "IRounds.sol").read_text()
+    assert "/// @notice " + ERROR_PHRASES["RoundsPolicyDenied"] + "\n" in source
+
+
+def test_read_model_is_incremental_and_survives_a_revert(system, monkeypatch):
+    s = system
+    fc = s.fc
+    assert [m.name for m in fc.consortium.members()] == list(FOUNDER_NAMES)
+    scanned: list[tuple[int, int | None]] = []
+    real = type(fc).iter_events
+
+    def spy(self, from_block=0, to_block=None, *args, **kw):
+        scanned.append((from_block, to_block))
+        return real(self, from_block, to_block, *args, **kw)
+
+    monkeypatch.setattr(type(fc), "iter_events", spy)
+    head = s.chain.block_number
+    s.register(s.A, "ds-a")
+    assert [d.name for d in s.B.registry.datasets()] == ["ds-a"]  # an as_ copy shares the index
+    assert scanned == [(head + 1, s.chain.block_number)]  # only the new blocks were read
+    assert [d.name for d in fc.registry.datasets()] == ["ds-a"] and len(scanned) == 1  # nothing new: no scan
+    snap = s.chain.snapshot()
+    s.register(s.B, "ds-b")
+    assert [d.name for d in fc.registry.datasets()] == ["ds-a", "ds-b"]
+    s.chain.revert(snap)
+    s.chain.mine(3)  # the chain grows past the old head again, with other blocks
+    assert [d.name for d in fc.registry.datasets()] == ["ds-a"]
+    assert scanned[-1][0] == s.deployment.deploy_block  # rebuilt from the deployment
+
+
+def test_read_model_folds_live_and_trail_events_alike(system, tmp_path):
+    from fedchain.contracts.readmodel import ReadModel
+
+    s = system
+    s.register(s.A, "ds-a", Policy(purposes=("research",), any_approved_proposal=True, max_epsilon_milli=500))
+    s.A.consortium.set_x25519_key(sha("rotated"))
+    live = ReadModel(s.fc.events(s.deployment.deploy_block))
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e.to_json(), default=int) + "\n" for e in s.fc.events(s.deployment.deploy_block)))
+
+    class TrailLike:  # the shape the audit trail reads back (block, tx, ...)
+        def __init__(self, rec):
+            self.__dict__.update(rec, block=rec["block_number"], tx=rec["tx_hash"])
+
+    from_file = ReadModel(TrailLike(json.loads(line)) for line in path.read_text().splitlines())
+    for model in (live, from_file):
+        a = model.members[s.a.address.lower()]
+        assert [k for _, k in a.keys] == ["0x" + sha("x25519:Alpha Hospital").hex(), "0x" + sha("rotated").hex()]
+        (d,) = model.datasets.values()
+        assert (d.name, d.policies[0].version, d.policies[0].max_epsilon_milli) == ("ds-a", 1, 500)
+    assert live.members == from_file.members and live.datasets == from_file.datasets
 
 
 def test_connection_failures():
@@ -232,7 +291,7 @@ def test_only_bindings_imports_web3():
         for path in (REPO / folder).rglob("*"):
             if path.suffix != ".py" and not (path.parent.name == "scripts" and path.is_file()):
                 continue
-            if path == REPO / "contracts" / "bindings.py" or "__pycache__" in path.parts:
+            if (REPO / "contracts" / "bindings") in path.parents or "__pycache__" in path.parts:
                 continue
             text = path.read_text(errors="replace")
             for line in text.splitlines():

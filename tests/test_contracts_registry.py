@@ -14,7 +14,7 @@ def test_register_dataset(system):
         purposes=("sepsis-research",), proposal_ids=(4, 5), requesters=(s.b.address,),
         expiry=s.chain.block_timestamp + 10_000, max_epsilon_milli=2500,
     )
-    r = s.A.register_dataset("icu-2024", "bafy-meta", sha("meta"), sha("schema"), policy)
+    r = s.A.registry.register_dataset("icu-2024", "bafy-meta", sha("meta"), sha("schema"), policy)
     did = r.value
     assert did == keccak(text="icu-2024") == dataset_id("icu-2024")
     assert [e.event for e in r.events] == ["DatasetRegistered", "PolicySet"]
@@ -33,8 +33,8 @@ def test_register_dataset(system):
         "expiry": policy.expiry,
         "maxEpsilonMilli": 2500,
     }
-    d = s.fc.dataset("icu-2024")
-    assert d == s.fc.dataset(did) == s.fc.dataset("0x" + did.hex())
+    d = s.fc.registry.dataset("icu-2024")
+    assert d == s.fc.registry.dataset(did) == s.fc.registry.dataset("0x" + did.hex())
     assert (d.owner, d.name, d.metadata_cid, d.policy_version, d.revoked) == (
         s.a.address, "icu-2024", "bafy-meta", 1, False
     )
@@ -43,37 +43,37 @@ def test_register_dataset(system):
         purposes=(purpose_hash("sepsis-research"),), proposal_ids=(4, 5), requesters=(s.b.address,),
         expiry=policy.expiry, max_epsilon_milli=2500,
     )
-    assert s.fc.dataset_count() == 1
-    assert s.fc.dataset("nope") is None
+    assert s.fc.registry.dataset_count() == 1
+    assert s.fc.registry.dataset("nope") is None
     s.register(s.B, "second")
-    s.B.revoke_dataset("second")
-    assert [d.name for d in s.fc.datasets()] == ["icu-2024", "second"]
-    assert [d.name for d in s.fc.datasets(include_revoked=False)] == ["icu-2024"]
+    s.B.registry.revoke_dataset("second")
+    assert [d.name for d in s.fc.registry.datasets()] == ["icu-2024", "second"]
+    assert [d.name for d in s.fc.registry.datasets(include_revoked=False)] == ["icu-2024"]
 
 
 def test_register_rules(system):
     s = system
-    with reverts("NotAMember", account=s.outsiders[0].address):
+    with reverts("ConsortiumNotAMember", account=s.outsiders[0].address):
         s.register(s.O, "x")
-    with reverts("InvalidName"):
+    with reverts("DatasetRegistryInvalidName"):
         s.register(s.A, "")
-    with reverts("InvalidName"):
+    with reverts("DatasetRegistryInvalidName"):
         s.register(s.A, "n" * 129)
-    with reverts("EmptyCid"):
-        s.A.register_dataset("x", "", sha("m"), sha("s"), Policy.open())
+    with reverts("DatasetRegistryEmptyCid"):
+        s.A.registry.register_dataset("x", "", sha("m"), sha("s"), Policy.open())
     s.register(s.A, "x")
-    with reverts("DatasetExists", id="0x" + dataset_id("x").hex()):
+    with reverts("DatasetRegistryAlreadyRegistered", id="0x" + dataset_id("x").hex()):
         s.register(s.B, "x")
-    with reverts("TooManyPolicyEntries", given=33, max=32):
+    with reverts("DatasetRegistryTooManyPolicyEntries", given=33, max=32):
         s.register(s.A, "y", Policy(purposes=tuple(f"p{i}" for i in range(33))))
-    with reverts("TooManyPolicyEntries", given=33):
+    with reverts("DatasetRegistryTooManyPolicyEntries", given=33):
         s.register(s.A, "y", Policy(proposal_ids=tuple(range(33))))
-    with reverts("TooManyPolicyEntries", given=33):
+    with reverts("DatasetRegistryTooManyPolicyEntries", given=33):
         s.register(s.A, "y", Policy(requesters=tuple(f"0x{i + 1:040x}" for i in range(33))))
     now = s.chain.block_timestamp
-    with reverts("InvalidExpiry", expiry=now - 1):
+    with reverts("DatasetRegistryInvalidExpiry", expiry=now - 1):
         s.register(s.A, "y", Policy.open(expiry=now - 1))
-    with reverts("InvalidExpiry"):
+    with reverts("DatasetRegistryInvalidExpiry"):
         s.register(s.A, "y", Policy.open(expiry=2**40))
     s.register(s.A, "y", Policy(purposes=tuple(f"p{i}" for i in range(32))))
 
@@ -83,40 +83,40 @@ def test_set_policy_versions_and_rules(system):
     s.register(s.A, "ds-a", Policy(purposes=("old-purpose",), any_approved_proposal=True))
     old = s.approved_proposal(["ds-a"], purpose="old-purpose")
     new = s.approved_proposal(["ds-a"], purpose="new-purpose")
-    assert s.fc.admits("ds-a", old).ok and s.fc.admits("ds-a", new).reason == "PURPOSE_NOT_ALLOWED"
-    r = s.A.set_policy("ds-a", Policy(purposes=("new-purpose",), any_approved_proposal=True))
+    assert s.fc.registry.admits("ds-a", old).ok and s.fc.registry.admits("ds-a", new).reason == "PURPOSE_NOT_ALLOWED"
+    r = s.A.registry.set_policy("ds-a", Policy(purposes=("new-purpose",), any_approved_proposal=True))
     assert r.value == 2 and r.event("PolicySet").args["version"] == 2
     # entries of version 1 are ignored without having been cleared
-    assert s.fc.admits("ds-a", old).reason == "PURPOSE_NOT_ALLOWED"
-    assert s.fc.admits("ds-a", new).ok
-    assert s.fc.dataset("ds-a").policy_version == 2
-    with reverts("NotDatasetOwner", datasetId="0x" + dataset_id("ds-a").hex(), account=s.b.address):
-        s.B.set_policy("ds-a", Policy.open())
-    with reverts("UnknownDataset", id="0x" + dataset_id("missing").hex()):
-        s.A.set_policy("missing", Policy.open())
-    with reverts("InvalidExpiry"):
-        s.A.set_policy("ds-a", Policy.open(expiry=1))
-    with reverts("TooManyPolicyEntries"):
-        s.A.set_policy("ds-a", Policy(proposal_ids=tuple(range(40))))
+    assert s.fc.registry.admits("ds-a", old).reason == "PURPOSE_NOT_ALLOWED"
+    assert s.fc.registry.admits("ds-a", new).ok
+    assert s.fc.registry.dataset("ds-a").policy_version == 2
+    with reverts("DatasetRegistryNotOwner", datasetId="0x" + dataset_id("ds-a").hex(), account=s.b.address):
+        s.B.registry.set_policy("ds-a", Policy.open())
+    with reverts("DatasetRegistryUnknownDataset", id="0x" + dataset_id("missing").hex()):
+        s.A.registry.set_policy("missing", Policy.open())
+    with reverts("DatasetRegistryInvalidExpiry"):
+        s.A.registry.set_policy("ds-a", Policy.open(expiry=1))
+    with reverts("DatasetRegistryTooManyPolicyEntries"):
+        s.A.registry.set_policy("ds-a", Policy(proposal_ids=tuple(range(40))))
 
 
 def test_revoke(system):
     s = system
     s.register(s.A, "ds-a")
     pid = s.approved_proposal(["ds-a"])
-    assert s.fc.admits("ds-a", pid).ok
-    with reverts("NotDatasetOwner"):
-        s.B.revoke_dataset("ds-a")
-    r = s.A.revoke_dataset("ds-a")
+    assert s.fc.registry.admits("ds-a", pid).ok
+    with reverts("DatasetRegistryNotOwner"):
+        s.B.registry.revoke_dataset("ds-a")
+    r = s.A.registry.revoke_dataset("ds-a")
     assert r.event("DatasetRevoked").args == {"id": "0x" + dataset_id("ds-a").hex()}
-    assert s.fc.dataset("ds-a").revoked
-    assert s.fc.admits("ds-a", pid).reason == "REVOKED"
-    with reverts("DatasetIsRevoked"):
-        s.A.revoke_dataset("ds-a")
-    with reverts("DatasetIsRevoked"):
-        s.A.set_policy("ds-a", Policy.open())
-    with reverts("UnknownDataset"):
-        s.A.revoke_dataset("missing")
+    assert s.fc.registry.dataset("ds-a").revoked
+    assert s.fc.registry.admits("ds-a", pid).reason == "REVOKED"
+    with reverts("DatasetRegistryRevoked"):
+        s.A.registry.revoke_dataset("ds-a")
+    with reverts("DatasetRegistryRevoked"):
+        s.A.registry.set_policy("ds-a", Policy.open())
+    with reverts("DatasetRegistryUnknownDataset"):
+        s.A.registry.revoke_dataset("missing")
 
 
 def test_admits_reasons(system):
@@ -128,19 +128,19 @@ def test_admits_reasons(system):
     s.register(s.A, "expiring", Policy.open(expiry=now + 1_000))
     s.register(s.A, "closed", Policy())  # no proposal admitted
     pending = s.propose(s.A, ["open"])
-    assert not s.fc.admits("open", pending)
-    assert s.fc.admits("open", pending).reason == "PROPOSAL_NOT_APPROVED"
+    assert not s.fc.registry.admits("open", pending)
+    assert s.fc.registry.admits("open", pending).reason == "PROPOSAL_NOT_APPROVED"
     pid = s.approved_proposal(["open"])
     listed = s.register(s.B, "listed", Policy(proposal_ids=(pid,)))
-    assert s.fc.admits("open", pid).ok and s.fc.admits("open", pid).reason == ""
-    assert s.fc.admits(listed, pid).ok
-    assert s.fc.admits("closed", pid).reason == "PROPOSAL_NOT_ALLOWED"
-    assert s.fc.admits("purpose", pid).reason == "PURPOSE_NOT_ALLOWED"
-    assert s.fc.admits("requester", pid).reason == "REQUESTER_NOT_ALLOWED"
-    assert s.fc.admits("missing", pid).reason == "UNKNOWN_DATASET"
-    assert s.fc.admits("expiring", pid).ok
-    ok, reason = s.fc.admits("purpose", pid)
+    assert s.fc.registry.admits("open", pid).ok and s.fc.registry.admits("open", pid).reason == ""
+    assert s.fc.registry.admits(listed, pid).ok
+    assert s.fc.registry.admits("closed", pid).reason == "PROPOSAL_NOT_ALLOWED"
+    assert s.fc.registry.admits("purpose", pid).reason == "PURPOSE_NOT_ALLOWED"
+    assert s.fc.registry.admits("requester", pid).reason == "REQUESTER_NOT_ALLOWED"
+    assert s.fc.registry.admits("missing", pid).reason == "UNKNOWN_DATASET"
+    assert s.fc.registry.admits("expiring", pid).ok
+    ok, reason = s.fc.registry.admits("purpose", pid)
     assert (ok, reason) == (False, "PURPOSE_NOT_ALLOWED")
     s.chain.advance_time(2_000)
-    assert s.fc.admits("expiring", pid).reason == "EXPIRED"
-    assert s.fc.admits("open", 999).reason == "PROPOSAL_NOT_APPROVED"
+    assert s.fc.registry.admits("expiring", pid).reason == "EXPIRED"
+    assert s.fc.registry.admits("open", 999).reason == "PROPOSAL_NOT_APPROVED"

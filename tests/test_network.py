@@ -36,7 +36,7 @@ def test_three_hospital_processes_and_a_coordinator_run_three_rounds(tmp_path):
         members = {a.lower() for a in info["members"]}
         events = fed.events()
         for r in (1, 2, 3):
-            ri = fed.round_info(pid, r)
+            ri = fed.rounds.round_info(pid, r)
             assert ri.phase.name == "CLOSED", (r, ri)
             committers = {e.args["member"].lower() for e in events
                           if e.event == "UpdateCommitted" and e.args["round"] == r}

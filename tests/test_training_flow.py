@@ -67,15 +67,15 @@ class World:
             return self.sim.approve(plan, votes=votes, finalize_vote=finalize)
         # A dishonest proposer: the chain gets the plan's hash, the store other bytes.
         cid, _ = pin_document(self.store, plan_bytes)
-        pid = self.sim.fed(self.members[0]).submit_proposal(
+        pid = self.sim.fed(self.members[0]).proposals.submit_proposal(
             plan_cid=cid, plan_sha256=plan.sha256, purpose=plan.purpose, targets=list(plan.datasets),
             rounds=plan.rounds, min_participants=plan.min_participants, round_duration=plan.round_deadline_blocks,
         ).value
         for ident in self.members + [self.coord]:
-            self.sim.fed(ident).vote(pid, (votes or {}).get(ident.name, Vote.YES))
+            self.sim.fed(ident).proposals.vote(pid, (votes or {}).get(ident.name, Vote.YES))
         if finalize:
             self.sim.end_vote(pid)
-            self.sim.fed(self.coord).finalize(pid)
+            self.sim.fed(self.coord).proposals.finalize(pid)
         return pid
 
     def run_round(self, pid: int, r: int):
@@ -111,15 +111,15 @@ def test_unapproved_proposal_opens_no_round(world):
     with pytest.raises(NotApproved, match="not approved"):
         world.coordinator.open_round(pid, 1)
     with pytest.raises(ChainRevert) as exc:  # the contract refuses on its own as well
-        world.fed.as_(world.coord.account).open_round(pid, 1)
-    assert exc.value.error == "ProposalNotApproved"
+        world.fed.as_(world.coord.account).rounds.open_round(pid, 1)
+    assert exc.value.error == "RoundsProposalNotApproved"
     assert world.rounds_opened(pid) == []
 
 
 def test_rejected_proposal_opens_no_round_and_lands_no_aggregate(world):
     no = {m.name: Vote.NO for m in world.members + [world.coord]}
     pid = world.propose(plan_for(world), votes=no)
-    assert world.fed.proposal(pid).state.name == "REJECTED"
+    assert world.fed.proposals.proposal(pid).state.name == "REJECTED"
     svc = CoordinatorService(world.coordinator)
     assert svc.step(pid) is True  # nothing to do
     assert world.rounds_opened(pid) == []
@@ -140,7 +140,7 @@ def test_rounds_beyond_the_approved_number_are_refused(world):
     with pytest.raises(NotApproved, match="rounds 1..1"):
         world.coordinator.open_round(pid, 2)
     with pytest.raises(ChainRevert):
-        world.fed.as_(world.coord.account).open_round(pid, 2)
+        world.fed.as_(world.coord.account).rounds.open_round(pid, 2)
 
 
 # -- policies ---------------------------------------------------------------------------------
@@ -155,9 +155,9 @@ def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tm
         "PURPOSE_NOT_ALLOWED", f"dataset {w.nodes[2].dataset_name!r}, proposal {pid}")
     # Even a node that skips its own check cannot get a commitment past the contract.
     with pytest.raises(ChainRevert) as exc:
-        w.nodes[2].fed.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
-    assert exc.value.error == "PolicyDenied"
-    assert "PURPOSE_NOT_ALLOWED" in str(exc.value), str(exc.value)
+        w.nodes[2].fed.rounds.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
+    assert exc.value.error == "RoundsPolicyDenied"
+    assert "purpose not allowed" in str(exc.value) and exc.value.args_dict["reason"].startswith("0x505552504f5345"), str(exc.value)
     closed = w.coordinator.close_round(pid, 1)
     assert closed.closed and len(closed.participants) == 2
     committers = {e.args["member"].lower() for e in w.fed.events() if e.event == "UpdateCommitted"}
@@ -177,7 +177,7 @@ def _corrupt(store, cid: str) -> None:
 def test_plan_tampered_in_the_store_stops_node_and_coordinator(world):
     plan = plan_for(world)
     pid = world.propose(plan)
-    _corrupt(world.store, world.fed.proposal(pid).plan_cid)
+    _corrupt(world.store, world.fed.proposals.proposal(pid).plan_cid)
     with pytest.raises(BlockCorrupt):
         world.nodes[0].train_and_commit(pid, 1)
     with pytest.raises(BlockCorrupt):
@@ -222,7 +222,7 @@ def test_update_claimed_by_another_member_is_rejected(world):
     world.nodes[1].train_and_commit(pid, 1)
     # Member C commits member A's sealed blob as if it were its own.
     node_c = world.nodes[2]
-    node_c.fed.commit_update(pid, 1, node_c.dataset_name, a.cid, a.sha256, a.n_samples)
+    node_c.fed.rounds.commit_update(pid, 1, node_c.dataset_name, a.cid, a.sha256, a.n_samples)
     closed = world.coordinator.close_round(pid, 1)
     assert closed.closed
     reason = closed.rejected[world.members[2].address]
@@ -236,10 +236,10 @@ def test_round_fails_when_too_few_valid_updates_remain(world):
     _corrupt(world.store, outcomes[0].cid)
     result = world.coordinator.close_round(pid, 1)
     assert not result.closed and "needs 3" in result.reason
-    assert world.fed.round_info(pid, 1).phase.name == "OPEN"  # nothing was published
+    assert world.fed.rounds.round_info(pid, 1).phase.name == "OPEN"  # nothing was published
     world.chain.mine(plan_for(world).round_deadline_blocks + 1)
     world.coordinator.fail_round(pid, 1)
-    assert world.fed.round_info(pid, 1).phase.name == "FAILED"
+    assert world.fed.rounds.round_info(pid, 1).phase.name == "FAILED"
 
 
 # -- the service loop and determinism ------------------------------------------------------------------
@@ -251,14 +251,14 @@ def test_coordinator_service_drives_all_rounds(world):
         if svc.step(pid):
             break
         for n in world.nodes:
-            r = world.fed.last_round(pid)
-            info = world.fed.round_info(pid, r)
-            if info.phase.name == "OPEN" and world.fed.commitment_of(pid, r, n.identity.address) is None:
+            r = world.fed.rounds.last_round(pid)
+            info = world.fed.rounds.round_info(pid, r)
+            if info.phase.name == "OPEN" and world.fed.rounds.commitment_of(pid, r, n.identity.address) is None:
                 n.train_and_commit(pid, r)
-            elif info.phase.name == "CLOSED" and not world.fed.has_evaluated(pid, r, n.identity.address):
+            elif info.phase.name == "CLOSED" and not world.fed.rounds.has_evaluated(pid, r, n.identity.address):
                 n.evaluate_and_submit(pid, r)
     for r in (1, 2):
-        info = world.fed.round_info(pid, r)
+        info = world.fed.rounds.round_info(pid, r)
         assert info.phase.name == "CLOSED" and info.committed == N
         assert info.global_metric_ppm is not None and info.global_metric_ppm > 800_000
 
@@ -270,7 +270,7 @@ def test_same_seed_same_data_same_global_model_bytes(tmp_path):
         pid = w.propose(plan_for(w))
         for r in (1, 2):
             _, closed = w.run_round(pid, r)
-        shas.append([w.fed.round_info(pid, r).aggregate_sha256 for r in (1, 2)])
+        shas.append([w.fed.rounds.round_info(pid, r).aggregate_sha256 for r in (1, 2)])
         model = bytes_to_state_dict(w.store.get(closed.aggregate_cid))
         assert set(model) == {"linear.weight", "linear.bias"}
     assert shas[0] == shas[1]
@@ -297,7 +297,7 @@ def test_an_update_stays_valid_when_its_sender_rotates_keys_before_the_close(wor
     world.coordinator.open_round(pid, 1)
     for n in world.nodes:
         n.train_and_commit(pid, 1)
-    world.nodes[0].fed.set_x25519_key(b"\x07" * 32)  # rotated after committing
+    world.nodes[0].fed.consortium.set_x25519_key(b"\x07" * 32)  # rotated after committing
     closed = world.coordinator.close_round(pid, 1)
     assert closed.closed and closed.rejected == {} and len(closed.participants) == N
     history = History(chain_events(world.fed, world.fed.deployment.deploy_block), world.fed.deployment.params)

@@ -70,7 +70,7 @@ def _plan(targets, **changes):
 
 def test_register_publishes_the_metadata_document_and_the_schema_hash(system, store):
     done = _register(system, system.A, store, "icu-2024")
-    info = system.fc.dataset("icu-2024")
+    info = system.fc.registry.dataset("icu-2024")
     assert info.owner == system.a.address and done.id == info.id
     assert info.metadata_cid == done.metadata_cid and store.is_pinned(done.metadata_cid)
     assert "0x" + info.metadata_sha256.hex() == "0x" + done.metadata_sha256
@@ -82,9 +82,9 @@ def test_a_registration_the_chain_refuses_leaves_nothing_pinned(system, store):
     meta_cid = compute_cid(metadata_document(SCHEMA, 40, _description("x")))
     with pytest.raises(ChainRevert) as exc:
         _register(system, system.O, store, "x")  # an outsider: not a member
-    assert exc.value.error == "NotAMember"
+    assert exc.value.error == "ConsortiumNotAMember"
     assert not store.is_pinned(meta_cid)
-    assert system.fc.dataset("x") is None
+    assert system.fc.registry.dataset("x") is None
 
 
 def test_a_refused_registration_never_unpins_what_someone_else_pinned(system, store):
@@ -111,10 +111,10 @@ def test_propose_pins_the_plan_and_copies_its_terms_to_the_chain(system, store):
     _register(system, system.A, store, "ds-a")
     plan = _plan(["ds-a", "not-yet-registered"], rounds=3, min_participants=2, round_deadline_blocks=17)
     done = uc.proposals.propose(system.A, store, plan)
-    p = system.fc.proposal(done.id)
+    p = system.fc.proposals.proposal(done.id)
     assert (p.plan_cid, "0x" + p.plan_sha256.hex()) == (done.plan_cid, plan.sha256)
     assert (p.purpose, p.rounds, p.min_participants, p.round_duration) == (plan.purpose, 3, 2, 17)
-    assert p.targets == tuple(system.fc.dataset_id(n) for n in plan.datasets)
+    assert p.targets == tuple(system.fc.registry.dataset_id(n) for n in plan.datasets)
     assert uc.proposals.fetch_plan(store, p) == plan
 
 
@@ -122,7 +122,7 @@ def test_a_proposal_the_chain_refuses_leaves_its_plan_unpinned(system, store):
     plan = _plan(["ds-a"])
     with pytest.raises(ChainRevert) as exc:
         uc.proposals.propose(system.O, store, plan)
-    assert exc.value.error == "NotAMember"
+    assert exc.value.error == "ConsortiumNotAMember"
     assert not store.is_pinned(compute_cid(plan.to_canonical_bytes()))
 
 
@@ -133,9 +133,9 @@ def test_votes_are_words_and_a_bad_word_is_named(system, store):
     uc.proposals.vote(system.B, pid, " Abstain ")
     with pytest.raises(ConfigError, match="yes, no or abstain"):
         uc.proposals.vote(system.C, pid, "perhaps")
-    system.mine_past(system.fc.proposal(pid).deadline)
+    system.mine_past(system.fc.proposals.proposal(pid).deadline)
     assert uc.proposals.finalize(system.C, pid).value == ProposalState.APPROVED
-    p = system.fc.proposal(pid)
+    p = system.fc.proposals.proposal(pid)
     assert (p.yes, p.no, p.abstain) == (1, 0, 1)
 
 
@@ -158,7 +158,7 @@ def test_admission_names_each_rule_with_a_code_and_the_contracts_wording(system,
     assert refused.code == "PURPOSE_NOT_ALLOWED"
     # the same words the contract's revert carries when a commitment tries anyway
     with pytest.raises(ChainRevert) as exc:
-        system.K.open_round(pid, 1)
+        system.K.rounds.open_round(pid, 1)
         system.commit(system.B, pid, 1, "research-only")
     assert exc.value.phrase in refused.words and refused.reason in refused.words
     assert uc.admission.check(system.fc, "open", pid, owner=system.b.address).code == "NOT_OWNER"
@@ -189,7 +189,7 @@ def _committing(system, store):
     plan = _plan(["ds-a"], auditors=[])
     pid = uc.proposals.propose(system.A, store, plan).id
     system.approve(pid)
-    system.K.open_round(pid, 1)
+    system.K.rounds.open_round(pid, 1)
     return plan, pid, dev_identity(0)
 
 
@@ -198,7 +198,7 @@ def test_commit_refused_by_the_precheck_publishes_nothing(system, store):
     key = [dev_identity(3).x25519_public]  # the coordinator is not a member here: its key is given
     done = commit_update(system.A, store, me, plan, proposal_id=pid, round_=1, dataset="ds-a",
                          payload=_update(plan), n_samples=30, recipients=key)
-    assert system.fc.commitment_of(pid, 1, me.address) is not None and store.is_pinned(done.cid)
+    assert system.fc.rounds.commitment_of(pid, 1, me.address) is not None and store.is_pinned(done.cid)
     pins = set(store.pins()) if hasattr(store, "pins") else None
     with pytest.raises(uc.Refused) as exc:  # a second commitment: refused before sealing or pinning
         commit_update(system.A, store, me, plan, proposal_id=pid, round_=1, dataset="ds-a",
@@ -217,7 +217,7 @@ def test_commit_refused_by_the_precheck_publishes_nothing(system, store):
 
 def test_a_commitment_the_chain_refuses_after_sealing_is_unpinned(system, store):
     plan, pid, me = _committing(system, store)
-    system.mine_past(system.fc.round_info(pid, 1).deadline + 1)  # the deadline passes meanwhile
+    system.mine_past(system.fc.rounds.round_info(pid, 1).deadline + 1)  # the deadline passes meanwhile
     pinned: list[str] = []
     real_put = store.put
 
@@ -229,7 +229,7 @@ def test_a_commitment_the_chain_refuses_after_sealing_is_unpinned(system, store)
     with pytest.raises(ChainRevert) as exc:
         commit_update(system.A, store, me, plan, proposal_id=pid, round_=1, dataset="ds-a", payload=_update(plan),
                       n_samples=30, recipients=[dev_identity(3).x25519_public], precheck=False)
-    assert exc.value.error == "RoundDeadlinePassed"
+    assert exc.value.error == "RoundsDeadlinePassed"
     assert len(pinned) == 1 and not store.is_pinned(pinned[0])
 
 

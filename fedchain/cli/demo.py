@@ -129,7 +129,7 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     votes = {names[2]: Vote.NO, sim.ops.name: Vote.ABSTAIN}  # everyone else votes yes
     pid = sim.approve(plan, votes=votes)
     result.proposal_id = pid
-    prop = sim.fed().proposal(pid)
+    prop = sim.fed().proposals.proposal(pid)
     say(f"proposal {pid} ({plan.purpose}, plan {prop.plan_cid[:12]}…): votes yes {prop.yes} / no {prop.no} / "
         f"abstain {prop.abstain} → [bold]{prop.state.name}[/]")
 

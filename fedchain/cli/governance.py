@@ -35,7 +35,7 @@ from fedchain import serialize
 from fedchain import usecases as uc
 from fedchain.content import fetch_document
 from fedchain.contracts.bindings import dataset_id, purpose_hash
-from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable
+from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable, reason_code
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity, read_public
 from fedchain.models import initial_state
@@ -131,22 +131,18 @@ def _hex(b: bytes) -> str:
 
 
 class Names:
-    """Readable names: members by address, datasets by id, purposes by hash (from one event scan)."""
+    """Readable names: members by address, datasets by id, purposes by hash (from the read model)."""
 
     def __init__(self, fed: Any, home: Optional[Path]) -> None:
-        self.members: dict[str, str] = {}
-        self.datasets: dict[bytes, str] = {}
+        model = fed.read_model()
+        self.members: dict[str, str] = {a: m.name for a, m in model.members.items()}
+        self.datasets: dict[bytes, str] = {bytes.fromhex(d.id[2:]): d.name for d in model.datasets.values()}
         self.purposes: dict[bytes, str] = {purpose_hash(p): p for p in COMMON_PURPOSES}
         for p in load_known_purposes(home):
             self.purposes[purpose_hash(p)] = p
-        for ev in fed.events(fed.deployment.deploy_block, details=False):
-            if ev.event == "MemberAdmitted":
-                self.members[ev.args["account"].lower()] = ev.args["name"]
-            elif ev.event == "DatasetRegistered":
-                self.datasets[bytes.fromhex(ev.args["id"][2:])] = ev.args["name"]
-            elif ev.event == "ProposalSubmitted":
-                self.purposes[purpose_hash(ev.args["purpose"])] = ev.args["purpose"]
-        self.coordinator = fed.coordinator()
+        for prop in model.proposals.values():
+            self.purposes[purpose_hash(prop.purpose)] = prop.purpose
+        self.coordinator = fed.consortium.coordinator()
 
     def who(self, address: str, full: bool = False) -> str:
         name = self.members.get(address.lower())
@@ -174,12 +170,6 @@ def _names() -> Optional[Names]:
     return _current.get("names")
 
 
-def _reason_code(value: Any) -> str:
-    if isinstance(value, str) and value.startswith("0x"):
-        return bytes.fromhex(value[2:]).rstrip(b"\0").decode("ascii", "replace")
-    return str(value)
-
-
 def policy_reason(code: str) -> str:
     """The phrase for an ``admits`` / ``PolicyDenied`` reason code."""
     return uc.phrase(code)
@@ -194,9 +184,9 @@ def explain_revert(exc: Any) -> str:
     names = _names()
     if exc.error == "Error":
         return str(exc)
-    if exc.error == "PolicyDenied":
+    if exc.error == "RoundsPolicyDenied":
         ds = names.dataset(args.get("datasetId", "0x")) if names else _short(str(args.get("datasetId")))
-        return f"{exc.phrase}: {policy_reason(_reason_code(args.get('reason')))} (dataset {ds})"
+        return f"{exc.phrase}: {policy_reason(reason_code(args.get('reason')))} (dataset {ds})"
 
     def value(key: str, v: Any) -> str:
         if isinstance(v, IntEnum):
@@ -206,7 +196,7 @@ def explain_revert(exc: Any) -> str:
         if isinstance(v, str) and re.fullmatch(r"0x[0-9a-fA-F]{64}", v):
             if key == "datasetId" and names:
                 return names.dataset(v)
-            code = _reason_code(v)
+            code = reason_code(v)
             if code and code.isascii() and code.replace("_", "").isalnum() and code.isupper():
                 return policy_reason(code)
             return _short(v)
@@ -276,14 +266,14 @@ def _date(ts: int) -> str:
 
 
 def _require_proposal(fed, proposal_id: int):
-    p = fed.proposal(proposal_id)
+    p = fed.proposals.proposal(proposal_id)
     if p is None:
-        raise ConfigError(f"no proposal {proposal_id} (there are {fed.proposal_count()})")
+        raise ConfigError(f"no proposal {proposal_id} (there are {fed.proposals.proposal_count()})")
     return p
 
 
 def _require_dataset(fed, name: str):
-    d = fed.dataset(name)
+    d = fed.registry.dataset(name)
     if d is None:
         raise ConfigError(f"no dataset named {name!r} is registered")
     return d
@@ -293,12 +283,12 @@ def _resolve_member(fed, value: str) -> str:
     """An address, or the name of a member (as in 'member list')."""
     if is_address(value):
         return to_checksum_address(value)
-    matches = [m for m in fed.members(include_removed=True) if m.name == value]
+    matches = [m for m in fed.consortium.members(include_removed=True) if m.name == value]
     if len(matches) == 1:
         return matches[0].address
     if len(matches) > 1:
         raise ConfigError(f"several members are named {value!r}; give the address")
-    known = ", ".join(m.name for m in fed.members()) or "none"
+    known = ", ".join(m.name for m in fed.consortium.members()) or "none"
     raise ConfigError(f"{value!r} is neither an address nor a member name (members: {known})")
 
 
@@ -315,14 +305,14 @@ def member_list(
     s = _session(home)
     fed = s.fed
     t = Table("#", "name", "address", "x25519 public key", "joined (block)", "state", title="consortium members")
-    for m in fed.members(include_removed=all_):
+    for m in fed.consortium.members(include_removed=all_):
         t.add_row(str(m.seq), escape(m.name), m.address, _short(_hex(m.x25519_pub)), str(m.joined_at),
                   "active" if m.active else "[red]removed[/]")
     console.print(t)
-    coord = fed.coordinator()
-    member = fed.member(coord)
+    coord = fed.consortium.coordinator()
+    member = fed.consortium.member(coord)
     console.print(f"coordinator: {coord}" + (f" ({escape(member.name)})" if member.active else " (not a member)"))
-    vp = fed.voting_params()
+    vp = fed.consortium.voting_params()
     console.print(
         f"voting: {vp.voting_period_blocks} blocks, quorum {vp.quorum_bps / 100:g}% of members, "
         f"approval {vp.approval_bps / 100:g}% of yes+no"
@@ -338,8 +328,8 @@ def member_motions(home: HomeOpt = None) -> None:
     names = _names()
     head = s.chain.block_number
     t = Table("id", "kind", "target", "state", "proposer", "yes/no", "voting until", title="membership motions")
-    for i in range(1, fed.motion_count() + 1):
-        m = fed.motion(i)
+    for i in range(1, fed.consortium.motion_count() + 1):
+        m = fed.consortium.motion(i)
         if m is None:
             continue
         target = (f"{escape(m.name)} " if m.name else "") + (names.who(m.target) if names else m.target)
@@ -371,7 +361,7 @@ def member_propose_admit(
     key = _key_bytes(x25519)
     _, _, fed = _acting(home, identity, dev)
     tx = uc.members.propose_admit(fed, name, address, key)
-    vp = fed.voting_params()
+    vp = fed.consortium.voting_params()
     _tx_line(f"motion {tx.value}: admit {escape(name)} ({address}); voting open for {vp.voting_period_blocks} blocks", tx)
 
 
@@ -418,7 +408,7 @@ def member_finalize(motion: int, home: HomeOpt = None, identity: IdentityOpt = N
     """Finalize a membership motion after its voting period (an approved one takes effect)."""
     _, _, fed = _acting(home, identity, dev)
     tx = uc.members.finalize(fed, motion)
-    m = fed.motion(motion)
+    m = fed.consortium.motion(motion)
     tally = f" (yes {m.yes}, no {m.no} of {m.eligible})" if m else ""
     _tx_line(f"motion {motion} finalized: {tx.value.name}{tally}", tx)
 
@@ -605,7 +595,7 @@ def dataset_list(
     names = _names()
     now = s.chain.block_timestamp
     t = Table("name", "owner", "purposes", "proposals", "requesters", "expires", "ε", "state", title="datasets")
-    for d in s.fed.datasets(include_revoked=not active):
+    for d in s.fed.registry.datasets(include_revoked=not active):
         f = policy_fields(d.policy, names, now)
         state = "[red]revoked[/]" if d.revoked else ("[yellow]expired[/]" if "expired" in f["expires"] else "active")
         t.add_row(escape(d.name), escape(names.who(d.owner) if names else _short(d.owner)),
@@ -678,7 +668,7 @@ def proposal_submit(
     _tx_line(f"proposal {done.id} submitted: {escape(p.name)!r}, purpose {escape(p.purpose)!r}, plan {done.plan_cid}",
              done.tx)
     console.print(f"  voting open until block {done.info.deadline} ({done.info.eligible} eligible members)")
-    missing = [n for n in p.datasets if fed.dataset(n) is None]
+    missing = [n for n in p.datasets if fed.registry.dataset(n) is None]
     if missing:
         console.print(f"  [yellow]note:[/] not registered yet: {escape(', '.join(missing))}")
 
@@ -694,7 +684,7 @@ def proposal_vote(
     v = uc.proposals.parse_vote(choice)
     _, _, fed = _acting(home, identity, dev)
     tx = uc.proposals.vote(fed, proposal, v)
-    p = fed.proposal(proposal)
+    p = fed.proposals.proposal(proposal)
     _tx_line(f"voted {v.name.lower()} on proposal {proposal} (now yes {p.yes}, no {p.no}, abstain {p.abstain})", tx)
 
 
@@ -704,7 +694,7 @@ def proposal_finalize(proposal: int, home: HomeOpt = None, identity: IdentityOpt
     """Close the vote after the deadline: the proposal becomes Approved or Rejected."""
     _, _, fed = _acting(home, identity, dev)
     tx = uc.proposals.finalize(fed, proposal)
-    p = fed.proposal(proposal)
+    p = fed.proposals.proposal(proposal)
     _tx_line(
         f"proposal {proposal} finalized: {tx.value.name} "
         f"(yes {p.yes}, no {p.no}, abstain {p.abstain} of {p.eligible} eligible)", tx,
@@ -760,21 +750,21 @@ def proposal_show(proposal: int, home: HomeOpt = None) -> None:
     t.add_row("created", f"block {p.created_at}")
     t.add_row("voting until", f"block {p.deadline} (now {head})")
     t.add_row("tally", f"yes {p.yes}, no {p.no}, abstain {p.abstain} of {p.eligible} eligible")
-    for m in fed.members(include_removed=True):
-        v = fed.vote_of(p.id, m.address)
+    for m in fed.consortium.members(include_removed=True):
+        v = fed.proposals.vote_of(p.id, m.address)
         t.add_row(f"  vote of {escape(m.name)}", v.name.lower() if v else "[dim]-[/]")
     for target in p.targets:
         label = names.dataset(target) if names else _short(_hex(target))
-        d = fed.dataset(target)
+        d = fed.registry.dataset(target)
         if d is None:
             status = "[yellow]not registered[/]"
         else:
             check = uc.admission.check(fed, d.name, p.id)
             status = "[green]admits[/]" if check else f"[red]does not admit[/]: {escape(check.reason)}"
         t.add_row(f"  target {escape(label)}", status)
-    last = fed.last_round(p.id)
+    last = fed.rounds.last_round(p.id)
     for r in range(1, last + 1):
-        info = fed.round_info(p.id, r)
+        info = fed.rounds.round_info(p.id, r)
         t.add_row(f"  round {r}", f"{info.phase.name.lower()}, {info.committed} commitment(s)")
     console.print(t)
 
@@ -788,12 +778,12 @@ def proposal_list(home: HomeOpt = None) -> None:
     names = _names()
     head = s.chain.block_number
     t = Table("id", "state", "purpose", "proposer", "targets", "rounds", "yes/no/abstain", "status", title="proposals")
-    for i in range(1, fed.proposal_count() + 1):
-        p = fed.proposal(i)
+    for i in range(1, fed.proposals.proposal_count() + 1):
+        p = fed.proposals.proposal(i)
         if p is None:
             continue
         t.add_row(str(p.id), p.state.name, escape(p.purpose), escape(names.who(p.proposer) if names else _short(p.proposer)),
-                  str(len(p.targets)), f"{fed.last_round(p.id)}/{p.rounds}", f"{p.yes}/{p.no}/{p.abstain}",
+                  str(len(p.targets)), f"{fed.rounds.last_round(p.id)}/{p.rounds}", f"{p.yes}/{p.no}/{p.abstain}",
                   _voting_status(p, head))
     console.print(t)
 
@@ -811,8 +801,8 @@ def round_open(
     """Coordinator: open the next round of an approved proposal."""
     _, _, fed = _acting(home, identity, dev)
     p = _require_proposal(fed, proposal)
-    r = round_ if round_ is not None else fed.last_round(proposal) + 1
-    tx = fed.open_round(proposal, r)
+    r = round_ if round_ is not None else fed.rounds.last_round(proposal) + 1
+    tx = fed.rounds.open_round(proposal, r)
     _tx_line(
         f"round {r} of proposal {proposal} open: commitments until block {tx.value} "
         f"(at least {p.min_participants} needed)", tx,
@@ -843,7 +833,7 @@ def round_commit(
     s, me, fed = _acting(home, identity, dev)
     p = _require_proposal(fed, proposal)
     _require_dataset(fed, dataset)
-    r = round_ if round_ is not None else fed.last_round(proposal)
+    r = round_ if round_ is not None else fed.rounds.last_round(proposal)
     if r < 1:
         raise ConfigError(f"no round of proposal {proposal} has been opened yet")
     if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
@@ -870,8 +860,8 @@ def _check_update_matches(state: dict, plan) -> None:
 
 def _dev_coordinator_key(fed) -> Optional[bytes]:
     """DEV ONLY: a coordinator that is not a member but is a public dev account has a known key."""
-    coord = fed.coordinator()
-    if fed.member(coord).active:
+    coord = fed.consortium.coordinator()
+    if fed.consortium.member(coord).active:
         return None  # its key is on chain
     for i in range(len(DEV_PRIVATE_KEYS)):
         ident = dev_identity(i)
@@ -895,11 +885,11 @@ def round_show(
     s = _session(home)
     fed = s.fed
     p = _require_proposal(fed, proposal)
-    last = fed.last_round(proposal)
+    last = fed.rounds.last_round(proposal)
     r = round_ if round_ is not None else last
     if r < 1 or r > last:
         raise ConfigError(f"round {r} of proposal {proposal} has not been opened (rounds opened: {last} of {p.rounds})")
-    info = fed.round_info(proposal, r)
+    info = fed.rounds.round_info(proposal, r)
     names = _names()
     head = s.chain.block_number
     t = Table(show_header=False, title=f"proposal {proposal}, round {r} of {p.rounds}")
@@ -909,7 +899,7 @@ def round_show(
     t.add_row("phase", phase)
     t.add_row("opened", f"block {info.opened_at}")
     t.add_row("committed", f"{info.committed} (min {p.min_participants})")
-    for c in fed.commitments(proposal, r):
+    for c in fed.rounds.commitments(proposal, r):
         who = names.who(c.member) if names else _short(c.member)
         ds = names.dataset(c.dataset) if names else _short(_hex(c.dataset))
         t.add_row(f"  {escape(who)}", f"{escape(ds)}: {c.cid}, {c.sample_count} samples (block {c.block_number})")
@@ -918,7 +908,7 @@ def round_show(
         t.add_row("scores", f"{info.scores_cid} (sha256 {_hex(info.scores_sha256)})")
     if info.phase.name == "CLOSED":
         t.add_row("evaluations", str(info.evaluations))
-        for e in fed.evaluations(proposal, r):
+        for e in fed.rounds.evaluations(proposal, r):
             who = names.who(e.member) if names else _short(e.member)
             t.add_row(f"  {escape(who)}", f"{e.metric_ppm / 1e6:.4f} on {e.sample_count} samples")
         t.add_row("global metric", "-" if info.global_metric_ppm is None else f"{info.global_metric_ppm / 1e6:.4f}")

@@ -86,7 +86,7 @@ class LocalNetwork:
         self.proposal_id = pid = sim.approve(plan)  # DEV: mines past the 30-block vote instead of waiting 30 s
         store.close()
         self._write_configs(sim.data, sim.deployment)
-        return {"proposal": pid, "plan_cid": sim.fed().proposal(pid).plan_cid,
+        return {"proposal": pid, "plan_cid": sim.fed().proposals.proposal(pid).plan_cid,
                 "members": [m.address for m in sim.members], "auditor_dev": self.hospitals + 1}
 
     def _write_configs(self, data, deployment) -> None:
@@ -143,7 +143,7 @@ class LocalNetwork:
         fed = chain.attach(Deployment.load(self.root / "deployment.json"))
         rounds = []
         for r in range(1, self.rounds + 1):
-            info = fed.round_info(self.proposal_id, r)
+            info = fed.rounds.round_info(self.proposal_id, r)
             rounds.append({"round": r, "phase": info.phase.name, "committed": info.committed,
                            "evaluations": info.evaluations, "global_metric_ppm": info.global_metric_ppm,
                            "aggregate_cid": info.aggregate_cid})

@@ -161,7 +161,7 @@ class Simulation:
 
     def end_vote(self, proposal_id: int) -> None:
         """DEV: mine past the proposal's voting deadline."""
-        deadline = self.fed().proposal(proposal_id).deadline
+        deadline = self.fed().proposals.proposal(proposal_id).deadline
         self.chain.mine(max(0, deadline - self.chain.block_number + 1))
 
     # -- rounds -------------------------------------------------------------------------------

@@ -22,13 +22,13 @@ LOCAL_REASONS: dict[str, str] = {
 
 #: Admission codes that are contract errors: code -> the contract's custom-error name.
 _CONTRACT_ERRORS: dict[str, str] = {
-    "UNKNOWN_PROPOSAL": "UnknownProposal",
-    "NOT_A_TARGET": "NotATarget",
-    "NOT_OWNER": "NotDatasetOwner",
-    "DATASET_EXISTS": "DatasetExists",
-    "ROUND_NOT_OPEN": "RoundNotOpen",
-    "DEADLINE_PASSED": "RoundDeadlinePassed",
-    "ALREADY_COMMITTED": "AlreadyCommitted",
+    "UNKNOWN_PROPOSAL": "MemberVotingUnknown",
+    "NOT_A_TARGET": "RoundsNotATarget",
+    "NOT_OWNER": "RoundsNotDatasetOwner",
+    "DATASET_EXISTS": "DatasetRegistryAlreadyRegistered",
+    "ROUND_NOT_OPEN": "RoundsNotOpen",
+    "DEADLINE_PASSED": "RoundsDeadlinePassed",
+    "ALREADY_COMMITTED": "RoundsAlreadyCommitted",
 }
 
 
@@ -48,7 +48,7 @@ def sentence(code: str, context: str = "") -> str:
     ``PolicyDenied`` does: "the dataset's policy does not admit the proposal: purpose not allowed")."""
     text = phrase(code)
     if code in POLICY_REASONS and code != "PROPOSAL_NOT_APPROVED":
-        text = f"{ERROR_PHRASES['PolicyDenied']}: {text}"
+        text = f"{ERROR_PHRASES['RoundsPolicyDenied']}: {text}"
     return f"{text} ({context})" if context else text
 
 

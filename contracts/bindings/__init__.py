@@ -1,0 +1,71 @@
+"""The typed bindings of fedchain's contracts - the only code that talks to web3.
+
+Modules:
+
+* :mod:`~fedchain.contracts.bindings.chain` - :class:`Chain`, a connection: accounts,
+  blocks, dev controls, sending (simulate, sign locally, send raw, wait), deployment;
+* :mod:`~fedchain.contracts.bindings.backend` - the backend interface and the choice by
+  URL; :mod:`~fedchain.contracts.bindings.tester` (``eth-tester://``, in process) and
+  :mod:`~fedchain.contracts.bindings.rpc` (``http(s)://``: anvil, geth, Besu);
+* :mod:`~fedchain.contracts.bindings.deployment` - :class:`Fedchain`, one deployment:
+  the four clients, events, the per-connection read model;
+* :mod:`~fedchain.contracts.bindings.clients` - one thin client per contract;
+* :mod:`~fedchain.contracts.bindings.codec` - ids and hashes, JSON-friendly values,
+  custom-error decoding.
+
+Typical use::
+
+    chain = Chain.connect("eth-tester://")
+    alice, bob, coord = chain.dev_accounts[:3]
+    dep = chain.deploy(alice, founders=[FounderSpec("A", alice.address, key_a), ...],
+                       coordinator=coord.address)
+    fed = chain.attach(dep).as_(alice)
+    pid = fed.proposals.submit_proposal(...).value
+    fed.registry.datasets(), fed.consortium.members(), fed.rounds.commitments(pid, 1)
+"""
+
+from fedchain.contracts.bindings.chain import DEV_FUNDING_WEI, Chain
+from fedchain.contracts.bindings.codec import commitment_hash, dataset_id, purpose_hash
+from fedchain.contracts.bindings.deployment import Fedchain
+from fedchain.contracts.errors import (
+    ERROR_PHRASES,
+    POLICY_REASONS,
+    ChainError,
+    ChainRevert,
+    ChainUnavailable,
+    policy_reason,
+)
+from fedchain.contracts.models import (
+    Admission,
+    ChainEvent,
+    DatasetInfo,
+    Deployment,
+    DeploymentError,
+    Evaluation,
+    FounderSpec,
+    MemberInfo,
+    MotionInfo,
+    MotionKind,
+    MotionState,
+    Policy,
+    ProposalInfo,
+    ProposalState,
+    RoundInfo,
+    RoundPhase,
+    TxResult,
+    UpdateCommitment,
+    Vote,
+    VoteState,
+    VotingParams,
+)
+# DEV ONLY: anvil's ten public dev keys, defined once with the identities.
+from fedchain.identity import DEV_MNEMONIC, DEV_PRIVATE_KEYS
+
+__all__ = [
+    "Admission", "Chain", "ChainError", "ChainEvent", "ChainRevert", "ChainUnavailable",
+    "DEV_FUNDING_WEI", "DEV_MNEMONIC", "DEV_PRIVATE_KEYS", "DatasetInfo", "Deployment", "DeploymentError",
+    "ERROR_PHRASES", "Evaluation", "Fedchain", "FounderSpec", "MemberInfo", "MotionInfo", "MotionKind",
+    "MotionState", "POLICY_REASONS", "Policy", "ProposalInfo", "ProposalState", "RoundInfo", "RoundPhase",
+    "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash", "dataset_id",
+    "policy_reason", "purpose_hash",
+]

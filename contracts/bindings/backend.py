@@ -1,0 +1,70 @@
+"""What the bindings need from a chain backend, and the choice of backend by URL.
+
+A :class:`Backend` owns a ``Web3`` connected to one chain and the few things that
+differ between an embedded chain and a JSON-RPC node: how a transaction is
+simulated before it is sent (and so how its gas limit is chosen), how revert data
+is found in the backend's exceptions, and the developer controls (mine blocks,
+move the clock, snapshot and revert, fund the dev accounts). Everything else -
+calls, transactions, receipts, logs - goes through ``Web3`` alike on every backend.
+
+Backends (chosen by URL in ``Chain.connect``): :class:`~fedchain.contracts.bindings.tester.TesterBackend`
+(``eth-tester://``, an in-process py-evm chain) and
+:class:`~fedchain.contracts.bindings.rpc.RpcBackend` (``http(s)://``: anvil, geth, Besu).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from typing import Any
+
+from web3 import Web3
+
+
+
+class Backend(ABC):
+    """One connection to one chain (see the module docstring)."""
+
+    #: The URL it was opened with.
+    url: str
+    #: The web3 instance everything else uses.
+    w3: Web3
+
+    @abstractmethod
+    def gas_limit(self, tx: dict[str, Any]) -> int:
+        """Simulate ``tx`` against the pending block and return the gas limit to send it with.
+
+        Raises the backend's own exception when the simulation reverts (see :meth:`revert_data`).
+        """
+
+    def revert_data(self, exc: BaseException) -> bytes | None:
+        """Revert data carried by an exception of this backend, if any (``b""`` for a bare revert)."""
+        data = getattr(exc, "data", None)
+        if isinstance(data, dict):
+            data = data.get("data")
+        if isinstance(data, str) and re.fullmatch(r"0x[0-9a-fA-F]*", data):
+            return bytes.fromhex(data[2:])
+        if isinstance(data, (bytes, bytearray)):
+            return bytes(data)
+        return None
+
+    @abstractmethod
+    def fund(self, addresses: list[str], wei: int) -> None:
+        """DEV: make sure each address can pay for gas (a no-op where the node prefunds them)."""
+
+    @abstractmethod
+    def mine(self, n: int) -> None:
+        """DEV: mine ``n`` empty blocks."""
+
+    @abstractmethod
+    def advance_time(self, seconds: int) -> None:
+        """DEV: move the chain clock ``seconds`` forward and mine a block stamped with it."""
+
+    @abstractmethod
+    def snapshot(self) -> Any:
+        """DEV: snapshot the chain state; returns an id for :meth:`revert`."""
+
+    @abstractmethod
+    def revert(self, snapshot_id: Any) -> None:
+        """DEV: return to a snapshot."""
+

@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+/// @title IDatasetRegistry
+/// @notice Members register the datasets they hold (metadata lives in a content-addressed
+/// document referenced by CID and sha256) together with a data-use policy saying which
+/// proposals may train on them. {IRounds} enforces the policy on every update commitment.
+interface IDatasetRegistry {
+    /// @notice A data-use policy.
+    /// @param purposes keccak256 of allowed purpose strings (empty = any purpose).
+    /// @param proposalIds Allowed proposal ids.
+    /// @param anyApprovedProposal Admit every approved proposal (proposalIds then unused).
+    /// @param requesters Allowed proposers (empty = any member).
+    /// @param expiry Unix time after which nothing is admitted (0 = never).
+    /// @param maxEpsilonMilli Privacy budget in thousandths of epsilon (stored only).
+    struct Policy {
+        bytes32[] purposes;
+        uint256[] proposalIds;
+        bool anyApprovedProposal;
+        address[] requesters;
+        uint64 expiry;
+        uint64 maxEpsilonMilli;
+    }
+
+    /// @notice A registered dataset.
+    /// @param owner The registering member.
+    /// @param policyVersion Current policy version (1 after registration).
+    /// @param expiry Current policy expiry (unix time, 0 = never).
+    /// @param flags Bit 0 revoked, bit 1 any purpose, bit 2 any approved proposal, bit 3 any requester.
+    /// @param maxEpsilonMilli Current privacy budget (thousandths of epsilon).
+    /// @param registeredAt Block of registration.
+    /// @param metadataSha256 sha256 of the metadata document.
+    /// @param schemaHash Hash of the data schema.
+    /// @param name Human-readable name (id = keccak256 of it).
+    /// @param metadataCid CID of the metadata document.
+    struct Dataset {
+        address owner;
+        uint32 policyVersion;
+        uint40 expiry;
+        uint8 flags;
+        uint64 maxEpsilonMilli;
+        uint64 registeredAt;
+        bytes32 metadataSha256;
+        bytes32 schemaHash;
+        string name;
+        string metadataCid;
+    }
+
+    /// @notice A dataset was registered (its first policy follows in {PolicySet}).
+    /// @param id Dataset id.
+    /// @param owner The registering member.
+    /// @param name Dataset name.
+    /// @param metadataCid CID of the metadata document.
+    /// @param metadataSha256 sha256 of the metadata document.
+    /// @param schemaHash Schema hash.
+    event DatasetRegistered(
+        bytes32 indexed id,
+        address indexed owner,
+        string name,
+        string metadataCid,
+        bytes32 metadataSha256,
+        bytes32 schemaHash
+    );
+    /// @notice A dataset's policy was set (at registration or by its owner).
+    /// @param id Dataset id.
+    /// @param version The new policy version.
+    /// @param policy The whole policy.
+    event PolicySet(bytes32 indexed id, uint32 version, Policy policy);
+    /// @notice The owner revoked a dataset; it admits nothing from now on.
+    /// @param id Dataset id.
+    event DatasetRevoked(bytes32 indexed id);
+
+    /// @notice a dataset with this name is already registered
+    /// @param id Dataset id.
+    error DatasetRegistryAlreadyRegistered(bytes32 id);
+    /// @notice no such dataset
+    /// @param id Dataset id.
+    error DatasetRegistryUnknownDataset(bytes32 id);
+    /// @notice not the owner of the dataset
+    /// @param datasetId Dataset id.
+    /// @param account The caller.
+    error DatasetRegistryNotOwner(bytes32 datasetId, address account);
+    /// @notice the dataset is revoked
+    /// @param id Dataset id.
+    error DatasetRegistryRevoked(bytes32 id);
+    /// @notice too many entries in a policy list
+    /// @param given Its length.
+    /// @param max MAX_POLICY_ENTRIES.
+    error DatasetRegistryTooManyPolicyEntries(uint256 given, uint256 max);
+    /// @notice the expiry must be in the future
+    /// @param expiry The value given.
+    error DatasetRegistryInvalidExpiry(uint64 expiry);
+    /// @notice name is empty or too long
+    error DatasetRegistryInvalidName();
+    /// @notice a content identifier (CID) is empty
+    error DatasetRegistryEmptyCid();
+
+    /// @notice Number of datasets registered.
+    /// @return The count.
+    function datasetCount() external view returns (uint256);
+
+    /// @notice The dataset `id` (all zero if unknown).
+    /// @param id Dataset id.
+    /// @return The dataset record.
+    function dataset(bytes32 id) external view returns (Dataset memory);
+
+    /// @notice The current policy of dataset `id`.
+    /// @param id Dataset id.
+    /// @return version Its version (0 if unknown).
+    /// @return current The policy.
+    function policy(bytes32 id) external view returns (uint32 version, Policy memory current);
+
+    /// @notice Whether dataset `id` admits proposal `proposalId` now, and why not.
+    /// @dev The same check {IRounds} enforces on commitments and evaluations; the proposal must
+    /// be Approved (else REASON_PROPOSAL_NOT_APPROVED).
+    /// @param id Dataset id.
+    /// @param proposalId Proposal id.
+    /// @return ok True if admitted.
+    /// @return reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
+    function admits(bytes32 id, uint256 proposalId) external view returns (bool ok, bytes32 reason);
+
+    /// @notice Owner and policy verdict for an approved proposal whose requester and purpose
+    /// the caller already knows (used by {IRounds} to save a call). Named values rather than
+    /// a struct, like {IProposals-useTerms}: it is on the commitment path.
+    /// @param id Dataset id.
+    /// @param proposalId Proposal id (must be Approved; not re-checked here).
+    /// @param purposeHash keccak256 of the proposal's purpose.
+    /// @param requester The proposal's proposer.
+    /// @return owner The dataset owner (zero if unknown).
+    /// @return reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
+    function checkUse(bytes32 id, uint256 proposalId, bytes32 purposeHash, address requester)
+        external
+        view
+        returns (address owner, bytes32 reason);
+
+    /// @notice Register a dataset under `name` with its first policy (version 1).
+    /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the name is
+    /// 1..MAX_NAME_BYTES bytes ({DatasetRegistryInvalidName}); the metadata CID is not empty
+    /// ({DatasetRegistryEmptyCid}); no dataset of that name exists
+    /// ({DatasetRegistryAlreadyRegistered}); the policy is valid (see {setPolicy}).
+    /// Emits {DatasetRegistered} and {PolicySet}.
+    /// @param name Human-readable name, unique in the registry.
+    /// @param metadataCid CID of the metadata document (schema, row count, description).
+    /// @param metadataSha256 sha256 of the metadata document.
+    /// @param schemaHash Hash of the data schema.
+    /// @param p The policy.
+    /// @return id keccak256(bytes(name)).
+    function registerDataset(
+        string calldata name,
+        string calldata metadataCid,
+        bytes32 metadataSha256,
+        bytes32 schemaHash,
+        Policy calldata p
+    ) external returns (bytes32 id);
+
+    /// @notice Replace the policy of dataset `id` (a new version).
+    /// @dev Requirements: the dataset exists ({DatasetRegistryUnknownDataset}), the caller owns
+    /// it ({DatasetRegistryNotOwner}) and it is not revoked ({DatasetRegistryRevoked}); each
+    /// policy list has at most MAX_POLICY_ENTRIES entries ({DatasetRegistryTooManyPolicyEntries});
+    /// a non-zero expiry is in the future and fits 40 bits ({DatasetRegistryInvalidExpiry}).
+    /// Emits {PolicySet}.
+    /// @param id Dataset id.
+    /// @param p The new policy.
+    function setPolicy(bytes32 id, Policy calldata p) external;
+
+    /// @notice Revoke dataset `id` for good; it admits no proposal afterwards.
+    /// @dev Requirements: the dataset exists ({DatasetRegistryUnknownDataset}), the caller owns
+    /// it ({DatasetRegistryNotOwner}) and it is not revoked yet ({DatasetRegistryRevoked}).
+    /// Emits {DatasetRevoked}.
+    /// @param id Dataset id.
+    function revokeDataset(bytes32 id) external;
+}

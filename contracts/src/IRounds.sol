@@ -1,0 +1,335 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {IMemberVoting} from "./IMemberVoting.sol";
+
+/// @title IRounds
+/// @notice The training-round phase machine of approved proposals:
+/// None -> Open -> Closed | Failed. The coordinator opens rounds in order; members commit
+/// one model update per round (the update itself lives in the content store, referenced by
+/// CID and sha256); the coordinator closes the round with the aggregate and the
+/// contribution scores, or the round fails when too few members committed. After a round
+/// closes, members report evaluation metrics and the coordinator records the global one.
+interface IRounds {
+    /// @notice Phase of a round.
+    enum Phase {
+        None,
+        Open,
+        Closed,
+        Failed
+    }
+
+    /// @notice State of one round, packed in one storage slot.
+    /// @param openedAt Block the round was opened in.
+    /// @param deadline Last block in which commitments are accepted.
+    /// @param committed Number of commitments.
+    /// @param phase Phase.
+    /// @param globalMetricSet Whether the coordinator recorded the global metric.
+    /// @param globalMetricPpm The global metric in parts per million.
+    /// @param evaluations Number of member evaluations.
+    struct Round {
+        uint64 openedAt;
+        uint64 deadline;
+        uint32 committed;
+        Phase phase;
+        bool globalMetricSet;
+        uint32 globalMetricPpm;
+        uint32 evaluations;
+    }
+
+    /// @notice What the coordinator recorded when closing a round.
+    /// @param aggregateSha256 sha256 of the aggregated model.
+    /// @param scoresSha256 sha256 of the contribution-scores document.
+    /// @param aggregateCid CID of the aggregated model.
+    /// @param scoresCid CID of the contribution-scores document.
+    struct Outcome {
+        bytes32 aggregateSha256;
+        bytes32 scoresSha256;
+        string aggregateCid;
+        string scoresCid;
+    }
+
+    /// @notice The coordinator opened a round.
+    /// @param proposalId Proposal id.
+    /// @param round Round number (1-based).
+    /// @param deadline Last block for commitments.
+    event RoundOpened(uint256 indexed proposalId, uint16 indexed round, uint64 deadline);
+    /// @notice A member committed a model update.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param member The member.
+    /// @param datasetId The dataset trained on.
+    /// @param cid CID of the update.
+    /// @param updateSha256 sha256 of the update.
+    /// @param sampleCount Training samples used.
+    event UpdateCommitted(
+        uint256 indexed proposalId,
+        uint16 indexed round,
+        address indexed member,
+        bytes32 datasetId,
+        string cid,
+        bytes32 updateSha256,
+        uint64 sampleCount
+    );
+    /// @notice The coordinator closed a round with its aggregate and contribution scores.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param aggregateCid CID of the aggregated model.
+    /// @param aggregateSha256 sha256 of the aggregated model.
+    /// @param scoresCid CID of the contribution-scores document.
+    /// @param scoresSha256 sha256 of the contribution-scores document.
+    /// @param committed Number of commitments aggregated over.
+    event RoundClosed(
+        uint256 indexed proposalId,
+        uint16 indexed round,
+        string aggregateCid,
+        bytes32 aggregateSha256,
+        string scoresCid,
+        bytes32 scoresSha256,
+        uint32 committed
+    );
+    /// @notice A round was marked Failed.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param committed Commitments received.
+    /// @param by Who marked it.
+    event RoundFailed(uint256 indexed proposalId, uint16 indexed round, uint32 committed, address by);
+    /// @notice A member reported the evaluation of a closed round's aggregate on its dataset.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param member The member.
+    /// @param datasetId Dataset evaluated on.
+    /// @param metricPpm Metric in parts per million.
+    /// @param sampleCount Evaluation samples.
+    event EvaluationSubmitted(
+        uint256 indexed proposalId,
+        uint16 indexed round,
+        address indexed member,
+        bytes32 datasetId,
+        uint32 metricPpm,
+        uint64 sampleCount
+    );
+    /// @notice The coordinator recorded a closed round's global metric.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param metricPpm Metric in parts per million.
+    event GlobalMetricRecorded(uint256 indexed proposalId, uint16 indexed round, uint32 metricPpm);
+
+    /// @notice the proposal is not approved
+    /// @param proposalId Proposal id.
+    /// @param state Its state.
+    error RoundsProposalNotApproved(uint256 proposalId, IMemberVoting.VoteState state);
+    /// @notice rounds must be opened in order
+    /// @param proposalId Proposal id.
+    /// @param round Round asked for.
+    /// @param expected Next round number.
+    error RoundsOutOfOrder(uint256 proposalId, uint16 round, uint16 expected);
+    /// @notice the previous round is still open
+    /// @param proposalId Proposal id.
+    /// @param round The previous round.
+    error RoundsPreviousRoundOpen(uint256 proposalId, uint16 round);
+    /// @notice the proposal planned fewer rounds
+    /// @param proposalId Proposal id.
+    /// @param round Round asked for.
+    /// @param rounds Planned rounds.
+    error RoundsBeyondPlan(uint256 proposalId, uint16 round, uint16 rounds);
+    /// @notice the round is not open
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param phase Its phase.
+    error RoundsNotOpen(uint256 proposalId, uint16 round, Phase phase);
+    /// @notice the round is not closed
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param phase Its phase.
+    error RoundsNotClosed(uint256 proposalId, uint16 round, Phase phase);
+    /// @notice the round's deadline has passed
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param deadline Last block for commitments.
+    error RoundsDeadlinePassed(uint256 proposalId, uint16 round, uint64 deadline);
+    /// @notice the round's deadline has not passed yet
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param deadline Last block for commitments.
+    error RoundsDeadlineNotReached(uint256 proposalId, uint16 round, uint64 deadline);
+    /// @notice already committed an update in this round
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param member The member.
+    error RoundsAlreadyCommitted(uint256 proposalId, uint16 round, address member);
+    /// @notice the dataset is not a target of the proposal
+    /// @param proposalId Proposal id.
+    /// @param datasetId Dataset id.
+    error RoundsNotATarget(uint256 proposalId, bytes32 datasetId);
+    /// @notice the dataset's policy does not admit the proposal
+    /// @param datasetId Dataset id.
+    /// @param reason One of DatasetRegistry's REASON_* constants.
+    error RoundsPolicyDenied(bytes32 datasetId, bytes32 reason);
+    /// @notice sample count must be positive
+    error RoundsInvalidSampleCount();
+    /// @notice not enough participants committed
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param committed Commitments received.
+    /// @param required The proposal's minParticipants.
+    error RoundsNotEnoughParticipants(uint256 proposalId, uint16 round, uint32 committed, uint32 required);
+    /// @notice the round reached its participants; only the coordinator may fail it
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param committed Commitments received.
+    error RoundsEnoughParticipants(uint256 proposalId, uint16 round, uint32 committed);
+    /// @notice already submitted an evaluation for this round
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param member The member.
+    error RoundsAlreadyEvaluated(uint256 proposalId, uint16 round, address member);
+    /// @notice the global metric of this round is already recorded
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    error RoundsGlobalMetricAlreadyRecorded(uint256 proposalId, uint16 round);
+    /// @notice metric out of range (0..1000000 ppm)
+    /// @param metricPpm The value given.
+    error RoundsMetricOutOfRange(uint32 metricPpm);
+
+    /// @notice not the owner of the dataset
+    /// @param datasetId Dataset id.
+    /// @param account The caller.
+    error RoundsNotDatasetOwner(bytes32 datasetId, address account);
+    /// @notice a content identifier (CID) is empty
+    error RoundsEmptyCid();
+
+    /// @notice State of round `round` of proposal `proposalId`.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @return The round (all zero if never opened).
+    function roundOf(uint256 proposalId, uint16 round) external view returns (Round memory);
+
+    /// @notice What the coordinator recorded when closing the round.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @return The outcome (empty unless Closed).
+    function outcomeOf(uint256 proposalId, uint16 round) external view returns (Outcome memory);
+
+    /// @notice Number of the last round opened for the proposal (0 if none).
+    /// @param proposalId Proposal id.
+    /// @return The round number.
+    function lastRound(uint256 proposalId) external view returns (uint16);
+
+    /// @notice The stored commitment of `member` in the round (zero if none).
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param member The member.
+    /// @return commitmentHash(datasetId, cid, sha256, sampleCount) of its update.
+    function commitmentOf(uint256 proposalId, uint16 round, address member) external view returns (bytes32);
+
+    /// @notice Whether `member` submitted an evaluation for the round.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param member The member.
+    /// @return True if it did.
+    function hasEvaluated(uint256 proposalId, uint16 round, address member) external view returns (bool);
+
+    /// @notice The hash stored for a commitment.
+    /// @param datasetId Dataset id.
+    /// @param cid CID of the update.
+    /// @param sha256_ sha256 of the update.
+    /// @param sampleCount Training samples.
+    /// @return keccak256(abi.encode(datasetId, keccak256(bytes(cid)), sha256_, sampleCount)).
+    function commitmentHash(bytes32 datasetId, string calldata cid, bytes32 sha256_, uint64 sampleCount)
+        external
+        pure
+        returns (bytes32);
+
+    /// @notice Open round `round` of approved proposal `proposalId`; it accepts commitments
+    /// until block.number + roundDuration. Rounds open in order, one at a time.
+    /// @dev Requirements: the caller is the coordinator ({ConsortiumNotCoordinator}); the
+    /// proposal is Approved ({RoundsProposalNotApproved}); `round` is the last opened + 1
+    /// ({RoundsOutOfOrder}) and at most the planned rounds ({RoundsBeyondPlan}); the previous
+    /// round is not Open ({RoundsPreviousRoundOpen}). Emits {RoundOpened}.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    function openRound(uint256 proposalId, uint16 round) external;
+
+    /// @notice Close an Open round with its aggregate and contribution scores (both documents
+    /// in the content store, so closing is O(1) in participants).
+    /// @dev Requirements: the caller is the coordinator ({ConsortiumNotCoordinator}); the round
+    /// is Open ({RoundsNotOpen}); neither CID is empty ({RoundsEmptyCid}); at least
+    /// minParticipants committed ({RoundsNotEnoughParticipants}). Emits {RoundClosed}.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param aggregateCid CID of the aggregated model.
+    /// @param aggregateSha256 sha256 of the aggregated model.
+    /// @param scoresCid CID of the contribution-scores document.
+    /// @param scoresSha256 sha256 of the contribution-scores document.
+    function closeRound(
+        uint256 proposalId,
+        uint16 round,
+        string calldata aggregateCid,
+        bytes32 aggregateSha256,
+        string calldata scoresCid,
+        bytes32 scoresSha256
+    ) external;
+
+    /// @notice Mark an Open round Failed after its deadline: anyone may when it has fewer than
+    /// minParticipants commitments, the coordinator may in any case.
+    /// @dev Requirements: the round is Open ({RoundsNotOpen}); its deadline has passed
+    /// ({RoundsDeadlineNotReached}); a caller other than the coordinator finds fewer than
+    /// minParticipants commitments ({RoundsEnoughParticipants}). Emits {RoundFailed}.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    function failRound(uint256 proposalId, uint16 round) external;
+
+    /// @notice Record the global metric of a Closed round, once.
+    /// @dev Requirements: the caller is the coordinator ({ConsortiumNotCoordinator}); the round
+    /// is Closed ({RoundsNotClosed}); no global metric yet ({RoundsGlobalMetricAlreadyRecorded});
+    /// metricPpm <= MAX_METRIC_PPM ({RoundsMetricOutOfRange}). Emits {GlobalMetricRecorded}.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param metricPpm Metric in parts per million.
+    function recordGlobalMetric(uint256 proposalId, uint16 round, uint32 metricPpm) external;
+
+    /// @notice Commit a model update trained on `datasetId` in an Open round, once per member
+    /// per round.
+    /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the round is
+    /// Open ({RoundsNotOpen}) and not past its deadline ({RoundsDeadlinePassed}); the caller has
+    /// not committed in it ({RoundsAlreadyCommitted}); the CID is not empty ({RoundsEmptyCid});
+    /// sampleCount > 0 ({RoundsInvalidSampleCount}); the dataset is a target of the proposal
+    /// ({RoundsNotATarget}), the caller's ({RoundsNotDatasetOwner}), and its policy admits the
+    /// proposal ({RoundsPolicyDenied}). Emits {UpdateCommitted}.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param datasetId Dataset trained on.
+    /// @param cid CID of the update in the content store.
+    /// @param sha256_ sha256 of the update.
+    /// @param sampleCount Training samples used.
+    function commitUpdate(
+        uint256 proposalId,
+        uint16 round,
+        bytes32 datasetId,
+        string calldata cid,
+        bytes32 sha256_,
+        uint64 sampleCount
+    ) external;
+
+    /// @notice Report the evaluation of a Closed round's aggregate on the caller's dataset,
+    /// once per member per round (evaluation is a use of the data too).
+    /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the round is
+    /// Closed ({RoundsNotClosed}); the caller has not evaluated it ({RoundsAlreadyEvaluated});
+    /// metricPpm <= MAX_METRIC_PPM ({RoundsMetricOutOfRange}); sampleCount > 0
+    /// ({RoundsInvalidSampleCount}); the dataset is a target ({RoundsNotATarget}), the caller's
+    /// ({RoundsNotDatasetOwner}) and still admits the proposal ({RoundsPolicyDenied}).
+    /// Emits {EvaluationSubmitted}.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param datasetId Dataset evaluated on.
+    /// @param metricPpm Metric in parts per million.
+    /// @param sampleCount Evaluation samples.
+    function submitEvaluation(
+        uint256 proposalId,
+        uint16 round,
+        bytes32 datasetId,
+        uint32 metricPpm,
+        uint64 sampleCount
+    ) external;
+}
