@@ -20,3 +20,10 @@ class SizeLimitExceeded(FedchainError):
     (:class:`fedchain.ipfs.ContentTooLarge`) and by :mod:`fedchain.content`
     (:class:`fedchain.content.ContentTooLarge`); catch this base class to handle both.
     """
+
+
+class ContentUnavailable(FedchainError):
+    """The content a CID names cannot be had as committed: absent, an invalid CID, or not a
+    valid file DAG. The stores' ``ContentNotFound``, ``InvalidCid`` and ``InvalidDag`` derive
+    from it, so core code can tell "the member's content is not there" from "our own store
+    is down" (``StoreUnavailable``, which does not)."""

@@ -63,6 +63,7 @@ __all__ = [
     "sha256_hex",
     "sha256_file",
     "json_depth",
+    "canonical_header",
     "MAX_HEADER_DEPTH",
 ]
 
@@ -155,6 +156,16 @@ def _build_header(entries: Iterable[tuple[str, str, list[int]]]) -> tuple[bytes,
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text, layout
+
+
+def canonical_header(entries: Iterable[tuple[str, str, list[int]]]) -> tuple[bytes, list[tuple[str, str, list[int], int, int]]]:
+    """The canonical header (with its 8-byte length prefix) and data layout for ``(name, dtype code, shape)``
+    entries, in any order; dtype codes are ``"F32"`` and ``"I64"``.
+
+    Lets a reader know the exact bytes of a model's header, and its total size
+    (``len(header) + layout[-1][4]``), from the tensor shapes alone.
+    """
+    return _build_header(entries)
 
 
 def _prepare(sd: Mapping[str, torch.Tensor], cast: bool) -> tuple[bytes, list, dict[str, torch.Tensor]]:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import abc
 from typing import BinaryIO
 
-from fedchain.errors import FedchainError, SizeLimitExceeded
+from fedchain.errors import ContentUnavailable, FedchainError, SizeLimitExceeded
 
 
 class StoreError(FedchainError):
     """Base class for content-store failures."""
 
 
-class InvalidCid(StoreError):
+class InvalidCid(StoreError, ContentUnavailable):
     """A string is not a CIDv0 (base58btc sha2-256 multihash, ``Qm…``)."""
 
 
-class ContentNotFound(StoreError):
+class ContentNotFound(StoreError, ContentUnavailable):
     """The store does not hold (or could not fetch) the content or one of its blocks."""
 
 
@@ -28,7 +28,7 @@ class ContentMismatch(BlockCorrupt):
     """A daemon returned content (or a CID) that does not match what was asked for / sent."""
 
 
-class InvalidDag(StoreError):
+class InvalidDag(StoreError, ContentUnavailable):
     """Authentic blocks that are not a UnixFS file DAG this code can read (e.g. a directory)."""
 
 

@@ -29,8 +29,9 @@ from fedchain.content import fetch_document, seal_and_pin
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
 from fedchain.models import initial_state
-from fedchain.plan import TrainingPlan, verify_plan_bytes
+from fedchain.plan import MAX_PLAN_BYTES, TrainingPlan, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
+from fedchain.validation import model_size
 from fedchain.node.dataset import DatasetSchema, TabularData, schema_hash, split_for_plan
 from fedchain.node.train import evaluate, train_local
 
@@ -102,7 +103,7 @@ class HospitalNode:
         """The proposal's plan, fetched by CID and verified against the chain."""
         if proposal_id not in self._plans:
             p = self.fed.proposal(proposal_id)
-            raw = fetch_document(self.store, p.plan_cid, p.plan_sha256)
+            raw = fetch_document(self.store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES)
             self._plans[proposal_id] = verify_plan_bytes(raw, p.plan_sha256)
         return self._plans[proposal_id]
 
@@ -138,7 +139,8 @@ class HospitalNode:
         for r in range(round_ - 1, 0, -1):
             info = self.fed.round_info(proposal_id, r)
             if info.phase.name == "CLOSED":
-                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
+                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256,
+                                     max_size=model_size(plan.model))
                 return bytes_to_state_dict(raw)
         return initial_state(plan.model, plan.seed)
 
@@ -183,7 +185,7 @@ class HospitalNode:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
         plan = self.plan(proposal_id)
         info = self.fed.round_info(proposal_id, round_)
-        raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
+        raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256, max_size=model_size(plan.model))
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
         metrics = evaluate(bytes_to_state_dict(raw), plan, val)
         value = metrics.get(plan.metric, metrics["accuracy"])
