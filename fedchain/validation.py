@@ -214,12 +214,15 @@ def model_size(spec_or_layout: ModelLayout | ModelSpec | Mapping[str, Any]) -> i
 
 
 def update_size_limit(spec_or_layout: ModelLayout | ModelSpec | Mapping[str, Any], n_recipients: int) -> int:
-    """The largest valid sealed update for the plan's model: the bound for fetching one.
+    """The bound for fetching a sealed update for the plan's model.
 
-    The model's exact size plus the envelope's overhead for ``n_recipients``
-    recipients at the smallest chunk size a sender may choose.
+    The model's exact size plus :data:`SLACK` (so an update a little off -- an
+    extra tensor, a larger shape -- is still fetched and rejected with the code
+    that names what is wrong, like :func:`validate_update` does), plus the
+    envelope's overhead for ``n_recipients`` recipients at the smallest chunk size
+    a sender may choose.
     """
-    return envelope.max_sealed_size(model_size(spec_or_layout), n_recipients)
+    return envelope.max_sealed_size(model_size(spec_or_layout) + SLACK, n_recipients)
 
 
 # --------------------------------------------------------------------------- pure validation
