@@ -16,7 +16,10 @@ a put's blocks landed in are fsynced before a pin naming them is written: after 
 crash a block file is either absent or complete, and a pin never names content
 that did not reach the disk. Blocks are immutable, so any number of readers
 (threads or processes) may read while others write; every block is hash-checked
-when read.
+when read. Readers of content another party pinned pass ``max_size``: a DAG
+whose root declares more is refused before anything is allocated or written,
+and sizes are checked node by node (see :mod:`ipfs.unixfs`). ``put_block``
+stores a block built elsewhere, as ``ipfs block put`` does.
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from .store import (
     ContentTooLarge,
     DagSizeMismatch,
     DagTooComplex,
-    InvalidDag,
     NotPinned,
     StoreError,
 )

@@ -26,7 +26,13 @@ size of the child's block plus the Tsizes of all its links (the whole subtree).
 The builder is streaming: it keeps one chunk and at most 174 pending links per
 tree level, so memory stays around chunk size x fan-out whatever the input size.
 The decoder walks a DAG from its root through a block getter, verifying every
-block's hash before using it.
+block's hash before using it, and every node's sizes before yielding a byte under
+it: a node must hold exactly what its parent's ``blocksizes`` entry says and its
+own parts must add up (:class:`~ipfs.store.DagSizeMismatch`), so a walk never
+produces more than the root declares; with ``max_size`` a root declaring more is
+refused before the first byte and the blocks visited are bounded
+(:func:`block_budget`). Blocks are untrusted input: a DAG whose nodes link one
+child 174 times over four levels is ~300 KB of blocks declaring ~218 TiB.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ can re-derive it and compare the code.
 from __future__ import annotations
 
 import json
-import os
 import struct
 
 import pytest
