@@ -27,11 +27,12 @@ from typing import Callable
 
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
 from fedchain.coordinator.strategies.registry import strategy_from_plan
-from fedchain.content import fetch_document, fetch_model, pin_document
+from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, fetch_model, pin_document
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
-from fedchain.plan import TrainingPlan, canonical_json, sha256_hex, verify_plan_bytes
+from fedchain.plan import MAX_PLAN_BYTES, TrainingPlan, canonical_json, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
+from fedchain.validation import update_size_limit
 
 PPM = 1_000_000
 SCORES_FORMAT = "fedchain-scores/1"
@@ -106,7 +107,7 @@ class Coordinator:
         if proposal_id not in self._plans:
             p = self.fed.proposals.proposal(proposal_id)
             self._plans[proposal_id] = verify_plan_bytes(
-                fetch_document(self.store, p.plan_cid, p.plan_sha256), p.plan_sha256
+                fetch_document(self.store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES), p.plan_sha256
             )
         return self._plans[proposal_id]
 
@@ -141,7 +142,7 @@ class Coordinator:
             info = self.fed.rounds.round_info(proposal_id, r)
             if info.phase.name != "CLOSED":
                 continue
-            doc = json.loads(fetch_document(self.store, info.scores_cid, info.scores_sha256))
+            doc = json.loads(fetch_document(self.store, info.scores_cid, info.scores_sha256, max_size=MAX_DOCUMENT_SIZE))
             used = {(d["participant"], d["dataset"]) for d in doc["included"]}
             updates = [
                 ClientUpdate(c.participant, c.dataset, c.n_samples, self._load_update(proposal_id, r, c))
@@ -187,9 +188,9 @@ class Coordinator:
             chain_id=self.fed.deployment.chain_id, contract=self.fed.addresses["Rounds"],
             proposal_id=proposal_id, round=round_, sender=c.participant,
         )
-        # The key the sender had registered when it committed (it may have rotated since).
-        sender_key = self.fed.consortium.member(c.participant, block=c.block).x25519_pub
-        return fetch_model(self.store, c.cid, c.sha256, ctx, self.identity, sender_key)
+        plan = self.plan(proposal_id)  # sealed for the coordinator and the plan's auditors, signed by the sender
+        return fetch_model(self.store, c.cid, c.sha256, ctx, self.identity,
+                           max_size=update_size_limit(plan.model, 1 + len(plan.auditors)))
 
     def close_round(self, proposal_id: int, round_: int) -> RoundResult:
         """Verify, aggregate, publish and close — or fail the round if too few valid updates."""

@@ -6,18 +6,26 @@ says where to find it; the sha256, committed by the sender's own transaction,
 pins the exact bytes independently of the content store and of the CID
 scheme.
 
-Fetching is all-or-nothing.  The blob is streamed from the store into a
-temporary file while being hashed; only when the hash matches the on-chain
-value is it decrypted (envelope authentication: context, sender, recipient,
-every chunk); only when *that* fully succeeds is anything returned.  Errors
-are named: :class:`HashMismatch` (CID, expected, actual), the envelope errors
-of :mod:`fedchain.envelope`, :class:`~fedchain.serialize.SerializationError`,
-and the store's own :class:`~ipfs.store.StoreError`.
+Fetching is all-or-nothing and size-limited.  Every fetch takes ``max_size``
+(no default: the caller must say how much it is prepared to receive -- see
+:mod:`fedchain.validation` for the exact bounds of a plan's models and updates).
+The blob is streamed from the store into a temporary file while being hashed;
+the store refuses a DAG whose root declares more than ``max_size`` before the
+first byte and stops the stream before it grows past it, so a member cannot fill
+the reader's disk.  Only when the hash matches the on-chain value is it
+decrypted (envelope authentication: context, sender signature, recipient, key
+commitment, every chunk); only when *that* fully succeeds is anything returned.
+Errors are named: :class:`HashMismatch` (CID, expected, actual),
+:class:`~fedchain.errors.SizeLimitExceeded` (this module's
+:class:`ContentTooLarge` or the store's), the envelope errors of
+:mod:`fedchain.envelope`, :class:`~fedchain.serialize.SerializationError`, and
+the store's own ``StoreError``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -27,10 +35,11 @@ import torch
 
 from fedchain import envelope, serialize
 from fedchain.envelope import EnvelopeContext
-from fedchain.errors import FedchainError
+from fedchain.errors import FedchainError, SizeLimitExceeded
 from fedchain.identity import Identity
 
 __all__ = [
+    "MAX_DOCUMENT_SIZE",
     "ContentError",
     "HashMismatch",
     "ContentTooLarge",
@@ -48,6 +57,8 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 Payload = Union[bytes, bytearray, memoryview, PathLike, BinaryIO]
 _COPY_CHUNK = 1 << 20
+#: A bound for small public JSON documents (scores, dataset metadata) whose exact size is not known.
+MAX_DOCUMENT_SIZE = 16 << 20
 
 
 class ContentError(FedchainError):
@@ -64,7 +75,7 @@ class HashMismatch(ContentError):
         self.cid, self.expected, self.actual = cid, expected, actual
 
 
-class ContentTooLarge(ContentError):
+class ContentTooLarge(ContentError, SizeLimitExceeded):
     """The fetched content exceeds the caller's size limit."""
 
 
@@ -177,9 +188,10 @@ def seal_and_pin(
     """Encrypt ``payload`` (bytes, a file path or a binary file object) and pin it.
 
     ``recipients`` are X25519 public keys (32 bytes; :class:`Identity` objects
-    are accepted too).  Paths and file objects are sealed through a temporary
-    file, never fully in memory.  Returns ``Sealed(cid, sha256, size)``; commit
-    ``cid`` and ``sha256`` on chain.
+    are accepted too).  The envelope is signed with ``sender``'s Ethereum key.
+    Paths and file objects are sealed through a temporary file, never fully in
+    memory.  Returns ``Sealed(cid, sha256, size)``; commit ``cid`` and ``sha256``
+    on chain.
     """
     if not isinstance(sender, Identity):
         raise TypeError("sender must be an Identity")
@@ -189,7 +201,7 @@ def seal_and_pin(
         )
     keys = [_recipient_key(r) for r in recipients]
     if isinstance(payload, (bytes, bytearray, memoryview)):
-        blob = envelope.seal(payload, ctx, sender.x25519_private, keys, chunk_size=chunk_size)
+        blob = envelope.seal(payload, ctx, sender.account, keys, chunk_size=chunk_size)
         digest = hashlib.sha256(blob).hexdigest()
         cid = store.put(blob)
         return Sealed(cid, digest, len(blob))
@@ -197,9 +209,9 @@ def seal_and_pin(
         writer = _HashingWriter(tmp, "<new>", None)
         if _is_path(payload):
             with open(payload, "rb") as src:
-                envelope.seal_stream(src, writer, ctx, sender.x25519_private, keys, chunk_size=chunk_size)
+                envelope.seal_stream(src, writer, ctx, sender.account, keys, chunk_size=chunk_size)
         elif hasattr(payload, "read"):
-            envelope.seal_stream(payload, writer, ctx, sender.x25519_private, keys, chunk_size=chunk_size)
+            envelope.seal_stream(payload, writer, ctx, sender.account, keys, chunk_size=chunk_size)
         else:
             raise TypeError(f"payload must be bytes, a path or a binary file, got {type(payload).__name__}")
         tmp.flush()
@@ -208,10 +220,16 @@ def seal_and_pin(
         return Sealed(cid, writer.h.hexdigest(), writer.size)
 
 
-def _fetch_to_temp(store, cid: str, expected: str, tmp: BinaryIO, max_size: int | None) -> None:
+def _check_limit(max_size: object) -> int:
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
+        raise TypeError(f"max_size must be a non-negative integer (bytes), got {max_size!r}")
+    return max_size
+
+
+def _fetch_to_temp(store, cid: str, expected: str, tmp: BinaryIO, max_size: int) -> None:
     """Stream ``cid`` into ``tmp`` and verify its sha256 (raises HashMismatch); rewinds ``tmp``."""
     writer = _HashingWriter(tmp, cid, max_size)
-    store.get_to(cid, writer)
+    store.get_to(cid, writer, max_size=max_size)
     actual = writer.h.hexdigest()
     if actual != expected:
         raise HashMismatch(cid, expected, actual)
@@ -225,21 +243,23 @@ def fetch_verified(
     expected_sha256: str | bytes,
     ctx: EnvelopeContext,
     recipient: Identity,
-    sender_public: bytes,
     *,
-    max_size: int | None = None,
+    max_size: int,
+    recipients: Sequence[bytes] | None = None,
     tmp_dir: PathLike | None = None,
 ) -> bytes:
     """Fetch ``cid``, check its sha256 against the on-chain value, open the envelope, return plaintext.
 
-    ``sender_public`` is the sender's X25519 key as registered on chain;
     ``ctx`` is the context the caller expects (its ``sender`` the address that
-    committed the CID).  ``max_size`` bounds the fetched blob.
+    committed the CID: the envelope must be signed by it).  ``max_size`` bounds
+    the fetched blob (e.g. :func:`fedchain.validation.update_size_limit`);
+    ``recipients``, when given, the exact set of X25519 keys it must be sealed for.
     """
     expected = normalize_sha256(expected_sha256)
+    max_size = _check_limit(max_size)
     with tempfile.TemporaryFile(dir=tmp_dir) as tmp:
         _fetch_to_temp(store, cid, expected, tmp, max_size)
-        return envelope.open_(tmp, ctx, recipient.x25519_private, sender_public)
+        return envelope.open_(tmp, ctx, recipient.x25519_private, recipients=recipients)
 
 
 def fetch_verified_to_file(
@@ -248,10 +268,10 @@ def fetch_verified_to_file(
     expected_sha256: str | bytes,
     ctx: EnvelopeContext,
     recipient: Identity,
-    sender_public: bytes,
     dest: PathLike,
     *,
-    max_size: int | None = None,
+    max_size: int,
+    recipients: Sequence[bytes] | None = None,
 ) -> Path:
     """Like :func:`fetch_verified` but write the plaintext to ``dest``.
 
@@ -259,12 +279,13 @@ def fetch_verified_to_file(
     stays around two chunks whatever the size.
     """
     expected = normalize_sha256(expected_sha256)
+    max_size = _check_limit(max_size)
     dest = Path(dest)
     fd, part = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
         with tempfile.TemporaryFile(dir=dest.parent) as tmp, os.fdopen(fd, "wb") as out:
             _fetch_to_temp(store, cid, expected, tmp, max_size)
-            envelope.open_stream(tmp, out, ctx, recipient.x25519_private, sender_public)
+            envelope.open_stream(tmp, out, ctx, recipient.x25519_private, recipients=recipients)
             out.flush()
             os.fsync(out.fileno())
         os.replace(part, dest)
@@ -283,16 +304,20 @@ def fetch_model(
     expected_sha256: str | bytes,
     ctx: EnvelopeContext,
     recipient: Identity,
-    sender_public: bytes,
     *,
-    max_size: int | None = None,
+    max_size: int,
+    recipients: Sequence[bytes] | None = None,
     tmp_dir: PathLike | None = None,
 ) -> dict[str, torch.Tensor]:
-    """:func:`fetch_verified` + canonical deserialization (:func:`fedchain.serialize.file_to_state_dict`)."""
+    """:func:`fetch_verified` + canonical deserialization (:func:`fedchain.serialize.file_to_state_dict`).
+
+    This checks the *format* only; to check an update against the plan's model
+    (names, shapes, dtypes, finite values) use :func:`fedchain.validation.open_update`.
+    """
     with tempfile.TemporaryDirectory(dir=tmp_dir) as d:
         path = fetch_verified_to_file(
-            store, cid, expected_sha256, ctx, recipient, sender_public, Path(d) / "model.safetensors",
-            max_size=max_size,
+            store, cid, expected_sha256, ctx, recipient, Path(d) / "model.safetensors",
+            max_size=max_size, recipients=recipients,
         )
         return serialize.file_to_state_dict(path)
 
@@ -318,15 +343,20 @@ def fetch_document(
     cid: str,
     expected_sha256: str | bytes,
     *,
-    max_size: int | None = None,
+    max_size: int,
 ) -> bytes:
-    """Fetch a public document and return it only if its sha256 matches the on-chain value."""
-    import io
+    """Fetch a public document and return it only if its sha256 matches the on-chain value.
 
+    ``max_size``: the most bytes the caller accepts (a plan:
+    :data:`fedchain.plan.MAX_PLAN_BYTES`; an aggregate:
+    :func:`fedchain.validation.model_size`; other small documents:
+    :data:`MAX_DOCUMENT_SIZE`).
+    """
     expected = normalize_sha256(expected_sha256)
+    max_size = _check_limit(max_size)
     buf = io.BytesIO()
     writer = _HashingWriter(buf, cid, max_size)
-    store.get_to(cid, writer)
+    store.get_to(cid, writer, max_size=max_size)
     actual = writer.h.hexdigest()
     if actual != expected:
         raise HashMismatch(cid, expected, actual)

@@ -1,95 +1,126 @@
-"""Encrypted, sender-authenticated, context-bound envelopes for updates and models.
+"""Encrypted, sender-signed, context-bound, key-committing envelopes for updates and models.
 
 A hospital seals its model update for one or more recipients (typically the
-coordinator and an auditor); the envelope is pinned to IPFS and its sha256 is
-committed on chain.  A recipient opens it with its own X25519 private key, the
-sender's *registered* X25519 public key (read from the chain) and the
-:class:`EnvelopeContext` it expects (chain, contract, proposal, round, sender
-address).  Any disagreement is a named error; nothing is returned unless every
-byte authenticated.
+coordinator and the plan's auditors); the envelope is pinned to IPFS and its
+sha256 is committed on chain.  A recipient opens it with its own X25519 private
+key and the :class:`EnvelopeContext` it expects (chain, contract, proposal,
+round, sender address).  Any disagreement is a named error; nothing is returned
+unless every byte authenticated.
 
-Cryptography
-============
+Guarantees
+==========
 
-* X25519 key agreement, HKDF-SHA256, AES-256-GCM (``cryptography``).
-* A fresh random 32-byte *content key* ``CK`` per envelope.
-* For every recipient ``R`` a key-encryption key::
+* **Confidentiality** for the listed recipients (HPKE, RFC 9180).
+* **Sender authentication**: the header is signed with the sender's *Ethereum*
+  key (the account that is a member on chain and commits the envelope's hash);
+  every recipient -- and anyone else -- checks that the signature recovers
+  ``context.sender``.  The signature is public, so all recipients agree on it.
+* **Context binding**: chain id, contract, proposal, round and sender are in the
+  signed header and in the HPKE ``info`` of every key wrap.
+* **One envelope, one content** (key commitment): the header commits to the
+  content key, and each recipient, after opening its own wrap, re-derives *every*
+  recipient's wrap from the content key and compares them byte for byte.  So
+  either every recipient opens the same plaintext or none does.  (AES-GCM does
+  not commit to its key: in version 1, each recipient's wrap could carry a
+  different content key and one ciphertext could be crafted to decrypt under two
+  keys -- one blob, one on-chain hash, two contents -- letting a member frame an
+  honest coordinator before the auditor, or hide an update from the auditor.)
 
-      KEK_R = HKDF-SHA256(ikm  = X25519(e, R) || X25519(s, R),
-                          salt = none,
-                          info = "fedchain/envelope/v1/kek" || E || S || R)
+Cryptography (version 2)
+========================
 
-  where ``e``/``E`` is a fresh ephemeral key pair and ``s``/``S`` the sender's
-  static key pair.  The static-static term authenticates the sender: only the
-  holder of ``s`` (or of ``R``'s private key) can produce a wrap that ``R``
-  accepts for sender key ``S``.  The ephemeral term gives every envelope a
-  fresh KEK.
-* ``wrap_R = AES-256-GCM(KEK_R, nonce = 12 zero bytes, CK, AD = preamble)``
-  (the KEK is single-use, so a fixed nonce is safe).  The *preamble* is the
-  header up to and including the recipient fingerprints: it contains the
-  context, so the context is cryptographically bound, not merely labelled.
-* The payload key is derived from the content key *and the whole header*::
+* A fresh random 32-byte content key ``CK`` per envelope.
+* ``commitment = HMAC-SHA256(CK, "fedchain/envelope/v2/key-commitment" ||
+  SHA-256(core))`` where ``core`` is the header up to the recipients' keys
+  (context, sizes, nonce, every recipient's public key).  ``preamble = core ||
+  commitment``.
+* For recipient ``i`` with X25519 key ``pk_i``, one HPKE Base-mode message
+  (RFC 9180; suite DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM; via
+  ``pyhpke``)::
 
-      PK = HKDF-SHA256(CK, info = "fedchain/envelope/v1/payload" || SHA-256(header))
+      ikm_i   = HKDF-SHA256(CK, info = "fedchain/envelope/v2/ephemeral" || u16(i) || pk_i)
+      skE_i   = DeriveKeyPair(ikm_i)                        (RFC 9180 section 7.1.3)
+      enc_i, ctx_i = SetupBaseS(pk_i, info = "fedchain/envelope/v2/wrap" || SHA-256(preamble))
+                     with the ephemeral key skE_i
+      wrap_i  = ctx_i.Seal(aad = "", CK)                   (32-byte key + 16-byte tag)
 
-  so changing any header byte (context, length, recipients, wraps) makes every
-  chunk fail.
+  The ephemeral key is derived from ``CK`` rather than drawn at random so that any
+  holder of ``CK`` can recompute every ``(enc_j, wrap_j)``: that is the
+  consistency check above.  It stays secret from everyone who cannot read the
+  content anyway, and is unique per envelope and recipient, which is all HPKE
+  asks of an ephemeral key.
+* ``signature``: 65 bytes ``r || s || v``, the EIP-191 ``personal_sign`` of
+  ``SHA-256("fedchain/envelope/v2/signature" || signed)`` by the sender's
+  Ethereum key, where ``signed`` is the whole header before the signature.
+* Payload key ``PK = HKDF-SHA256(CK, info = "fedchain/envelope/v2/payload" ||
+  SHA-256(signed))``: changing any signed header byte makes every chunk fail.
 * The payload is cut into chunks of ``chunk_size`` plaintext bytes (default
-  1 MiB).  Chunk ``i`` is ``AES-256-GCM(PK, nonce_i, chunk_i, AD = flag)``
-  with ``nonce_i = base_nonce XOR i`` (as 96-bit big-endian integers) and
-  ``flag = 0x01`` for the final chunk, ``0x00`` otherwise (the STREAM
-  construction).  Reordering, removing or duplicating chunks changes a nonce;
-  cutting the stream at a chunk boundary leaves a last chunk without the final
-  flag; both fail authentication.
+  1 MiB).  Chunk ``i`` is ``AES-256-GCM(PK, nonce_i, chunk_i, AD = flag)`` with
+  ``nonce_i = base_nonce XOR i`` (as 96-bit big-endian integers) and ``flag =
+  0x01`` for the final chunk, ``0x00`` otherwise (the STREAM construction).
+  Reordering, removing or duplicating chunks changes a nonce; cutting the stream
+  at a chunk boundary leaves a last chunk without the final flag; both fail.
 
-Binary format (version 1, all integers big-endian)
+Binary format (version 2, all integers big-endian)
 ==================================================
 
-======  ========  ===========================================================
-offset  size      field
-======  ========  ===========================================================
-0       4         magic ``b"FCEV"``
-4       1         format version (``1``; anything else: EnvelopeVersionError)
-5       4         header length in bytes (whole header, from offset 0)
-9       136       context: chain_id (u256, 32) | contract (20) |
-                  proposal_id (u256, 32) | round (u256, 32) | sender (20)
-145     4         chunk_size (plaintext bytes per chunk, 4 KiB .. 64 MiB)
-149     8         payload length in bytes (``2**64-1`` = not known in advance)
-157     12        base nonce (random)
-169     32        ephemeral X25519 public key ``E``
-201     32        sender static X25519 public key ``S``
-233     2         number of recipients ``n`` (1 .. 1024)
-235     8*n       recipient fingerprints (:func:`fingerprint`)
-235+8n  48*n      wrapped content keys, same order (32-byte key + 16-byte tag)
-======  ========  ===========================================================
+============  ========  =====================================================
+offset        size      field
+============  ========  =====================================================
+0             4         magic ``b"FCEV"``
+4             1         format version (``2``; anything else: EnvelopeVersionError)
+5             4         header length in bytes (whole header, = 268 + 112*n)
+9             136       context: chain_id (u256, 32) | contract (20) |
+                        proposal_id (u256, 32) | round (u256, 32) | sender (20)
+145           4         chunk_size (plaintext bytes per chunk, 4 KiB .. 64 MiB)
+149           8         payload length in bytes (``2**64-1`` = not known in advance)
+157           12        base nonce (random)
+169           2         number of recipients ``n`` (1 .. 64)
+171           32*n      recipients' X25519 public keys (distinct)
+171+32n       32        key commitment
+203+32n       32*n      HPKE encapsulated keys ``enc_i``, same order
+203+64n       48*n      wrapped content keys ``wrap_i``, same order
+203+112n      65        sender's signature (r, s, v) over bytes 0 .. 203+112n
+============  ========  =====================================================
 
 The body follows the header: the chunk ciphertexts back to back, each
 ``len(chunk) + 16`` bytes.  Every chunk except the last holds exactly
 ``chunk_size`` plaintext bytes; the last holds 1..``chunk_size`` bytes (0 only
 for an empty payload, which is a single empty final chunk).
 
+Version 1 (X25519 static-static key wraps, no key commitment) is no longer
+read: no deployment holds v1 envelopes, and v1's weakness is exactly that two
+recipients may open two different contents.  A v1 blob is an
+:class:`EnvelopeVersionError`.
+
 API
 ===
 
-``seal(payload, ctx, sender_key, recipients) -> bytes`` and
-``seal_stream(src, dst, ...)`` encrypt; ``open_(blob_or_file, ctx,
-recipient_key, sender_public) -> bytes`` (alias ``unseal``) and
-``open_stream(src, dst, ...)`` decrypt; ``read_header`` inspects without keys.
-Checks on opening run in this order: format/version, context
-(:class:`EnvelopeContextMismatch` names each differing field), sender key
-(:class:`EnvelopeSenderMismatch`), recipient (:class:`EnvelopeNotForRecipient`),
-key wrap (:class:`EnvelopeAuthenticationError`), then every chunk
+``seal(payload, ctx, sender, recipients) -> bytes`` and ``seal_stream(src,
+dst, ...)`` encrypt (``sender``: the Ethereum account whose address is
+``ctx.sender``); ``open_(blob_or_file, ctx, recipient_key) -> bytes`` (alias
+``unseal``) and ``open_stream(src, dst, ...)`` decrypt; ``read_header``
+inspects without keys; ``sealed_size`` / ``max_sealed_size`` give sizes, for
+size-limited fetches.  Checks on opening run in this order: format/version,
+context (:class:`EnvelopeContextMismatch` names each differing field), the
+expected recipient set when given (:class:`EnvelopeRecipientsMismatch`), sender
+signature (:class:`EnvelopeSenderMismatch`), recipient
+(:class:`EnvelopeNotForRecipient`), own key wrap
+(:class:`EnvelopeAuthenticationError`), key commitment and every other
+recipient's wrap (:class:`EnvelopeInconsistent`), then every chunk
 (:class:`EnvelopeCorrupt`, :class:`EnvelopeTruncated`).
 
 Limitations
 ===========
 
-* With several recipients, every recipient learns the content key, so a
-  malicious recipient could re-encrypt *different* chunks under the same header
-  for another recipient.  In fedchain the sender's on-chain transaction commits
-  the sha256 of the exact blob (checked by :mod:`fedchain.content` before
-  decryption), which closes that gap; do not rely on the envelope alone to
-  authenticate content between mutually distrusting co-recipients.
+* Every recipient learns the content key, so a malicious recipient could
+  encrypt *different chunks* under the same (validly signed) header.  In
+  fedchain the sender's own transaction commits the sha256 of the exact blob
+  (checked by :mod:`fedchain.content` before decryption), which closes that gap;
+  do not rely on the envelope alone to authenticate the *body* between mutually
+  distrusting co-recipients.
+* The signature makes an envelope non-repudiable (the sender's on-chain hash
+  commitment already is).
 * :func:`open_stream` writes each chunk to ``dst`` as soon as that chunk has
   authenticated; if a later chunk fails, ``dst`` holds a verified *prefix*.
   Callers that must not see partial output (see :mod:`fedchain.content`) write
@@ -100,6 +131,7 @@ Limitations
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import os
 import re
@@ -116,6 +148,11 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+from pyhpke import AEADId, CipherSuite, KDFId, KEMId
+from pyhpke.exceptions import PyHPKEError
 
 from fedchain.errors import FedchainError
 
@@ -135,9 +172,11 @@ __all__ = [
     "EnvelopeCorrupt",
     "EnvelopeTruncated",
     "EnvelopeAuthenticationError",
+    "EnvelopeInconsistent",
     "EnvelopeContextMismatch",
     "EnvelopeSenderMismatch",
     "EnvelopeNotForRecipient",
+    "EnvelopeRecipientsMismatch",
     "InvalidContext",
     "fingerprint",
     "public_bytes",
@@ -147,30 +186,37 @@ __all__ = [
     "unseal",
     "open_stream",
     "read_header",
+    "header_size",
     "sealed_size",
+    "max_sealed_size",
 ]
 
 MAGIC = b"FCEV"
-VERSION = 1
+VERSION = 2
 DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE = 1 << 12
 MAX_CHUNK_SIZE = 1 << 26
-MAX_RECIPIENTS = 1024
+MAX_RECIPIENTS = 64  # every opener re-derives every wrap: keep that work small
 UNKNOWN_LENGTH = (1 << 64) - 1
 
 _TAG = 16
 _KEY = 32
+_PUB = 32
 _WRAP = _KEY + _TAG
+_SIG = 65
 _FP = 8
 _CTX_LEN = 32 + 20 + 32 + 32 + 20
-_FIXED = 4 + 1 + 4 + _CTX_LEN + 4 + 8 + 12 + 32 + 32 + 2  # == 235
+_FIXED = 4 + 1 + 4 + _CTX_LEN + 4 + 8 + 12 + 2  # == 171, up to the recipients' keys
 _AD_MORE = b"\x00"
 _AD_LAST = b"\x01"
-_KEK_INFO = b"fedchain/envelope/v1/kek"
-_PAYLOAD_INFO = b"fedchain/envelope/v1/payload"
+_COMMIT_LABEL = b"fedchain/envelope/v2/key-commitment"
+_EPH_LABEL = b"fedchain/envelope/v2/ephemeral"
+_WRAP_INFO = b"fedchain/envelope/v2/wrap"
+_SIG_LABEL = b"fedchain/envelope/v2/signature"
+_PAYLOAD_INFO = b"fedchain/envelope/v2/payload"
 _FP_DOMAIN = b"fedchain/x25519-fingerprint/v1"
-_ZERO_NONCE = bytes(12)
 _U256 = 1 << 256
+_SUITE = CipherSuite.new(KEMId.DHKEM_X25519_HKDF_SHA256, KDFId.HKDF_SHA256, AEADId.AES256_GCM)
 
 
 # --------------------------------------------------------------------------- errors
@@ -197,10 +243,16 @@ class EnvelopeTruncated(EnvelopeCorrupt):
 
 
 class EnvelopeAuthenticationError(EnvelopeCorrupt):
-    """The recipient's key wrap did not authenticate.
+    """The recipient's own key wrap did not authenticate (the header was altered or forged)."""
 
-    The header was altered (context, recipients, ...) or the envelope was not
-    sealed by the holder of the claimed sender key.
+
+class EnvelopeInconsistent(EnvelopeCorrupt):
+    """The recipients would not all open the same content.
+
+    The content key does not match the header's key commitment, or another
+    recipient's wrap is not the one the content key gives: the sender (or someone
+    who rewrote the header) tried to give different recipients different contents,
+    or to give some of them nothing.  Every recipient refuses such an envelope.
     """
 
 
@@ -213,7 +265,11 @@ class EnvelopeContextMismatch(EnvelopeError):
 
 
 class EnvelopeSenderMismatch(EnvelopeContextMismatch):
-    """The envelope names a different sender key than the one expected."""
+    """The header's signature is not by the context's sender (forged, or signed by someone else)."""
+
+
+class EnvelopeRecipientsMismatch(EnvelopeError):
+    """The envelope is not sealed for exactly the recipients the opener expects (e.g. an auditor left out)."""
 
 
 class EnvelopeNotForRecipient(EnvelopeError):
@@ -306,6 +362,7 @@ class EnvelopeContext:
 # --------------------------------------------------------------------------- keys
 
 KeyLike = Union[bytes, bytearray, X25519PublicKey]
+SenderKey = Union[LocalAccount, bytes, str]
 
 
 def public_bytes(key: KeyLike | X25519PrivateKey) -> bytes:
@@ -316,7 +373,8 @@ def public_bytes(key: KeyLike | X25519PrivateKey) -> bytes:
         return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
     if isinstance(key, (bytes, bytearray)) and len(key) == 32:
         return bytes(key)
-    raise TypeError(f"expected a 32-byte X25519 public key, got {type(key).__name__} {key!r:.80}")
+    raise TypeError(f"expected a 32-byte X25519 public key, got {type(key).__name__} of length "
+                    f"{len(key) if isinstance(key, (bytes, bytearray)) else '?'}")
 
 
 def _private(key: X25519PrivateKey | bytes) -> X25519PrivateKey:
@@ -327,8 +385,20 @@ def _private(key: X25519PrivateKey | bytes) -> X25519PrivateKey:
     raise TypeError("expected an X25519PrivateKey or 32 raw private-key bytes")
 
 
+def _account(sender: SenderKey) -> LocalAccount:
+    if isinstance(sender, LocalAccount):
+        return sender
+    if isinstance(sender, (bytes, bytearray, str)):
+        try:
+            return Account.from_key(sender)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"sender must be an Ethereum account or private key: {exc}") from None
+    raise TypeError(f"sender must be an eth_account LocalAccount or an Ethereum private key, "
+                    f"not {type(sender).__name__}")
+
+
 def fingerprint(public_key: KeyLike | X25519PrivateKey) -> bytes:
-    """8-byte fingerprint identifying a recipient: SHA-256(domain || pub)[:8]."""
+    """8-byte fingerprint naming a recipient key in messages: SHA-256(domain || pub)[:8]."""
     return hashlib.sha256(_FP_DOMAIN + public_bytes(public_key)).digest()[:_FP]
 
 
@@ -336,15 +406,46 @@ def _hkdf(ikm: bytes, info: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=_KEY, salt=None, info=info).derive(ikm)
 
 
-def _kek(dh_eph: bytes, dh_static: bytes, eph_pub: bytes, sender_pub: bytes, recip_pub: bytes) -> bytes:
-    return _hkdf(dh_eph + dh_static, _KEK_INFO + eph_pub + sender_pub + recip_pub)
+def _commitment(content_key: bytes, core: bytes) -> bytes:
+    return hmac.new(content_key, _COMMIT_LABEL + hashlib.sha256(core).digest(), hashlib.sha256).digest()
 
 
-def _exchange(priv: X25519PrivateKey, pub: bytes, what: str) -> bytes:
+def _wrap(content_key: bytes, preamble: bytes, index: int, recipient: bytes) -> tuple[bytes, bytes]:
+    """``(enc, wrap)`` of recipient ``index``: deterministic in the content key, see the module docstring."""
+    ikm = _hkdf(content_key, _EPH_LABEL + index.to_bytes(2, "big") + recipient)
+    eph = _SUITE.kem.derive_key_pair(ikm)
     try:
-        return priv.exchange(X25519PublicKey.from_public_bytes(pub))
-    except ValueError as exc:  # low-order point -> all-zero shared secret
-        raise EnvelopeAuthenticationError(f"key agreement with the {what} key failed: {exc}") from None
+        pk = _SUITE.kem.deserialize_public_key(recipient)
+        enc, ctx = _SUITE.create_sender_context(pk, info=_WRAP_INFO + hashlib.sha256(preamble).digest(), eks=eph)
+    except (PyHPKEError, ValueError):  # a low-order point gives an all-zero shared secret
+        raise EnvelopeAuthenticationError(
+            f"key agreement with recipient key {fingerprint(recipient).hex()} failed (not a usable X25519 key)"
+        ) from None
+    return enc, ctx.seal(content_key)
+
+
+def _signed_digest(signed: bytes) -> bytes:
+    return hashlib.sha256(_SIG_LABEL + signed).digest()
+
+
+def _sign(account: LocalAccount, signed: bytes) -> bytes:
+    return bytes(account.sign_message(encode_defunct(primitive=_signed_digest(signed))).signature)
+
+
+def _signer(signed: bytes, signature: bytes) -> str | None:
+    """The address that signed, or None when the signature is malformed."""
+    try:
+        return Account.recover_message(encode_defunct(primitive=_signed_digest(signed)), signature=signature)
+    except Exception:  # noqa: BLE001 - eth_keys raises assorted errors on hostile signatures
+        return None
+
+
+def _payload_key(content_key: bytes, signed: bytes) -> bytes:
+    return _hkdf(content_key, _PAYLOAD_INFO + hashlib.sha256(signed).digest())
+
+
+def _payload_cipher(content_key: bytes, signed: bytes) -> AESGCM:
+    return AESGCM(_payload_key(content_key, signed))
 
 
 # --------------------------------------------------------------------------- header
@@ -359,10 +460,11 @@ class EnvelopeHeader:
     chunk_size: int
     length: int | None  # payload length, None when unknown at sealing time
     base_nonce: bytes
-    ephemeral_public: bytes
-    sender_public: bytes
-    recipients: tuple[bytes, ...]  # fingerprints
+    recipients: tuple[bytes, ...]  # X25519 public keys
+    key_commitment: bytes
+    encs: tuple[bytes, ...]
     wraps: tuple[bytes, ...]
+    signature: bytes
     raw: bytes  # exact header bytes
 
     @property
@@ -370,12 +472,23 @@ class EnvelopeHeader:
         return len(self.raw)
 
     @property
-    def preamble(self) -> bytes:
-        return self.raw[: _FIXED + _FP * len(self.recipients)]
+    def core(self) -> bytes:
+        """The header up to and including the recipients' keys (what the key commitment hashes)."""
+        return self.raw[: _FIXED + _PUB * len(self.recipients)]
 
     @property
-    def sender_fingerprint(self) -> bytes:
-        return fingerprint(self.sender_public)
+    def preamble(self) -> bytes:
+        """``core || key commitment`` (what every wrap's HPKE info hashes)."""
+        return self.raw[: _FIXED + _PUB * len(self.recipients) + _KEY]
+
+    @property
+    def signed(self) -> bytes:
+        """Everything the sender's signature covers (the header without the signature)."""
+        return self.raw[: -_SIG]
+
+    @property
+    def fingerprints(self) -> tuple[bytes, ...]:
+        return tuple(fingerprint(r) for r in self.recipients)
 
     def n_chunks(self) -> int | None:
         if self.length is None:
@@ -387,35 +500,32 @@ class EnvelopeHeader:
         return None if n is None else self.length + n * _TAG
 
 
-def _header_len(n_recipients: int) -> int:
-    return _FIXED + n_recipients * (_FP + _WRAP)
+def header_size(n_recipients: int) -> int:
+    """Bytes of the header of an envelope for ``n_recipients`` recipients."""
+    return _FIXED + n_recipients * (_PUB + _PUB + _WRAP) + _KEY + _SIG
 
 
-def _parse_header(raw_fixed: bytes, rest: bytes) -> EnvelopeHeader:
-    raw = raw_fixed + rest
+def _parse_header(raw: bytes, n: int) -> EnvelopeHeader:
     ctx = EnvelopeContext.from_bytes(raw[9 : 9 + _CTX_LEN])
     o = 9 + _CTX_LEN
     chunk_size = int.from_bytes(raw[o : o + 4], "big")
     length = int.from_bytes(raw[o + 4 : o + 12], "big")
     base_nonce = raw[o + 12 : o + 24]
-    eph = raw[o + 24 : o + 56]
-    sender = raw[o + 56 : o + 88]
-    n = int.from_bytes(raw[o + 88 : o + 90], "big")
-    fps_start = _FIXED
-    wraps_start = fps_start + n * _FP
-    fps = tuple(raw[fps_start + i * _FP : fps_start + (i + 1) * _FP] for i in range(n))
-    wraps = tuple(raw[wraps_start + i * _WRAP : wraps_start + (i + 1) * _WRAP] for i in range(n))
+    p = _FIXED
+    recipients = tuple(raw[p + i * _PUB : p + (i + 1) * _PUB] for i in range(n))
+    p += n * _PUB
+    commitment = raw[p : p + _KEY]
+    p += _KEY
+    encs = tuple(raw[p + i * _PUB : p + (i + 1) * _PUB] for i in range(n))
+    p += n * _PUB
+    wraps = tuple(raw[p + i * _WRAP : p + (i + 1) * _WRAP] for i in range(n))
+    p += n * _WRAP
+    assert len(raw) - p == _SIG
     return EnvelopeHeader(
-        version=raw[4],
-        context=ctx,
-        chunk_size=chunk_size,
-        length=None if length == UNKNOWN_LENGTH else length,
-        base_nonce=base_nonce,
-        ephemeral_public=eph,
-        sender_public=sender,
-        recipients=fps,
-        wraps=wraps,
-        raw=raw,
+        version=raw[4], context=ctx, chunk_size=chunk_size,
+        length=None if length == UNKNOWN_LENGTH else length, base_nonce=base_nonce,
+        recipients=recipients, key_commitment=commitment, encs=encs, wraps=wraps,
+        signature=raw[p:], raw=raw,
     )
 
 
@@ -447,7 +557,9 @@ def read_header(src: bytes | bytearray | memoryview | BinaryIO) -> EnvelopeHeade
     """Parse (without authenticating) the header of an envelope.
 
     ``src`` is either the envelope bytes or a binary stream positioned at the
-    envelope start (left positioned at the first body byte).
+    envelope start (left positioned at the first body byte).  At most
+    :func:`header_size` of :data:`MAX_RECIPIENTS` bytes are read, whatever the
+    input claims.
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = _HeaderSlice(memoryview(src).cast("B"))
@@ -457,11 +569,11 @@ def read_header(src: bytes | bytearray | memoryview | BinaryIO) -> EnvelopeHeade
             raise EnvelopeTruncated(f"envelope header is truncated ({len(first)} bytes)")
         raise EnvelopeFormatError("not a fedchain envelope (too short)")
     if first[:4] != MAGIC:
-        raise EnvelopeFormatError(f"not a fedchain envelope (magic {first[:4]!r}, expected {MAGIC!r})")
+        raise EnvelopeFormatError(f"not a fedchain envelope (magic {first[:4].hex()}, expected {MAGIC.hex()})")
     if first[4] != VERSION:
         raise EnvelopeVersionError(
-            f"unsupported envelope version {first[4]} (this fedchain reads version {VERSION}); "
-            "upgrade fedchain or ask the sender to re-seal"
+            f"unsupported envelope version {first[4]} (this fedchain reads version {VERSION} only); "
+            "ask the sender to re-seal with a current fedchain"
         )
     rest_fixed = _read_bytes(src, _FIXED - 5)
     if len(rest_fixed) < _FIXED - 5:
@@ -471,9 +583,9 @@ def read_header(src: bytes | bytearray | memoryview | BinaryIO) -> EnvelopeHeade
     n = int.from_bytes(fixed[_FIXED - 2 : _FIXED], "big")
     if not 1 <= n <= MAX_RECIPIENTS:
         raise EnvelopeFormatError(f"envelope header declares {n} recipients (allowed 1..{MAX_RECIPIENTS})")
-    if declared != _header_len(n):
+    if declared != header_size(n):
         raise EnvelopeFormatError(
-            f"envelope header length field is {declared}, but {n} recipients need {_header_len(n)}"
+            f"envelope header length field is {declared}, but {n} recipients need {header_size(n)}"
         )
     chunk_size = int.from_bytes(fixed[9 + _CTX_LEN : 13 + _CTX_LEN], "big")
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
@@ -481,8 +593,12 @@ def read_header(src: bytes | bytearray | memoryview | BinaryIO) -> EnvelopeHeade
     rest = _read_bytes(src, declared - _FIXED)
     if len(rest) < declared - _FIXED:
         raise EnvelopeTruncated(f"envelope header is truncated ({_FIXED + len(rest)} of {declared} bytes)")
+    raw = fixed + rest
+    recipients = [raw[_FIXED + i * _PUB : _FIXED + (i + 1) * _PUB] for i in range(n)]
+    if len(set(recipients)) != n:
+        raise EnvelopeFormatError("envelope header lists a recipient key twice")
     try:
-        return _parse_header(fixed, rest)
+        return _parse_header(raw, n)
     except InvalidContext as exc:  # cannot happen with fixed-width fields, kept for safety
         raise EnvelopeFormatError(f"malformed envelope context: {exc}") from None
 
@@ -490,7 +606,16 @@ def read_header(src: bytes | bytearray | memoryview | BinaryIO) -> EnvelopeHeade
 def sealed_size(payload_length: int, n_recipients: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE) -> int:
     """Size in bytes of the envelope for a payload of ``payload_length`` bytes."""
     n_chunks = max(1, -(-payload_length // chunk_size))
-    return _header_len(n_recipients) + payload_length + n_chunks * _TAG
+    return header_size(n_recipients) + payload_length + n_chunks * _TAG
+
+
+def max_sealed_size(payload_length: int, n_recipients: int = 1) -> int:
+    """The largest valid envelope of a ``payload_length``-byte payload, whatever chunk size the sender chose.
+
+    The bound a size-limited fetch of someone else's envelope uses (the smallest
+    allowed chunk size gives the most tags).
+    """
+    return sealed_size(payload_length, n_recipients, MIN_CHUNK_SIZE)
 
 
 # --------------------------------------------------------------------------- sealing
@@ -502,7 +627,7 @@ class _Sealer:
     def __init__(
         self,
         ctx: EnvelopeContext,
-        sender_key: X25519PrivateKey | bytes,
+        sender: SenderKey,
         recipients: Sequence[KeyLike],
         chunk_size: int,
         length: int | None,
@@ -515,6 +640,9 @@ class _Sealer:
             raise ValueError(f"chunk_size must be in {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}, got {chunk_size!r}")
         if isinstance(recipients, (bytes, bytearray, X25519PublicKey)):
             raise TypeError("recipients must be a list of public keys, not a single key")
+        account = _account(sender)
+        if account.address != ctx.sender:
+            raise InvalidContext(f"the context's sender is {ctx.sender}, but the signing account is {account.address}")
         pubs = [public_bytes(r) for r in recipients]
         if not 1 <= len(pubs) <= MAX_RECIPIENTS:
             raise ValueError(f"need 1..{MAX_RECIPIENTS} recipients, got {len(pubs)}")
@@ -522,39 +650,29 @@ class _Sealer:
             raise ValueError("duplicate recipient public key")
         if length is not None and not 0 <= length < UNKNOWN_LENGTH:
             raise ValueError(f"invalid payload length {length!r}")
-        sender = _private(sender_key)
-        sender_pub = public_bytes(sender)
-        eph = X25519PrivateKey.generate()
-        eph_pub = public_bytes(eph)
         content_key = secrets.token_bytes(_KEY)
         self.base_nonce = secrets.token_bytes(12)
-        fps = [fingerprint(p) for p in pubs]
         n = len(pubs)
-        preamble = b"".join(
+        core = b"".join(
             (
                 MAGIC,
                 bytes([VERSION]),
-                _header_len(n).to_bytes(4, "big"),
+                header_size(n).to_bytes(4, "big"),
                 ctx.to_bytes(),
                 chunk_size.to_bytes(4, "big"),
                 (UNKNOWN_LENGTH if length is None else length).to_bytes(8, "big"),
                 self.base_nonce,
-                eph_pub,
-                sender_pub,
                 n.to_bytes(2, "big"),
-                *fps,
+                *pubs,
             )
         )
-        wraps = []
-        for pub in pubs:
-            dh1 = _exchange(eph, pub, "recipient")
-            dh2 = _exchange(sender, pub, "recipient")
-            kek = _kek(dh1, dh2, eph_pub, sender_pub, pub)
-            wraps.append(AESGCM(kek).encrypt(_ZERO_NONCE, content_key, preamble))
-        self.header = preamble + b"".join(wraps)
-        assert len(self.header) == _header_len(n)
+        preamble = core + _commitment(content_key, core)
+        wrapped = [_wrap(content_key, preamble, i, pub) for i, pub in enumerate(pubs)]
+        signed = preamble + b"".join(e for e, _ in wrapped) + b"".join(w for _, w in wrapped)
+        self.header = signed + _sign(account, signed)
+        assert len(self.header) == header_size(n)
         self.chunk_size = chunk_size
-        self.aead = AESGCM(_hkdf(content_key, _PAYLOAD_INFO + hashlib.sha256(self.header).digest()))
+        self.aead = _payload_cipher(content_key, signed)
         self._nonce_base = int.from_bytes(self.base_nonce, "big")
 
     def nonce(self, i: int) -> bytes:
@@ -564,15 +682,18 @@ class _Sealer:
 def seal(
     payload: bytes | bytearray | memoryview,
     ctx: EnvelopeContext,
-    sender_key: X25519PrivateKey | bytes,
+    sender: SenderKey,
     recipients: Sequence[KeyLike],
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> bytes:
-    """Encrypt ``payload`` for ``recipients`` (X25519 public keys) and return the envelope."""
+    """Encrypt ``payload`` for ``recipients`` (X25519 public keys) and return the envelope.
+
+    ``sender`` is the Ethereum account (or its private key) whose address is ``ctx.sender``.
+    """
     mv = memoryview(payload).cast("B")
     length = len(mv)
-    s = _Sealer(ctx, sender_key, recipients, chunk_size, length)
+    s = _Sealer(ctx, sender, recipients, chunk_size, length)
     n_chunks = max(1, -(-length // chunk_size))
     out, om = _output_buffer(len(s.header) + length + n_chunks * _TAG)
     om[: len(s.header)] = s.header
@@ -619,7 +740,7 @@ def seal_stream(
     src: BinaryIO,
     dst: BinaryIO,
     ctx: EnvelopeContext,
-    sender_key: X25519PrivateKey | bytes,
+    sender: SenderKey,
     recipients: Sequence[KeyLike],
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -635,7 +756,7 @@ def seal_stream(
     """
     if length is None:
         length = _remaining_length(src)
-    s = _Sealer(ctx, sender_key, recipients, chunk_size, length)
+    s = _Sealer(ctx, sender, recipients, chunk_size, length)
     dst.write(s.header)
     written = len(s.header)
     cs = chunk_size
@@ -685,9 +806,9 @@ def _check_and_unwrap(
     hdr: EnvelopeHeader,
     ctx: EnvelopeContext,
     recipient_key: X25519PrivateKey | bytes,
-    sender_public: KeyLike,
+    recipients: Sequence[KeyLike] | None,
 ) -> AESGCM:
-    """Verify context, sender and recipient; return the payload cipher."""
+    """Verify context, signature, recipient, own wrap, key commitment, every wrap; return the payload cipher."""
     if not isinstance(ctx, EnvelopeContext):
         raise TypeError("ctx must be an EnvelopeContext")
     diffs = hdr.context.differences(ctx)
@@ -695,39 +816,65 @@ def _check_and_unwrap(
         raise EnvelopeContextMismatch(
             "envelope was sealed for a different context: " + "; ".join(diffs), diffs
         )
-    sender_pub = public_bytes(sender_public)
-    if hdr.sender_public != sender_pub:
-        msg = (
-            f"envelope was sealed by X25519 key {fingerprint(hdr.sender_public).hex()}, "
-            f"expected the registered key {fingerprint(sender_pub).hex()} of {ctx.sender}"
-        )
+    if recipients is not None:
+        want = {public_bytes(r) for r in recipients}
+        have = set(hdr.recipients)
+        if want != have:
+            missing = ", ".join(sorted(fingerprint(k).hex() for k in want - have)) or "none"
+            extra = ", ".join(sorted(fingerprint(k).hex() for k in have - want)) or "none"
+            raise EnvelopeRecipientsMismatch(
+                f"envelope is not sealed for exactly the expected recipients (missing: {missing}; unexpected: {extra})"
+            )
+    signed = hdr.signed
+    signer = _signer(signed, hdr.signature)
+    if signer != ctx.sender:
+        msg = (f"envelope header is signed by {signer}, not by the sender {ctx.sender}" if signer
+               else f"envelope header carries no valid signature (expected one by {ctx.sender})")
         raise EnvelopeSenderMismatch(msg, [msg])
     priv = _private(recipient_key)
     my_pub = public_bytes(priv)
-    my_fp = fingerprint(my_pub)
-    slots = [i for i, fp in enumerate(hdr.recipients) if fp == my_fp]
-    if not slots:
+    try:
+        i = hdr.recipients.index(my_pub)
+    except ValueError:
         raise EnvelopeNotForRecipient(
-            f"this key ({my_fp.hex()}) is not a recipient of the envelope "
-            f"(recipients: {', '.join(fp.hex() for fp in hdr.recipients)})"
-        )
-    dh1 = _exchange(priv, hdr.ephemeral_public, "ephemeral")
-    dh2 = _exchange(priv, sender_pub, "sender")
-    kek = AESGCM(_kek(dh1, dh2, hdr.ephemeral_public, sender_pub, my_pub))
+            f"this key ({fingerprint(my_pub).hex()}) is not a recipient of the envelope "
+            f"(recipients: {', '.join(fp.hex() for fp in hdr.fingerprints)})"
+        ) from None
     preamble = hdr.preamble
-    for i in slots:
-        try:
-            content_key = kek.decrypt(_ZERO_NONCE, hdr.wraps[i], preamble)
-            break
-        except InvalidTag:
-            continue
-    else:
-        raise EnvelopeAuthenticationError(
-            "the content key wrapped for this recipient failed authentication: the envelope header "
-            f"(context, recipients, ...) was altered, or it was not sealed by the holder of sender key "
-            f"{fingerprint(sender_pub).hex()}"
+    try:
+        rctx = _SUITE.create_recipient_context(
+            hdr.encs[i], _SUITE.kem.deserialize_private_key(_raw_private(priv)),
+            info=_WRAP_INFO + hashlib.sha256(preamble).digest(),
         )
-    return AESGCM(_hkdf(content_key, _PAYLOAD_INFO + hashlib.sha256(hdr.raw).digest()))
+        content_key = rctx.open(hdr.wraps[i])
+    except (PyHPKEError, ValueError, InvalidTag):
+        raise EnvelopeAuthenticationError(
+            f"the content key wrapped for recipient {i} failed authentication: the envelope header was "
+            "altered, or this recipient was given a key it cannot open"
+        ) from None
+    # Key commitment, then every recipient's wrap: all open the same content or none does.
+    if not hmac.compare_digest(_commitment(content_key, hdr.core), hdr.key_commitment):
+        raise EnvelopeInconsistent(
+            f"the content key wrapped for recipient {i} is not the one the header commits to: "
+            "recipients would open different contents"
+        )
+    for j, pub in enumerate(hdr.recipients):
+        if j == i:
+            continue
+        try:
+            enc, wrap = _wrap(content_key, preamble, j, pub)
+        except EnvelopeAuthenticationError:
+            enc, wrap = b"", b""
+        if not (hmac.compare_digest(enc, hdr.encs[j]) and hmac.compare_digest(wrap, hdr.wraps[j])):
+            raise EnvelopeInconsistent(
+                f"recipient {j} ({fingerprint(pub).hex()}) was not given this envelope's content key: "
+                "recipients would not all open the same content"
+            )
+    return _payload_cipher(content_key, signed)
+
+
+def _raw_private(key: X25519PrivateKey) -> bytes:
+    return key.private_bytes_raw()
 
 
 def _nonce(base: int, i: int) -> bytes:
@@ -750,19 +897,23 @@ def open_(
     blob: bytes | bytearray | memoryview | BinaryIO,
     ctx: EnvelopeContext,
     recipient_key: X25519PrivateKey | bytes,
-    sender_public: KeyLike,
+    *,
+    recipients: Sequence[KeyLike] | None = None,
 ) -> bytes:
     """Authenticate and decrypt an envelope; return the plaintext.
 
     ``blob`` is the envelope bytes or a binary file object positioned at its
     start (read chunk by chunk; memory use is then the plaintext plus one
-    chunk).  Nothing is returned unless every chunk authenticated.
+    chunk).  Nothing is returned unless every chunk authenticated.  With
+    ``recipients`` (public keys), the envelope must be sealed for exactly that
+    set (:class:`EnvelopeRecipientsMismatch`): how a coordinator makes sure the
+    plan's auditors can open what it accepts.
     """
     if hasattr(blob, "read"):
-        return _open_file_to_bytes(blob, ctx, recipient_key, sender_public)
+        return _open_file_to_bytes(blob, ctx, recipient_key, recipients)
     mv = memoryview(blob).cast("B")
     hdr = read_header(mv)
-    aead = _check_and_unwrap(hdr, ctx, recipient_key, sender_public)
+    aead = _check_and_unwrap(hdr, ctx, recipient_key, recipients)
     body = mv[hdr.size :]
     cs, ct_cs = hdr.chunk_size, hdr.chunk_size + _TAG
     if hdr.length is not None:
@@ -817,7 +968,7 @@ class _ViewWriter:
         return n
 
 
-def _open_file_to_bytes(src: BinaryIO, ctx, recipient_key, sender_public) -> bytes:
+def _open_file_to_bytes(src: BinaryIO, ctx, recipient_key, recipients) -> bytes:
     start = src.tell() if _seekable(src) else None
     hdr = read_header(src)
     remaining = _remaining_length(src) if start is not None else None
@@ -836,11 +987,11 @@ def _open_file_to_bytes(src: BinaryIO, ctx, recipient_key, sender_public) -> byt
             raise EnvelopeCorrupt(f"envelope has {remaining - hdr.body_size()} unexpected bytes after the final chunk")
     if hdr.length is None or remaining is None:
         out = io.BytesIO()
-        open_stream(src, out, ctx, recipient_key, sender_public)
+        open_stream(src, out, ctx, recipient_key, recipients=recipients)
         return out.getvalue()
     out, om = _output_buffer(hdr.length)
     sink = _ViewWriter(om)
-    open_stream(src, sink, ctx, recipient_key, sender_public)
+    open_stream(src, sink, ctx, recipient_key, recipients=recipients)
     assert sink.pos == hdr.length
     sink.view = None
     om.release()
@@ -888,15 +1039,17 @@ def open_stream(
     dst: BinaryIO,
     ctx: EnvelopeContext,
     recipient_key: X25519PrivateKey | bytes,
-    sender_public: KeyLike,
+    *,
+    recipients: Sequence[KeyLike] | None = None,
 ) -> int:
     """Authenticate and decrypt the envelope read from ``src`` into ``dst``; return plaintext bytes.
 
     Each chunk is written only after it authenticated; on error ``dst`` may
-    hold a verified prefix and must be discarded by the caller.
+    hold a verified prefix and must be discarded by the caller.  ``recipients``:
+    as for :func:`open_`.
     """
     hdr = read_header(src)
-    aead = _check_and_unwrap(hdr, ctx, recipient_key, sender_public)
+    aead = _check_and_unwrap(hdr, ctx, recipient_key, recipients)
     cs, ct_cs = hdr.chunk_size, hdr.chunk_size + _TAG
     dec = aead.decrypt_into
     base = int.from_bytes(hdr.base_nonce, "big")

@@ -7,7 +7,7 @@ public key is what a member registers on chain.
 Keystore file (JSON, written atomically, mode 0600, never overwritten)::
 
     {
-      "fedchain_identity": 1,
+      "fedchain_identity": 2,
       "name": "st-marys",
       "address": "0x...",                       # EIP-55
       "x25519_public": "<64 hex>",
@@ -24,19 +24,30 @@ Keystore file (JSON, written atomically, mode 0600, never overwritten)::
     }
 
 The X25519 private key is encrypted under ``scrypt(password, salt)`` with
-AES-256-GCM; the associated data is ``"fedchain-identity/1" || address ||
-x25519_public``, so the key cannot be moved into another identity's file.
-Both halves use the same password.  ``kdf_n`` (scrypt cost, a power of two,
-default 2**18 as geth's "standard") can be lowered for tests.
+AES-256-GCM; the associated data is ``"fedchain-identity/2" || SHA-256(header)``
+where *header* is the canonical JSON (sorted keys, no spaces, ASCII) of every
+field but the two ciphertexts: ``fedchain_identity``, ``name``, ``address``,
+``x25519_public``, ``dev_only`` and ``x25519``'s cipher, kdf, kdfparams and
+nonce. So no field can be edited -- in particular ``dev_only`` cannot be turned
+off to pass a dev key for a real one -- and the key cannot be moved into another
+identity's file. The Ethereum half is checked against ``address`` on loading.
+Unknown fields are refused. Both halves use the same password.  ``kdf_n``
+(scrypt cost, a power of two, default 2**18 as geth's "standard") can be lowered
+for tests. Version 1 files (whose AEAD data did not cover ``name`` or
+``dev_only``) are refused with a message saying to re-create or re-import.
 
 Dev mode (DEV ONLY, never for real data): :func:`dev_identity` returns the
 well-known anvil / hardhat accounts of the public mnemonic ``test test ... junk``
 with an X25519 key derived deterministically from the Ethereum key (HKDF) --
-anyone can recompute these keys.
+anyone can recompute these keys. :func:`require_chain_allows` refuses them (by
+the flag *and* by the well-known addresses, so a re-imported dev key is caught
+too) on any chain id that is not a known dev chain (:data:`DEV_CHAIN_IDS`).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import functools
 import os
@@ -69,7 +80,9 @@ __all__ = [
     "LIGHT_KDF_N",
     "DEV_MNEMONIC",
     "DEV_PRIVATE_KEYS",
+    "DEV_CHAIN_IDS",
     "KeystoreError",
+    "DevKeyOnRealChain",
     "Identity",
     "create_identity",
     "save_identity",
@@ -77,16 +90,20 @@ __all__ = [
     "read_public",
     "dev_identity",
     "dev_x25519_from_eth_key",
+    "dev_addresses",
+    "is_dev_identity",
+    "require_chain_allows",
 ]
 
-FILE_VERSION = 1
+FILE_VERSION = 2
 DEFAULT_KDF_N = 1 << 18
 LIGHT_KDF_N = 1 << 10  # tests only
 MAX_KDF_N = 1 << 22
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _MAX_SCRYPT_MEMORY = 1 << 30
-_AD_PREFIX = b"fedchain-identity/1"
+_AD_PREFIX = b"fedchain-identity/2"
+_FIELDS = {"fedchain_identity", "name", "address", "x25519_public", "dev_only", "ethereum", "x25519"}
 
 PathLike = Union[str, os.PathLike]
 
@@ -108,12 +125,21 @@ DEV_PRIVATE_KEYS = (
     "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
 )
 
+#: Chains on which DEV ONLY identities may act: anvil's default chain id
+#: (``fedchain.contracts.anvil.DEFAULT_CHAIN_ID``) and eth-tester's py-evm backend's
+#: (``eth_tester.backends.pyevm``, what ``eth-tester://`` runs). Both are local, throw-away chains.
+DEV_CHAIN_IDS: dict[int, str] = {31337: "anvil", 131277322940537: "eth-tester"}
+
 _DEV_X25519_SALT = b"fedchain DEV ONLY x25519"
 _DEV_X25519_INFO = b"fedchain/dev-x25519/v1"
 
 
 class KeystoreError(FedchainError):
     """An identity file cannot be created, read or decrypted."""
+
+
+class DevKeyOnRealChain(KeystoreError):
+    """A DEV ONLY identity (public keys) was about to act on a chain that is not a local dev chain."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -168,8 +194,13 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(password.encode("utf-8"))
 
 
-def _x25519_ad(address: str, public: bytes) -> bytes:
-    return _AD_PREFIX + bytes.fromhex(address[2:]) + public
+def _header_ad(doc: dict) -> bytes:
+    """AEAD associated data: every field of the file except the two ciphertexts."""
+    x = doc["x25519"]
+    header = {k: v for k, v in doc.items() if k not in ("ethereum", "x25519")}
+    header["x25519"] = {k: v for k, v in x.items() if k != "ciphertext"}
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _AD_PREFIX + hashlib.sha256(text.encode("ascii")).digest()
 
 
 def _write_new_file(path: Path, data: bytes) -> None:
@@ -216,7 +247,6 @@ def save_identity(identity: Identity, path: PathLike, password: str, *, kdf_n: i
     nonce = secrets.token_bytes(12)
     key = _scrypt(password, salt, kdf_n, _SCRYPT_R, _SCRYPT_P)
     pub = identity.x25519_public
-    ct = AESGCM(key).encrypt(nonce, _x25519_raw(identity.x25519_private), _x25519_ad(identity.address, pub))
     doc = {
         "fedchain_identity": FILE_VERSION,
         "name": identity.name,
@@ -229,9 +259,10 @@ def save_identity(identity: Identity, path: PathLike, password: str, *, kdf_n: i
             "kdf": "scrypt",
             "kdfparams": {"n": kdf_n, "r": _SCRYPT_R, "p": _SCRYPT_P, "dklen": 32, "salt": salt.hex()},
             "nonce": nonce.hex(),
-            "ciphertext": ct.hex(),
         },
     }
+    ct = AESGCM(key).encrypt(nonce, _x25519_raw(identity.x25519_private), _header_ad(doc))
+    doc["x25519"]["ciphertext"] = ct.hex()
     _write_new_file(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
     return path
 
@@ -283,14 +314,24 @@ def load_identity(path: PathLike, password: str) -> Identity:
         raise KeystoreError(f"{path} is not a fedchain identity file (not JSON)") from None
     if not isinstance(doc, dict) or "fedchain_identity" not in doc:
         raise KeystoreError(f"{path} is not a fedchain identity file")
+    if doc["fedchain_identity"] == 1:
+        raise KeystoreError(
+            f"{path}: identity file version 1 is no longer read (its dev_only flag and name were not "
+            "authenticated); create a new one with `fedchain identity create` (an existing Ethereum key can be "
+            "re-imported with fedchain.identity.create_identity(..., private_key=...); register the new X25519 key)"
+        )
     if doc["fedchain_identity"] != FILE_VERSION:
         raise KeystoreError(
             f"{path}: identity file version {doc['fedchain_identity']!r} is not supported (expected {FILE_VERSION})"
         )
     if not isinstance(password, str):
         raise KeystoreError("the keystore password must be a string")
+    unknown = set(doc) - _FIELDS
+    if unknown:
+        raise KeystoreError(f"{path}: malformed identity file (unknown field(s) {', '.join(sorted(map(repr, unknown)))})")
     name = _field(doc, "name", str, path)
     address = _field(doc, "address", str, path)
+    dev_only = _field(doc, "dev_only", bool, path)
     xk = _field(doc, "x25519", dict, path)
     params = xk.get("kdfparams")
     try:
@@ -310,12 +351,13 @@ def load_identity(path: PathLike, password: str) -> Identity:
             if isinstance(cost, int) and isinstance(rr, int) and 128 * cost * rr > _MAX_SCRYPT_MEMORY:
                 raise ValueError("scrypt parameters need more than 1 GiB of memory")
         bytes.fromhex(address[2:])
+        ad = _header_ad(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise KeystoreError(f"{path}: malformed identity file ({exc})") from None
     _check_kdf_n(n)
     key = _scrypt(password, salt, n, r, p)
     try:
-        x_raw = AESGCM(key).decrypt(nonce, ct, _x25519_ad(address, public))
+        x_raw = AESGCM(key).decrypt(nonce, ct, ad)
     except InvalidTag:
         raise KeystoreError(
             f"wrong password for identity file {path} (or the file was modified)"
@@ -336,7 +378,7 @@ def load_identity(path: PathLike, password: str) -> Identity:
         raise KeystoreError(
             f"{path}: the Ethereum key belongs to {account.address}, but the file says {address}"
         )
-    return Identity(name=name, account=account, x25519_private=x_priv, dev_only=bool(doc.get("dev_only", False)))
+    return Identity(name=name, account=account, x25519_private=x_priv, dev_only=dev_only)
 
 
 def read_public(path: PathLike) -> dict[str, str]:
@@ -420,3 +462,32 @@ def dev_identity(index: int, name: str | None = None) -> Identity:
         x25519_private=dev_x25519_from_eth_key(bytes(account.key)),
         dev_only=True,
     )
+
+
+@functools.cache
+def dev_addresses() -> frozenset[str]:
+    """The (EIP-55) addresses of :data:`DEV_PRIVATE_KEYS`."""
+    return frozenset(Account.from_key(k).address for k in DEV_PRIVATE_KEYS)
+
+
+def is_dev_identity(identity: Identity) -> bool:
+    """True for a DEV ONLY identity: flagged so, or holding one of the public dev keys anyway."""
+    return identity.dev_only or identity.address in dev_addresses()
+
+
+def require_chain_allows(identity: Identity, chain_id: int) -> None:
+    """Refuse (:class:`DevKeyOnRealChain`) to let a DEV ONLY identity act on ``chain_id`` unless it is a dev chain.
+
+    Call it wherever an identity meets a chain (signing transactions, sealing
+    updates). Dev identities are recognised by their authenticated ``dev_only``
+    flag and by their well-known addresses (a dev key imported as an ordinary
+    identity is still a dev key).
+    """
+    if isinstance(chain_id, bool) or not isinstance(chain_id, int):
+        raise TypeError(f"chain_id must be an integer, got {chain_id!r}")
+    if is_dev_identity(identity) and chain_id not in DEV_CHAIN_IDS:
+        known = ", ".join(f"{cid} ({name})" for cid, name in DEV_CHAIN_IDS.items())
+        raise DevKeyOnRealChain(
+            f"{identity.name} ({identity.address}) is a DEV ONLY identity whose private keys are public; "
+            f"it may act only on a local dev chain ({known}), not on chain {chain_id}"
+        )

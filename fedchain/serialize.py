@@ -21,10 +21,13 @@ with every free choice fixed:
 * **data**: little-endian, C-contiguous, tensors back to back from offset 0.
 
 Loading never unpickles anything (no ``torch.load``).  It validates strictly:
-header size and JSON, exact metadata, allowed dtypes, shapes and offsets, and
-that the header is byte-for-byte the canonical one (so one model has exactly
-one valid encoding and one sha256).  Any violation raises
-:class:`SerializationError`.
+header size, nesting depth (at most :data:`MAX_HEADER_DEPTH`, measured before the
+JSON parser runs, so a header of a million ``[`` is refused rather than crashing
+the reader with ``RecursionError``) and JSON, exact metadata, allowed dtypes,
+shapes and offsets, and that the header is byte-for-byte the canonical one (so
+one model has exactly one valid encoding and one sha256).  Any violation raises
+:class:`SerializationError`.  For updates from other parties, also check the
+tensors against the plan's model: :mod:`fedchain.validation`.
 
 Tensors that share storage (tied weights) are written as independent copies.
 """
@@ -36,6 +39,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -58,11 +62,17 @@ __all__ = [
     "state_dict_sha256",
     "sha256_hex",
     "sha256_file",
+    "json_depth",
+    "canonical_header",
+    "MAX_HEADER_DEPTH",
 ]
 
 FORMAT = "fedchain/1"
 METADATA = {"format": FORMAT}
 MAX_HEADER = 100 << 20  # the limit safetensors itself enforces
+#: Object -> tensor entry -> shape list: nothing in a fedchain header nests deeper.
+MAX_HEADER_DEPTH = 3
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 PathLike = Union[str, os.PathLike]
 
@@ -148,6 +158,16 @@ def _build_header(entries: Iterable[tuple[str, str, list[int]]]) -> tuple[bytes,
     return struct.pack("<Q", len(text)) + text, layout
 
 
+def canonical_header(entries: Iterable[tuple[str, str, list[int]]]) -> tuple[bytes, list[tuple[str, str, list[int], int, int]]]:
+    """The canonical header (with its 8-byte length prefix) and data layout for ``(name, dtype code, shape)``
+    entries, in any order; dtype codes are ``"F32"`` and ``"I64"``.
+
+    Lets a reader know the exact bytes of a model's header, and its total size
+    (``len(header) + layout[-1][4]``), from the tensor shapes alone.
+    """
+    return _build_header(entries)
+
+
 def _prepare(sd: Mapping[str, torch.Tensor], cast: bool) -> tuple[bytes, list, dict[str, torch.Tensor]]:
     if not isinstance(sd, Mapping):
         raise SerializationError(f"expected a state dict (mapping of name -> tensor), got {type(sd).__name__}")
@@ -212,6 +232,10 @@ def state_dict_sha256(sd: Mapping[str, torch.Tensor], *, cast: bool = True) -> s
 # --------------------------------------------------------------------------- reading
 
 
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     out: dict = {}
     for k, v in pairs:
@@ -225,6 +249,20 @@ def _is_uint(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
+def json_depth(raw: bytes) -> int:
+    """Deepest nesting of ``[``/``{`` in JSON text ``raw``, brackets inside strings not counted.
+
+    Runs in C and numpy (no recursion, linear time), so it is safe on hostile input
+    of any size; malformed text gives a depth that the JSON parser then refuses anyway.
+    """
+    text = _JSON_STRING.sub(b'""', raw)
+    if not text:
+        return 0
+    arr = np.frombuffer(text, dtype=np.uint8)
+    step = ((arr == ord("[")) | (arr == ord("{"))).astype(np.int64) - ((arr == ord("]")) | (arr == ord("}")))
+    return int(np.cumsum(step).max(initial=0))
+
+
 def _parse_header(prefix: bytes, read_header: Callable[[int], bytes], total_size: int) -> tuple[int, list]:
     """Validate the header; return (data start offset, layout).  ``prefix`` is the first 8 bytes."""
     if len(prefix) < 8:
@@ -235,10 +273,13 @@ def _parse_header(prefix: bytes, read_header: Callable[[int], bytes], total_size
     raw = read_header(n)
     if len(raw) != n:
         raise SerializationError("safetensors header is truncated")
+    depth = json_depth(raw)
+    if depth > MAX_HEADER_DEPTH:
+        raise SerializationError(f"safetensors header JSON nests {depth} levels deep (a fedchain model needs {MAX_HEADER_DEPTH})")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
-        raise SerializationError(f"safetensors header is not valid UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError and JSONDecodeError
+        raise SerializationError(f"safetensors header is not valid UTF-8 JSON: {_short(exc)}") from None
     if not isinstance(header, dict):
         raise SerializationError("safetensors header must be a JSON object")
     meta = header.pop("__metadata__", None)
@@ -251,7 +292,7 @@ def _parse_header(prefix: bytes, read_header: Callable[[int], bytes], total_size
         if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
             raise SerializationError(f"{name}: malformed tensor entry {info!r}")
         code, shape = info["dtype"], info["shape"]
-        if code not in _DTYPES:
+        if not isinstance(code, str) or code not in _DTYPES:
             raise SerializationError(f"{name}: dtype {code!r} not allowed (fedchain models use F32 and I64)")
         if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
             raise SerializationError(f"{name}: malformed shape {shape!r}")

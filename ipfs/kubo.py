@@ -9,6 +9,10 @@ which refuses daemons newer than 0.8 -- and trusts the daemon for nothing:
   it differs (content added with non-default settings, or a lying daemon) the
   DAG is re-read block by block (``block/get``), every block hash-checked, and
   the bytes compared by sha256; only then is the content accepted.
+* With ``max_size`` (content another party pinned), the root block is fetched and
+  hash-checked first and a root declaring more is refused before ``cat`` starts;
+  the ``cat`` stream is then counted and cut off (:class:`ContentTooLarge`) before
+  a byte past ``max_size`` is written, whatever the daemon sends.
 
 Daemon quirks handled here (js-ipfs 0.66 / RPC 0.18):
 
@@ -42,11 +46,21 @@ from .store import (
     ContentMismatch,
     ContentNotFound,
     ContentStore,
+    ContentTooLarge,
     NotPinned,
     StoreError,
     StoreUnavailable,
 )
-from .unixfs import CHUNK_SIZE, DagBuilder, iter_content, normalize_cid
+from .unixfs import (
+    CHUNK_SIZE,
+    DagBuilder,
+    check_max_size,
+    decode_file_node,
+    iter_content,
+    node_size,
+    normalize_cid,
+    verify_block,
+)
 
 T = TypeVar("T")
 
@@ -257,14 +271,25 @@ class KuboStore(ContentStore):
             )
         return mine
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
         buf = io.BytesIO()
-        self.get_to(cid, buf)
+        self.get_to(cid, buf, max_size=max_size)
         return buf.getvalue()
 
-    def get_to(self, cid: str, out: BinaryIO) -> int:
-        """Stream ``cid`` into ``out``; on :class:`ContentMismatch` ``out`` holds unverified bytes."""
+    def get_to(self, cid: str, out: BinaryIO, *, max_size: int | None = None) -> int:
+        """Stream ``cid`` into ``out``; on :class:`ContentMismatch` ``out`` holds unverified bytes.
+
+        With ``max_size``, a root declaring more is refused before anything is
+        streamed, and the stream is cut off before a byte past ``max_size`` is written.
+        """
         cid = normalize_cid(cid)
+        check_max_size(max_size)
+        if max_size is not None:
+            root = self.get_block(cid)
+            verify_block(cid, root)
+            declared = node_size(decode_file_node(root, cid, cid), cid)
+            if declared > max_size:
+                raise ContentTooLarge(cid, max_size, declared)
         builder = DagBuilder()
         digest = hashlib.sha256()
         n = 0
@@ -279,6 +304,8 @@ class KuboStore(ContentStore):
                     break
                 if not piece:
                     continue
+                if max_size is not None and n + len(piece) > max_size:
+                    raise ContentTooLarge(cid, max_size)
                 builder.update(piece)
                 digest.update(piece)
                 out.write(piece)
@@ -287,23 +314,24 @@ class KuboStore(ContentStore):
             _close(stream)
         builder.finish()
         if builder.root != cid:
-            self._verify_by_blocks(cid, digest.hexdigest(), n, builder.root)
+            self._verify_by_blocks(cid, digest.hexdigest(), n, builder.root, max_size)
         return n
 
-    def iter_chunks(self, cid: str) -> Iterator[bytes]:
+    def iter_chunks(self, cid: str, *, max_size: int | None = None) -> Iterator[bytes]:
         """The content of ``cid`` block by block, each hash-checked before it is yielded."""
         cid = normalize_cid(cid)
-        return iter_content(cid, self.get_block)
+        return iter_content(cid, self.get_block, max_size=max_size)
 
     def get_block(self, cid: str) -> bytes:
         """One raw block (not verified here; :func:`ipfs.unixfs.iter_content` verifies)."""
         cid = normalize_cid(cid)
         return self._call(f"block/get {cid}", lambda: self._client.block.get(cid, opts=self._opts(self.fetch_timeout)))
 
-    def _verify_by_blocks(self, cid: str, sha_hex: str, size: int, recomputed: str | None) -> None:
+    def _verify_by_blocks(self, cid: str, sha_hex: str, size: int, recomputed: str | None,
+                          max_size: int | None) -> None:
         digest = hashlib.sha256()
         total = 0
-        for piece in iter_content(cid, self.get_block):
+        for piece in iter_content(cid, self.get_block, max_size=max_size):
             digest.update(piece)
             total += len(piece)
         if total != size or digest.hexdigest() != sha_hex:

@@ -16,7 +16,10 @@ a put's blocks landed in are fsynced before a pin naming them is written: after 
 crash a block file is either absent or complete, and a pin never names content
 that did not reach the disk. Blocks are immutable, so any number of readers
 (threads or processes) may read while others write; every block is hash-checked
-when read.
+when read. Readers of content another party pinned pass ``max_size``: a DAG
+whose root declares more is refused before anything is allocated or written,
+and sizes are checked node by node (see :mod:`ipfs.unixfs`). ``put_block``
+stores a block built elsewhere, as ``ipfs block put`` does.
 """
 
 from __future__ import annotations
@@ -36,11 +39,23 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from .store import BlockCorrupt, ContentNotFound, ContentStore, InvalidDag, NotPinned, StoreError
+from .store import (
+    BlockCorrupt,
+    ContentNotFound,
+    ContentStore,
+    ContentTooLarge,
+    DagSizeMismatch,
+    DagTooComplex,
+    NotPinned,
+    StoreError,
+)
 from .unixfs import (
     DagBuilder,
     Node,
     b58encode,
+    block_budget,
+    check_max_size,
+    cid_of_block,
     cid_of_digest,
     decode_file_node,
     hash_leaf,
@@ -57,6 +72,8 @@ _IO_WINDOW = 32
 #: Blocks at least this large are memory-mapped rather than read into a new buffer.
 _MMAP_MIN = 64 * 1024
 _IO_THREADS = 8  # most of a writer's time is spent waiting in fsync
+#: Largest block :meth:`LocalStore.put_block` accepts (bitswap's limit; ``ipfs add`` makes ~256 KiB).
+MAX_BLOCK_SIZE = 2 << 20
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
@@ -151,7 +168,7 @@ def _subtree_size(node: Node, cid: str) -> int:
         raise _Irregular(cid)
     size = sum(node.blocksizes)
     if node.filesize is not None and node.filesize != size:
-        raise InvalidDag(f"block {cid} declares {node.filesize} bytes but its blocksizes add up to {size}")
+        raise DagSizeMismatch(f"block {cid} declares {node.filesize} bytes but its parts add up to {size}")
     return size
 
 
@@ -405,16 +422,17 @@ class LocalStore(ContentStore):
 
         return get_block
 
-    def get(self, cid: str) -> bytes:
+    def get(self, cid: str, *, max_size: int | None = None) -> bytes:
         cid = normalize_cid(cid)
+        check_max_size(max_size)
         try:
-            return self._get_in_place(cid)
+            return self._get_in_place(cid, max_size)
         except _Irregular:
             # A valid DAG of a shape `ipfs add` does not build (data in an
-            # internal node, no blocksizes): walk it in order instead.
-            return b"".join(iter_content(cid, self._reader(cid), verify=False))
+            # internal node): walk it in order instead.
+            return b"".join(iter_content(cid, self._reader(cid), verify=False, max_size=max_size))
 
-    def _get_in_place(self, cid: str) -> bytes:
+    def _get_in_place(self, cid: str, max_size: int | None) -> bytes:
         """Read every leaf straight into its place in the result, in parallel.
 
         The root's (and each internal node's) ``blocksizes`` give every child's
@@ -424,20 +442,32 @@ class LocalStore(ContentStore):
         ``getvalue`` returns it without a copy): no per-block buffers, no join.
         A leaf counts only once its bytes hash to its CID and its framing says it
         holds exactly the bytes of its range; the ranges tile the file because
-        each node's sizes are checked against its parent's.
+        each node's sizes are checked against its parent's. The root's declared
+        size is checked against ``max_size`` before the buffer is allocated, and the
+        blocks scheduled against :func:`~ipfs.unixfs.block_budget`.
         """
         node = decode_file_node(self._read_block(cid), cid, cid)
         if not node.links:
             if node.filesize is not None and node.filesize != len(node.data):
-                raise InvalidDag(f"{cid} declares {node.filesize} bytes but its DAG holds {len(node.data)}")
+                raise DagSizeMismatch(f"{cid} declares {node.filesize} bytes but its DAG holds {len(node.data)}")
+            if max_size is not None and len(node.data) > max_size:
+                raise ContentTooLarge(cid, max_size, len(node.data))
             return bytes(node.data)
         total = _subtree_size(node, cid)
+        if max_size is not None and total > max_size:
+            raise ContentTooLarge(cid, max_size, total)
+        budget = None if max_size is None else block_budget(max_size)
+        scheduled = 1
         out = io.BytesIO(bytes(total))
         pool = _io_pool()
         jobs: deque[tuple[str, int, int, Future]] = deque()
         with out.getbuffer() as view:
 
             def schedule(parent: Node, offset: int) -> None:
+                nonlocal scheduled
+                scheduled += len(parent.links)
+                if budget is not None and scheduled > budget:
+                    raise DagTooComplex(f"{cid} needs more than {budget} blocks for at most {max_size} bytes")
                 for link, size in zip(parent.links, parent.blocksizes):
                     job = pool.submit(_read_leaf_into, self._block_file(link.cid), view[offset:offset + size])
                     jobs.append((link.cid, offset, size, job))
@@ -454,33 +484,57 @@ class LocalStore(ContentStore):
                     if child.links:
                         held = _subtree_size(child, c)
                         if held != size:
-                            raise InvalidDag(f"block {c} holds {held} bytes; its parent says {size}")
+                            raise DagSizeMismatch(f"block {c} holds {held} bytes; its parent says {size}")
                         schedule(child, offset)
                     else:
                         if len(child.data) != size or child.filesize not in (None, size):
-                            raise InvalidDag(f"block {c} holds {len(child.data)} bytes; its parent says {size}")
+                            raise DagSizeMismatch(f"block {c} holds {len(child.data)} bytes; its parent says {size}")
                         view[offset:offset + size] = child.data
             finally:
                 futures_wait([j[3] for j in jobs])  # no thread may still write into `view`
         return out.getvalue()
 
-    def get_to(self, cid: str, out: BinaryIO) -> int:
+    def get_to(self, cid: str, out: BinaryIO, *, max_size: int | None = None) -> int:
         cid = normalize_cid(cid)
         n = 0
-        for piece in iter_content(cid, self._reader(cid), verify=False):
+        for piece in iter_content(cid, self._reader(cid), verify=False, max_size=max_size):
             out.write(piece)
             n += len(piece)
         return n
 
-    def iter_chunks(self, cid: str) -> Iterator[bytes]:
+    def iter_chunks(self, cid: str, *, max_size: int | None = None) -> Iterator[bytes]:
         """The content of ``cid`` as verified chunks (streaming, a bounded read-ahead in memory)."""
         cid = normalize_cid(cid)
-        return iter_content(cid, self._reader(cid), verify=False)
+        return iter_content(cid, self._reader(cid), verify=False, max_size=max_size)
+
+    def put_block(self, block: bytes) -> str:
+        """Store one raw dag-pb block as it is (``ipfs block put``); return its CID. Nothing is pinned.
+
+        For blocks built elsewhere (e.g. received whole). Blocks over
+        :data:`MAX_BLOCK_SIZE` are refused, as the IPFS network refuses them.
+        """
+        block = bytes(block)
+        if len(block) > MAX_BLOCK_SIZE:
+            raise StoreError(f"a block of {len(block)} bytes is over the {MAX_BLOCK_SIZE}-byte limit")
+        cid = cid_of_block(block)
+        dirty: set[str] = set()
+        try:
+            with self._locked(exclusive=False):
+                self._store_block(cid, (block,), dirty)
+                for d in dirty:
+                    self._fsync_dir(d)
+        except OSError as exc:
+            raise StoreError(f"put into the local store {self.root} failed: {exc}") from exc
+        return cid
 
     def has(self, cid: str) -> bool:
-        """All blocks present; internal nodes are read (and verified), leaves only checked for presence."""
+        """All blocks present; internal nodes are read (and verified), leaves only checked for presence.
+
+        Each distinct block is looked at once, however often the DAG links it.
+        """
         cid = normalize_cid(cid)
         stack = [cid]
+        seen = {cid}
         while stack:
             c = stack.pop()
             path = self._block_file(c)
@@ -492,9 +546,13 @@ class LocalStore(ContentStore):
             if first != b"\x12":  # canonical dag-pb puts Links (field 2) first: no 0x12, no links
                 continue
             try:
-                stack.extend(iter_links(self._read_block(c, cid), c))
+                links = iter_links(self._read_block(c, cid), c)
             except StoreError:
                 return False
+            for link in links:
+                if link not in seen:
+                    seen.add(link)
+                    stack.append(link)
         return True
 
     def pin(self, cid: str) -> None:

@@ -26,7 +26,13 @@ size of the child's block plus the Tsizes of all its links (the whole subtree).
 The builder is streaming: it keeps one chunk and at most 174 pending links per
 tree level, so memory stays around chunk size x fan-out whatever the input size.
 The decoder walks a DAG from its root through a block getter, verifying every
-block's hash before using it.
+block's hash before using it, and every node's sizes before yielding a byte under
+it: a node must hold exactly what its parent's ``blocksizes`` entry says and its
+own parts must add up (:class:`~ipfs.store.DagSizeMismatch`), so a walk never
+produces more than the root declares; with ``max_size`` a root declaring more is
+refused before the first byte and the blocks visited are bounded
+(:func:`block_budget`). Blocks are untrusted input: a DAG whose nodes link one
+child 174 times over four levels is ~300 KB of blocks declaring ~218 TiB.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from __future__ import annotations
 import hashlib
 from typing import BinaryIO, Callable, Iterator, NamedTuple
 
-from .store import BlockCorrupt, InvalidCid, InvalidDag
+from .store import BlockCorrupt, ContentTooLarge, DagSizeMismatch, DagTooComplex, InvalidCid, InvalidDag
 
 CHUNK_SIZE = 262144
 MAX_LINKS = 174
@@ -465,39 +471,83 @@ def compute_cid(source: bytes | BinaryIO) -> str:
 # --------------------------------------------------------------------------- decoder
 
 
-def iter_content(root: str, get_block: Callable[[str], bytes], *, verify: bool = True) -> Iterator[bytes]:
+#: Average file bytes per block below which a size-limited read calls a DAG too complex
+#: (``ipfs add`` puts 256 KiB in a leaf; even a 1 KiB chunker stays well inside).
+MIN_BYTES_PER_BLOCK = 1024
+
+
+def block_budget(max_size: int) -> int:
+    """The most blocks a read limited to ``max_size`` bytes visits (:class:`DagTooComplex` past it).
+
+    Without it, a DAG of empty or one-byte leaves linked many times over could keep a
+    reader busy for hours while producing next to nothing.
+    """
+    return 64 + 2 * (max_size // MIN_BYTES_PER_BLOCK + 1)
+
+
+def node_size(node: Node, cid: str) -> int:
+    """File bytes under ``node``: its inline data plus its children's ``blocksizes``.
+
+    Raises :class:`DagSizeMismatch` when the node has links without one blocksize
+    each, or declares a ``filesize`` its own parts do not add up to.
+    """
+    if len(node.blocksizes) != len(node.links):
+        raise DagSizeMismatch(f"block {cid} has {len(node.links)} links but {len(node.blocksizes)} blocksizes")
+    size = len(node.data) + sum(node.blocksizes)
+    if node.filesize is not None and node.filesize != size:
+        raise DagSizeMismatch(f"block {cid} declares {node.filesize} bytes but its parts add up to {size}")
+    return size
+
+
+def check_max_size(max_size: int | None) -> None:
+    """``max_size`` must be None or a non-negative integer (a programming error otherwise)."""
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0):
+        raise ValueError(f"max_size must be None or a non-negative integer, got {max_size!r}")
+
+
+def iter_content(root: str, get_block: Callable[[str], bytes], *, verify: bool = True,
+                 max_size: int | None = None) -> Iterator[bytes]:
     """Yield the file bytes of the DAG at ``root`` in order.
 
     ``get_block(cid)`` returns a block's raw bytes (raising a StoreError when it
     is missing). Every block is verified against its CID (:class:`BlockCorrupt`;
-    ``verify=False`` when ``get_block`` already does it) and the declared sizes
-    are checked (:class:`InvalidDag`). The walk is depth
-    first and keeps only the link lists of the current path.
+    ``verify=False`` when ``get_block`` already does it) and its sizes are checked
+    *before* anything under it is yielded: each node must hold exactly the bytes its
+    parent's ``blocksizes`` entry gives it and its own parts must add up
+    (:class:`DagSizeMismatch`), so the walk can never produce more than the root
+    declares. With ``max_size``, a root declaring more raises :class:`ContentTooLarge`
+    before the first byte, and visiting more than :func:`block_budget` blocks raises
+    :class:`DagTooComplex`. The walk is depth first and keeps only the link lists
+    of the current path.
     """
     root = normalize_cid(root)
-    total = 0
-    declared: int | None = None
-    stack: list[Iterator[Link]] = [iter([Link(root, "", 0)])]
+    check_max_size(max_size)
+    budget = None if max_size is None else block_budget(max_size)
+    visited = 0
+    stack: list[Iterator[tuple[Link, int | None]]] = [iter([(Link(root, "", 0), None)])]
     while stack:
-        link = next(stack[-1], None)
-        if link is None:
+        item = next(stack[-1], None)
+        if item is None:
             stack.pop()
             continue
+        link, expected = item
+        visited += 1
+        if budget is not None and visited > budget:
+            raise DagTooComplex(f"{root} needs more than {budget} blocks for at most {max_size} bytes")
         block = get_block(link.cid)
         if verify:
             verify_block(link.cid, block)
         node = decode_file_node(block, link.cid, root)
-        if link.cid == root and declared is None:
-            declared = node.filesize
-        if node.links and node.blocksizes and len(node.blocksizes) != len(node.links):
-            raise InvalidDag(f"block {link.cid} has {len(node.links)} links but {len(node.blocksizes)} blocksizes")
+        size = node_size(node, link.cid)
+        if expected is None:  # the root: what it declares is all the walk may produce
+            if max_size is not None and size > max_size:
+                raise ContentTooLarge(root, max_size, size)
+        elif size != expected:
+            raise DagSizeMismatch(f"block {link.cid} holds {size} bytes; its parent says {expected}")
         if node.data:
-            total += len(node.data)
             yield node.data
         if node.links:
-            stack.append(iter(node.links))
-    if declared is not None and declared != total:
-        raise InvalidDag(f"{root} declares {declared} bytes but its DAG holds {total}")
+            stack.append(iter(zip(node.links, node.blocksizes)))
 
 
 def iter_links(block: bytes, cid: str = "?") -> list[str]:

@@ -28,8 +28,9 @@ from typing import Callable
 from fedchain.content import fetch_document
 from fedchain.errors import FedchainError
 from fedchain.models import initial_state
-from fedchain.plan import TrainingPlan, verify_plan_bytes
+from fedchain.plan import MAX_PLAN_BYTES, TrainingPlan, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
+from fedchain.validation import model_size
 from fedchain.node.dataset import TabularData, split_for_plan
 from fedchain.schema import DatasetSchema, schema_hash
 from fedchain.node.commit import commit_update, recipients_for
@@ -95,7 +96,7 @@ class HospitalNode:
         """The proposal's plan, fetched by CID and verified against the chain."""
         if proposal_id not in self._plans:
             p = self.fed.proposals.proposal(proposal_id)
-            raw = fetch_document(self.store, p.plan_cid, p.plan_sha256)
+            raw = fetch_document(self.store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES)
             self._plans[proposal_id] = verify_plan_bytes(raw, p.plan_sha256)
         return self._plans[proposal_id]
 
@@ -114,7 +115,8 @@ class HospitalNode:
         for r in range(round_ - 1, 0, -1):
             info = self.fed.rounds.round_info(proposal_id, r)
             if info.phase.name == "CLOSED":
-                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
+                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256,
+                                     max_size=model_size(plan.model))
                 return bytes_to_state_dict(raw)
         return initial_state(plan.model, plan.seed)
 
@@ -149,7 +151,7 @@ class HospitalNode:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
         plan = self.plan(proposal_id)
         info = self.fed.rounds.round_info(proposal_id, round_)
-        raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256)
+        raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256, max_size=model_size(plan.model))
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
         metrics = evaluate(bytes_to_state_dict(raw), plan, val)
         value = metrics.get(plan.metric, metrics["accuracy"])

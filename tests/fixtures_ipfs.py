@@ -11,7 +11,7 @@ import pytest
 from fedchain.ipfs import JsIpfsDaemon, JsIpfsNotFound, KuboStore, LocalStore
 from fedchain.ipfs.daemon import find_jsipfs
 
-__all__ = ["ipfs_daemon", "kubo_store", "local_store", "payload", "require_jsipfs"]
+__all__ = ["expanding_dag", "ipfs_daemon", "kubo_store", "local_store", "payload", "require_jsipfs"]
 
 
 def require_jsipfs() -> None:
@@ -32,6 +32,25 @@ def require_jsipfs() -> None:
 def payload(size: int, seed: int | None = None) -> bytes:
     """Deterministic pseudo-random bytes (seeded by ``size`` unless told)."""
     return random.Random(size if seed is None else seed).randbytes(size)
+
+
+def expanding_dag(levels: int = 4, fanout: int = 174) -> tuple[str, list[bytes]]:
+    """The DAG-expansion attack, built with ipfs.unixfs's own encoders: ``(root CID, blocks)``.
+
+    One 256 KiB leaf, then ``levels`` internal nodes that each link the node below
+    ``fanout`` times with honest sizes: about 300 KB of blocks whose root declares
+    (and whose walk would produce) 256 KiB x 174**4, about 218 TiB.
+    """
+    from fedchain.ipfs.unixfs import CHUNK_SIZE, _Entry, cid_of_block, encode_leaf, encode_parent, multihash
+
+    leaf = encode_leaf(b"x" * CHUNK_SIZE)
+    blocks = [leaf]
+    entry = _Entry(multihash(leaf), len(leaf), CHUNK_SIZE)
+    for _ in range(levels):
+        block = encode_parent([entry] * fanout)
+        blocks.append(block)
+        entry = _Entry(multihash(block), len(block) + entry.tsize * fanout, entry.filesize * fanout)
+    return cid_of_block(blocks[-1]), blocks
 
 
 @pytest.fixture(scope="session")

@@ -91,7 +91,7 @@ class RunCopy:
 
     def scores_doc(self, round_: int) -> dict:
         c = self.closed(round_)
-        return json.loads(fetch_document(self.store, c["scoresCid"], c["scoresSha256"]))
+        return json.loads(fetch_document(self.store, c["scoresCid"], c["scoresSha256"], max_size=1 << 20))
 
     def point_round_at(self, round_: int, **new_args) -> None:
         """Rewrite the RoundClosed event of ``round_`` (e.g. aggregateCid=..., aggregateSha256=...)."""
@@ -303,7 +303,7 @@ def test_aggregate_that_the_updates_do_not_give_is_named(run):
     from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 
     c = run.closed(2)
-    model = bytes_to_state_dict(fetch_document(run.store, c["aggregateCid"], c["aggregateSha256"]))
+    model = bytes_to_state_dict(fetch_document(run.store, c["aggregateCid"], c["aggregateSha256"], max_size=1 << 24))
     name = sorted(model)[0]
     model[name] = model[name] + 1e-3
     cid, sha = run.pin(state_dict_to_bytes(model))
@@ -692,7 +692,7 @@ def test_server_optimizer_state_carries_over_in_replay(live, tmp_path):
 
     run = RunCopy(live.dir, tmp_path / "run")
     c = run.closed(1)
-    model = bytes_to_state_dict(fetch_document(run.store, c["aggregateCid"], c["aggregateSha256"]))
+    model = bytes_to_state_dict(fetch_document(run.store, c["aggregateCid"], c["aggregateSha256"], max_size=1 << 24))
     name = sorted(model)[0]
     model[name] = model[name] * 1.01
     cid, sha = run.pin(state_dict_to_bytes(model))

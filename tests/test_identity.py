@@ -49,7 +49,7 @@ def test_file_format_and_permissions(saved):
     path, ident = saved
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     doc = json.loads(path.read_text())
-    assert doc["fedchain_identity"] == 1
+    assert doc["fedchain_identity"] == 2
     assert doc["address"] == ident.address
     assert doc["x25519_public"] == ident.x25519_public_hex
     assert doc["x25519"]["kdf"] == "scrypt" and doc["x25519"]["kdfparams"]["n"] == LIGHT_KDF_N
@@ -197,8 +197,87 @@ def test_read_public_needs_no_password(saved, tmp_path):
     assert pub == {"name": "st-marys", "address": ident.address, "x25519": "0x" + ident.x25519_public_hex}
     assert bytes.fromhex(pub["x25519"].removeprefix("0x")) == ident.x25519_public
     bad = tmp_path / "bad.json"
-    bad.write_text('{"fedchain_identity": 1, "name": "x", "address": "0x12", "x25519_public": "00"}')
+    bad.write_text('{"fedchain_identity": 2, "name": "x", "address": "0x12", "x25519_public": "00"}')
     with pytest.raises(KeystoreError):
         read_public(bad)
     with pytest.raises(KeystoreError):
         read_public(tmp_path / "nope.json")
+
+
+# --------------------------------------------------------------------------- keystore hygiene
+
+
+def test_every_header_field_is_authenticated(tmp_path):
+    """Who: anyone who can write the keystore file (a shared home, a backup, a careless copy).
+    What: turn `dev_only` off so a dev identity passes for a real one (or on, to get a real one
+    refused), rename the identity, or edit any other header field. All fail to load."""
+    dev = save_identity(dev_identity(2), tmp_path / "dev.json", PW, kdf_n=LIGHT_KDF_N)
+    real = create_identity(tmp_path / "real.json", "st-marys", PW, kdf_n=LIGHT_KDF_N)
+    for path, edits in (
+        (dev, [("dev_only", False)]),
+        (tmp_path / "real.json", [("dev_only", True), ("name", "st-elsewhere")]),
+    ):
+        doc = json.loads(path.read_text())
+        for key, value in edits:
+            p = tmp_path / f"edited-{key}-{path.name}"
+            p.write_text(json.dumps(dict(doc, **{key: value})))
+            with pytest.raises(KeystoreError, match="wrong password|modified"):
+                load_identity(p, PW)
+        nonce = dict(doc["x25519"], nonce="00" * 12)
+        p = tmp_path / f"edited-nonce-{path.name}"
+        p.write_text(json.dumps(dict(doc, x25519=nonce)))
+        with pytest.raises(KeystoreError):
+            load_identity(p, PW)
+    doc = json.loads((tmp_path / "real.json").read_text())
+    for extra in ({"note": "x"}, {"dev_only": "false"}):
+        p = tmp_path / "extra.json"
+        p.write_text(json.dumps(dict(doc, **extra)))
+        with pytest.raises(KeystoreError, match="malformed"):
+            load_identity(p, PW)
+        p.unlink()
+    assert load_identity(tmp_path / "real.json", PW).name == real.name
+
+
+def test_version_1_files_are_refused_with_a_way_forward(saved, tmp_path):
+    path, _ = saved
+    doc = json.loads(path.read_text())
+    p = tmp_path / "v1.json"
+    p.write_text(json.dumps(dict(doc, fedchain_identity=1)))
+    with pytest.raises(KeystoreError, match="version 1 is no longer read.*identity create"):
+        load_identity(p, PW)
+
+
+def test_dev_chain_ids_are_the_backends_own():
+    """The dev chain ids are read from the backends fedchain runs: anvil's default and eth-tester's."""
+    import eth_tester
+    from web3 import EthereumTesterProvider, Web3
+
+    from fedchain.contracts.anvil import DEFAULT_CHAIN_ID
+    from fedchain.identity import DEV_CHAIN_IDS
+
+    assert DEV_CHAIN_IDS[DEFAULT_CHAIN_ID] == "anvil"
+    tester_id = Web3(EthereumTesterProvider(eth_tester.EthereumTester())).eth.chain_id
+    assert DEV_CHAIN_IDS[tester_id] == "eth-tester"
+    assert set(DEV_CHAIN_IDS) == {DEFAULT_CHAIN_ID, tester_id}
+
+
+def test_dev_identities_are_refused_on_real_chains(chain_backend, tmp_path):
+    """On the real backends (eth-tester and anvil) dev identities are allowed; on any other chain id
+    -- mainnet, Sepolia, a consortium's own chain -- they are refused, flagged or not."""
+    from fedchain.identity import DevKeyOnRealChain, dev_addresses, is_dev_identity, require_chain_allows
+
+    dev = dev_identity(1)
+    require_chain_allows(dev, chain_backend.chain.chain_id)  # the live dev chain (eth-tester, anvil): allowed
+    real = create_identity(tmp_path / "real.json", "real", PW, kdf_n=LIGHT_KDF_N)
+    for chain_id in (1, 11155111, 424242):
+        with pytest.raises(DevKeyOnRealChain, match=f"DEV ONLY.*not on chain {chain_id}"):
+            require_chain_allows(dev, chain_id)
+        require_chain_allows(real, chain_id)
+    # a dev key imported as an ordinary identity (dev_only False) is still a dev key
+    imported = create_identity(tmp_path / "imp.json", "imp", PW, kdf_n=LIGHT_KDF_N, private_key=DEV_PRIVATE_KEYS[4])
+    assert not imported.dev_only and is_dev_identity(imported) and imported.address in dev_addresses()
+    with pytest.raises(DevKeyOnRealChain):
+        require_chain_allows(imported, 1)
+    assert issubclass(DevKeyOnRealChain, KeystoreError)
+    with pytest.raises(TypeError):
+        require_chain_allows(dev, "1")

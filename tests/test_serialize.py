@@ -226,3 +226,20 @@ def test_loading_never_unpickles(monkeypatch):
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(pickle, "load", boom)
     assert torch.equal(bytes_to_state_dict(_good())["a"], torch.arange(4.0))
+
+
+@pytest.mark.parametrize("opener,closer", [(b"[", b"]"), (b"{\"a\":", b"}")])
+def test_deeply_nested_header_is_a_serialization_error_not_recursion(tmp_path, opener, closer):
+    """Who: any member, in a sealed update. Without the depth check json.loads raised
+    RecursionError (not a FedchainError) and took the coordinator and `audit replay` down."""
+    raw = opener * 200_000 + b"1" + closer * 200_000
+    blob = struct.pack("<Q", len(raw)) + raw
+    _check_rejected(blob, tmp_path, match="nests 200000 levels deep")
+
+
+def test_brackets_inside_names_do_not_count_as_nesting():
+    from fedchain.serialize import json_depth
+
+    sd = {"w[[[[{{{{": torch.zeros(2), 'q"\\[': torch.ones(1)}
+    assert bytes_to_state_dict(state_dict_to_bytes(sd)).keys() == sd.keys()
+    assert json_depth(b'{"a":[1,[2]],"b[[[":{}}') == 3

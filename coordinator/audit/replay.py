@@ -30,11 +30,12 @@ from fedchain.coordinator.audit.trail import Trail
 from fedchain.coordinator.runner import SCORES_FORMAT, scores_document
 from fedchain.coordinator.strategies.base import ClientUpdate
 from fedchain.coordinator.strategies.registry import strategy_from_plan
-from fedchain.content import fetch_document, fetch_model
+from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, fetch_model
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
-from fedchain.plan import sha256_hex, verify_plan_bytes
+from fedchain.plan import MAX_PLAN_BYTES, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
+from fedchain.validation import model_size, update_size_limit
 
 VERIFIED = "VERIFIED"
 DISCREPANCY = "DISCREPANCY"
@@ -98,7 +99,8 @@ class Replayer:
             return [RoundVerdict(pid, r.round, DISCREPANCY, [f"round of proposal {pid}, which was never submitted"])
                     for r in recs]
         try:
-            plan = verify_plan_bytes(fetch_document(self.store, p.plan_cid, p.plan_sha256), p.plan_sha256)
+            plan = verify_plan_bytes(fetch_document(self.store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES),
+                                     p.plan_sha256)
         except FedchainError as exc:
             return [RoundVerdict(pid, r.round, DISCREPANCY, [f"plan {p.plan_cid}: {exc}"]) for r in recs]
         strategy = strategy_from_plan(plan)
@@ -128,7 +130,8 @@ class Replayer:
             )
         # The scores document: which updates the coordinator used and which it rejected.
         try:
-            doc = json.loads(fetch_document(self.store, closed["scores_cid"], closed["scores_sha256"]))
+            doc = json.loads(fetch_document(self.store, closed["scores_cid"], closed["scores_sha256"],
+                                            max_size=MAX_DOCUMENT_SIZE))
             if doc.get("format") != SCORES_FORMAT:
                 raise FedchainError(f"not a {SCORES_FORMAT} document")
         except (FedchainError, ValueError) as exc:
@@ -145,7 +148,7 @@ class Replayer:
             name = self.h.dataset_name(c.dataset_id)
             committed_keys.add((c.member, name))
             try:
-                state = self._open_update(rec, c)
+                state = self._open_update(plan, rec, c)
             except FedchainError as exc:
                 if c.member in claimed_rejected:
                     continue  # rightly rejected: it fails for the auditor too
@@ -169,12 +172,12 @@ class Replayer:
         # The aggregate.
         if len(updates) < plan.min_participants:
             v.problems.append(f"only {len(updates)} verifiable update(s); the plan needs {plan.min_participants}")
-            return self._chain_aggregate(closed, v) or global_state
+            return self._chain_aggregate(plan, closed, v) or global_state
         try:
             new_global = strategy.aggregate_fit(rec.round - 1, global_state, updates)
         except FedchainError as exc:
             v.problems.append(f"aggregation failed: {exc}")
-            return self._chain_aggregate(closed, v) or global_state
+            return self._chain_aggregate(plan, closed, v) or global_state
         model_bytes = state_dict_to_bytes(new_global)
         recomputed = sha256_hex(model_bytes)
         if recomputed.lower() != closed["aggregate_sha256"].lower():
@@ -194,23 +197,24 @@ class Replayer:
         if not any("contribution score" in p for p in v.problems) and sha256_hex(doc_bytes).lower() != closed["scores_sha256"].lower():
             v.problems.append("scores document differs from the recomputed one (same scores, different content)")
         # The next round starts from the aggregate the chain recorded (checked above).
-        return self._chain_aggregate(closed, v) or new_global
+        return self._chain_aggregate(plan, closed, v) or new_global
 
-    def _chain_aggregate(self, closed, v: RoundVerdict):
+    def _chain_aggregate(self, plan, closed, v: RoundVerdict):
         try:
-            return bytes_to_state_dict(fetch_document(self.store, closed["aggregate_cid"], closed["aggregate_sha256"]))
+            return bytes_to_state_dict(fetch_document(self.store, closed["aggregate_cid"], closed["aggregate_sha256"],
+                                                      max_size=model_size(plan.model)))
         except FedchainError as exc:
             v.problems.append(f"aggregate {closed['aggregate_cid']}: {exc}")
             return None
 
-    def _open_update(self, rec: RoundRecord, c):
+    def _open_update(self, plan, rec: RoundRecord, c):
         member = self.h.members.get(c.member)
         if member is None:
             raise FedchainError(f"{c.member} has no registered key")
         ctx = EnvelopeContext(chain_id=self.chain_id, contract=self.rounds_address,
                               proposal_id=rec.proposal_id, round=rec.round, sender=c.member)
-        sender_key = bytes.fromhex(member.key_at(c.block).removeprefix("0x"))
-        return fetch_model(self.store, c.cid, c.sha256, ctx, self.auditor, sender_key)
+        return fetch_model(self.store, c.cid, c.sha256, ctx, self.auditor,
+                           max_size=update_size_limit(plan.model, 1 + len(plan.auditors)))
 
 
 def verified_as_commitments(commits, history: History):

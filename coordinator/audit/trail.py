@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from fedchain.errors import FedchainError
+from fedchain.plan import MAX_PLAN_BYTES
 
 TRAIL_FORMAT = "fedchain-trail/1"
 PAGE_BLOCKS = 2000
@@ -140,7 +141,7 @@ def export_trail(fed, store, out: Path, *, to_block: int | None = None) -> int:
                 if ev.event == "ProposalSubmitted" and ev.args["planCid"] not in docs:
                     cid, sha = ev.args["planCid"], ev.args["planSha256"]
                     try:
-                        content = fetch_document(store, cid, sha).decode()
+                        content = fetch_document(store, cid, sha, max_size=MAX_PLAN_BYTES).decode()
                         rec = {"kind": "document", "role": "plan", "cid": cid, "sha256": sha, "content": content}
                     except FedchainError as exc:
                         rec = {"kind": "document", "role": "plan", "cid": cid, "sha256": sha, "missing": str(exc)}
