@@ -118,6 +118,7 @@ __all__ = [
     "train_config",
     "evaluate_config",
     "PLAN_JSON_SCHEMA",
+    "CROSS_FIELD_RULES",
     "load_plan",
     "parse_plan",
     "plan_from_dict",
@@ -149,10 +150,10 @@ MAX_AUDITORS = 32
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _KEY_PATTERN = r"^0x[0-9a-fA-F]{64}$"
-_PATTERN_WORDS = {
-    _NAME_PATTERN: "letters, digits, '.', '_', '-', starting with a letter or digit, at most 64",
-    _DATASET_PATTERN: "letters, digits, '.', '_', ':', '/', '-', starting with a letter or digit, at most 128",
-    _KEY_PATTERN: "a 32-byte x25519 public key written as 0x and 64 hex digits",
+PATTERN_WORDS = {
+    _NAME_PATTERN: "letters, digits, '.', '_', '-' (1 to 64, the first a letter or digit)",
+    _DATASET_PATTERN: "letters, digits, '.', '_', ':', '/', '-' (1 to 128, the first a letter or digit)",
+    _KEY_PATTERN: "0x and 64 hex digits (a 32-byte x25519 public key)",
 }
 
 
@@ -685,6 +686,21 @@ def _size_rule(spec: ModelSpec, limit: int, path: tuple[str | int, ...]) -> list
     return [PlanProblem(path, f"the model has {size}, more than {whose} of {allowed}{fix}")]
 
 
+#: What :func:`_plan_rules` checks, in words (the reference page lists them).
+CROSS_FIELD_RULES = (
+    f"`version` is {PLAN_VERSION}.",
+    "`datasets` are distinct, and there are at least `min_participants` of them.",
+    "`auditors` are distinct (upper and lower case are the same key).",
+    "`metric = \"auc\"` needs a binary model (`model.n_classes = 2`).",
+    "With `standardize = \"plan\"`, `preprocessing.mean` and `preprocessing.std` hold one value per model "
+    "input (`in_features`, or channels x height x width for a CNN).",
+    f"A CNN's input is large enough for its conv stages (each halves height and width) and has at most "
+    f"{MAX_FEATURES:,} values.",
+    "The model's parameter count, computed from the `[model]` table alone (nothing is allocated), is at most "
+    f"`limits.max_parameters` (default {DEFAULT_MAX_MODEL_PARAMETERS:,}, at most {HARD_MAX_MODEL_PARAMETERS:,}).",
+)
+
+
 def _plan_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
     """Rules over several fields; each runs when the fields it reads are valid."""
     out: list[PlanProblem] = []
@@ -808,7 +824,7 @@ def _translate(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list
             else:
                 msg = f"must have at most {hi} items, got {n}"
         elif typ == "string_pattern_mismatch":
-            words = _PATTERN_WORDS.get(str(ctx.get("pattern")), f"must match {ctx.get('pattern')}")
+            words = PATTERN_WORDS.get(str(ctx.get("pattern")), f"must match {ctx.get('pattern')}")
             msg = f"{value!r} is not allowed here ({words})"
         elif typ == "value_error":
             msg = str(ctx.get("error", msg))

@@ -172,7 +172,7 @@ BAD_PLANS = [
     ("datasets", [f"d{i}" for i in range(33)], "datasets", "at most 32 items"),
     ("limits.max_parameters", 10**9, "limits.max_parameters", "must be <= 250000000"),
     ("limits.speed", 1, "limits.speed", "unknown key (allowed here: max_parameters)"),
-    ("name", "import os", "name", "letters, digits"),
+    ("name", "import os", "name", "is not allowed here (letters, digits"),
     ("purpose", ["diagnosis"], "purpose", "must be a string"),
     ("datasets", [], "datasets", "must not be empty"),
     ("datasets", ["d1", "d1"], "datasets[1]", "listed twice"),
@@ -185,7 +185,7 @@ BAD_PLANS = [
     ("model.hidden", [4], "model.hidden", "unknown key for model kind 'logreg'"),
     ("model.n_classes", 1, "model.n_classes", "must be >= 2"),
     ("version", 1, "version", "unsupported plan version 1"),
-    ("auditors", ["0x1234"], "auditors[0]", "32-byte x25519 public key"),
+    ("auditors", ["0x1234"], "auditors[0]", "0x and 64 hex digits"),
     ("auditors", "0x" + "ab" * 32, "auditors", "must be a list"),
     ("auditors", ["0x" + "ab" * 32, "0x" + "AB" * 32], "auditors[1]", "listed twice"),
 ]
