@@ -79,7 +79,7 @@ from pydantic import (
 )
 
 from fedchain.errors import ConfigError, FedchainError
-from fedchain.textpos import json_key_lines, line_of, toml_key_lines
+from fedchain.textpos import json_key_lines, line_of, toml_key_lines, too_deep
 
 __all__ = [
     "PLAN_VERSION",
@@ -146,6 +146,7 @@ MAX_CONV_STAGES = 8
 MAX_DATASETS = 32  # the Proposals contract's MAX_TARGETS
 MAX_ROUNDS = 10_000  # the Proposals contract's MAX_ROUNDS
 MAX_AUDITORS = 32
+MAX_NESTING = 16  # a plan is three levels deep; the decoders recurse per level
 
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
@@ -993,6 +994,9 @@ def parse_plan(data: bytes, *, source: str | None = None, fmt: str | None = None
         raise ConfigError(f"{where}: plan is not UTF-8 text ({exc})") from None
     if fmt is None:
         fmt = "json" if text.lstrip().startswith(("{", "[")) else "toml"
+    deep = too_deep(text, MAX_NESTING, comments=fmt == "toml")
+    if deep is not None:
+        raise PlanError.at((), f"nested more than {MAX_NESTING} levels deep", source, deep)
     if fmt == "json":
         try:
             doc = json.loads(text, object_pairs_hook=_json_no_duplicates, parse_constant=_reject_constant)

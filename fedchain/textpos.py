@@ -21,7 +21,7 @@ import json
 import re
 from typing import Sequence
 
-__all__ = ["KeyPath", "toml_key_lines", "json_key_lines", "line_of"]
+__all__ = ["KeyPath", "toml_key_lines", "json_key_lines", "line_of", "too_deep"]
 
 KeyPath = tuple  # tuple[str | int, ...]
 
@@ -144,6 +144,42 @@ def json_key_lines(text: str) -> dict[KeyPath, int]:
     except (ValueError, IndexError):  # not JSON after all: no positions, never an error
         return lines
     return lines
+
+
+def too_deep(text: str, limit: int, *, comments: bool) -> int | None:
+    """The line where bracket nesting first exceeds ``limit``, else None.
+
+    Run *before* a decoder: ``json`` and ``tomllib`` recurse once per level, and
+    a process whose recursion limit was raised (py-evm raises it to 100,000)
+    overflows the C stack on a document of a few hundred thousand ``[`` --
+    a crash, not an exception. Quoted strings are skipped (``\\"`` escapes
+    too); with ``comments`` (TOML) so is ``#`` to the end of the line.
+    """
+    depth, line, quote, i, n = 0, 1, "", 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        if quote:
+            if c == "\\" and quote == '"':
+                i += 2
+                continue
+            if c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c == "#" and comments:
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        elif c in "[{":
+            depth += 1
+            if depth > limit:
+                return line
+        elif c in "]}":
+            depth -= 1
+        i += 1
+    return None
 
 
 def line_of(lines: dict[KeyPath, int], path: Sequence[str | int]) -> int:

@@ -507,3 +507,30 @@ def test_json_schema_is_available_and_strict():
     for name in ("LogRegSpec", "MLPSpec", "CNNSpec", "FedAdamSpec", "Limits"):
         assert schema["$defs"][name]["additionalProperties"] is False
     assert schema["$defs"]["Limits"]["properties"]["max_parameters"]["maximum"] == 250_000_000
+
+
+def test_hostile_nesting_is_refused_before_decoding():
+    """A proposer can pin any bytes (up to MAX_PLAN_BYTES) behind a proposal.
+    json and tomllib recurse per nesting level, and py-evm raises the recursion
+    limit to 100,000, so 150,000 '[' would overflow the C stack (a segfault in
+    the node, not an exception): the depth is checked first. This test imports
+    py-evm's limit on purpose."""
+    import eth  # noqa: F401  (raises sys.getrecursionlimit() as the node process has it)
+
+    deep = 150_000  # within MAX_PLAN_BYTES
+    for data, fmt in [
+        (b"[" * deep + b"]" * deep, "json"),
+        (b'{"a":' * deep + b"1" + b"}" * deep, "json"),
+        (b"a = " + b"[" * deep + b"]" * deep, "toml"),
+        (b"a = 1\nb = " + b"{c=" * deep + b"1" + b"}" * deep, "toml"),
+    ]:
+        with pytest.raises(PlanError, match="nested more than 16 levels deep"):
+            parse_plan(data, fmt=fmt)
+    raw = b'{"a":' * deep + b"1" + b"}" * deep
+    with pytest.raises(PlanError, match="nested more than 16"):
+        verify_plan_bytes(raw, "0x" + hashlib.sha256(raw).hexdigest())
+    # brackets inside strings and comments do not count
+    fine = PLAN_TOML.replace(b'name = "bc-test"', b'name = "bc-test" # ' + b"[" * 100)
+    assert parse_plan(fine).name == "bc-test"
+    with pytest.raises(PlanError, match="is not allowed here"):
+        parse_plan(PLAN_TOML.replace(b'"bc-test"', b'"' + b"[" * 100 + b'"'))
