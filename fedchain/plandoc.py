@@ -39,7 +39,6 @@ from fedchain.plan import (
     PlanStandardization,
     SGDSpec,
     TrainingPlan,
-    plan_from_dict,
 )
 
 __all__ = ["reference_markdown", "template", "describe", "TEMPLATE_KINDS"]

@@ -434,6 +434,8 @@ def test_a_wrapper_holds_an_inner_strategy_and_delegates():
     assert state_bytes(restored.state()) == state_bytes(wrapped.state())
     with pytest.raises(ConfigError, match="inner Strategy"):
         ClipDeltas("fedadam", clip=1.0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="wraps a strategy"):
+        ClipDeltas.from_spec(plan.strategy)
 
 
 # -- end to end -------------------------------------------------------------------------

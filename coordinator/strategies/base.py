@@ -40,7 +40,6 @@ checkpointed with safetensors; stateless strategies return ``{}``.
 
 from __future__ import annotations
 
-import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -281,6 +280,10 @@ class StrategyWrapper(Strategy):
             raise ConfigError(f"a strategy wrapper needs an inner Strategy, got {type(inner).__name__}")
         super().__init__(min_participants=inner.min_participants)
         self.inner = inner
+
+    @classmethod
+    def from_spec(cls, spec: StrategySpec, *, min_participants: int = 1) -> "Strategy":
+        raise ConfigError(f"{cls.__name__} wraps a strategy: build the inner one with from_spec, then wrap it")
 
     @property
     def name(self) -> str:  # type: ignore[override]
