@@ -987,7 +987,7 @@ def parse_plan(data: bytes, *, source: str | None = None, fmt: str | None = None
         raise ConfigError(f"{where}: plan must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if len(data) > MAX_PLAN_BYTES:
-        raise ConfigError(f"{where}: plan is {len(data)} bytes, more than the {MAX_PLAN_BYTES} allowed")
+        raise ConfigError(f"{where}: plan is larger than the {MAX_PLAN_BYTES} bytes allowed")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -1021,7 +1021,8 @@ def load_plan(path: str | Path) -> TrainingPlan:
     """Read a ``.toml`` or ``.json`` plan file (other extensions: sniffed)."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            data = f.read(MAX_PLAN_BYTES + 1)  # never more: parse_plan refuses anything longer
     except OSError as exc:
         raise ConfigError(f"cannot read plan {p}: {exc.strerror or exc}") from None
     suffix = p.suffix.lower()

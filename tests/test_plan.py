@@ -266,6 +266,12 @@ def test_load_plan_files(tmp_path):
     assert load_plan(tmp_path / "p.json") == plan
     with pytest.raises(ConfigError, match="cannot read plan"):
         load_plan(tmp_path / "missing.toml")
+    big = tmp_path / "big.toml"
+    big.write_bytes(PLAN_TOML + b"#" * (2 << 20))
+    with pytest.raises(ConfigError, match="larger than the 1048576 bytes allowed"):
+        load_plan(big)
+    with pytest.raises(ConfigError, match="larger than the 1048576 bytes allowed"):
+        load_plan("/dev/zero")  # endless: read only up to the limit
 
 
 def test_verify_plan_bytes():
