@@ -26,11 +26,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
-from fedchain.coordinator.strategies.registry import strategy_from_plan
+from fedchain.coordinator.strategies.registry import from_spec
 from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, fetch_model, pin_document
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
-from fedchain.plan import MAX_PLAN_BYTES, TrainingPlan, canonical_json, sha256_hex, verify_plan_bytes
+from fedchain.models import initial_state
+from fedchain.plan import (
+    MAX_PLAN_BYTES, TrainingPlan, canonical_json, evaluate_config, sha256_hex, train_config, verify_plan_bytes,
+)
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.validation import update_size_limit
 
@@ -123,8 +126,9 @@ class Coordinator:
 
     def strategy(self, proposal_id: int) -> Strategy:
         if proposal_id not in self._strategies:
-            self._strategies[proposal_id] = strategy_from_plan(self.plan(proposal_id))
-            self._globals[proposal_id] = self._strategies[proposal_id].initialize()
+            plan = self.plan(proposal_id)
+            self._strategies[proposal_id] = from_spec(plan.strategy, min_participants=plan.min_participants)
+            self._globals[proposal_id] = initial_state(plan.model, plan.seed)
             self._catch_up(proposal_id)
         return self._strategies[proposal_id]
 
@@ -148,7 +152,7 @@ class Coordinator:
                 ClientUpdate(c.participant, c.dataset, c.n_samples, self._load_update(proposal_id, r, c))
                 for c in self.commitments(proposal_id, r) if (c.participant.lower(), c.dataset) in used
             ]
-            raw = state_dict_to_bytes(strategy.aggregate_fit(r - 1, state, updates))
+            raw = state_dict_to_bytes(strategy.aggregate_train(r, state, updates))
             if sha256_hex(raw) != "0x" + bytes(info.aggregate_sha256).hex():
                 raise FedchainError(f"cannot resume proposal {proposal_id}: round {r}'s aggregate on chain "
                                     "is not what its listed updates give")
@@ -164,9 +168,14 @@ class Coordinator:
 
     def open_round(self, proposal_id: int, round_: int):
         self.check_approved(proposal_id, round_)
-        self.plan(proposal_id)  # a plan that does not verify stops us before anything opens
+        plan = self.plan(proposal_id)  # a plan that does not verify stops us before anything opens
+        config = self.strategy(proposal_id).configure_train(
+            round_, self.global_state(proposal_id), train_config(plan, round_))
         tx = self.fed.rounds.open_round(proposal_id, round_)
-        self.log(f"opened round {round_} of proposal {proposal_id}")
+        opt = config.optimizer
+        self.log(f"opened round {round_} of proposal {proposal_id}: nodes train {config.local_epochs} epoch(s), "
+                 f"batch {config.batch_size}, {opt.name} lr {opt.lr:g}"
+                 + (f", proximal mu {config.proximal_mu:g}" if config.proximal_mu else ""))
         return tx
 
     def commitments(self, proposal_id: int, round_: int) -> list[Commitment]:
@@ -209,7 +218,7 @@ class Coordinator:
             why = f"{n_valid} participant(s) with valid updates, the plan needs {plan.min_participants}"
             return RoundResult(proposal_id, round_, closed=False, rejected=rejected, reason=why)
         updates = [ClientUpdate(c.participant, c.dataset, c.n_samples, state) for c, state in valid]
-        new_global = strategy.aggregate_fit(round_ - 1, self.global_state(proposal_id), updates)
+        new_global = strategy.aggregate_train(round_, self.global_state(proposal_id), updates)
         scores = strategy.contribution_scores(updates)
         model_bytes = state_dict_to_bytes(new_global)
         agg_cid, agg_sha = pin_document(self.store, model_bytes)
@@ -229,14 +238,16 @@ class Coordinator:
 
     def record_metric(self, proposal_id: int, round_: int) -> float | None:
         """Sample-weighted mean of the evaluations submitted for the round; recorded on chain."""
-        plan = self.plan(proposal_id)
+        strategy = self.strategy(proposal_id)
+        config = strategy.configure_evaluate(
+            round_, self.global_state(proposal_id), evaluate_config(self.plan(proposal_id), round_))
         results = [
-            EvaluateResult(e.member, self._dataset_name(e.dataset), e.sample_count, {plan.metric: e.metric_ppm / PPM})
+            EvaluateResult(e.member, self._dataset_name(e.dataset), e.sample_count, {config.metric: e.metric_ppm / PPM})
             for e in self.fed.rounds.evaluations(proposal_id, round_)
         ]
         if not results:
             return None
-        value = self.strategy(proposal_id).aggregate_evaluate(round_ - 1, results)
+        value = strategy.aggregate_evaluate(round_, results)[config.metric]
         self.fed.rounds.record_global_metric(proposal_id, round_, int(round(value * PPM)))
         return value
 

@@ -1,56 +1,46 @@
 """Training plans: what the consortium trains, written down as pure data.
 
-A plan is a TOML or JSON document. It is pinned to IPFS in its *canonical*
-form (:meth:`TrainingPlan.to_canonical_bytes`: JSON, sorted keys, no
-whitespace, ASCII only, every default filled in) and the sha256 of those
-bytes is what goes on chain (:attr:`TrainingPlan.sha256`, ``0x``-prefixed).
-The same plan therefore always has the same bytes and the same hash, no
-matter how the author ordered keys or which of TOML/JSON they wrote.
+A plan is a TOML or JSON document; ``fedchain plan init`` writes a commented
+template and ``fedchain/docs/plan.md`` lists every field (that page is
+generated from the models below, so it cannot drift from them). The models
+are pydantic v2 models with ``extra="forbid"`` (a typo is an error, never
+silently ignored), discriminated unions for the model kinds, optimizers,
+strategies and preprocessing modes, and strict types (``true`` is not a
+number, ``"5"`` is not an integer). :data:`PLAN_JSON_SCHEMA` is the plan's
+JSON Schema.
 
-A plan carries no code: every key is known in advance, every value is a
-string, number or list of those, and it is checked for type and range here.
-Unknown keys are rejected so a typo can never be silently ignored.
+Validation reports *every* problem at once: a :class:`PlanError` carries a
+list of :class:`PlanProblem`, each with the dotted field path
+(``model.hidden[1]``) and, for a TOML/JSON file, the line it is written on.
+Besides types and ranges it checks the rules that span fields: the datasets
+are distinct and at least ``min_participants``; ``auc`` needs a binary
+model; the standardization constants fit the model's input; and the model's
+size (:attr:`ModelSpec.size`) is within the limit.
 
-Example (TOML)::
+Model-size bound: a plan whose model has more than
+:data:`DEFAULT_MAX_MODEL_PARAMETERS` parameters is refused unless it declares
+a higher ``[limits] max_parameters`` (which the members see in
+``fedchain plan show`` and vote on), itself at most
+:data:`HARD_MAX_MODEL_PARAMETERS`. Without it, a plan asking for an MLP of
+hidden ``[100000, 100000]`` would be voted through and then kill every node
+allocating 40 GB. Nodes apply their own limit too (``node.runner``).
 
-    name = "bc-demo"
-    purpose = "diagnosis"
-    local_epochs = 2
-    batch_size = 16
-    rounds = 5
-    min_participants = 3
-    round_deadline_blocks = 40
-    seed = 7
-    datasets = ["hospital-a", "hospital-b", "hospital-c", "hospital-d"]
-    metric = "accuracy"           # accuracy | auc | loss (default accuracy)
-    validation_fraction = 0.2     # default 0.2
-    auditors = []                 # x25519 public keys ("0x" + 64 hex) that may
-                                  # open the sealed updates; default none
+Canonical bytes: a plan is pinned to IPFS in its canonical form
+(:meth:`TrainingPlan.to_canonical_bytes`: every default filled in, encoded
+with the JSON Canonicalization Scheme, RFC 8785, via :func:`canonical_json`)
+and the sha256 of those bytes goes on chain (:attr:`TrainingPlan.sha256`).
+The same plan always has the same bytes, however its author ordered keys or
+wrote numbers (``lr = 1`` and ``lr = 1.0`` are one plan), and anyone with an
+RFC 8785 implementation can reproduce them. Scores and dataset-metadata
+documents use the same :func:`canonical_json`.
 
-    [model]
-    kind = "mlp"                  # logreg | mlp | cnn
-    in_features = 30
-    n_classes = 2
-    hidden = [32]
+A plan carries no code: every key is known in advance and every value is a
+string, number or list of those.
 
-    [optimizer]
-    name = "sgd"                  # sgd | adam
-    lr = 0.05
-    momentum = 0.9                # sgd only, default 0
-    weight_decay = 0.0            # default 0
-
-    [strategy]
-    name = "fedavg"               # fedavg | fedprox (mu) | fedadam / fedyogi
-                                  # (server_lr, beta1=0.9, beta2=0.99, tau=1e-3)
-
-    [preprocessing]
-    standardize = "plan"          # none | plan (default none)
-    mean = [...]                  # per-feature constants, len == n features
-    std = [...]
-
-Model kinds: ``logreg`` needs ``in_features``, ``n_classes``; ``mlp`` also
-needs a non-empty ``hidden``; ``cnn`` needs ``input_shape = [C, H, W]``,
-``n_classes``, ``conv_channels`` (non-empty) and optionally ``hidden``.
+What a node does in a round -- epochs, batch size, optimizer, FedProx's
+proximal ``mu`` -- is derived from the plan by one pure function,
+:func:`train_config`. The node trains with exactly that, and the
+coordinator's strategy states the same config in ``configure_train``.
 
 Feature standardization: federated members must put every feature on the
 *same* scale, or the averaged weights mean different things at different
@@ -71,24 +61,64 @@ import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Iterable, Literal, Mapping, Sequence, Union
+
+import rfc8785
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    StringConstraints,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from fedchain.errors import ConfigError, FedchainError
+from fedchain.textpos import json_key_lines, line_of, toml_key_lines, too_deep
 
 __all__ = [
     "PLAN_VERSION",
+    "MAX_PLAN_BYTES",
+    "MAX_SEED",
+    "DEFAULT_MAX_MODEL_PARAMETERS",
+    "HARD_MAX_MODEL_PARAMETERS",
     "MODEL_KINDS",
     "OPTIMIZERS",
     "STRATEGIES",
     "METRICS",
     "STANDARDIZE_MODES",
     "PlanError",
+    "PlanProblem",
     "PlanHashMismatch",
+    "ModelSize",
     "ModelSpec",
+    "LogRegSpec",
+    "MLPSpec",
+    "CNNSpec",
     "OptimizerSpec",
+    "SGDSpec",
+    "AdamSpec",
     "StrategySpec",
+    "FedAvgSpec",
+    "FedProxSpec",
+    "FedAdamSpec",
+    "FedYogiSpec",
     "Preprocessing",
+    "NoStandardization",
+    "PlanStandardization",
+    "Limits",
     "TrainingPlan",
+    "TrainConfig",
+    "EvaluateConfig",
+    "train_config",
+    "evaluate_config",
+    "PLAN_JSON_SCHEMA",
+    "CROSS_FIELD_RULES",
     "load_plan",
     "parse_plan",
     "plan_from_dict",
@@ -100,20 +130,32 @@ __all__ = [
     "standardization_from_moments",
 ]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: canonical bytes by RFC 8785, [limits]
 MAX_PLAN_BYTES = 1 << 20  # plans are small; refuse anything absurd from IPFS
-MAX_SEED = (1 << 63) - 1
+MAX_SEED = (1 << 53) - 1  # RFC 8785 numbers are IEEE doubles: larger integers are not exact
+BYTES_PER_PARAMETER = 4  # models travel as float32
 
-MODEL_KINDS = ("logreg", "mlp", "cnn")
-OPTIMIZERS = ("sgd", "adam")
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi")
-METRICS = ("accuracy", "auc", "loss")
-STANDARDIZE_MODES = ("none", "plan")
+#: Consortium default for the number of model parameters (80 MB as float32).
+DEFAULT_MAX_MODEL_PARAMETERS = 20_000_000
+#: No plan may declare more than this (1 GB as float32).
+HARD_MAX_MODEL_PARAMETERS = 250_000_000
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_DATASET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-_KEY_RE = re.compile(r"^0x[0-9a-fA-F]{64}$")
-_REQUIRED = object()
+MAX_FEATURES = 10_000_000
+MAX_LAYERS = 32
+MAX_CONV_STAGES = 8
+MAX_DATASETS = 32  # the Proposals contract's MAX_TARGETS
+MAX_ROUNDS = 10_000  # the Proposals contract's MAX_ROUNDS
+MAX_AUDITORS = 32
+MAX_NESTING = 16  # a plan is three levels deep; the decoders recurse per level
+
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_KEY_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+PATTERN_WORDS = {
+    _NAME_PATTERN: "letters, digits, '.', '_', '-' (1 to 64, the first a letter or digit)",
+    _DATASET_PATTERN: "letters, digits, '.', '_', ':', '/', '-' (1 to 128, the first a letter or digit)",
+    _KEY_PATTERN: "0x and 64 hex digits (a 32-byte x25519 public key)",
+}
 
 
 # --------------------------------------------------------------------------
@@ -121,15 +163,57 @@ _REQUIRED = object()
 # --------------------------------------------------------------------------
 
 
-class PlanError(ConfigError):
-    """A plan is malformed; ``field`` is the dotted path of the bad key."""
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<plan>"
 
-    def __init__(self, field: str, problem: str, source: str | None = None):
-        self.field = field
-        self.problem = problem
+
+@dataclass(frozen=True)
+class PlanProblem:
+    """One thing wrong with a plan: where (key path, line) and what."""
+
+    path: tuple[str | int, ...]
+    message: str
+    line: int | None = None
+
+    @property
+    def field(self) -> str:
+        """Dotted path, e.g. ``model.hidden[1]`` (``<plan>`` for the whole document)."""
+        return _dotted(self.path)
+
+    def describe(self, source: str | None = None) -> str:
+        where = ":".join(str(x) for x in (source, self.line) if x is not None)
+        if not source and self.line is not None:
+            where = f"line {self.line}"
+        return f"{where + ': ' if where else ''}plan field '{self.field}': {self.message}"
+
+
+class PlanError(ConfigError):
+    """A plan is malformed. ``problems`` lists every problem found (field
+    path, line, words); ``field`` and ``problem`` are the first one's."""
+
+    def __init__(self, problems: Sequence[PlanProblem], source: str | None = None):
+        if not problems:
+            raise ValueError("PlanError needs at least one problem")
+        self.problems = list(problems)
         self.source = source
-        where = f"{source}: " if source else ""
-        super().__init__(f"{where}plan field '{field}': {problem}")
+        self.field = self.problems[0].field
+        self.problem = self.problems[0].message
+        if len(self.problems) == 1:
+            text = self.problems[0].describe(source)
+        else:
+            head = f"{source}: " if source else ""
+            text = f"{head}{len(self.problems)} problems in the plan:\n" + "\n".join(
+                "  " + p.describe(source) for p in self.problems
+            )
+        super().__init__(text)
+
+    @classmethod
+    def at(cls, path: Sequence[str | int], message: str, source: str | None = None,
+           line: int | None = None) -> "PlanError":
+        return cls([PlanProblem(tuple(path), message, line)], source)
 
 
 class PlanHashMismatch(FedchainError):
@@ -150,10 +234,13 @@ class PlanHashMismatch(FedchainError):
 
 
 def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON: sorted keys, no whitespace, ASCII, no NaN."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
+    """RFC 8785 (JSON Canonicalization Scheme) bytes of ``obj``: sorted keys,
+    no whitespace, UTF-8, numbers in their shortest ECMAScript form. The one
+    entry point for every document whose hash goes on chain."""
+    try:
+        return rfc8785.dumps(obj)
+    except rfc8785.CanonicalizationError as exc:
+        raise ConfigError(f"cannot encode canonically: {exc}") from None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -164,11 +251,14 @@ def sha256_hex(data: bytes) -> str:
 def derive_seed(seed: int, *parts: str | int) -> int:
     """A 63-bit seed derived from ``seed`` and a context (purpose, round, key).
 
-    Deterministic on every machine (sha256 of canonical JSON), so the same
-    plan seed gives every party the same per-purpose random streams.
+    Deterministic on every machine (sha256 of the canonical JSON array
+    ``[seed, *parts]``), so the same plan seed gives every party the same
+    per-purpose random streams.
     """
-    digest = hashlib.sha256(canonical_json([int(seed), *parts])).digest()
-    return int.from_bytes(digest[:8], "big") & MAX_SEED
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"a seed is an integer from 0 to {MAX_SEED}, got {seed!r}")
+    digest = hashlib.sha256(canonical_json([seed, *parts])).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
 
 
 def standardization_from_moments(
@@ -204,131 +294,323 @@ def standardization_from_moments(
     return tuple(mean), tuple(std)
 
 
+def _human_bytes(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
 # --------------------------------------------------------------------------
-# spec dataclasses
+# field types
+# --------------------------------------------------------------------------
+
+Int = Annotated[int, Strict()]
+Num = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Name = Annotated[str, Strict(), StringConstraints(pattern=_NAME_PATTERN)]
+DatasetName = Annotated[str, Strict(), StringConstraints(pattern=_DATASET_PATTERN)]
+AuditorKey = Annotated[str, Strict(), StringConstraints(pattern=_KEY_PATTERN), AfterValidator(str.lower)]
+Width = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
+Channels = Annotated[int, Strict(), Field(ge=1, le=4096)]
+Dim = Annotated[int, Strict(), Field(ge=1, le=100_000)]
+PositiveNum = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: how error messages name this table's variant, e.g. "model kind"
+    _what: ClassVar[str] = ""
+
+
+# --------------------------------------------------------------------------
+# model
 # --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSize:
+    """How big a model is: trainable parameters and their bytes as float32."""
+
+    parameters: int
+
+    @property
+    def bytes(self) -> int:
+        return self.parameters * BYTES_PER_PARAMETER
+
+    def __str__(self) -> str:
+        return f"{self.parameters:,} parameters ({_human_bytes(self.bytes)} as float32)"
+
+
+def _dense(width: int, layers: Sequence[int], n_classes: int) -> int:
+    total = 0
+    for h in (*layers, n_classes):
+        total += width * h + h
+        width = h
+    return total
+
+
+class ModelSpec(_Table):
+    """The network every party builds (``fedchain.models``); one table per kind."""
+
+    _what: ClassVar[str] = "model kind"
     kind: str
-    n_classes: int
-    in_features: int | None = None  # logreg, mlp
-    hidden: tuple[int, ...] = ()  # mlp (required), cnn (optional)
-    input_shape: tuple[int, int, int] | None = None  # cnn: (C, H, W)
-    conv_channels: tuple[int, ...] = ()  # cnn
+    n_classes: Int = Field(ge=2, le=100_000, description="Number of classes the model predicts.")
+
+    @property
+    def n_features(self) -> int:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
+
+    @property
+    def size(self) -> ModelSize:
+        """Trainable parameters, computed from the spec alone (nothing is allocated)."""
+        return ModelSize(self._parameters())
+
+    def _parameters(self) -> int:  # pragma: no cover - every kind overrides it
+        raise NotImplementedError
+
+
+class LogRegSpec(ModelSpec):
+    """Multinomial logistic regression."""
+
+    kind: Literal["logreg"] = Field(description="Logistic regression.")
+    in_features: Int = Field(ge=1, le=MAX_FEATURES, description="Number of input features (columns).")
 
     @property
     def n_features(self) -> int:
-        """Length of one flat input row (C*H*W for a CNN)."""
-        if self.input_shape is not None:
-            c, h, w = self.input_shape
-            return c * h * w
-        assert self.in_features is not None
         return self.in_features
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "n_classes": self.n_classes}
-        if self.kind in ("logreg", "mlp"):
-            d["in_features"] = self.in_features
-        if self.kind == "mlp" or self.kind == "cnn":
-            d["hidden"] = list(self.hidden)
-        if self.kind == "cnn":
-            d["input_shape"] = list(self.input_shape or ())
-            d["conv_channels"] = list(self.conv_channels)
-        return d
+    def _parameters(self) -> int:
+        return _dense(self.in_features, (), self.n_classes)
 
 
-@dataclass(frozen=True)
-class OptimizerSpec:
+class MLPSpec(ModelSpec):
+    """Fully connected ReLU network."""
+
+    kind: Literal["mlp"] = Field(description="Fully connected ReLU network.")
+    in_features: Int = Field(ge=1, le=MAX_FEATURES, description="Number of input features (columns).")
+    hidden: tuple[Width, ...] = Field(
+        min_length=1, max_length=MAX_LAYERS, description="Width of each hidden layer, input side first."
+    )
+
+    @property
+    def n_features(self) -> int:
+        return self.in_features
+
+    def _parameters(self) -> int:
+        return _dense(self.in_features, self.hidden, self.n_classes)
+
+
+class CNNSpec(ModelSpec):
+    """Conv(3x3)+ReLU+MaxPool(2) stages, then a ReLU MLP head."""
+
+    kind: Literal["cnn"] = Field(description="Small convolutional network.")
+    input_shape: tuple[Dim, ...] = Field(
+        min_length=3, max_length=3,
+        description="[channels, height, width] of one input; a row holds channels*height*width features.",
+    )
+    conv_channels: tuple[Channels, ...] = Field(
+        min_length=1, max_length=MAX_CONV_STAGES,
+        description="Output channels of each 3x3 conv stage; each stage halves height and width.",
+    )
+    hidden: tuple[Width, ...] = Field(
+        default=(), max_length=MAX_LAYERS, description="Widths of the dense layers after the convolutions."
+    )
+
+    @property
+    def n_features(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+    def _parameters(self) -> int:
+        c, h, w = self.input_shape
+        total = 0
+        for ch in self.conv_channels:
+            total += c * ch * 9 + ch
+            c, h, w = ch, h // 2, w // 2
+        return total + _dense(c * h * w, self.hidden, self.n_classes)
+
+
+AnyModelSpec = Annotated[Union[LogRegSpec, MLPSpec, CNNSpec], Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------
+# optimizer, strategy, preprocessing, limits
+# --------------------------------------------------------------------------
+
+
+class OptimizerSpec(_Table):
+    """The local optimizer every node uses (fresh each round)."""
+
+    _what: ClassVar[str] = "optimizer"
     name: str
-    lr: float
-    momentum: float = 0.0  # sgd only
-    weight_decay: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "lr": self.lr, "weight_decay": self.weight_decay}
-        if self.name == "sgd":
-            d["momentum"] = self.momentum
-        return d
+    lr: Num = Field(gt=0, le=10, description="Learning rate.")
+    weight_decay: Num = Field(default=0.0, ge=0, le=1, description="L2 weight decay.")
 
 
-@dataclass(frozen=True)
-class StrategySpec:
+class SGDSpec(OptimizerSpec):
+    name: Literal["sgd"] = Field(description="Stochastic gradient descent (torch.optim.SGD).")
+    momentum: Num = Field(default=0.0, ge=0, lt=1, description="Momentum factor.")
+
+
+class AdamSpec(OptimizerSpec):
+    name: Literal["adam"] = Field(description="Adam (torch.optim.Adam, default betas).")
+
+
+AnyOptimizerSpec = Annotated[Union[SGDSpec, AdamSpec], Field(discriminator="name")]
+
+
+class StrategySpec(_Table):
+    """How the coordinator aggregates (``coordinator/strategies/``). The keys
+    besides ``name`` are exactly the strategy's constructor arguments."""
+
+    _what: ClassVar[str] = "strategy"
     name: str
-    mu: float | None = None  # fedprox
-    server_lr: float | None = None  # fedadam / fedyogi
-    beta1: float | None = None
-    beta2: float | None = None
-    tau: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name}
-        if self.name == "fedprox":
-            d["mu"] = self.mu
-        if self.name in ("fedadam", "fedyogi"):
-            d.update(server_lr=self.server_lr, beta1=self.beta1, beta2=self.beta2, tau=self.tau)
-        return d
+    def params(self) -> dict[str, Any]:
+        """The strategy's hyperparameters (constructor keyword arguments)."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k != "name"}
+
+    @property
+    def proximal_mu(self) -> float:
+        """The proximal weight nodes add to their loss (FedProx only, else 0)."""
+        return 0.0
 
 
-@dataclass(frozen=True)
-class Preprocessing:
-    standardize: str = "none"
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"standardize": self.standardize}
-        if self.standardize == "plan":
-            d["mean"] = list(self.mean)
-            d["std"] = list(self.std)
-        return d
+class FedAvgSpec(StrategySpec):
+    name: Literal["fedavg"] = Field(description="FedAvg: the sample-weighted mean (McMahan et al., 2017).")
 
 
-@dataclass(frozen=True)
-class TrainingPlan:
-    name: str
-    purpose: str
-    model: ModelSpec
-    optimizer: OptimizerSpec
-    local_epochs: int
-    batch_size: int
-    rounds: int
-    strategy: StrategySpec
-    min_participants: int
-    round_deadline_blocks: int
-    seed: int
-    datasets: tuple[str, ...]
-    metric: str = "accuracy"
-    validation_fraction: float = 0.2
-    preprocessing: Preprocessing = Preprocessing()
-    auditors: tuple[str, ...] = ()  # lowercase 0x-hex x25519 public keys
-    version: int = PLAN_VERSION
+class FedProxSpec(StrategySpec):
+    name: Literal["fedprox"] = Field(
+        description="FedProx: FedAvg plus a proximal term in every node's loss (Li et al., 2020)."
+    )
+    mu: Num = Field(ge=0, le=1000, description="Weight of the proximal term mu/2 * ||w - w_global||^2.")
+
+    @property
+    def proximal_mu(self) -> float:
+        return self.mu
+
+
+class _FedOptSpec(StrategySpec):
+    server_lr: Num = Field(gt=0, le=10, description="Server learning rate.")
+    beta1: Num = Field(default=0.9, ge=0, lt=1, description="First-moment decay.")
+    beta2: Num = Field(default=0.99, ge=0, lt=1, description="Second-moment decay.")
+    tau: Num = Field(default=1e-3, gt=0, le=1, description="Adaptivity: added to sqrt(v); v starts at tau**2.")
+
+
+class FedAdamSpec(_FedOptSpec):
+    name: Literal["fedadam"] = Field(description="FedAdam: Adam on the server (Reddi et al., 2021).")
+
+
+class FedYogiSpec(_FedOptSpec):
+    name: Literal["fedyogi"] = Field(description="FedYogi: Yogi on the server (Reddi et al., 2021).")
+
+
+AnyStrategySpec = Annotated[
+    Union[FedAvgSpec, FedProxSpec, FedAdamSpec, FedYogiSpec], Field(discriminator="name")
+]
+
+
+class Preprocessing(_Table):
+    """How every node transforms its features before training and evaluation."""
+
+    _what: ClassVar[str] = "standardize"
+    standardize: str
+
+
+class NoStandardization(Preprocessing):
+    standardize: Literal["none"] = Field(default="none", description="Features are used as they are.")
+
+
+class PlanStandardization(Preprocessing):
+    standardize: Literal["plan"] = Field(
+        description="Every node scales features with the plan's mean/std: (x - mean) / std."
+    )
+    mean: tuple[Num, ...] = Field(max_length=MAX_FEATURES, description="Per-feature mean, one per model input.")
+    std: tuple[PositiveNum, ...] = Field(
+        max_length=MAX_FEATURES, description="Per-feature standard deviation (> 0), one per model input."
+    )
+
+
+def _standardize_tag(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return v.get("standardize", "none")
+    return getattr(v, "standardize", None)
+
+
+AnyPreprocessing = Annotated[
+    Union[Annotated[NoStandardization, Tag("none")], Annotated[PlanStandardization, Tag("plan")]],
+    Discriminator(_standardize_tag),
+]
+
+
+class Limits(_Table):
+    """Bounds the members vote on with the plan."""
+
+    max_parameters: Int = Field(
+        default=DEFAULT_MAX_MODEL_PARAMETERS, ge=1, le=HARD_MAX_MODEL_PARAMETERS,
+        description=(
+            f"Largest model (trainable parameters) the plan may use. The consortium default is "
+            f"{DEFAULT_MAX_MODEL_PARAMETERS:,}; a plan that needs more says so here, at most "
+            f"{HARD_MAX_MODEL_PARAMETERS:,}. Nodes also refuse models above their own configured limit."
+        ),
+    )
+
+
+# --------------------------------------------------------------------------
+# the plan
+# --------------------------------------------------------------------------
+
+
+class TrainingPlan(_Table):
+    """A validated training plan; immutable, every default explicit."""
+
+    version: Int = Field(default=PLAN_VERSION, description="Plan format version.")
+    name: Name = Field(description="Short name of the plan.")
+    purpose: Name = Field(description="Purpose of use; each dataset's policy must allow it (e.g. diagnosis).")
+    datasets: tuple[DatasetName, ...] = Field(
+        min_length=1, max_length=MAX_DATASETS, description="Registered dataset names to train on (distinct)."
+    )
+    rounds: Int = Field(ge=1, le=MAX_ROUNDS, description="Number of federated rounds.")
+    min_participants: Int = Field(
+        ge=1, le=MAX_DATASETS, description="A round closes only with valid updates from at least this many members."
+    )
+    round_deadline_blocks: Int = Field(ge=1, le=10_000_000, description="Blocks each round stays open.")
+    local_epochs: Int = Field(ge=1, le=10_000, description="Epochs each node trains per round.")
+    batch_size: Int = Field(ge=1, le=1_000_000, description="Minibatch size of local training.")
+    seed: Int = Field(ge=0, le=MAX_SEED, description="Seed for the initial model, data splits and shuffling.")
+    metric: Literal["accuracy", "auc", "loss"] = Field(
+        default="accuracy", description="Validation metric recorded each round (auc: binary models only)."
+    )
+    validation_fraction: Num = Field(
+        default=0.2, ge=0, le=0.9, description="Share of each node's rows held out for validation."
+    )
+    auditors: tuple[AuditorKey, ...] = Field(
+        default=(), max_length=MAX_AUDITORS,
+        description="Public keys that may also open the sealed updates (0x + 64 hex), e.g. an audit office.",
+    )
+    model: AnyModelSpec = Field(description="The network.")
+    optimizer: AnyOptimizerSpec = Field(description="The local optimizer.")
+    strategy: AnyStrategySpec = Field(description="The aggregation strategy.")
+    preprocessing: AnyPreprocessing = Field(
+        default_factory=NoStandardization, description="Feature preprocessing."
+    )
+    limits: Limits = Field(default_factory=Limits, description="Bounds voted on with the plan.")
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "TrainingPlan":
+        problems = _plan_rules({name: getattr(self, name) for name in type(self).model_fields})
+        if problems:
+            raise PlanError(problems)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """The normalized plan as plain JSON types, every default explicit."""
-        return {
-            "version": self.version,
-            "name": self.name,
-            "purpose": self.purpose,
-            "model": self.model.to_dict(),
-            "optimizer": self.optimizer.to_dict(),
-            "local_epochs": self.local_epochs,
-            "batch_size": self.batch_size,
-            "rounds": self.rounds,
-            "strategy": self.strategy.to_dict(),
-            "min_participants": self.min_participants,
-            "round_deadline_blocks": self.round_deadline_blocks,
-            "seed": self.seed,
-            "datasets": list(self.datasets),
-            "metric": self.metric,
-            "validation_fraction": self.validation_fraction,
-            "preprocessing": self.preprocessing.to_dict(),
-            "auditors": list(self.auditors),
-        }
+        return self.model_dump(mode="json")
 
     def to_canonical_bytes(self) -> bytes:
-        """The bytes to pin on IPFS; equal plans give equal bytes."""
+        """The bytes to pin on IPFS (RFC 8785); equal plans give equal bytes."""
         return canonical_json(self.to_dict())
 
     @cached_property
@@ -348,8 +630,114 @@ class TrainingPlan:
         return plan_from_dict(d)
 
 
+#: The plan's JSON Schema (draft 2020-12), as pydantic generates it.
+PLAN_JSON_SCHEMA: dict[str, Any] = TrainingPlan.model_json_schema()
+
+_UNIONS: dict[str, tuple[str, dict[str, type[_Table]]]] = {
+    "model": ("kind", {"logreg": LogRegSpec, "mlp": MLPSpec, "cnn": CNNSpec}),
+    "optimizer": ("name", {"sgd": SGDSpec, "adam": AdamSpec}),
+    "strategy": ("name", {"fedavg": FedAvgSpec, "fedprox": FedProxSpec, "fedadam": FedAdamSpec,
+                          "fedyogi": FedYogiSpec}),
+    "preprocessing": ("standardize", {"none": NoStandardization, "plan": PlanStandardization}),
+}
+MODEL_KINDS = tuple(_UNIONS["model"][1])
+OPTIMIZERS = tuple(_UNIONS["optimizer"][1])
+STRATEGIES = tuple(_UNIONS["strategy"][1])
+STANDARDIZE_MODES = tuple(_UNIONS["preprocessing"][1])
+METRICS = ("accuracy", "auc", "loss")
+
+_FIELD_ADAPTERS = {name: TypeAdapter(Annotated[f.annotation, f]) for name, f in TrainingPlan.model_fields.items()}
+_MODEL_ADAPTER: TypeAdapter[ModelSpec] = TypeAdapter(AnyModelSpec)
+
+
 # --------------------------------------------------------------------------
-# validation
+# rules that span fields
+# --------------------------------------------------------------------------
+
+
+def _model_rules(spec: ModelSpec, path: tuple[str | int, ...]) -> list[PlanProblem]:
+    out = []
+    if isinstance(spec, CNNSpec):
+        _c, h, w = spec.input_shape
+        n = len(spec.conv_channels)
+        if h >> n < 1 or w >> n < 1:
+            out.append(PlanProblem(path + ("input_shape",),
+                                   f"{h}x{w} is too small for {n} conv+pool stages (each halves height and width)"))
+        if spec.n_features > MAX_FEATURES:
+            out.append(PlanProblem(path + ("input_shape",),
+                                   f"{spec.n_features:,} input features, more than the {MAX_FEATURES:,} allowed"))
+    return out
+
+
+def _size_rule(spec: ModelSpec, limit: int, path: tuple[str | int, ...]) -> list[PlanProblem]:
+    size = spec.size
+    if size.parameters <= limit:
+        return []
+    allowed = ModelSize(limit)
+    if limit == HARD_MAX_MODEL_PARAMETERS:
+        whose, fix = "the hard cap no plan can raise", ""
+    elif limit == DEFAULT_MAX_MODEL_PARAMETERS:
+        whose = "the consortium default limit"
+        fix = (f"; a plan that needs more declares [limits] max_parameters (at most "
+               f"{HARD_MAX_MODEL_PARAMETERS:,}) for the members to vote on"
+               if size.parameters <= HARD_MAX_MODEL_PARAMETERS else
+               f", and even above the hard cap of {HARD_MAX_MODEL_PARAMETERS:,} parameters that no plan can raise")
+    else:
+        whose, fix = "the limit this plan declares (limits.max_parameters)", ""
+    return [PlanProblem(path, f"the model has {size}, more than {whose} of {allowed}{fix}")]
+
+
+#: What :func:`_plan_rules` checks, in words (the reference page lists them).
+CROSS_FIELD_RULES = (
+    f"`version` is {PLAN_VERSION}.",
+    "`datasets` are distinct, and there are at least `min_participants` of them.",
+    "`auditors` are distinct (upper and lower case are the same key).",
+    "`metric = \"auc\"` needs a binary model (`model.n_classes = 2`).",
+    "With `standardize = \"plan\"`, `preprocessing.mean` and `preprocessing.std` hold one value per model "
+    "input (`in_features`, or channels x height x width for a CNN).",
+    f"A CNN's input is large enough for its conv stages (each halves height and width) and has at most "
+    f"{MAX_FEATURES:,} values.",
+    "The model's parameter count, computed from the `[model]` table alone (nothing is allocated), is at most "
+    f"`limits.max_parameters` (default {DEFAULT_MAX_MODEL_PARAMETERS:,}, at most {HARD_MAX_MODEL_PARAMETERS:,}).",
+)
+
+
+def _plan_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
+    """Rules over several fields; each runs when the fields it reads are valid."""
+    out: list[PlanProblem] = []
+    if "version" in p and p["version"] != PLAN_VERSION:
+        out.append(PlanProblem(("version",), f"unsupported plan version {p['version']} "
+                                             f"(this fedchain reads version {PLAN_VERSION})"))
+    for field, what in (("datasets", "dataset"), ("auditors", "key")):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(p.get(field, ())):
+            if item in seen:
+                out.append(PlanProblem((field, i), f"{what} {item!r} is listed twice (also item {seen[item]})"))
+            seen.setdefault(item, i)
+    if "min_participants" in p and "datasets" in p:
+        n = len(set(p["datasets"]))
+        if p["min_participants"] > n:
+            out.append(PlanProblem(("min_participants",),
+                                   f"is {p['min_participants']} but only {n} target dataset(s) are listed"))
+    model = p.get("model")
+    if model is not None:
+        out.extend(_model_rules(model, ("model",)))
+        if p.get("metric") == "auc" and model.n_classes != 2:
+            out.append(PlanProblem(("metric",), "'auc' is only defined for binary models (model.n_classes = 2)"))
+        pre = p.get("preprocessing")
+        if isinstance(pre, PlanStandardization):
+            for key in ("mean", "std"):
+                values = getattr(pre, key)
+                if len(values) != model.n_features:
+                    out.append(PlanProblem(("preprocessing", key), f"has {len(values)} values but the model "
+                                                                   f"takes {model.n_features} features"))
+        if "limits" in p:
+            out.extend(_size_rule(model, p["limits"].max_parameters, ("model",)))
+    return out
+
+
+# --------------------------------------------------------------------------
+# pydantic errors in fedchain's words
 # --------------------------------------------------------------------------
 
 
@@ -369,288 +757,204 @@ def _type_name(v: Any) -> str:
     return type(v).__name__
 
 
-class _Section:
-    """One table of the plan: typed getters that remember which keys were read."""
-
-    def __init__(self, data: Any, path: str, source: str | None):
-        self.path = path
-        self.source = source
-        if not isinstance(data, Mapping):
-            raise self.error_at(path or "<plan>", f"must be a table/object, got {_type_name(data)}")
-        self.data = data
-        self.used: set[str] = set()
-
-    def field(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def error_at(self, field: str, problem: str) -> PlanError:
-        return PlanError(field, problem, self.source)
-
-    def error(self, key: str, problem: str) -> PlanError:
-        return self.error_at(self.field(key), problem)
-
-    def raw(self, key: str, default: Any = _REQUIRED) -> Any:
-        self.used.add(key)
-        if key not in self.data:
-            if default is _REQUIRED:
-                raise self.error(key, "is required")
-            return default
-        return self.data[key]
-
-    def integer(self, key: str, lo: int | None = None, hi: int | None = None, default: Any = _REQUIRED) -> int:
-        v = self.raw(key, default)
-        return self._check_int(key, v, lo, hi)
-
-    def _check_int(self, key: str, v: Any, lo: int | None, hi: int | None) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise self.error(key, f"must be an integer, got {_type_name(v)} {v!r}")
-        if lo is not None and v < lo:
-            raise self.error(key, f"must be >= {lo}, got {v}")
-        if hi is not None and v > hi:
-            raise self.error(key, f"must be <= {hi}, got {v}")
-        return v
-
-    def number(
-        self,
-        key: str,
-        lo: float | None = None,
-        hi: float | None = None,
-        *,
-        lo_open: bool = False,
-        hi_open: bool = False,
-        default: Any = _REQUIRED,
-    ) -> float:
-        v = self.raw(key, default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self.error(key, f"must be a number, got {_type_name(v)} {v!r}")
-        v = float(v)
-        if not math.isfinite(v):
-            raise self.error(key, f"must be a finite number, got {v}")
-        if lo is not None and (v <= lo if lo_open else v < lo):
-            raise self.error(key, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
-        if hi is not None and (v >= hi if hi_open else v > hi):
-            raise self.error(key, f"must be {'<' if hi_open else '<='} {hi}, got {v}")
-        return v
-
-    def string(self, key: str, pattern: re.Pattern[str] | None = None, default: Any = _REQUIRED) -> str:
-        v = self.raw(key, default)
-        if not isinstance(v, str):
-            raise self.error(key, f"must be a string, got {_type_name(v)} {v!r}")
-        if pattern is not None and not pattern.match(v):
-            raise self.error(
-                key,
-                f"{v!r} is not a valid identifier (letters, digits, '.', '_', '-'; "
-                "starting with a letter or digit)",
-            )
-        return v
-
-    def choice(self, key: str, choices: Sequence[str], default: Any = _REQUIRED) -> str:
-        v = self.string(key, default=default)
-        if v not in choices:
-            raise self.error(key, f"unknown value {v!r} (expected one of: {', '.join(choices)})")
-        return v
-
-    def int_list(self, key: str, lo: int, *, allow_empty: bool, default: Any = _REQUIRED) -> tuple[int, ...]:
-        v = self.raw(key, default)
-        if not isinstance(v, (list, tuple)):
-            raise self.error(key, f"must be a list of integers, got {_type_name(v)}")
-        if not v and not allow_empty:
-            raise self.error(key, "must not be empty")
-        out = []
-        for i, item in enumerate(v):
-            if isinstance(item, bool) or not isinstance(item, int):
-                raise self.error(f"{key}[{i}]", f"must be an integer, got {_type_name(item)} {item!r}")
-            if item < lo:
-                raise self.error(f"{key}[{i}]", f"must be >= {lo}, got {item}")
-            out.append(item)
-        return tuple(out)
-
-    def float_list(self, key: str, *, positive: bool = False) -> tuple[float, ...]:
-        v = self.raw(key)
-        if not isinstance(v, (list, tuple)):
-            raise self.error(key, f"must be a list of numbers, got {_type_name(v)}")
-        out = []
-        for i, item in enumerate(v):
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                raise self.error(f"{key}[{i}]", f"must be a number, got {_type_name(item)} {item!r}")
-            item = float(item)
-            if not math.isfinite(item):
-                raise self.error(f"{key}[{i}]", f"must be finite, got {item}")
-            if positive and item <= 0:
-                raise self.error(f"{key}[{i}]", f"must be > 0, got {item}")
-            out.append(item)
-        return tuple(out)
-
-    def section(self, key: str, default: Any = _REQUIRED) -> "_Section":
-        return _Section(self.raw(key, default), self.field(key), self.source)
-
-    def finish(self, context: str = "") -> None:
-        unknown = sorted(set(self.data) - self.used, key=str)
-        if unknown:
-            allowed = ", ".join(sorted(self.used))
-            ctx = f" {context}" if context else ""
-            raise self.error(str(unknown[0]), f"unknown key{ctx} (allowed here: {allowed})")
+def _got(v: Any) -> str:
+    text = repr(v)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{_type_name(v)} {text}" if not isinstance(v, (list, tuple, Mapping)) else _type_name(v)
 
 
-def _parse_model(sec: _Section) -> ModelSpec:
-    kind = sec.choice("kind", MODEL_KINDS)
-    n_classes = sec.integer("n_classes", 2, 100_000)
-    if kind == "logreg":
-        spec = ModelSpec(kind, n_classes, in_features=sec.integer("in_features", 1, 10_000_000))
-    elif kind == "mlp":
-        spec = ModelSpec(
-            kind,
-            n_classes,
-            in_features=sec.integer("in_features", 1, 10_000_000),
-            hidden=sec.int_list("hidden", 1, allow_empty=False),
-        )
-    else:
-        shape = sec.int_list("input_shape", 1, allow_empty=False)
-        if len(shape) != 3:
-            raise sec.error("input_shape", f"must be [channels, height, width], got {list(shape)}")
-        conv = sec.int_list("conv_channels", 1, allow_empty=False)
-        c, h, w = shape
-        if h >> len(conv) < 1 or w >> len(conv) < 1:
-            raise sec.error(
-                "input_shape",
-                f"{h}x{w} is too small for {len(conv)} conv+pool stages (each halves height and width)",
-            )
-        spec = ModelSpec(
-            kind,
-            n_classes,
-            hidden=sec.int_list("hidden", 1, allow_empty=True, default=[]),
-            input_shape=(c, h, w),
-            conv_channels=conv,
-        )
-    sec.finish(f"for model kind '{kind}'")
-    return spec
+def _owner(path: tuple[str | int, ...], tag: str | None) -> tuple[type[_Table], str]:
+    """The table class holding the last key of ``path`` and how to name its variant."""
+    if len(path) == 1:
+        return TrainingPlan, ""
+    if len(path) == 2 and path[0] in _UNIONS and tag is not None:
+        cls = _UNIONS[str(path[0])][1][tag]
+        return cls, f" for {cls._what} '{tag}'"
+    if len(path) == 2 and path[0] == "limits":
+        return Limits, ""
+    return _Table, ""
+
+
+def _translate(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[PlanProblem]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = prefix + tuple(err["loc"])
+        tag = None
+        if loc and loc[0] in _UNIONS and len(loc) > 1 and loc[1] in _UNIONS[str(loc[0])][1]:
+            tag = str(loc[1])
+            loc = (loc[0],) + loc[2:]
+        typ, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+        msg = err["msg"]
+        if typ == "missing":
+            msg = "is required"
+        elif typ == "extra_forbidden":
+            owner, context = _owner(loc, tag)
+            allowed = ", ".join(owner.model_fields)
+            msg = f"unknown key{context} (allowed here: {allowed})"
+        elif typ in ("union_tag_invalid", "union_tag_not_found"):
+            key, tags = _UNIONS[str(loc[0])]
+            loc = loc + (key,)
+            choices = ", ".join(tags)
+            msg = ("is required" if typ == "union_tag_not_found" else f"unknown value {ctx.get('tag')!r}") + \
+                  f" (expected one of: {choices})"
+        elif typ in ("model_attributes_type", "model_type", "dict_type"):
+            msg = f"must be a table, got {_got(value)}"
+        elif typ in ("list_type", "tuple_type"):
+            msg = f"must be a list, got {_got(value)}"
+        elif typ == "int_type" or typ == "int_from_float":
+            msg = f"must be an integer, got {_got(value)}"
+        elif typ == "float_type":
+            msg = f"must be a number, got {_got(value)}"
+        elif typ == "string_type":
+            msg = f"must be a string, got {_got(value)}"
+        elif typ == "finite_number":
+            msg = f"must be a finite number, got {value!r}"
+        elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            op, bound = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
+                         "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}[typ]
+            msg = f"must be {op} {ctx.get(bound)}, got {value!r}"
+        elif typ == "literal_error":
+            msg = f"unknown value {value!r} (expected {ctx.get('expected')})"
+        elif typ in ("too_short", "too_long"):
+            lo, hi, n = ctx.get("min_length"), ctx.get("max_length"), ctx.get("actual_length")
+            if typ == "too_short" and lo == 1 and n == 0:
+                msg = "must not be empty"
+            elif typ == "too_short":
+                msg = f"must have at least {lo} items, got {n}"
+            else:
+                msg = f"must have at most {hi} items, got {n}"
+        elif typ == "string_pattern_mismatch":
+            words = PATTERN_WORDS.get(str(ctx.get("pattern")), f"must match {ctx.get('pattern')}")
+            msg = f"{value!r} is not allowed here ({words})"
+        elif typ == "value_error":
+            msg = str(ctx.get("error", msg))
+        out.append(PlanProblem(loc, msg))
+    return out
+
+
+# --------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------
+
+
+def _with_lines(problems: Iterable[PlanProblem], lines: Mapping[tuple, int] | None) -> list[PlanProblem]:
+    problems = list(problems)
+    if lines is None:
+        return problems
+    located = [PlanProblem(p.path, p.message, line_of(lines, p.path)) for p in problems]
+    return sorted(located, key=lambda p: p.line or 0)  # stable: same line keeps the order found
+
+
+def _problems_of(data: Mapping[str, Any]) -> list[PlanProblem]:
+    """Every problem of a decoded plan document, or [] when it is valid."""
+    try:
+        TrainingPlan.model_validate(data)
+        return []
+    except PlanError as exc:  # raised by the cross-field rules
+        return exc.problems
+    except ValidationError as exc:
+        problems = _translate(exc)
+    # Run the cross-field rules on the top-level fields that are valid on their own.
+    failed = {p.path[0] for p in problems if p.path}
+    parts: dict[str, Any] = {}
+    for name, adapter in _FIELD_ADAPTERS.items():
+        if name in failed:
+            continue
+        try:
+            if name in data:
+                parts[name] = adapter.validate_python(data[name])
+            elif not TrainingPlan.model_fields[name].is_required():
+                parts[name] = TrainingPlan.model_fields[name].get_default(call_default_factory=True)
+        except ValidationError:  # pragma: no cover - failed above already
+            continue
+    return problems + _plan_rules(parts)
+
+
+def plan_from_dict(data: Any, source: str | None = None, *, lines: Mapping[tuple, int] | None = None) -> TrainingPlan:
+    """Validate an already-decoded plan document (dict from TOML/JSON).
+
+    Raises :class:`PlanError` listing every problem; ``lines`` (key path ->
+    line) adds line numbers to them.
+    """
+    if not isinstance(data, Mapping):
+        raise PlanError(_with_lines([PlanProblem((), f"must be a table/object, got {_type_name(data)}")], lines),
+                        source)
+    problems = _problems_of(data)
+    if problems:
+        raise PlanError(_with_lines(problems, lines), source)
+    return TrainingPlan.model_validate(data)
 
 
 def parse_model_spec(data: Mapping[str, Any] | ModelSpec, source: str | None = None) -> ModelSpec:
-    """Validate a model table on its own (e.g. for ``build_model``)."""
+    """Validate a model table on its own (e.g. for ``build_model``); the hard
+    size cap applies (a plan's own limit is checked with the plan)."""
     if isinstance(data, ModelSpec):
         return data
-    return _parse_model(_Section(data, "model", source))
-
-
-def _parse_optimizer(sec: _Section) -> OptimizerSpec:
-    name = sec.choice("name", OPTIMIZERS)
-    lr = sec.number("lr", 0.0, 10.0, lo_open=True)
-    momentum = 0.0
-    if name == "sgd":
-        momentum = sec.number("momentum", 0.0, 1.0, hi_open=True, default=0.0)
-    weight_decay = sec.number("weight_decay", 0.0, 1.0, default=0.0)
-    sec.finish(f"for optimizer '{name}'")
-    return OptimizerSpec(name, lr, momentum, weight_decay)
-
-
-def _parse_strategy(sec: _Section) -> StrategySpec:
-    name = sec.choice("name", STRATEGIES)
-    if name == "fedprox":
-        spec = StrategySpec(name, mu=sec.number("mu", 0.0, 1000.0))
-    elif name in ("fedadam", "fedyogi"):
-        spec = StrategySpec(
-            name,
-            server_lr=sec.number("server_lr", 0.0, 10.0, lo_open=True),
-            beta1=sec.number("beta1", 0.0, 1.0, hi_open=True, default=0.9),
-            beta2=sec.number("beta2", 0.0, 1.0, hi_open=True, default=0.99),
-            tau=sec.number("tau", 0.0, 1.0, lo_open=True, default=1e-3),
-        )
-    else:
-        spec = StrategySpec(name)
-    sec.finish(f"for strategy '{name}'")
+    try:
+        spec = _MODEL_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise PlanError(_translate(exc, ("model",)), source) from None
+    problems = _model_rules(spec, ("model",)) + _size_rule(spec, HARD_MAX_MODEL_PARAMETERS, ("model",))
+    if problems:
+        raise PlanError(problems, source)
     return spec
 
 
-def _parse_preprocessing(sec: _Section, n_features: int) -> Preprocessing:
-    mode = sec.choice("standardize", STANDARDIZE_MODES, default="none")
-    if mode == "plan":
-        mean = sec.float_list("mean")
-        std = sec.float_list("std", positive=True)
-        for key, values in (("mean", mean), ("std", std)):
-            if len(values) != n_features:
-                raise sec.error(
-                    key, f"has {len(values)} values but the model takes {n_features} features"
-                )
-        pre = Preprocessing(mode, mean, std)
-    else:
-        pre = Preprocessing(mode)
-    sec.finish(f"for standardize = '{mode}'")
-    return pre
+# --------------------------------------------------------------------------
+# what a node does in a round: the one place the plan says it
+# --------------------------------------------------------------------------
 
 
-def plan_from_dict(data: Mapping[str, Any], source: str | None = None) -> TrainingPlan:
-    """Validate an already-decoded plan document (dict from TOML/JSON)."""
-    root = _Section(data, "", source)
-    version = root.integer("version", default=PLAN_VERSION)
-    if version != PLAN_VERSION:
-        raise root.error("version", f"unsupported plan version {version} (this fedchain reads {PLAN_VERSION})")
-    name = root.string("name", _NAME_RE)
-    purpose = root.string("purpose", _NAME_RE)
-    model = _parse_model(root.section("model"))
-    optimizer = _parse_optimizer(root.section("optimizer"))
-    strategy = _parse_strategy(root.section("strategy"))
-    local_epochs = root.integer("local_epochs", 1, 10_000)
-    batch_size = root.integer("batch_size", 1, 1_000_000)
-    rounds = root.integer("rounds", 1, 1_000_000)
-    min_participants = root.integer("min_participants", 1, 10_000)
-    round_deadline_blocks = root.integer("round_deadline_blocks", 1, 10_000_000)
-    seed = root.integer("seed", 0, MAX_SEED)
+@dataclass(frozen=True)
+class TrainConfig:
+    """What every node does in one round of a plan.
 
-    datasets_raw = root.raw("datasets")
-    if not isinstance(datasets_raw, (list, tuple)):
-        raise root.error("datasets", f"must be a list of dataset names, got {_type_name(datasets_raw)}")
-    if not datasets_raw:
-        raise root.error("datasets", "must name at least one dataset")
-    datasets: list[str] = []
-    for i, ds in enumerate(datasets_raw):
-        if not isinstance(ds, str) or not _DATASET_RE.match(ds):
-            raise root.error(f"datasets[{i}]", f"{ds!r} is not a valid dataset name")
-        if ds in datasets:
-            raise root.error(f"datasets[{i}]", f"dataset {ds!r} is listed twice")
-        datasets.append(ds)
-    if min_participants > len(datasets):
-        raise root.error(
-            "min_participants",
-            f"is {min_participants} but only {len(datasets)} target dataset(s) are listed",
-        )
+    Built only by :func:`train_config`; the node trains with it
+    (``node.train.train_local``) and the strategy's ``configure_train``
+    returns it, so the two cannot disagree.
+    """
 
-    metric = root.choice("metric", METRICS, default="accuracy")
-    if metric == "auc" and model.n_classes != 2:
-        raise root.error("metric", "'auc' is only defined for binary models (model.n_classes = 2)")
-    validation_fraction = root.number("validation_fraction", 0.0, 0.9, default=0.2)
-    auditors_raw = root.raw("auditors", [])
-    if not isinstance(auditors_raw, (list, tuple)):
-        raise root.error("auditors", f"must be a list of public keys, got {_type_name(auditors_raw)}")
-    auditors: list[str] = []
-    for i, key in enumerate(auditors_raw):
-        if not isinstance(key, str) or not _KEY_RE.match(key):
-            raise root.error(f"auditors[{i}]", f"{key!r} is not a 32-byte public key as 0x-prefixed hex")
-        if key.lower() in auditors:
-            raise root.error(f"auditors[{i}]", "key is listed twice")
-        auditors.append(key.lower())
-    pre_raw = root.raw("preprocessing", {})
-    preprocessing = _parse_preprocessing(_Section(pre_raw, "preprocessing", source), model.n_features)
-    root.finish()
-    return TrainingPlan(
-        name=name,
-        purpose=purpose,
-        model=model,
-        optimizer=optimizer,
-        local_epochs=local_epochs,
-        batch_size=batch_size,
-        rounds=rounds,
-        strategy=strategy,
-        min_participants=min_participants,
-        round_deadline_blocks=round_deadline_blocks,
-        seed=seed,
-        datasets=tuple(datasets),
-        metric=metric,
-        validation_fraction=validation_fraction,
-        preprocessing=preprocessing,
-        auditors=tuple(auditors),
-        version=version,
+    round: int  # the chain's round number, from 1
+    local_epochs: int
+    batch_size: int
+    optimizer: OptimizerSpec
+    proximal_mu: float  # weight of mu/2 * ||w - w_global||^2 in the loss (FedProx), else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "local_epochs": self.local_epochs, "batch_size": self.batch_size,
+                "optimizer": self.optimizer.model_dump(mode="json"), "proximal_mu": self.proximal_mu}
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What every node reports after a round: the plan's metric on its validation split."""
+
+    round: int
+    metric: str
+
+
+def _check_round(plan: TrainingPlan, server_round: int) -> None:
+    if isinstance(server_round, bool) or not isinstance(server_round, int) or not 1 <= server_round <= plan.rounds:
+        raise ConfigError(f"round {server_round!r} is outside the plan's rounds 1..{plan.rounds}")
+
+
+def train_config(plan: TrainingPlan, server_round: int) -> TrainConfig:
+    """The training config of round ``server_round`` (1..plan.rounds)."""
+    _check_round(plan, server_round)
+    return TrainConfig(
+        round=server_round,
+        local_epochs=plan.local_epochs,
+        batch_size=plan.batch_size,
+        optimizer=plan.optimizer,
+        proximal_mu=float(plan.strategy.proximal_mu),
     )
+
+
+def evaluate_config(plan: TrainingPlan, server_round: int) -> EvaluateConfig:
+    """The evaluation config of round ``server_round`` (1..plan.rounds)."""
+    _check_round(plan, server_round)
+    return EvaluateConfig(round=server_round, metric=plan.metric)
 
 
 # --------------------------------------------------------------------------
@@ -671,41 +975,54 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in a plan")
 
 
+_TOML_POS = re.compile(r"\(at line (\d+), column \d+\)")
+
+
 def parse_plan(data: bytes, *, source: str | None = None, fmt: str | None = None) -> TrainingPlan:
     """Decode and validate plan bytes. ``fmt`` is ``"json"``, ``"toml"`` or
-    ``None`` to detect (a document starting with ``{`` is JSON)."""
+    ``None`` to detect (a document starting with ``{`` is JSON). Problems
+    carry line numbers."""
     where = source or "<plan>"
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ConfigError(f"{where}: plan must be bytes, got {type(data).__name__}")
     data = bytes(data)
     if len(data) > MAX_PLAN_BYTES:
-        raise ConfigError(f"{where}: plan is {len(data)} bytes, more than the {MAX_PLAN_BYTES} allowed")
+        raise ConfigError(f"{where}: plan is larger than the {MAX_PLAN_BYTES} bytes allowed")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{where}: plan is not UTF-8 text ({exc})") from None
     if fmt is None:
-        fmt = "json" if text.lstrip().startswith("{") else "toml"
+        fmt = "json" if text.lstrip().startswith(("{", "[")) else "toml"
+    deep = too_deep(text, MAX_NESTING, comments=fmt == "toml")
+    if deep is not None:
+        raise PlanError.at((), f"nested more than {MAX_NESTING} levels deep", source, deep)
     if fmt == "json":
         try:
             doc = json.loads(text, object_pairs_hook=_json_no_duplicates, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise PlanError.at((), f"invalid JSON plan: {exc.msg}", source, exc.lineno) from None
         except ValueError as exc:
-            raise ConfigError(f"{where}: invalid JSON plan: {exc}") from None
+            raise PlanError.at((), f"invalid JSON plan: {exc}", source, 1) from None
+        lines = json_key_lines(text)
     elif fmt == "toml":
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where}: invalid TOML plan: {exc}") from None
+            m = _TOML_POS.search(str(exc))
+            raise PlanError.at((), f"invalid TOML plan: {exc}", source, int(m.group(1)) if m else 1) from None
+        lines = toml_key_lines(text)
     else:
         raise ConfigError(f"unknown plan format {fmt!r} (expected 'json' or 'toml')")
-    return plan_from_dict(doc, source=source)
+    return plan_from_dict(doc, source=source, lines=lines)
 
 
 def load_plan(path: str | Path) -> TrainingPlan:
     """Read a ``.toml`` or ``.json`` plan file (other extensions: sniffed)."""
     p = Path(path)
     try:
-        data = p.read_bytes()
+        with p.open("rb") as f:
+            data = f.read(MAX_PLAN_BYTES + 1)  # never more: parse_plan refuses anything longer
     except OSError as exc:
         raise ConfigError(f"cannot read plan {p}: {exc.strerror or exc}") from None
     suffix = p.suffix.lower()

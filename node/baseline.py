@@ -8,11 +8,12 @@ with synthetic or public data can do this; real hospitals never pool.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 from fedchain.errors import ConfigError
 from fedchain.models import initial_state
-from fedchain.plan import TrainingPlan
+from fedchain.plan import TrainingPlan, train_config
 from fedchain.sample_data import HospitalData
 from fedchain.node.dataset import TabularData, load_dataset, split_for_plan
 from fedchain.node.train import evaluate, train_local
@@ -30,10 +31,7 @@ def train_pooled(plan: TrainingPlan, hospitals: Sequence[HospitalData], test: Ho
         train, _val = split_for_plan(data, plan, h.name)
         parts.append(train)
     pooled = TabularData.concat(parts)
-    pooled_plan = plan.with_changes(
-        local_epochs=plan.rounds * plan.local_epochs, strategy={"name": "fedavg"}
-    )
-    result = train_local(
-        initial_state(plan.model, plan.seed), pooled_plan, pooled, round_index=0, dataset_seed_key="pooled"
-    )
+    # One long "round": the plan's whole epoch budget, same optimizer and batch size, no proximal term.
+    config = replace(train_config(plan, 1), local_epochs=plan.rounds * plan.local_epochs, proximal_mu=0.0)
+    result = train_local(initial_state(plan.model, plan.seed), plan, pooled, config=config, dataset_seed_key="pooled")
     return evaluate(result.state_dict, plan, load_dataset(test.csv_path, test.schema_path))

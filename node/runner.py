@@ -9,9 +9,12 @@ an approved proposal that targets its dataset it
    dataset is one of the proposal's targets, and that the schema it holds
    hashes to the schema hash registered on chain — and *refuses* (saying why)
    when any of that fails;
-3. trains from the current global model (round 1: the plan's seeded
-   initialization; later rounds: the last aggregate closed on chain, fetched
-   and checked against its on-chain hash);
+3. refuses a plan whose model is larger than this node is configured to
+   hold (``max_model_parameters``) before anything is allocated, then trains
+   with the plan's :func:`~fedchain.plan.train_config` from the current
+   global model (round 1: the plan's seeded initialization; later rounds:
+   the last aggregate closed on chain, fetched and checked against its
+   on-chain hash);
 4. serializes the update canonically (safetensors), seals it for the
    coordinator and the plan's auditors, pins it, and commits CID, sha256 and
    sample count on chain.
@@ -28,7 +31,10 @@ from typing import Callable
 from fedchain.content import fetch_document
 from fedchain.errors import FedchainError
 from fedchain.models import initial_state
-from fedchain.plan import MAX_PLAN_BYTES, TrainingPlan, verify_plan_bytes
+from fedchain.plan import (
+    DEFAULT_MAX_MODEL_PARAMETERS, MAX_PLAN_BYTES, PlanError, TrainingPlan, evaluate_config, train_config,
+    verify_plan_bytes,
+)
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.validation import model_size
 from fedchain.node.dataset import TabularData, split_for_plan
@@ -67,7 +73,8 @@ class HospitalNode:
 
     ``fed`` is the contracts façade already acting as this member
     (``Fedchain.as_(identity.account)``); ``store`` any
-    :class:`ipfs.store.ContentStore`.
+    :class:`ipfs.store.ContentStore`; ``max_model_parameters`` the largest
+    model this node agrees to build (a plan above it is refused).
     """
 
     def __init__(
@@ -80,8 +87,10 @@ class HospitalNode:
         data: TabularData,
         *,
         log: Callable[[str], None] | None = None,
+        max_model_parameters: int = DEFAULT_MAX_MODEL_PARAMETERS,
     ) -> None:
         self.fed = fed
+        self.max_model_parameters = max_model_parameters
         self.store = store
         self.identity = identity
         self.dataset_name = dataset_name
@@ -107,6 +116,14 @@ class HospitalNode:
             owner=self.identity.address, local_schema_hash=schema_hash(self.schema),
         )
 
+    def fits(self, plan: TrainingPlan) -> tuple[bool, str]:
+        """``(True, "")`` when the plan's model is within what this node holds."""
+        size = plan.model.size
+        if size.parameters > self.max_model_parameters:
+            return False, (f"the plan's model has {size}, more than this node is configured to hold "
+                           f"({self.max_model_parameters:,} parameters; [limits] max_model_parameters)")
+        return True, ""
+
     # -- models ----------------------------------------------------------------
 
     def global_state(self, proposal_id: int, round_: int):
@@ -128,10 +145,18 @@ class HospitalNode:
         if not check:
             self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {check.words}")
             return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=check.words)
-        plan = self.plan(proposal_id)
+        try:
+            plan = self.plan(proposal_id)
+        except PlanError as exc:  # a plan that does not validate (integrity failures still stop the node)
+            ok, reason = False, f"the plan cannot be used: {exc}"
+        else:
+            ok, reason = self.fits(plan)
+        if not ok:
+            self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {reason}")
+            return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
         start = self.global_state(proposal_id, round_)
-        result = train_local(start, plan, train, round_index=round_, dataset_seed_key=self.dataset_name)
+        result = train_local(start, plan, train, config=train_config(plan, round_), dataset_seed_key=self.dataset_name)
         try:
             recipients = recipients_for(self.fed, plan)
         except Refused as exc:
@@ -154,7 +179,7 @@ class HospitalNode:
         raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256, max_size=model_size(plan.model))
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
         metrics = evaluate(bytes_to_state_dict(raw), plan, val)
-        value = metrics.get(plan.metric, metrics["accuracy"])
+        value = metrics.get(evaluate_config(plan, round_).metric, metrics["accuracy"])
         self.fed.rounds.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
         return metrics
 
@@ -231,6 +256,19 @@ class NodeService:
             seen = fed.chain.block_number
 
 
+def max_model_parameters(raw: dict, source) -> int:
+    """The node config's ``[limits] max_model_parameters`` (default: the
+    consortium default), the largest model this node agrees to build."""
+    from fedchain.errors import ConfigError
+
+    limits = raw.get("limits", {})
+    value = limits.get("max_model_parameters", DEFAULT_MAX_MODEL_PARAMETERS) if isinstance(limits, dict) else None
+    if (not isinstance(limits, dict) or set(limits) - {"max_model_parameters"}
+            or isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{source}: [limits] takes only max_model_parameters = N (a positive integer)")
+    return value
+
+
 def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
     """``fedchain node run``: load the config, connect, serve."""
     from fedchain.contracts.bindings import Chain, Deployment
@@ -242,8 +280,9 @@ def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool =
     from fedchain.node.dataset import load_dataset
     from fedchain.schema import load_schema
 
-    cfg = load_role_config(config_path, extra_sections={"dataset"})
+    cfg = load_role_config(config_path, extra_sections={"dataset", "limits"})
     ds = cfg.section("dataset")
+    max_params = max_model_parameters(cfg.raw, cfg.source)
     for key in ("name", "csv", "schema"):
         if key not in ds:
             from fedchain.errors import ConfigError
@@ -255,7 +294,7 @@ def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool =
     chain = Chain.connect(cfg.chain_url)
     fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
     with open_store(cfg.store) as store:
-        node = HospitalNode(fed, store, identity, ds["name"], schema, data,
+        node = HospitalNode(fed, store, identity, ds["name"], schema, data, max_model_parameters=max_params,
                             log=lambda msg: console.print(msg, markup=False, highlight=False))
         console.print(f"node {identity.name} ({identity.address}) serving dataset {ds['name']!r} "
                       f"({data.n_rows} rows) on {cfg.chain_url}")

@@ -8,7 +8,7 @@ build -- produce bit-identical state dicts because
 * the model is rebuilt from the registry and loaded with the global state
   (no global RNG involved);
 * minibatch order comes from a local ``torch.Generator`` seeded with
-  ``plan.derive_seed("train", round_index, dataset_seed_key)``, so different
+  ``plan.derive_seed("train", round, dataset_seed_key)``, so different
   hospitals and rounds shuffle differently but reproducibly;
 * training runs with one intra-op thread and
   ``torch.use_deterministic_algorithms(True)``; both settings are restored
@@ -16,10 +16,12 @@ build -- produce bit-identical state dicts because
 
 Features are preprocessed as the plan says
 (:func:`node.dataset.apply_preprocessing`) before training and evaluation.
-The loss is cross-entropy; with the ``fedprox`` strategy the proximal term
-``mu/2 * ||w - w_global||^2`` is added (``mu`` from the plan, or from the
-coordinator's ``configure_fit`` config). The optimizer starts fresh every
-round. Rounds are numbered from 0.
+What a round's training does -- epochs, batch size, optimizer, and the
+FedProx proximal term ``mu/2 * ||w - w_global||^2`` -- comes only from the
+:class:`~fedchain.plan.TrainConfig` that :func:`fedchain.plan.train_config`
+derives from the plan (the same config the coordinator's strategy states in
+``configure_train``). The loss is cross-entropy; the optimizer starts fresh
+every round. Rounds are the chain's, from 1.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from torch.nn import functional as F
 
 from fedchain.errors import FedchainError, ConfigError
 from fedchain.models import build_model
-from fedchain.plan import OptimizerSpec, TrainingPlan
+from fedchain.plan import OptimizerSpec, SGDSpec, TrainConfig, TrainingPlan
 from fedchain.node.dataset import TabularData, apply_preprocessing
 
 __all__ = [
@@ -76,9 +78,9 @@ def deterministic_torch() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def client_seed(plan: TrainingPlan, round_index: int, dataset_seed_key: str) -> int:
+def client_seed(plan: TrainingPlan, server_round: int, dataset_seed_key: str) -> int:
     """The shuffling seed for one hospital dataset in one round."""
-    return plan.derive_seed("train", round_index, dataset_seed_key)
+    return plan.derive_seed("train", server_round, dataset_seed_key)
 
 
 def load_global_model(plan: TrainingPlan, global_state: Mapping[str, torch.Tensor]) -> nn.Module:
@@ -109,36 +111,11 @@ def load_global_model(plan: TrainingPlan, global_state: Mapping[str, torch.Tenso
 
 
 def _optimizer(spec: OptimizerSpec, params: Any) -> torch.optim.Optimizer:
-    if spec.name == "sgd":
+    if isinstance(spec, SGDSpec):
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     if spec.name == "adam":
         return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
     raise ConfigError(f"unknown optimizer {spec.name!r}")  # plan validation prevents this
-
-
-def _effective_mu(plan: TrainingPlan, round_index: int, config: Mapping[str, Any] | None) -> float:
-    mu = float(plan.strategy.mu or 0.0) if plan.strategy.name == "fedprox" else 0.0
-    if not config:
-        return mu
-    allowed = {"round", "strategy", "local_epochs", "batch_size", "mu"}
-    for key in config:
-        if key not in allowed:
-            raise ConfigError(f"fit config key {key!r} is not understood (allowed: {', '.join(sorted(allowed))})")
-    checks = {
-        "round": round_index,
-        "strategy": plan.strategy.name,
-        "local_epochs": plan.local_epochs,
-        "batch_size": plan.batch_size,
-    }
-    for key, ours in checks.items():
-        if key in config and config[key] != ours:
-            raise ConfigError(f"fit config {key}={config[key]!r} disagrees with the plan/round ({ours!r})")
-    if "mu" in config:
-        mu = config["mu"]
-        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not math.isfinite(mu) or mu < 0:
-            raise ConfigError(f"fit config mu must be a non-negative number, got {mu!r}")
-        mu = float(mu)
-    return mu
 
 
 def _check_data(plan: TrainingPlan, data: TabularData, what: str) -> None:
@@ -156,18 +133,20 @@ def train_local(
     plan: TrainingPlan,
     train_data: TabularData,
     *,
-    round_index: int,
+    config: TrainConfig,
     dataset_seed_key: str,
-    config: Mapping[str, Any] | None = None,
 ) -> LocalResult:
-    """Run ``plan.local_epochs`` epochs of minibatch training from the global
-    weights on ``train_data``; return the new weights and statistics."""
-    if isinstance(round_index, bool) or not isinstance(round_index, int) or round_index < 0:
-        raise ConfigError(f"round_index must be a non-negative integer, got {round_index!r}")
+    """Train from the global weights on ``train_data`` as ``config`` says
+    (``fedchain.plan.train_config(plan, round)``: ``local_epochs`` epochs of
+    minibatches of ``batch_size``, the optimizer, the proximal term); return
+    the new weights and statistics. ``plan`` gives the model, seed and
+    preprocessing."""
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be the plan's TrainConfig (fedchain.plan.train_config), got {config!r}")
     if not isinstance(dataset_seed_key, str) or not dataset_seed_key:
         raise ConfigError("dataset_seed_key must be a non-empty string")
     _check_data(plan, train_data, "training data")
-    mu = _effective_mu(plan, round_index, config)
+    mu = config.proximal_mu
 
     with deterministic_torch():
         model = load_global_model(plan, global_state)
@@ -177,12 +156,12 @@ def train_local(
         n = train_data.n_rows
         anchors = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
         params = list(model.parameters())
-        opt = _optimizer(plan.optimizer, params)
+        opt = _optimizer(config.optimizer, params)
         gen = torch.Generator(device="cpu")
-        gen.manual_seed(client_seed(plan, round_index, dataset_seed_key))
-        bs = plan.batch_size
+        gen.manual_seed(client_seed(plan, config.round, dataset_seed_key))
+        bs = config.batch_size
         last_epoch_loss = float("nan")
-        for _epoch in range(plan.local_epochs):
+        for _epoch in range(config.local_epochs):
             perm = torch.randperm(n, generator=gen)
             loss_sum = 0.0
             for start in range(0, n, bs):

@@ -464,7 +464,8 @@ def test_bad_input_is_one_clear_line(net, tmp_path):
     cli("proposal", "submit", tmp_path / "missing.toml", "--dev", 0, home=net).refused("cannot read plan", "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "x"\npurpose = 3\n')
-    cli("proposal", "submit", bad, "--dev", 0, home=net).refused("plan field")
+    r = cli("proposal", "submit", bad, "--dev", 0, home=net).refused("bad.toml", "problems in the plan")
+    assert "bad.toml:2: plan field 'purpose': must be a string" in r.err  # every problem, each with its line
     cli("dataset", "policy", "whatever", "--expires", "30/06/2027", "--dev", 0, home=net).refused(
         "--expires takes an ISO date", "30/06/2027")
     cli("dataset", "policy", "whatever", "--epsilon", "-1", "--dev", 0, home=net).refused("--epsilon must be a non-negative")

@@ -1,4 +1,5 @@
-"""Local training: determinism (in-process and across processes), FedProx, evaluation."""
+"""Local training: determinism (in-process and across processes), FedProx, the
+plan's train config as the only source of what a node does, evaluation."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import torch
 
 from fedchain.errors import ConfigError
 from fedchain.models import initial_state
-from fedchain.plan import plan_from_dict
+from dataclasses import replace
+
+from fedchain.plan import plan_from_dict, train_config
 from fedchain.node.dataset import TabularData
 from fedchain.node.train import TrainingError, evaluate, train_local
 
@@ -59,15 +62,15 @@ def test_same_inputs_same_bytes():
     plan = make_plan()
     data = make_data()
     g0 = initial_state(plan.model, plan.seed)
-    a = train_local(g0, plan, data, round_index=1, dataset_seed_key="h1")
-    b = train_local(g0, plan, data, round_index=1, dataset_seed_key="h1")
+    a = train_local(g0, plan, data, config=train_config(plan, 1), dataset_seed_key="h1")
+    b = train_local(g0, plan, data, config=train_config(plan, 1), dataset_seed_key="h1")
     assert digest(a.state_dict) == digest(b.state_dict)
     assert a.train_loss == b.train_loss and a.metrics == b.metrics
     assert a.n_samples == 60
     assert all(t.dtype == torch.float32 for t in a.state_dict.values())
     # round and hospital key change the shuffling, hence the weights
-    c = train_local(g0, plan, data, round_index=2, dataset_seed_key="h1")
-    d = train_local(g0, plan, data, round_index=1, dataset_seed_key="h2")
+    c = train_local(g0, plan, data, config=train_config(plan, 2), dataset_seed_key="h1")
+    d = train_local(g0, plan, data, config=train_config(plan, 1), dataset_seed_key="h2")
     assert len({digest(a.state_dict), digest(c.state_dict), digest(d.state_dict)}) == 3
 
 
@@ -75,7 +78,7 @@ def test_global_torch_settings_restored():
     plan = make_plan()
     threads = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
-    train_local(initial_state(plan.model, plan.seed), plan, make_data(), round_index=0, dataset_seed_key="h1")
+    train_local(initial_state(plan.model, plan.seed), plan, make_data(), config=train_config(plan, 1), dataset_seed_key="h1")
     assert torch.get_num_threads() == threads
     assert torch.are_deterministic_algorithms_enabled() == det
 
@@ -84,13 +87,13 @@ SUBPROCESS = textwrap.dedent(
     """
     import hashlib, sys, torch
     from fedchain.models import initial_state
-    from fedchain.plan import parse_plan
+    from fedchain.plan import parse_plan, train_config
     from fedchain.node.dataset import load_dataset
     from fedchain.node.train import train_local
     torch.manual_seed(12345)            # global RNG state must not matter
     plan = parse_plan(open(sys.argv[1], "rb").read())
     data = load_dataset(sys.argv[2], sys.argv[3])
-    res = train_local(initial_state(plan.model, plan.seed), plan, data, round_index=2, dataset_seed_key="h2")
+    res = train_local(initial_state(plan.model, plan.seed), plan, data, config=train_config(plan, 2), dataset_seed_key="h2")
     h = hashlib.sha256()
     for k in sorted(res.state_dict):
         h.update(k.encode()); h.update(res.state_dict[k].contiguous().numpy().tobytes())
@@ -121,7 +124,7 @@ def test_same_bytes_in_another_process(tmp_path):
     plan_path = tmp_path / "plan.json"
     plan_path.write_bytes(plan.to_canonical_bytes())
 
-    here = train_local(initial_state(plan.model, plan.seed), plan, data, round_index=2, dataset_seed_key="h2")
+    here = train_local(initial_state(plan.model, plan.seed), plan, data, config=train_config(plan, 2), dataset_seed_key="h2")
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", PYTHONHASHSEED="99")
     out = subprocess.run(
         [sys.executable, "-c", SUBPROCESS, str(plan_path), str(csv_path), str(schema_path)],
@@ -140,7 +143,7 @@ def test_training_learns():
     data = make_data(200)
     g0 = initial_state(plan.model, plan.seed)
     before = evaluate(g0, plan, data)
-    res = train_local(g0, plan, data, round_index=0, dataset_seed_key="h1")
+    res = train_local(g0, plan, data, config=train_config(plan, 1), dataset_seed_key="h1")
     assert res.metrics["loss"] < before["loss"]
     assert res.metrics["accuracy"] > 0.9
     assert set(res.metrics) == {"accuracy", "loss", "auc"}
@@ -155,30 +158,45 @@ def test_fedprox_keeps_weights_near_global():
     data = make_data(80)
     avg = make_plan()
     g0 = initial_state(avg.model, avg.seed)
-    free = train_local(g0, avg, data, round_index=0, dataset_seed_key="h1")
+    free = train_local(g0, avg, data, config=train_config(avg, 1), dataset_seed_key="h1")
     prox = make_plan(strategy={"name": "fedprox", "mu": 5.0})
-    tied = train_local(g0, prox, data, round_index=0, dataset_seed_key="h1")
+    tied = train_local(g0, prox, data, config=train_config(prox, 1), dataset_seed_key="h1")
     assert _distance(tied.state_dict, g0) < 0.5 * _distance(free.state_dict, g0)
     # mu = 0 is plain FedAvg training, bit for bit
-    zero = train_local(g0, make_plan(strategy={"name": "fedprox", "mu": 0.0}), data, round_index=0, dataset_seed_key="h1")
+    zero_plan = make_plan(strategy={"name": "fedprox", "mu": 0.0})
+    zero = train_local(g0, zero_plan, data, config=train_config(zero_plan, 1), dataset_seed_key="h1")
     assert digest(zero.state_dict) == digest(free.state_dict)
-    # the coordinator's config may carry mu (configure_fit)
-    via_config = train_local(
-        g0, prox, data, round_index=0, dataset_seed_key="h1",
-        config={"round": 0, "strategy": "fedprox", "mu": 0.0, "local_epochs": 3, "batch_size": 8},
-    )
-    assert digest(via_config.state_dict) == digest(free.state_dict)
 
 
-def test_config_must_agree_with_plan():
+def test_training_follows_the_train_config_not_the_plan_fields():
+    """The node's loop reads epochs, batch size, optimizer and mu from the
+    TrainConfig (fedchain.plan.train_config), nothing else."""
+    data = make_data(80)
+    plan = make_plan(strategy={"name": "fedprox", "mu": 5.0})
+    g0 = initial_state(plan.model, plan.seed)
+    cfg = train_config(plan, 1)
+    assert cfg.proximal_mu == 5.0 and cfg.local_epochs == 3 and cfg.batch_size == 8
+    # the same plan with the config of a 1-epoch, batch-4, adam, mu-0 plan trains exactly like that plan
+    other = make_plan(local_epochs=1, batch_size=4, optimizer={"name": "adam", "lr": 0.01})
+    via_config = train_local(g0, plan, data, config=train_config(other, 1), dataset_seed_key="h1")
+    direct = train_local(g0, other, data, config=train_config(other, 1), dataset_seed_key="h1")
+    assert digest(via_config.state_dict) == digest(direct.state_dict)
+    # and each field of the config matters
+    base = digest(train_local(g0, plan, data, config=cfg, dataset_seed_key="h1").state_dict)
+    for change in ({"local_epochs": 1}, {"batch_size": 16}, {"proximal_mu": 0.0},
+                   {"optimizer": other.optimizer}, {"round": 2}):
+        changed = train_local(g0, plan, data, config=replace(cfg, **change), dataset_seed_key="h1")
+        assert digest(changed.state_dict) != base, change
+
+
+def test_train_config_is_required_and_in_range():
     plan = make_plan()
     g0 = initial_state(plan.model, plan.seed)
-    with pytest.raises(ConfigError, match="round"):
-        train_local(g0, plan, make_data(), round_index=0, dataset_seed_key="h1", config={"round": 1})
-    with pytest.raises(ConfigError, match="local_epochs"):
-        train_local(g0, plan, make_data(), round_index=0, dataset_seed_key="h1", config={"local_epochs": 9})
-    with pytest.raises(ConfigError, match="not understood"):
-        train_local(g0, plan, make_data(), round_index=0, dataset_seed_key="h1", config={"lr": 1.0})
+    with pytest.raises(ConfigError, match="TrainConfig"):
+        train_local(g0, plan, make_data(), config={"round": 1, "local_epochs": 3}, dataset_seed_key="h1")
+    for bad_round in (0, plan.rounds + 1, True):
+        with pytest.raises(ConfigError, match="outside the plan's rounds 1..4"):
+            train_config(plan, bad_round)
 
 
 def test_bad_global_state_and_data():
@@ -186,18 +204,16 @@ def test_bad_global_state_and_data():
     g0 = initial_state(plan.model, plan.seed)
     missing = {k: v for k, v in g0.items() if k != "out.bias"}
     with pytest.raises(TrainingError, match="missing out.bias"):
-        train_local(missing, plan, make_data(), round_index=0, dataset_seed_key="h1")
+        train_local(missing, plan, make_data(), config=train_config(plan, 1), dataset_seed_key="h1")
     wrong = dict(g0, **{"out.bias": torch.zeros(3)})
     with pytest.raises(TrainingError, match="shape"):
-        train_local(wrong, plan, make_data(), round_index=0, dataset_seed_key="h1")
+        train_local(wrong, plan, make_data(), config=train_config(plan, 1), dataset_seed_key="h1")
     three_class = TabularData(torch.zeros(5, 4), torch.zeros(5, dtype=torch.long), tuple("abcd"), ("x", "y", "z"))
     with pytest.raises(TrainingError, match="3 label values"):
-        train_local(g0, plan, three_class, round_index=0, dataset_seed_key="h1")
+        train_local(g0, plan, three_class, config=train_config(plan, 1), dataset_seed_key="h1")
     with pytest.raises(ConfigError, match="features"):
         narrow = TabularData(torch.zeros(5, 3), torch.zeros(5, dtype=torch.long), tuple("abc"), ("x", "y"))
-        train_local(g0, plan, narrow, round_index=0, dataset_seed_key="h1")
-    with pytest.raises(ConfigError, match="round_index"):
-        train_local(g0, plan, make_data(), round_index=-1, dataset_seed_key="h1")
+        train_local(g0, plan, narrow, config=train_config(plan, 1), dataset_seed_key="h1")
 
 
 def test_divergence_is_reported():
@@ -205,7 +221,7 @@ def test_divergence_is_reported():
     data = make_data()
     big = TabularData(data.features * 1e18, data.labels, data.feature_names, data.label_values, "huge")
     with pytest.raises(TrainingError, match="lr"):
-        train_local(initial_state(plan.model, plan.seed), plan, big, round_index=0, dataset_seed_key="h1")
+        train_local(initial_state(plan.model, plan.seed), plan, big, config=train_config(plan, 1), dataset_seed_key="h1")
 
 
 def test_evaluate_metrics():

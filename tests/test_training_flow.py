@@ -304,3 +304,52 @@ def test_an_update_stays_valid_when_its_sender_rotates_keys_before_the_close(wor
     report = Replayer(history, world.store, world.auditor, chain_id=world.fed.deployment.chain_id,
                       rounds_address=world.fed.addresses["Rounds"]).run()
     assert report.ok, report
+
+
+# -- plans whose model a node will not hold ---------------------------------------------------
+
+def test_node_refuses_a_model_above_its_own_limit_before_training(world, monkeypatch):
+    """An approved plan within the consortium limit can still be more than one
+    hospital agreed to hold; that node refuses, saying why, and never trains."""
+    import fedchain.node.runner as node_runner
+
+    def no_training(*_a, **_k):
+        raise AssertionError("the node trained a model it should have refused")
+
+    plan = plan_for(world)
+    pid = world.propose(plan)
+    world.coordinator.open_round(pid, 1)
+    small = world.nodes[0]
+    small.max_model_parameters = plan.model.size.parameters - 1
+    monkeypatch.setattr(node_runner, "train_local", no_training)
+    out = small.train_and_commit(pid, 1)
+    assert not out.committed
+    assert f"{plan.model.size.parameters:,} parameters" in out.reason and "configured to hold" in out.reason
+    assert world.fed.rounds.commitment_of(pid, 1, small.identity.address) is None
+
+
+def test_node_refuses_an_invalid_plan_pinned_behind_a_proposal(world, monkeypatch):
+    """A proposer who bypasses the CLI and pins plan bytes that do not validate
+    (here a 40 GB model) gets a refusal from every node, not a crash."""
+    import fedchain.node.runner as node_runner
+    from fedchain.plan import PlanError, canonical_json
+
+    plan = plan_for(world)
+    doc = plan.to_dict()
+    doc["model"] = {"kind": "mlp", "in_features": plan.model.in_features, "n_classes": 2, "hidden": [100000, 100000]}
+    raw = canonical_json(doc)
+    cid, sha = pin_document(world.store, raw)
+    fed = world.fed.as_(world.members[0].account)
+    pid = fed.proposals.submit_proposal(plan_cid=cid, plan_sha256=sha, purpose=plan.purpose, targets=list(plan.datasets),
+                              rounds=plan.rounds, min_participants=plan.min_participants,
+                              round_duration=plan.round_deadline_blocks).value
+    for ident in world.members + [world.coord]:
+        world.fed.as_(ident.account).proposals.vote(pid, Vote.YES)
+    world.chain.mine(9)
+    world.fed.as_(world.coord.account).proposals.finalize(pid)
+    with pytest.raises(PlanError, match="40.0 GB"):  # the coordinator opens nothing
+        world.coordinator.open_round(pid, 1)
+    world.fed.as_(world.coord.account).rounds.open_round(pid, 1)  # even if the round is opened by hand
+    monkeypatch.setattr(node_runner, "train_local", lambda *a, **k: pytest.fail("trained an invalid plan"))
+    out = world.nodes[0].train_and_commit(pid, 1)
+    assert not out.committed and "the plan cannot be used" in out.reason and "40.0 GB" in out.reason

@@ -29,10 +29,11 @@ from fedchain.coordinator.audit.history import History, RoundRecord
 from fedchain.coordinator.audit.trail import Trail
 from fedchain.coordinator.runner import SCORES_FORMAT, scores_document
 from fedchain.coordinator.strategies.base import ClientUpdate
-from fedchain.coordinator.strategies.registry import strategy_from_plan
+from fedchain.coordinator.strategies.registry import from_spec
 from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, fetch_model
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
+from fedchain.models import initial_state
 from fedchain.plan import MAX_PLAN_BYTES, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.validation import model_size, update_size_limit
@@ -103,8 +104,8 @@ class Replayer:
                                      p.plan_sha256)
         except FedchainError as exc:
             return [RoundVerdict(pid, r.round, DISCREPANCY, [f"plan {p.plan_cid}: {exc}"]) for r in recs]
-        strategy = strategy_from_plan(plan)
-        global_state = strategy.initialize()
+        strategy = from_spec(plan.strategy, min_participants=plan.min_participants)
+        global_state = initial_state(plan.model, plan.seed)
         for rec in recs:
             v = RoundVerdict(pid, rec.round, VERIFIED)
             v.problems.extend(self.h.round_governance_problems(rec))
@@ -174,7 +175,7 @@ class Replayer:
             v.problems.append(f"only {len(updates)} verifiable update(s); the plan needs {plan.min_participants}")
             return self._chain_aggregate(plan, closed, v) or global_state
         try:
-            new_global = strategy.aggregate_fit(rec.round - 1, global_state, updates)
+            new_global = strategy.aggregate_train(rec.round, global_state, updates)
         except FedchainError as exc:
             v.problems.append(f"aggregation failed: {exc}")
             return self._chain_aggregate(plan, closed, v) or global_state

@@ -5,14 +5,17 @@ from fedchain.coordinator.strategies.base import (
     ClientUpdate,
     EvaluateResult,
     Strategy,
+    StrategyWrapper,
 )
-from fedchain.coordinator.strategies.registry import known_strategies, strategy_from_plan
+from fedchain.coordinator.strategies.registry import STRATEGY_CLASSES, from_spec, known_strategies
 
 __all__ = [
     "AggregationError",
     "ClientUpdate",
     "EvaluateResult",
     "Strategy",
+    "StrategyWrapper",
+    "STRATEGY_CLASSES",
+    "from_spec",
     "known_strategies",
-    "strategy_from_plan",
 ]

@@ -1,16 +1,29 @@
-"""The aggregation-strategy interface (after Flower's ``Strategy`` verbs).
+"""The aggregation-strategy interface, shaped like Flower's message API.
 
-A strategy is built from a :class:`~fedchain.plan.TrainingPlan` and offers
+A strategy answers four verbs, for one round at a time; rounds are the
+chain's round numbers, from 1 (there is no other numbering anywhere):
 
-* ``initialize(plan)`` -- the round-0 global model, from the plan seed;
-* ``configure_fit(round, global_state)`` -- the config a node needs for the
-  round (``node.train.train_local(config=...)`` accepts it);
-* ``aggregate_fit(round, global_state, updates)`` -- the next global model;
-* ``aggregate_evaluate(round, results)`` -- sample-weighted mean of the
-  plan's metric over the hospitals' validation results;
-* ``contribution_scores(updates)`` -- each participant's share of samples.
+* ``configure_train(server_round, arrays, config)`` -- what every node does
+  in the round. ``config`` is :func:`fedchain.plan.train_config` of the plan;
+  since the plan is the only channel from proposer to nodes and nodes train
+  with exactly that function's result, a strategy returns it (after checking
+  it agrees with its own hyperparameters) and never invents node settings;
+* ``aggregate_train(server_round, arrays, updates)`` -- the next global
+  model from the current one and the round's updates;
+* ``configure_evaluate(server_round, arrays, config)`` -- likewise for
+  :func:`fedchain.plan.evaluate_config`;
+* ``aggregate_evaluate(server_round, results)`` -- sample-weighted means of
+  the metrics the nodes report.
 
-Rounds are numbered from 0 to ``plan.rounds - 1``.
+Each strategy lives in its own module, is built from its own plan section
+with explicit keyword arguments (``FedAdam(server_lr=..., beta1=..., ...)``,
+or ``registry.from_spec(plan.strategy)``) and never sees the whole plan. The
+initial global model comes from the caller (``fedchain.models.initial_state``
+of the plan's model and seed), as Flower passes initial arrays.
+
+:class:`StrategyWrapper` holds an inner strategy and delegates every verb, so
+robust aggregation rules or server-side differential privacy can wrap any
+strategy, one file each, overriding only the verb they change.
 
 Determinism: updates are validated, then sorted by the canonical key
 ``(participant address lowercased, dataset id)``; the weighted mean is
@@ -20,23 +33,13 @@ they arrived in. Updates whose tensor names, shapes or dtypes differ from the
 global state, or which contain NaN/inf, are rejected with an
 :class:`AggregationError` naming the participant.
 
-Server-optimizer state (FedAdam, FedYogi) lives in the strategy object,
-is float64, and is exposed by :meth:`Strategy.state` /
-:meth:`Strategy.load_state` as a flat ``dict[str, Tensor]`` (``step``,
-``next_round`` plus ``m.<param>`` / ``v.<param>``), so it can be checkpointed
-with safetensors. Rounds must be aggregated in increasing order; a round that
-failed (no aggregate) simply never reaches ``aggregate_fit`` and leaves the
-state untouched (``skip_to(round)`` may record that explicitly). An auditor
-rebuilds the exact state after round ``k`` by creating a fresh strategy from
-the plan and replaying ``aggregate_fit`` for the aggregated rounds up to
-``k``, in order, with the recorded updates -- or by loading a checkpoint
-taken with ``state()``. The update rule does not depend on the round number,
-only on the sequence of aggregations.
+Server state (FedAdam, FedYogi) is exposed by :meth:`Strategy.state` /
+:meth:`Strategy.load_state` as a flat ``dict[str, Tensor]`` so it can be
+checkpointed with safetensors; stateless strategies return ``{}``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -45,15 +48,14 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 
 from fedchain.errors import ConfigError, FedchainError
-from fedchain.models import initial_state
-from fedchain.plan import TrainingPlan
+from fedchain.plan import EvaluateConfig, StrategySpec, TrainConfig
 
 __all__ = [
     "AggregationError",
     "ClientUpdate",
     "EvaluateResult",
     "Strategy",
-    "ServerOptimizerStrategy",
+    "StrategyWrapper",
     "canonical_order",
     "check_update",
     "weighted_mean",
@@ -183,71 +185,60 @@ def weighted_mean(
     return out
 
 
+def check_round(server_round: Any) -> int:
+    """A round number is an integer from 1 (the chain's numbering)."""
+    if isinstance(server_round, bool) or not isinstance(server_round, int) or server_round < 1:
+        raise AggregationError(f"round must be an integer from 1, got {server_round!r}")
+    return server_round
+
+
 class Strategy(ABC):
-    """Base class; subclasses set ``name`` and implement ``_server_update``."""
+    """One aggregation algorithm; subclasses set ``name`` and ``spec_class``
+    (the plan section they are built from) and implement the four verbs."""
 
     name: ClassVar[str]
+    spec_class: ClassVar[type[StrategySpec]]
 
-    def __init__(self, plan: TrainingPlan):
-        if plan.strategy.name != self.name:
-            raise ConfigError(f"plan asks for strategy {plan.strategy.name!r}, not {self.name!r}")
-        self.plan = plan
+    def __init__(self, *, min_participants: int = 1) -> None:
+        """``min_participants``: aggregate_train refuses rounds with fewer
+        distinct participants (the plan's ``min_participants``)."""
+        if isinstance(min_participants, bool) or not isinstance(min_participants, int) or min_participants < 1:
+            raise ConfigError(f"min_participants must be a positive integer, got {min_participants!r}")
+        self.min_participants = min_participants
 
-    # -- Flower-style verbs ------------------------------------------------
+    @classmethod
+    def from_spec(cls, spec: StrategySpec, *, min_participants: int = 1) -> "Strategy":
+        """Build from the plan's ``[strategy]`` section (its keys are the keyword arguments)."""
+        if not isinstance(spec, cls.spec_class):
+            raise ConfigError(f"{cls.__name__} is built from a {cls.spec_class.__name__}, "
+                              f"not from the plan's strategy {getattr(spec, 'name', spec)!r}")
+        return cls(**spec.params(), min_participants=min_participants)
 
-    def initialize(self, plan: TrainingPlan | None = None) -> dict[str, torch.Tensor]:
-        """Round-0 global weights from the plan's model spec and seed."""
-        if plan is not None and plan.sha256 != self.plan.sha256:
-            raise ConfigError("initialize() got a different plan from the one this strategy was built for")
-        return initial_state(self.plan.model, self.plan.seed)
+    # -- the four verbs -----------------------------------------------------------
 
-    def configure_fit(self, round_index: int, global_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-        """Config sent to nodes for the round (plain JSON types)."""
-        self._check_round(round_index)
-        return {
-            "round": round_index,
-            "strategy": self.name,
-            "local_epochs": self.plan.local_epochs,
-            "batch_size": self.plan.batch_size,
-        }
+    @abstractmethod
+    def configure_train(
+        self, server_round: int, arrays: Mapping[str, torch.Tensor], config: TrainConfig
+    ) -> TrainConfig:
+        """What every node does in ``server_round`` (the plan's train config)."""
 
-    def aggregate_fit(
-        self,
-        round_index: int,
-        global_state: Mapping[str, torch.Tensor],
-        updates: Sequence[ClientUpdate],
+    @abstractmethod
+    def aggregate_train(
+        self, server_round: int, arrays: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]
     ) -> dict[str, torch.Tensor]:
-        """The next global model (float32) from this round's updates."""
-        self._check_round(round_index)
-        self._check_global(global_state)
-        participants = {u.participant.lower() for u in updates}
-        if len(participants) < self.plan.min_participants:
-            raise AggregationError(
-                f"round {round_index}: {len(participants)} participant(s) sent updates, "
-                f"the plan needs at least {self.plan.min_participants}"
-            )
-        mean = weighted_mean(global_state, updates)
-        new = self._server_update(round_index, global_state, mean)
-        return {k: new[k].to(torch.float32).contiguous() for k in global_state}
+        """The next global model (float32) from the current one and the round's updates."""
 
-    def aggregate_evaluate(self, round_index: int, results: Sequence[EvaluateResult]) -> float:
-        """Sample-weighted mean of ``plan.metric`` over the results that
-        report it (``auc`` may be missing for single-class validation sets)."""
-        self._check_round(round_index)
-        metric = self.plan.metric
-        num = 0.0
-        den = 0
-        for r in canonical_order(results):
-            if metric not in r.metrics:
-                continue
-            v = r.metrics[metric]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise AggregationError(f"participant {r.participant}: metric {metric} is {v!r}", r.participant)
-            num += float(v) * r.n_samples
-            den += r.n_samples
-        if den == 0:
-            raise AggregationError(f"round {round_index}: no result reports the plan metric {metric!r}")
-        return num / den
+    @abstractmethod
+    def configure_evaluate(
+        self, server_round: int, arrays: Mapping[str, torch.Tensor], config: EvaluateConfig
+    ) -> EvaluateConfig:
+        """What every node reports after ``server_round`` (the plan's evaluate config)."""
+
+    @abstractmethod
+    def aggregate_evaluate(self, server_round: int, results: Sequence[EvaluateResult]) -> dict[str, float]:
+        """Aggregated validation metrics of the round."""
+
+    # -- fedchain additions -------------------------------------------------------
 
     def contribution_scores(self, updates: Sequence[ClientUpdate | EvaluateResult]) -> dict[str, float]:
         """Each participant's (lowercased address) share of the samples; sums to 1."""
@@ -260,150 +251,64 @@ class Strategy(ABC):
         total = sum(per.values())
         return {p: n / total for p, n in sorted(per.items())}
 
-    # -- server-optimizer state (empty for stateless strategies) -----------
-
-    def skip_to(self, round_index: int) -> None:
-        """Declare that the next round to aggregate is ``round_index`` (the
-        rounds in between failed). Stateless strategies only check the range."""
-        self._check_round(round_index)
+    def skip_to(self, server_round: int) -> None:
+        """Declare that the next round to aggregate is ``server_round`` (the
+        rounds in between failed). Stateless strategies only check the number."""
+        check_round(server_round)
 
     def state(self) -> dict[str, torch.Tensor]:
+        """Server state to checkpoint (``{}`` when the strategy keeps none)."""
         return {}
 
     def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
         if state:
             raise AggregationError(f"strategy {self.name} keeps no server state, got {sorted(state)}")
 
-    # -- helpers -----------------------------------------------------------
 
-    @abstractmethod
-    def _server_update(
-        self,
-        round_index: int,
-        global_state: Mapping[str, torch.Tensor],
-        mean: dict[str, torch.Tensor],
-    ) -> dict[str, torch.Tensor]:
-        """New global weights from the old ones and the float64 weighted mean."""
+class StrategyWrapper(Strategy):
+    """A strategy around an inner one: every verb delegates to ``inner``.
 
-    def _check_round(self, round_index: int) -> None:
-        if isinstance(round_index, bool) or not isinstance(round_index, int):
-            raise AggregationError(f"round must be an integer, got {round_index!r}")
-        if not 0 <= round_index < self.plan.rounds:
-            raise AggregationError(f"round {round_index} is outside the plan's rounds 0..{self.plan.rounds - 1}")
+    A wrapper (a robust rule, server-side DP, ...) overrides only the verbs
+    it changes and calls the inner strategy for the rest, e.g. transform the
+    updates, then ``self.inner.aggregate_train(...)``.
+    """
 
-    def _check_global(self, global_state: Mapping[str, torch.Tensor]) -> None:
-        for name, t in global_state.items():
-            if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
-                raise AggregationError(f"global state tensor {name} must be a float32 tensor")
+    spec_class = StrategySpec
 
+    def __init__(self, inner: Strategy) -> None:
+        if not isinstance(inner, Strategy):
+            raise ConfigError(f"a strategy wrapper needs an inner Strategy, got {type(inner).__name__}")
+        super().__init__(min_participants=inner.min_participants)
+        self.inner = inner
 
-class ServerOptimizerStrategy(Strategy):
-    """Adaptive server optimizers (Reddi et al., "Adaptive Federated
-    Optimization", 2021): the weighted mean minus the global model is a
-    pseudo-gradient ``d``; ``m = b1*m + (1-b1)*d``; ``v`` is updated by the
-    subclass (Adam or Yogi rule); ``w += server_lr * m / (sqrt(v) + tau)``.
-    ``m`` starts at 0 and ``v`` at ``tau**2`` (no bias correction, as in the
-    paper)."""
-
-    def __init__(self, plan: TrainingPlan):
-        super().__init__(plan)
-        s = plan.strategy
-        assert s.server_lr is not None and s.beta1 is not None and s.beta2 is not None and s.tau is not None
-        self.server_lr = float(s.server_lr)
-        self.beta1 = float(s.beta1)
-        self.beta2 = float(s.beta2)
-        self.tau = float(s.tau)
-        self._step = 0  # aggregations applied
-        self._next_round = 0  # smallest round index aggregate_fit accepts
-        self._m: dict[str, torch.Tensor] = {}
-        self._v: dict[str, torch.Tensor] = {}
+    @classmethod
+    def from_spec(cls, spec: StrategySpec, *, min_participants: int = 1) -> "Strategy":
+        raise ConfigError(f"{cls.__name__} wraps a strategy: build the inner one with from_spec, then wrap it")
 
     @property
-    def next_round(self) -> int:
-        """The smallest round index ``aggregate_fit`` accepts next."""
-        return self._next_round
+    def name(self) -> str:  # type: ignore[override]
+        return self.inner.name
 
-    def skip_to(self, round_index: int) -> None:
-        self._check_round(round_index)
-        if round_index < self._next_round:
-            raise AggregationError(
-                f"{self.name}: cannot go back to round {round_index}; next round is {self._next_round}"
-            )
-        self._next_round = round_index
+    def configure_train(self, server_round, arrays, config):
+        return self.inner.configure_train(server_round, arrays, config)
 
-    @abstractmethod
-    def _second_moment(self, v: torch.Tensor, d2: torch.Tensor) -> torch.Tensor:
-        """New ``v`` from the old one and the squared pseudo-gradient."""
+    def aggregate_train(self, server_round, arrays, updates):
+        return self.inner.aggregate_train(server_round, arrays, updates)
 
-    def aggregate_fit(
-        self,
-        round_index: int,
-        global_state: Mapping[str, torch.Tensor],
-        updates: Sequence[ClientUpdate],
-    ) -> dict[str, torch.Tensor]:
-        if isinstance(round_index, int) and round_index < self._next_round:
-            raise AggregationError(
-                f"{self.name} must aggregate rounds in order: round {round_index} comes before "
-                f"the next round {self._next_round}"
-            )
-        new = super().aggregate_fit(round_index, global_state, updates)
-        self._next_round = round_index + 1
-        return new
+    def configure_evaluate(self, server_round, arrays, config):
+        return self.inner.configure_evaluate(server_round, arrays, config)
 
-    def _server_update(
-        self,
-        round_index: int,
-        global_state: Mapping[str, torch.Tensor],
-        mean: dict[str, torch.Tensor],
-    ) -> dict[str, torch.Tensor]:
-        if not self._m:
-            self._m = {k: torch.zeros(t.shape, dtype=torch.float64) for k, t in global_state.items()}
-            self._v = {k: torch.full(t.shape, self.tau**2, dtype=torch.float64) for k, t in global_state.items()}
-        elif set(self._m) != set(global_state):
-            raise AggregationError("global model tensors differ from the server optimizer state")
-        new_m: dict[str, torch.Tensor] = {}
-        new_v: dict[str, torch.Tensor] = {}
-        out: dict[str, torch.Tensor] = {}
-        for name in sorted(global_state):
-            w = global_state[name].detach().to(torch.float64)
-            d = mean[name] - w
-            m = self.beta1 * self._m[name] + (1.0 - self.beta1) * d
-            v = self._second_moment(self._v[name], d * d)
-            new_m[name], new_v[name] = m, v
-            out[name] = w + self.server_lr * m / (torch.sqrt(v) + self.tau)
-        self._m, self._v = new_m, new_v
-        self._step += 1
-        return out
+    def aggregate_evaluate(self, server_round, results):
+        return self.inner.aggregate_evaluate(server_round, results)
 
-    def state(self) -> dict[str, torch.Tensor]:
-        st: dict[str, torch.Tensor] = {
-            "step": torch.tensor(self._step, dtype=torch.int64),
-            "next_round": torch.tensor(self._next_round, dtype=torch.int64),
-        }
-        for name in sorted(self._m):
-            st[f"m.{name}"] = self._m[name].clone()
-            st[f"v.{name}"] = self._v[name].clone()
-        return st
+    def contribution_scores(self, updates):
+        return self.inner.contribution_scores(updates)
 
-    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        for key in ("step", "next_round"):
-            if key not in state:
-                raise AggregationError(f"{self.name} state is missing {key!r}")
-        step = int(state["step"])
-        next_round = int(state["next_round"])
-        m: dict[str, torch.Tensor] = {}
-        v: dict[str, torch.Tensor] = {}
-        for key, t in state.items():
-            if key in ("step", "next_round"):
-                continue
-            prefix, _, name = key.partition(".")
-            if prefix not in ("m", "v") or not name:
-                raise AggregationError(f"{self.name} state has unexpected entry {key!r}")
-            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
-                raise AggregationError(f"{self.name} state entry {key!r} must be a float tensor")
-            (m if prefix == "m" else v)[name] = t.detach().to(torch.float64).clone()
-        if set(m) != set(v):
-            raise AggregationError(f"{self.name} state: m and v cover different tensors")
-        if step < 0 or (step > 0) != bool(m) or next_round < step:
-            raise AggregationError(f"{self.name} state: step {step} / next_round {next_round} do not fit")
-        self._step, self._next_round, self._m, self._v = step, next_round, m, v
+    def skip_to(self, server_round):
+        self.inner.skip_to(server_round)
+
+    def state(self):
+        return self.inner.state()
+
+    def load_state(self, state):
+        self.inner.load_state(state)

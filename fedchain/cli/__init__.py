@@ -29,12 +29,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from fedchain.cli import audit, governance, infra, roles
+    from fedchain.cli import audit, governance, infra, plan, roles
 
     infra.register(app)
     governance.register(app)
     roles.register(app)
     audit.register(app)
+    plan.register(app)
 
 
 _register()
