@@ -15,6 +15,7 @@ behind.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import json
 import os
 import shutil
@@ -87,8 +88,6 @@ def rpc_ready(url: str, timeout: float = 1.0) -> bool:
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # pragma: no cover - not Linux/glibc: atexit still stops it

@@ -27,6 +27,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import solcx.wrapper
+from solcx.exceptions import SolcError
+
 from fedchain.errors import FedchainError
 
 CONTRACTS_DIR = Path(__file__).resolve().parent
@@ -102,8 +105,6 @@ def standard_input() -> dict[str, Any]:
 def compile_sources(solc_binary: str | Path | None = None) -> dict[str, Any]:
     """Run the compiler and return its standard-JSON output."""
     import solcx  # only the build needs py-solc-x
-    import solcx.wrapper
-    from solcx.exceptions import SolcError
 
     binary = Path(solc_binary) if solc_binary else find_solc()
     # "0.8.28+commit.7893614a": the same for native solc and solc-js (the

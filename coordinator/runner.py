@@ -22,17 +22,34 @@ For each round ``r`` (1-based on chain) of an approved proposal the
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rich.console import Console
+
+from fedchain.config import load_role_config
+from fedchain.content import (
+    MAX_DOCUMENT_SIZE,
+    fetch_document,
+    fetch_model,
+    pin_document,
+)
+from fedchain.contracts.bindings import Chain, Deployment
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
 from fedchain.coordinator.strategies.registry import from_spec
-from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, fetch_model, pin_document
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
+from fedchain.ipfs import open_store
 from fedchain.models import initial_state
 from fedchain.plan import (
-    MAX_PLAN_BYTES, TrainingPlan, canonical_json, evaluate_config, sha256_hex, train_config, verify_plan_bytes,
+    MAX_PLAN_BYTES,
+    TrainingPlan,
+    canonical_json,
+    evaluate_config,
+    sha256_hex,
+    train_config,
+    verify_plan_bytes,
 )
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.validation import update_size_limit
@@ -324,8 +341,6 @@ class CoordinatorService:
         return True
 
     def serve(self, proposal: int | None = None, *, exit_when_done: bool = True, timeout: float | None = None) -> None:
-        import time
-
         fed = self.c.fed
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -342,12 +357,8 @@ class CoordinatorService:
 
 def run_coordinator(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
     """``fedchain coordinator run``: load the config, connect, drive rounds."""
-    from fedchain.contracts.bindings import Chain, Deployment
-    from rich.console import Console
 
     console = Console()
-    from fedchain.config import load_role_config
-    from fedchain.ipfs import open_store
 
     cfg = load_role_config(config_path, extra_sections={"coordinator"})
     opts = cfg.raw.get("coordinator", {})

@@ -1,7 +1,6 @@
 """Role configuration files (TOML) shared by ``node run`` and ``coordinator run``.
 
 Example::
-
     [identity]
     keystore = "keys/st-mary.json"   # password from $FEDCHAIN_PASSWORD (or password_env)
     # dev = 1                        # DEV ONLY instead of a keystore: anvil's public dev key 1
@@ -13,7 +12,6 @@ Example::
     poll_seconds = 1.0               # how often to ask the chain for new events
 
 A node config adds::
-
     [dataset]
     name = "st-mary-bc"
     csv = "data/st-mary.csv"
@@ -30,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedchain import identity as ident
 from fedchain.errors import ConfigError
 from fedchain.network import NetworkConfig
 
@@ -41,8 +40,6 @@ class IdentityConfig:
     dev: int | None
 
     def load(self):
-        from fedchain import identity as ident
-
         if self.dev is not None:
             return ident.dev_identity(self.dev)
         assert self.keystore is not None

@@ -151,6 +151,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_utils import is_checksum_address, to_checksum_address
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 from pyhpke.exceptions import PyHPKEError
 
@@ -290,8 +291,6 @@ def _norm_address(field_name: str, value: object) -> str:
         value = "0x" + bytes(value).hex()
     if not isinstance(value, str) or not _ADDR_RE.match(value):
         raise InvalidContext(f"{field_name} must be a 0x-prefixed 20-byte hex address, got {value!r}")
-    from eth_utils import is_checksum_address, to_checksum_address
-
     body = value[2:]
     if body != body.lower() and body != body.upper() and not is_checksum_address(value):
         raise InvalidContext(f"{field_name} {value} has an invalid EIP-55 checksum")

@@ -49,7 +49,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import functools
 import os
 import secrets
 import tempfile
@@ -72,6 +71,7 @@ from cryptography.hazmat.primitives.serialization import (
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from fedchain.envelope import fingerprint
 from fedchain.errors import FedchainError
 
 __all__ = [
@@ -168,8 +168,6 @@ class Identity:
     @property
     def fingerprint(self) -> str:
         """Hex fingerprint of the X25519 public key, as envelopes list recipients."""
-        from fedchain.envelope import fingerprint
-
         return fingerprint(self.x25519_public).hex()
 
     def __repr__(self) -> str:  # never show key material

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from sklearn.datasets import load_breast_cancer
 
 from fedchain.errors import ConfigError
 from fedchain.plan import TrainingPlan, plan_from_dict, standardization_from_moments
@@ -73,8 +74,6 @@ class DemoData:
 
 
 def _feature_names() -> list[str]:
-    from sklearn.datasets import load_breast_cancer
-
     return [n.replace(" ", "_") for n in load_breast_cancer().feature_names]
 
 
@@ -117,7 +116,6 @@ def _allocate(total: int, weights: Sequence[float], floor: int) -> list[int]:
 
 def _split_indices(n_hospitals: int, seed: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Row indices per hospital and for the test split, plus X (float32) and y."""
-    from sklearn.datasets import load_breast_cancer
 
     if isinstance(n_hospitals, bool) or not isinstance(n_hospitals, int) or not 2 <= n_hospitals <= MAX_HOSPITALS:
         raise ConfigError(f"n_hospitals must be an integer from 2 to {MAX_HOSPITALS}, got {n_hospitals!r}")

@@ -48,6 +48,8 @@ from typing import Callable, Iterable, Mapping, Union
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load
 
 from fedchain.errors import FedchainError
 
@@ -321,8 +323,6 @@ def bytes_to_state_dict(data: bytes | bytearray | memoryview) -> dict[str, torch
     """
     mv = memoryview(data).cast("B")
     _start, layout = _parse_header(bytes(mv[:8]), lambda n: bytes(mv[8 : 8 + n]), len(mv))
-    from safetensors import SafetensorError
-    from safetensors.torch import load
 
     try:
         loaded = load(bytes(data) if not isinstance(data, bytes) else data)

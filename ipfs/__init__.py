@@ -23,6 +23,7 @@ if __name__ != "fedchain.ipfs":
 from pathlib import Path
 
 from .daemon import DaemonError, JsIpfsDaemon, JsIpfsNotFound
+from .kubo import KuboStore
 from .local import LocalStore
 from .store import (
     BlockCorrupt,
@@ -63,15 +64,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # KuboStore pulls in ipfshttpclient (~0.1 s); import it only when asked for
-    if name == "KuboStore":
-        from .kubo import KuboStore
-
-        return KuboStore
-    raise AttributeError(f"module 'ipfs' has no attribute {name!r}")
-
-
 def open_store(url_or_path: str | Path, **kwargs) -> ContentStore:
     """Open the store a URL names; extra keyword arguments go to the backend's constructor.
 
@@ -93,8 +85,6 @@ def open_store(url_or_path: str | Path, **kwargs) -> ContentStore:
     if target.startswith(("http://", "https://")) or (
         target.startswith(("/ip4/", "/ip6/", "/dns/", "/dns4/", "/dns6/")) and "/tcp/" in target
     ):
-        from .kubo import KuboStore
-
         return KuboStore(target, **kwargs)
     if "://" in target:
         raise StoreError(f"unsupported store URL {target!r}; use local:PATH, /ip4/HOST/tcp/PORT or http://HOST:PORT")

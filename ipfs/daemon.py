@@ -37,6 +37,7 @@ from pathlib import Path
 
 from fedchain.services import pid_alive
 
+from .kubo import KuboStore
 from .store import StoreError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -393,8 +394,6 @@ class JsIpfsDaemon:
 
     def store(self, **kwargs):
         """A :class:`~ipfs.kubo.KuboStore` talking to this daemon."""
-        from .kubo import KuboStore
-
         return KuboStore(self.api_addr, **kwargs)
 
     def __repr__(self) -> str:

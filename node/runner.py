@@ -25,25 +25,36 @@ and submits the metric on chain. Raw data never leaves this object.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from rich.console import Console
+
+from fedchain.config import load_role_config
 from fedchain.content import fetch_document
-from fedchain.errors import FedchainError
+from fedchain.contracts.bindings import Chain, Deployment
+from fedchain.errors import ConfigError, FedchainError
+from fedchain.ipfs import open_store
 from fedchain.models import initial_state
+from fedchain.node.commit import commit_update, recipients_for
+from fedchain.node.dataset import TabularData, load_dataset, split_for_plan
+from fedchain.node.train import evaluate, train_local
 from fedchain.plan import (
-    DEFAULT_MAX_MODEL_PARAMETERS, MAX_PLAN_BYTES, PlanError, TrainingPlan, evaluate_config, train_config,
+    DEFAULT_MAX_MODEL_PARAMETERS,
+    MAX_PLAN_BYTES,
+    PlanError,
+    TrainingPlan,
+    evaluate_config,
+    train_config,
     verify_plan_bytes,
 )
+from fedchain.schema import DatasetSchema, load_schema, schema_hash
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from fedchain.validation import model_size
-from fedchain.node.dataset import TabularData, split_for_plan
-from fedchain.schema import DatasetSchema, schema_hash
-from fedchain.node.commit import commit_update, recipients_for
-from fedchain.node.train import evaluate, train_local
 from fedchain.usecases import admission
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused
+from fedchain.validation import model_size
 
 PPM = 1_000_000
 
@@ -240,8 +251,6 @@ class NodeService:
         return finished
 
     def serve(self, proposal: int | None = None, *, exit_when_done: bool = True, timeout: float | None = None) -> None:
-        import time
-
         fed = self.node.fed
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = fed.chain.block_number
@@ -259,7 +268,6 @@ class NodeService:
 def max_model_parameters(raw: dict, source) -> int:
     """The node config's ``[limits] max_model_parameters`` (default: the
     consortium default), the largest model this node agrees to build."""
-    from fedchain.errors import ConfigError
 
     limits = raw.get("limits", {})
     value = limits.get("max_model_parameters", DEFAULT_MAX_MODEL_PARAMETERS) if isinstance(limits, dict) else None
@@ -271,22 +279,14 @@ def max_model_parameters(raw: dict, source) -> int:
 
 def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
     """``fedchain node run``: load the config, connect, serve."""
-    from fedchain.contracts.bindings import Chain, Deployment
-    from rich.console import Console
 
     console = Console()
-    from fedchain.config import load_role_config
-    from fedchain.ipfs import open_store
-    from fedchain.node.dataset import load_dataset
-    from fedchain.schema import load_schema
 
     cfg = load_role_config(config_path, extra_sections={"dataset", "limits"})
     ds = cfg.section("dataset")
     max_params = max_model_parameters(cfg.raw, cfg.source)
     for key in ("name", "csv", "schema"):
         if key not in ds:
-            from fedchain.errors import ConfigError
-
             raise ConfigError(f"{cfg.source}: [dataset] needs {key} = ...")
     identity = cfg.identity.load()
     schema = load_schema(cfg.path(ds["schema"]))

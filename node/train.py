@@ -32,13 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 import torch
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 
-from fedchain.errors import FedchainError, ConfigError
+from fedchain.errors import ConfigError, FedchainError
 from fedchain.models import build_model
-from fedchain.plan import OptimizerSpec, SGDSpec, TrainConfig, TrainingPlan
 from fedchain.node.dataset import TabularData, apply_preprocessing
+from fedchain.plan import OptimizerSpec, SGDSpec, TrainConfig, TrainingPlan
 
 __all__ = [
     "TrainingError",
@@ -207,7 +208,5 @@ def evaluate(state: Mapping[str, torch.Tensor], plan: TrainingPlan, data: Tabula
             probs = torch.softmax(logits, dim=1)
     metrics = {"accuracy": accuracy, "loss": loss}
     if plan.model.n_classes == 2 and 0 < int(y.sum()) < data.n_rows:
-        from sklearn.metrics import roc_auc_score
-
         metrics["auc"] = float(roc_auc_score(y.numpy(), probs[:, 1].numpy()))
     return metrics

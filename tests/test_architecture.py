@@ -1,24 +1,34 @@
-"""House rules, checked on the source: one-way data flow and no import cycles.
+"""House rules, checked on the source and on the installed layout.
 
-* ``node`` and ``coordinator`` never import each other;
-* only the bindings in ``contracts`` import web3 / eth_tester;
-* the shared core (``fedchain``, except its CLI wiring layer ``fedchain.cli``)
-  and ``ipfs`` import no role package;
-* no import cycle between modules, counting imports inside functions too.
+* one namespace: the role folders install as ``fedchain.*`` and nothing else is
+  importable at top level;
+* the layering of ``[tool.importlinter]`` in pyproject.toml holds (``lint-imports``
+  on the package as it is installed): cli > (node | coordinator) > usecases >
+  (contracts | ipfs) > core; only the chain bindings import web3 / eth_tester;
+* the contract's core list names every core module (a new module cannot slip past it);
+* imports sit at module top unless a comment says why; no import cycle.
 """
 
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("fedchain", "contracts", "node", "coordinator", "ipfs")
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+PACKAGE_DIRS: dict[str, str] = PYPROJECT["tool"]["setuptools"]["package-dir"]
+LINT = PYPROJECT["tool"]["importlinter"]
+LINT_EXE = Path(sys.executable).with_name("lint-imports")
 
 
 def module_name(path: Path) -> str:
+    """Dotted module name of a source file, as installed (contracts/x.py -> fedchain.contracts.x)."""
     rel = path.relative_to(REPO).with_suffix("")
     parts = list(rel.parts)
     if parts[0] != "fedchain":
@@ -30,10 +40,13 @@ def module_name(path: Path) -> str:
 
 def modules() -> dict[str, Path]:
     out = {}
-    for pkg in PACKAGES:
-        for path in sorted((REPO / pkg).rglob("*.py")):
+    for folder in sorted(set(PACKAGE_DIRS.values())):
+        for path in sorted((REPO / folder).rglob("*.py")):
             out[module_name(path)] = path
     return out
+
+
+MODULES = modules()
 
 
 def imports_of(path: Path, name: str) -> set[str]:
@@ -57,45 +70,101 @@ def imports_of(path: Path, name: str) -> set[str]:
     return found
 
 
-MODULES = modules()
 IMPORTS = {name: imports_of(path, name) for name, path in MODULES.items()}
 
 
-def top(mod: str) -> str:
-    parts = mod.split(".")
-    if parts[0] == "fedchain" and len(parts) > 1 and parts[1] in PACKAGES:
-        return parts[1]
-    return parts[0]
+# -- one namespace ------------------------------------------------------------------------------
 
 
 def test_the_scan_sees_the_project():
-    assert "fedchain.node.runner" in MODULES and "fedchain.coordinator.runner" in MODULES
-    assert "fedchain.contracts.bindings" in MODULES
+    assert {"fedchain.node.runner", "fedchain.coordinator.runner", "fedchain.contracts.bindings",
+            "fedchain.usecases.datasets", "fedchain.ipfs.local"} <= set(MODULES)
     assert "fedchain.plan" in IMPORTS["fedchain.node.runner"]
 
 
-@pytest.mark.parametrize("a,b", [("node", "coordinator"), ("coordinator", "node")])
-def test_roles_never_import_each_other(a, b):
-    bad = sorted(m for m, imps in IMPORTS.items() if top(m) == a and any(top(i) == b for i in imps))
-    assert not bad, f"{a} modules importing {b}: {bad}"
+@pytest.mark.parametrize("generic", ["node", "contracts", "coordinator", "ipfs"])
+def test_generic_top_level_names_are_not_importable(tmp_path, generic):
+    # From a neutral folder (the installed venv) and from the repository root (where the
+    # folders sit on sys.path): neither may yield a top-level package of that name.
+    for cwd in (tmp_path, REPO):
+        proc = subprocess.run([sys.executable, "-c", f"import {generic}"], cwd=cwd, capture_output=True, text=True)
+        assert proc.returncode != 0, (cwd, generic)
+        assert "ModuleNotFoundError" in proc.stderr or f"imported as 'fedchain.{generic}'" in proc.stderr
+    ok = subprocess.run([sys.executable, "-c", f"import fedchain.{generic}"], cwd=tmp_path, capture_output=True)
+    assert ok.returncode == 0
 
 
-def test_only_the_bindings_touch_web3():
-    bad = sorted(
-        m for m, imps in IMPORTS.items()
-        if any(top(i) in ("web3", "eth_tester") for i in imps) and top(m) != "contracts"
-    )
-    assert not bad, f"modules outside contracts/ importing web3 or eth_tester: {bad}"
+# -- layering (import-linter) ----------------------------------------------------------------------
 
 
-def test_core_and_store_import_no_role():
-    roles = {"node", "coordinator"}
-    bad = sorted(
-        m for m, imps in IMPORTS.items()
-        if (top(m) == "ipfs" or (top(m) == "fedchain" and not m.startswith("fedchain.cli")))
-        and any(top(i) in roles for i in imps)
-    )
-    assert not bad, f"core or store modules importing a role package: {bad}"
+def installed_layout(root: Path) -> Path:
+    """A copy of the sources laid out as setuptools installs them (package-dir mapping).
+
+    import-linter finds a package's modules by walking its folder; in the repository
+    the role folders sit beside ``fedchain/``, so the check runs on this copy."""
+    for package, folder in sorted(PACKAGE_DIRS.items(), key=lambda kv: kv[0].count(".")):
+        shutil.copytree(REPO / folder, root / package.replace(".", "/"), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "artifacts", "src", "solc", "docs", "*.md"))
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LINT_EXE), "--config", str(root / "pyproject.toml"), "--no-cache"],
+                          cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory) -> Path:
+    return installed_layout(tmp_path_factory.mktemp("installed"))
+
+
+def test_lint_imports_keeps_every_contract(layout):
+    proc = lint_imports(layout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 kept, 0 broken" in proc.stdout
+
+
+@pytest.mark.parametrize("module,bad_import,contract", [
+    ("node/runner.py", "import fedchain.coordinator.runner", "cli > (node | coordinator)"),
+    ("plan.py", "import fedchain.usecases", "the core imports no layer above it"),
+    ("usecases/admission.py", "import web3", "only the chain bindings import web3"),
+])
+def test_lint_imports_catches_a_violation(tmp_path, module, bad_import, contract):
+    root = installed_layout(tmp_path / "installed")
+    target = root / "fedchain" / module
+    target.write_text(target.read_text() + f"\n{bad_import}  # a deliberate violation\n")
+    proc = lint_imports(root)
+    assert proc.returncode != 0 and f"{contract}" in proc.stdout and "BROKEN" in proc.stdout, proc.stdout
+
+
+def test_the_core_list_names_every_core_module():
+    above = {"fedchain.cli", "fedchain.node", "fedchain.coordinator", "fedchain.usecases", "fedchain.contracts",
+             "fedchain.ipfs"}
+    tops = {".".join(m.split(".")[:2]) for m in MODULES if m != "fedchain"}
+    core = next(c for c in LINT["contracts"] if c["id"] == "core")
+    assert set(core["source_modules"]) == tops - above, "add the new core module to [tool.importlinter]"
+    web3 = next(c for c in LINT["contracts"] if c["id"] == "web3")
+    assert set(core["source_modules"]) <= set(web3["source_modules"])
+
+
+# -- imports at module top, no cycles -------------------------------------------------------------------
+
+
+def test_imports_sit_at_module_top_unless_a_comment_says_why():
+    hidden = []
+    for name, path in MODULES.items():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                    here, above = lines[sub.lineno - 1], lines[sub.lineno - 2]
+                    if "#" not in here and not above.strip().startswith("#"):
+                        hidden.append(f"{path.relative_to(REPO)}:{sub.lineno}: {here.strip()}")
+    assert not hidden, "imports inside functions without a comment saying why:\n" + "\n".join(hidden)
 
 
 def test_no_import_cycles():

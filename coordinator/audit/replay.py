@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from rich.table import Table
+
+from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, fetch_model
 from fedchain.coordinator.audit.history import History, RoundRecord
-from fedchain.coordinator.audit.trail import Trail
-from fedchain.coordinator.runner import SCORES_FORMAT, scores_document
+from fedchain.coordinator.audit.trail import Trail, chain_events
+from fedchain.coordinator.runner import SCORES_FORMAT, Commitment, scores_document
 from fedchain.coordinator.strategies.base import ClientUpdate
 from fedchain.coordinator.strategies.registry import from_spec
-from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, fetch_model
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
 from fedchain.models import initial_state
@@ -219,8 +220,6 @@ class Replayer:
 
 
 def verified_as_commitments(commits, history: History):
-    from fedchain.coordinator.runner import Commitment
-
     return [Commitment(c.member, history.dataset_name(c.dataset_id), c.cid, c.sha256, c.n_samples) for c in commits]
 
 
@@ -233,16 +232,12 @@ def replay_trail(trail: Trail, store, auditor) -> ReplayReport:
 
 
 def replay_live(fed, store, auditor) -> ReplayReport:
-    from fedchain.coordinator.audit.trail import chain_events
-
     history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
     return Replayer(history, store, auditor, chain_id=fed.deployment.chain_id,
                     rounds_address=fed.deployment.addresses["Rounds"]).run()
 
 
 def print_report(report: ReplayReport, console) -> None:
-    from rich.table import Table
-
     t = Table(title="audit replay")
     for col in ("proposal", "round", "verdict", "participants", "aggregate CID"):
         t.add_column(col)

@@ -36,10 +36,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from fedchain.coordinator.audit.history import APPROVED, History, ProposalRecord, RoundRecord
-from fedchain.errors import ConfigError, FedchainError
+import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, PercentFormatter
 
-# Kept in step with coordinator.audit.replay (imported lazily there: replay pulls in torch).
+from fedchain.coordinator.audit.history import (
+    APPROVED,
+    History,
+    ProposalRecord,
+    RoundRecord,
+)
+from fedchain.errors import FedchainError
+
+# Kept in step with coordinator.audit.replay (not imported: replay pulls in torch).
 VERIFIED = "VERIFIED"
 DISCREPANCY = "DISCREPANCY"
 
@@ -202,8 +214,6 @@ def _svg_img(fig, alt: str) -> str:
 
 
 def _new_fig(width: float = 9.0, height: float = 3.4):
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.add_subplot()
 
@@ -258,8 +268,6 @@ class _Plots:
         return handle
 
     def accuracy(self) -> str | None:
-        from matplotlib.ticker import PercentFormatter
-
         rounds = [self.h.rounds.get(k) for k in self.keys]
         glob = [r.global_metric_ppm / 1e6 if r is not None and r.global_metric_ppm is not None else math.nan for r in rounds]
         per: dict[str, list[float]] = {}
@@ -359,10 +367,6 @@ class _Plots:
         return _svg_img(fig, "Grouped bar chart: contribution score of each hospital per round")
 
     def _score_heatmap(self, keys, members, table) -> str:
-        import numpy as np
-        from matplotlib import colormaps
-        from matplotlib.colors import Normalize, TwoSlopeNorm
-
         data = np.array([[table[k].get(m, np.nan) for k in keys] for m in members], dtype=float)
         lo, hi = float(np.nanmin(data)), float(np.nanmax(data))
         if lo < 0 < hi:
@@ -429,7 +433,6 @@ class _Plots:
         gas = [self.h.rounds[k].gas if k in self.h.rounds else 0 for k in self.keys]
         if not any(gas):
             return None
-        from matplotlib.ticker import FuncFormatter
 
         fig, ax = _new_fig(height=2.8)
         ax.bar(range(len(self.keys)), gas, 0.6, color="#ffcc80", edgecolor="#e65100")
@@ -529,7 +532,6 @@ def render_report(history: History, report=None, *, title: str, member_names: di
     ``subtitle`` says where the data came from; ``note`` explains why there is
     no replay, if there is none.
     """
-    import matplotlib
 
     names = _Names(history, member_names)
     member_order = [a for a, _m in sorted(history.members.items(), key=lambda kv: (kv[1].joined_block, kv[1].seq, kv[0]))]

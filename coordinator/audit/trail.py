@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from fedchain.content import fetch_document
 from fedchain.errors import FedchainError
 from fedchain.plan import MAX_PLAN_BYTES
 
@@ -120,7 +121,6 @@ def _resume_point(out: Path, header: dict) -> tuple[int, set[str]]:
 
 def export_trail(fed, store, out: Path, *, to_block: int | None = None) -> int:
     """Write (or resume) the trail of ``fed``'s deployment to ``out``; return the number of events written."""
-    from fedchain.content import fetch_document
 
     out = Path(out)
     header = _header(fed)

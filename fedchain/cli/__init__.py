@@ -11,6 +11,7 @@ import sys
 import typer
 from rich.markup import escape
 
+from fedchain.cli import audit, governance, infra, plan, roles
 from fedchain.cli.common import console, err_console
 from fedchain.errors import FedchainError
 
@@ -29,8 +30,6 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from fedchain.cli import audit, governance, infra, plan, roles
-
     infra.register(app)
     governance.register(app)
     roles.register(app)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from fedchain import identity as ident
 from fedchain.cli.common import HomeOpt, connect, console, err_console, resolve_home
+from fedchain.coordinator.audit.history import History
+from fedchain.coordinator.audit.replay import Replayer, print_report
+from fedchain.coordinator.audit.report import (
+    coordinator_names,
+    render_report,
+    write_report,
+)
+from fedchain.coordinator.audit.trail import chain_events, export_trail, read_trail
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.ipfs import open_store
 from fedchain.network import NetworkConfig
@@ -32,9 +42,7 @@ def auditor_identity(auditor: Optional[Path], auditor_dev: Optional[int], trail:
     A demo run writes ``auditor.dev.json`` naming the public dev account it used
     as auditor (DEV ONLY); a real auditor passes an encrypted keystore.
     """
-    import json
 
-    from fedchain import identity as ident
 
     if auditor_dev is None and auditor is None and trail is not None and (trail.parent / "auditor.dev.json").exists():
         try:
@@ -79,8 +87,6 @@ def _is_local(url: str) -> bool:
 
 def load_history(trail: Optional[Path], home):
     """(history, replay inputs) from a trail file or the live chain."""
-    from fedchain.coordinator.audit.history import History
-    from fedchain.coordinator.audit.trail import chain_events, read_trail
 
     if trail is not None:
         if not trail.is_file():
@@ -99,7 +105,6 @@ def audit_export(
     home: HomeOpt = None,
 ) -> None:
     """Write every event of every contract, in block order, plus the plan documents they reference."""
-    from fedchain.coordinator.audit.trail import export_trail
 
     s = connect(home)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +119,6 @@ def audit_replay(
     auditor_dev: AuditorDevOpt = None, home: HomeOpt = None,
 ) -> None:
     """Re-derive every aggregate and score from the committed updates; exit 1 on any discrepancy."""
-    from fedchain.coordinator.audit.replay import Replayer, print_report
 
     who = auditor_identity(auditor, auditor_dev, trail)
     history, chain_id, rounds_address, session = load_history(trail, home)
@@ -135,8 +139,6 @@ def audit_report(
     With an auditor key (and the store) the page carries the replay's verdict for
     every round; without one it says so and shows what the events alone tell.
     """
-    from fedchain.coordinator.audit.replay import Replayer
-    from fedchain.coordinator.audit.report import coordinator_names, render_report, write_report
 
     history, chain_id, rounds_address, session = load_history(trail, home)
     if trail is not None:

@@ -10,7 +10,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from fedchain import identity as ident
+from fedchain.contracts.bindings import Chain, Deployment
 from fedchain.errors import ConfigError
+from fedchain.ipfs import open_store
 from fedchain.network import NetworkConfig, default_home
 
 console = Console()
@@ -39,7 +42,6 @@ def resolve_home(home: Optional[Path]) -> Path:
 
 def load_identity_from_options(identity: Optional[Path], dev: Optional[int]):
     """Return the acting :class:`fedchain.identity.Identity` from --identity or --dev."""
-    from fedchain import identity as ident
 
     if identity is not None and dev is not None:
         raise ConfigError("give either --identity or --dev, not both")
@@ -64,14 +66,11 @@ class Session:
     fed: object
 
     def store(self):
-        from fedchain.ipfs import open_store
-
         return open_store(self.config.store)
 
 
 def connect(home: Optional[Path]) -> Session:
     """Connect to the network described in ``<home>/network.json``."""
-    from fedchain.contracts.bindings import Chain, Deployment
 
     home = resolve_home(home)
     config = NetworkConfig.load(home)

@@ -16,13 +16,20 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from eth_utils import is_address, to_checksum_address
 from rich.markup import escape
 from rich.table import Table
 
-from fedchain.cli.common import HomeOpt, console, err_console, resolve_home
+from fedchain.cli.common import HomeOpt, connect, console, err_console, resolve_home
 from fedchain.cli.governance import friendly
+from fedchain.contracts import build
+from fedchain.contracts.anvil import find_anvil, rpc_ready
+from fedchain.contracts.bindings import Chain, Deployment, FounderSpec
 from fedchain.errors import ConfigError, FedchainError
+from fedchain.identity import create_identity, dev_identity, read_public
+from fedchain.ipfs.daemon import JsIpfsDaemon
 from fedchain.network import NetworkConfig
+from fedchain.services import pid_alive, start_detached, stop_pid
 
 contracts_app = typer.Typer(help="Compile the Solidity contracts into committed artifacts.", no_args_is_help=True)
 chain_app = typer.Typer(help="Run a local chain (anvil) with the fedchain contracts deployed.", no_args_is_help=True)
@@ -49,7 +56,6 @@ def contracts_build(
     out: Annotated[Optional[Path], typer.Option(help="Artifact folder (default: contracts/artifacts).")] = None,
 ) -> None:
     """Compile contracts/src with solc 0.8.28 (native, else solc-js) and write the artifacts."""
-    from fedchain.contracts import build
 
     written = build.build(out_dir=out) if out is not None else build.build()
     for name, path in sorted(written.items()):
@@ -68,7 +74,6 @@ def _cmdline(pid: int) -> str:
 
 def _is_running(pid: Optional[int], program: str) -> bool:
     """Whether ``pid`` is alive and (where /proc tells) runs ``program`` - a recycled pid is not ours."""
-    from fedchain.services import pid_alive
 
     if not pid or not pid_alive(pid):
         return False
@@ -93,9 +98,6 @@ def _load_settings(home: Path) -> dict[str, Any]:
 # --- chain -------------------------------------------------------------------
 
 def _founders_from_options(founders_file: Optional[Path], dev_founders: int):
-    from fedchain.contracts.bindings import FounderSpec
-    from fedchain.identity import dev_identity
-
     if founders_file is not None and dev_founders:
         raise ConfigError("give --founders FILE or --dev-founders N, not both")
     if founders_file is not None:
@@ -128,10 +130,6 @@ def _founders_from_options(founders_file: Optional[Path], dev_founders: int):
 
 
 def _coordinator_address(coordinator: Optional[str], dev_founders: int) -> str:
-    from eth_utils import is_address, to_checksum_address
-
-    from fedchain.identity import dev_identity
-
     if coordinator is None:
         if not dev_founders:
             raise ConfigError("say who coordinates: --coordinator ADDRESS")
@@ -148,8 +146,6 @@ def _founders_and_coordinator(founders: Optional[Path], dev_founders: int, coord
     Nodes seal updates for the coordinator's X25519 key, which they read from the
     member registry, so the organisation running the coordinator is a member.
     """
-    from fedchain.contracts.bindings import FounderSpec
-    from fedchain.identity import dev_identity
 
     specs = _founders_from_options(founders, dev_founders)
     coord = _coordinator_address(coordinator, dev_founders)
@@ -182,9 +178,6 @@ def chain_up(
     A later 'up' on the same HOME reloads the saved chain and reuses its deployment
     (founder and voting options then do not apply).
     """
-    from fedchain.contracts.anvil import find_anvil, rpc_ready
-    from fedchain.contracts.bindings import Chain, Deployment
-    from fedchain.services import start_detached, stop_pid
 
     home = resolve_home(home).resolve()  # network.json holds absolute paths
     home.mkdir(parents=True, exist_ok=True)
@@ -287,9 +280,7 @@ def chain_fund(
     home: HomeOpt = None,
 ) -> None:
     """DEV ONLY: send ETH for gas from dev account 0 to ADDRESS."""
-    from eth_utils import is_address, to_checksum_address
 
-    from fedchain.cli.common import connect
 
     if not is_address(address):
         raise ConfigError(f"not an address: {address!r}")
@@ -305,8 +296,6 @@ def chain_fund(
 @friendly
 def chain_down(home: HomeOpt = None) -> None:
     """Stop the local anvil cleanly (it writes its state file for the next 'chain up')."""
-    from fedchain.contracts.bindings import Chain
-    from fedchain.services import stop_pid
 
     home = resolve_home(home)
     cfg = NetworkConfig.load(home)
@@ -338,7 +327,6 @@ def chain_down(home: HomeOpt = None) -> None:
 @friendly
 def chain_status(home: HomeOpt = None) -> None:
     """Show the chain URL, block height, contracts, members and services."""
-    from fedchain.cli.common import connect
 
     home_path = resolve_home(home)
     cfg = NetworkConfig.load(home_path)
@@ -374,7 +362,6 @@ def chain_mine(
     home: HomeOpt = None,
 ) -> None:
     """DEV ONLY: mine BLOCKS empty blocks (e.g. to end a voting period on anvil)."""
-    from fedchain.cli.common import connect
 
     if blocks < 0 or seconds < 0:
         raise ConfigError("blocks and --seconds must not be negative")
@@ -397,7 +384,6 @@ def chain_mine(
 @friendly
 def ipfs_up(home: HomeOpt = None) -> None:
     """Start js-ipfs (offline, API on 127.0.0.1) and point the network's store at it."""
-    from fedchain.ipfs.daemon import JsIpfsDaemon
 
     home = resolve_home(home).resolve()
     cfg = NetworkConfig.load(home)
@@ -417,7 +403,6 @@ def ipfs_up(home: HomeOpt = None) -> None:
 @friendly
 def ipfs_down(home: HomeOpt = None) -> None:
     """Stop the local js-ipfs daemon and switch the store back to the embedded one."""
-    from fedchain.services import stop_pid
 
     home = resolve_home(home).resolve()
     cfg = NetworkConfig.load(home)
@@ -443,7 +428,6 @@ def identity_create(
 
     The password comes from $FEDCHAIN_PASSWORD, else a prompt.
     """
-    from fedchain.identity import create_identity
 
     if path.exists():
         raise ConfigError(f"{path} exists; refusing to overwrite an identity")
@@ -461,7 +445,6 @@ def identity_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print {name, address, x25519} for a founders file.")] = False,
 ) -> None:
     """Show the public part of an identity: name, address, X25519 key."""
-    from fedchain.identity import dev_identity, read_public
 
     if (path is None) == (dev is None):
         raise ConfigError("give a keystore PATH or --dev N")

@@ -15,6 +15,8 @@ from rich.markup import escape
 
 from fedchain.cli.common import console, err_console
 from fedchain.errors import ConfigError
+from fedchain.plan import PLAN_JSON_SCHEMA, PlanError, load_plan
+from fedchain.plandoc import describe, reference_markdown, template
 
 plan_app = typer.Typer(
     help="Write, check and read training plans (offline: never touches the chain).", no_args_is_help=True
@@ -47,7 +49,6 @@ def plan_init(
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """A commented TOML plan for a model kind; it validates as written."""
-    from fedchain.plandoc import template
 
     text = template(model)
     if output is None:
@@ -62,7 +63,6 @@ def plan_validate(
     file: Annotated[Path, typer.Argument(help="Plan file (TOML or JSON).")],
 ) -> None:
     """Check a plan: prints every problem with its line and exits 1 on any; never touches the chain."""
-    from fedchain.plan import PlanError, load_plan
 
     try:
         plan = load_plan(file)
@@ -84,8 +84,6 @@ def plan_show(
     file: Annotated[Path, typer.Argument(help="Plan file (TOML or JSON).")],
 ) -> None:
     """What the members vote on, in plain words: model and size, data, rounds, strategy, privacy, hash."""
-    from fedchain.plan import load_plan
-    from fedchain.plandoc import describe
 
     plan = load_plan(file)
     width = max(len(topic) for topic, _ in describe(plan))
@@ -98,7 +96,6 @@ def plan_reference(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write here (default: print).")] = None,
 ) -> None:
     """The plan reference page (Markdown), generated from the validator."""
-    from fedchain.plandoc import reference_markdown
 
     text = reference_markdown()
     if output is None:
@@ -110,6 +107,5 @@ def plan_reference(
 @plan_app.command("schema")
 def plan_schema() -> None:
     """The plan's JSON Schema."""
-    from fedchain.plan import PLAN_JSON_SCHEMA
 
     typer.echo(json.dumps(PLAN_JSON_SCHEMA, indent=2))

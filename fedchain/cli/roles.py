@@ -7,6 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from fedchain.cli.demo import run_demo
+from fedchain.coordinator.runner import run_coordinator
+from fedchain.node.runner import run_node
+
 node_app = typer.Typer(help="Hospital node: check policy, train locally, seal and commit updates.", no_args_is_help=True)
 coordinator_app = typer.Typer(help="Coordinator: open approved rounds, verify and aggregate updates, publish models.", no_args_is_help=True)
 
@@ -26,7 +30,6 @@ def node_run(
     exit_when_done: Annotated[bool, typer.Option(help="Exit once the served proposals have no rounds left.")] = True,
 ) -> None:
     """Serve training rounds for this hospital's dataset, as long as its on-chain policy admits them."""
-    from fedchain.node.runner import run_node
 
     run_node(config, proposal=proposal, exit_when_done=exit_when_done)
 
@@ -38,7 +41,6 @@ def coordinator_run(
     exit_when_done: Annotated[bool, typer.Option(help="Exit once the driven proposals have no rounds left.")] = True,
 ) -> None:
     """Drive every approved proposal's rounds: open, collect, verify, aggregate, publish, close."""
-    from fedchain.coordinator.runner import run_coordinator
 
     run_coordinator(config, proposal=proposal, exit_when_done=exit_when_done)
 
@@ -50,6 +52,5 @@ def demo(
     hospitals: Annotated[int, typer.Option(help="Number of hospitals (at least 4; the fourth sits out by policy).")] = 4,
 ) -> None:
     """Hospitals train one model on the embedded chain + store; prints a summary and writes an audit report."""
-    from fedchain.cli.demo import run_demo
 
     run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals)
