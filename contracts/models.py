@@ -28,13 +28,17 @@ class Vote(IntEnum):
 
 
 class ProposalState(IntEnum):
-    """A proposal's ``IMemberVoting.VoteState``. ``ACTIVE`` (alias ``PENDING``) while voting."""
+    """A proposal's ``IMemberVoting.VoteState``. ``ACTIVE`` (alias ``PENDING``) while voting.
+
+    ``EXPIRED`` is only ever a motion's (an approved motion not applied in time).
+    """
 
     NONE = 0
     ACTIVE = 1
     APPROVED = 2
     REJECTED = 3
     CANCELLED = 4
+    EXPIRED = 5
     PENDING = 1
 
 
@@ -51,12 +55,17 @@ class MotionKind(IntEnum):
 
 
 class MotionState(IntEnum):
-    """A motion's ``IMemberVoting.VoteState`` (motions are never cancelled)."""
+    """A motion's ``IMemberVoting.VoteState`` (motions are never cancelled).
+
+    ``EXPIRED``: still Active in storage, but its finalization window closed, so it can no
+    longer be finalized or applied (the contract's ``stateOf`` reports it so).
+    """
 
     NONE = 0
     ACTIVE = 1
     APPROVED = 2
     REJECTED = 3
+    EXPIRED = 5
 
 
 class RoundPhase(IntEnum):
@@ -146,7 +155,8 @@ class MemberInfo:
 
 @dataclass(frozen=True)
 class MotionInfo:
-    """A membership motion."""
+    """A membership motion. ``deadline``: last voting block; ``expiry``: last block in which
+    it may be finalized (and so applied)."""
 
     id: int
     kind: MotionKind
@@ -160,11 +170,13 @@ class MotionInfo:
     eligible: int
     yes: int
     no: int
+    expiry: int = 0
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registered dataset with its current policy."""
+    """A registered dataset with its current policy; ``row_count``: the rows registered (no
+    commitment or evaluation on it may claim more samples)."""
 
     id: bytes
     name: str
@@ -176,6 +188,7 @@ class DatasetInfo:
     policy_version: int
     revoked: bool
     policy: Policy
+    row_count: int = 0
 
 
 @dataclass(frozen=True)
@@ -194,7 +207,8 @@ class Admission:
 
 @dataclass(frozen=True)
 class ProposalInfo:
-    """A proposal."""
+    """A proposal. ``target_owners``: the owner of each target as recorded at submission
+    (same order as ``targets``); only that owner may commit for it."""
 
     id: int
     proposer: str
@@ -213,6 +227,7 @@ class ProposalInfo:
     yes: int
     no: int
     abstain: int
+    target_owners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

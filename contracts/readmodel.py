@@ -102,6 +102,7 @@ class DatasetRecord:
     metadata_sha256: str = ""
     policies: list[PolicyVersion] = field(default_factory=list)
     revoked_block: int | None = None
+    row_count: int = 0  # rows registered (the most samples a commitment may claim)
 
     def policy_at(self, block: int) -> PolicyVersion | None:
         current = None
@@ -132,6 +133,7 @@ class ProposalRecord:
     eligible: int | None = None  # the contract's quorum base (active members at submission)
     round_duration: int = 0
     deadline: int = 0
+    target_owners: list[str] = field(default_factory=list)  # owner of each target, recorded at submission
 
 
 @dataclass
@@ -146,6 +148,7 @@ class MotionRecord:
     votes: dict[str, bool] = field(default_factory=dict)
     final_state: str | None = None
     final_block: int | None = None
+    expiry: int = 0  # last block in which it may be finalized (0: not in the event)
 
 
 @dataclass
@@ -296,6 +299,7 @@ class ReadModel:
         self.motions[mid] = MotionRecord(
             id=mid, proposer=a["proposer"].lower(), kind=int(a["kind"]), target=a["target"].lower(),
             block=ev.block, deadline=int(a["deadline"]), eligible=int(a["eligible"]),
+            expiry=int(a.get("expiry", 0)),
         )
 
     def _on_MotionVoted(self, ev, a):
@@ -314,6 +318,7 @@ class ReadModel:
         self.datasets[did] = DatasetRecord(
             did, a["name"], a["owner"].lower(), ev.block, _hex(a["schemaHash"]),
             metadata_cid=a.get("metadataCid", ""), metadata_sha256=_hex(a.get("metadataSha256", "0x")),
+            row_count=int(a.get("rowCount", 0)),
         )
 
     def _on_PolicySet(self, ev, a):
@@ -346,6 +351,7 @@ class ReadModel:
             targets=[_hex(t) for t in a["targets"]], rounds=int(a["rounds"]), min_participants=int(a["minParticipants"]),
             eligible=int(a["eligible"]) if a.get("eligible") is not None else None,
             round_duration=int(a.get("roundDuration", 0)), deadline=int(a.get("deadline", 0)),
+            target_owners=[o.lower() for o in a.get("owners", [])],
         )
 
     def _on_Voted(self, ev, a):

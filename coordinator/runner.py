@@ -274,8 +274,8 @@ class Coordinator:
 class CoordinatorService:
     """Drive approved proposals as the chain moves, woken by chain events.
 
-    A round is closed once every target dataset whose policy admits the
-    proposal has committed, or at the deadline if at least ``min_participants``
+    A round is closed once every target dataset has committed (the chain
+    refuses an earlier close), or at the deadline if at least ``min_participants``
     did; otherwise it is marked Failed after the deadline. After a close the
     service waits up to ``eval_grace_blocks`` for the participants'
     evaluations, records the mean metric and opens the next round.
@@ -290,9 +290,8 @@ class CoordinatorService:
         self._closed_at: dict[tuple[int, int], int] = {}
 
     def _expected(self, pid: int) -> int:
-        fed = self.c.fed
-        p = fed.proposals.proposal(pid)
-        return sum(1 for d in p.targets if fed.registry.admits(d, pid).ok)
+        # The chain lets a round close before its deadline only once every target committed.
+        return len(self.c.fed.proposals.proposal(pid).targets)
 
     def step(self, pid: int) -> bool:
         """Advance one proposal; True when all its rounds are done."""

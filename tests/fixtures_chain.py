@@ -20,9 +20,10 @@ import pytest
 
 from fedchain.contracts.anvil import Anvil, AnvilError, find_anvil
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, Fedchain, FounderSpec, Policy, Vote
+from fedchain.ipfs.unixfs import compute_cid
 
 __all__ = [
-    "BACKENDS", "System", "anvil_node", "chain_backend", "system", "sha", "make_founders", "reverts",
+    "BACKENDS", "ROWS", "System", "anvil_node", "chain_backend", "cid", "system", "sha", "make_founders", "reverts",
 ]
 
 BACKENDS = ("eth-tester", "anvil")
@@ -30,11 +31,18 @@ VOTING_PERIOD = 5
 QUORUM_BPS = 5000
 APPROVAL_BPS = 5001
 FOUNDER_NAMES = ("Alpha Hospital", "Beta Clinic", "Gamma Institute")
+#: Rows a test dataset registers by default.
+ROWS = 1000
 
 
 def sha(text: str | bytes) -> bytes:
     """sha256 digest of a string or bytes (test data helper)."""
     return hashlib.sha256(text.encode() if isinstance(text, str) else text).digest()
+
+
+def cid(text: str | bytes) -> str:
+    """A well-formed CIDv0 of a string or bytes (what the content store would name it)."""
+    return compute_cid(text.encode() if isinstance(text, str) else text)
 
 
 def make_founders(accounts: Sequence[Any], names: Sequence[str] = FOUNDER_NAMES) -> list[FounderSpec]:
@@ -119,10 +127,10 @@ class System:
 
     # ------------------------------------------------------------ helpers
 
-    def register(self, owner: Fedchain, name: str, policy: Policy | None = None) -> bytes:
-        """Register dataset ``name`` owned by ``owner`` (default policy: any approved proposal)."""
+    def register(self, owner: Fedchain, name: str, policy: Policy | None = None, rows: int = ROWS) -> bytes:
+        """Register dataset ``name`` of ``rows`` rows owned by ``owner`` (default policy: any approved proposal)."""
         return owner.registry.register_dataset(
-            name, f"bafy-meta-{name}", sha(f"meta:{name}"), sha("schema:v1"), policy or Policy.open()
+            name, f"bafy-meta-{name}", sha(f"meta:{name}"), sha("schema:v1"), policy or Policy.open(), row_count=rows
         ).value
 
     def propose(
@@ -169,9 +177,11 @@ class System:
         self.K.rounds.open_round(pid, 1)
         return pid
 
-    def commit(self, member: Fedchain, pid: int, rnd: int, dataset: str, tag: str = "u") -> Any:
-        """Commit a dummy update."""
-        return member.rounds.commit_update(pid, rnd, dataset, f"bafy-{tag}-{dataset}-{rnd}", sha(f"{tag}{dataset}{rnd}"), 100)
+    def commit(self, member: Fedchain, pid: int, rnd: int, dataset: str, tag: str = "u", samples: int = 100) -> Any:
+        """Commit a dummy update (a well-formed CID of nothing in particular)."""
+        return member.rounds.commit_update(
+            pid, rnd, dataset, cid(f"{tag}-{dataset}-{rnd}"), sha(f"{tag}{dataset}{rnd}"), samples
+        )
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,7 @@ def test_mine_and_advance_time(system):
 def test_tx_result_and_events(system):
     s = system
     start = s.chain.block_number + 1
-    r1 = s.A.registry.register_dataset("ds-a", "bafy-m", sha("m"), sha("s"), Policy.open())
+    r1 = s.A.registry.register_dataset("ds-a", "bafy-m", sha("m"), sha("s"), Policy.open(), row_count=10)
     pid = s.propose(s.A, ["ds-a"])
     s.B.proposals.vote(pid, Vote.NO)
     assert r1.tx_hash.startswith("0x") and len(r1.tx_hash) == 66

@@ -220,17 +220,19 @@ def test_member_admitted_during_a_vote_cannot_vote_on_it(system):
 
 def test_finalize_rechecks_and_last_member(system):
     s = system
-    out = s.outsiders[0].address
-    m1 = s.A.consortium.propose_motion_admit("Delta", out, KEY).value
-    m2 = s.B.consortium.propose_motion_admit("Delta again", out, KEY).value
+    # two removals pass in a two-member consortium: the second cannot be applied
+    pair = s.chain.deploy(s.a, make_founders([s.a, s.b]), s.coord.address, voting_period_blocks=8)
+    fa, fb = s.chain.attach(pair, s.a), s.chain.attach(pair, s.b)
+    m1 = fa.consortium.propose_motion_remove(s.b.address).value
+    m2 = fb.consortium.propose_motion_remove(s.a.address).value
     for m in (m1, m2):
-        for who in (s.A, s.B):
-            who.consortium.vote_motion(m, True)
-    s.chain.mine(VOTING_PERIOD)
-    s.A.consortium.finalize_motion(m1)
-    with reverts("ConsortiumAlreadyMember", account=out):
-        s.A.consortium.finalize_motion(m2)
-    assert s.fc.consortium.motion(m2).state == MotionState.ACTIVE  # the revert left it untouched
+        fa.consortium.vote_motion(m, True)
+        fb.consortium.vote_motion(m, True)
+    s.mine_past(fa.consortium.motion(m2).deadline)
+    fa.consortium.finalize_motion(m1)
+    with reverts("ConsortiumLastMember"):
+        fa.consortium.finalize_motion(m2)
+    assert fa.consortium.motion(m2).state == MotionState.ACTIVE  # the revert left it untouched
 
     # a one-member consortium cannot remove its last member
     solo = s.chain.deploy(s.a, make_founders([s.a])[:1], s.coord.address, voting_period_blocks=2)

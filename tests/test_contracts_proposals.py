@@ -8,6 +8,12 @@ from fedchain.contracts.bindings import ProposalState, Vote, dataset_id
 from fixtures_chain import VOTING_PERIOD, reverts, sha
 
 
+def _datasets(s):
+    """The targets `_submit` names: "ds-a" of A and "ds-b" of B."""
+    s.register(s.A, "ds-a")
+    s.register(s.B, "ds-b")
+
+
 def _submit(member, **over):
     args = dict(
         plan_cid="bafy-plan",
@@ -24,6 +30,7 @@ def _submit(member, **over):
 
 def test_submit_stores_and_emits_everything(system):
     s = system
+    _datasets(s)
     r = _submit(s.A)
     pid = r.value
     assert pid == 1 and s.fc.proposals.proposal_count() == 1
@@ -35,30 +42,37 @@ def test_submit_stores_and_emits_everything(system):
     assert (p.rounds, p.min_participants, p.round_duration) == (3, 2, 12)
     assert p.created_at == r.block_number and p.deadline == r.block_number + VOTING_PERIOD
     assert (p.eligible, p.yes, p.no, p.abstain) == (3, 0, 0, 0)
+    assert p.target_owners == (s.a.address, s.b.address)  # whose data the members vote on
     ev = r.event("ProposalSubmitted").args
     assert ev["targets"] == ["0x" + dataset_id("ds-a").hex(), "0x" + dataset_id("ds-b").hex()]
+    assert ev["owners"] == [s.a.address, s.b.address]
     assert ev["purposeHash"] == "0x" + keccak(text="sepsis-research").hex()
     assert ev["deadline"] == p.deadline and ev["planCid"] == "bafy-plan"
-    assert s.fc.proposals.call("useTerms", pid, dataset_id("ds-b"))[2]
-    assert not s.fc.proposals.call("useTerms", pid, dataset_id("ds-c"))[2]
+    assert s.fc.proposals.call("useTerms", pid, dataset_id("ds-b"))[2] == s.b.address
+    assert int(s.fc.proposals.call("useTerms", pid, dataset_id("ds-c"))[2], 16) == 0
+    assert s.fc.proposals.call("roundTerms", pid).targetCount == 2
     assert s.fc.proposals.proposal(2) is None
 
 
 def test_submit_rules(system):
     s = system
+    _datasets(s)
     with reverts("ConsortiumNotAMember", account=s.outsiders[0].address):
         _submit(s.O)
     with reverts("ConsortiumNotAMember", account=s.coord.address):
         _submit(s.K)  # the coordinator is not a member
     with reverts("ProposalsEmptyCid"):
         _submit(s.A, plan_cid="")
-    with reverts("ProposalsInvalidTargetCount", given=0, max=32):
+    with reverts("ProposalsInvalidTargetCount", given=0, max=128):
         _submit(s.A, targets=[])
-    with reverts("ProposalsInvalidTargetCount", given=33):
-        _submit(s.A, targets=[f"ds-{i}" for i in range(33)])
+    with reverts("ProposalsInvalidTargetCount", given=129):
+        _submit(s.A, targets=[f"ds-{i}" for i in range(129)])
     with reverts("ProposalsInvalidTarget", datasetId="0x" + dataset_id("ds-a").hex()):
         _submit(s.A, targets=["ds-a", "ds-b", "ds-a"])
-    with reverts("ProposalsInvalidTarget"):
+    # targets are bound to registered datasets: unknown (or zero) ids are refused
+    with reverts("ProposalsUnknownTarget", datasetId="0x" + dataset_id("ds-later").hex()):
+        _submit(s.A, targets=["ds-a", "ds-later"])
+    with reverts("ProposalsUnknownTarget", datasetId="0x" + "00" * 32):
         _submit(s.A, targets=[b"\0" * 32])
     with reverts("ProposalsInvalidRounds", rounds=0):
         _submit(s.A, rounds=0)
@@ -68,12 +82,25 @@ def test_submit_rules(system):
         _submit(s.A, min_participants=0)
     with reverts("ProposalsInvalidRoundDuration"):
         _submit(s.A, round_duration=0)
+    s.A.registry.revoke_dataset("ds-a")
+    with reverts("ProposalsUnknownTarget", datasetId="0x" + dataset_id("ds-a").hex()):
+        _submit(s.A, targets=["ds-b", "ds-a"])
     assert s.fc.proposals.proposal_count() == 0
-    assert _submit(s.A, targets=[f"ds-{i}" for i in range(32)]).value == 1
+
+
+def test_submit_up_to_max_targets(system):
+    s = system
+    owners = (s.A, s.B, s.C)
+    for i in range(128):
+        s.register(owners[i % 3], f"ds-{i}")
+    pid = _submit(s.A, targets=[f"ds-{i}" for i in range(128)]).value
+    p = s.fc.proposals.proposal(pid)
+    assert len(p.targets) == 128 and p.target_owners[:4] == (s.a.address, s.b.address, s.c.address, s.a.address)
 
 
 def test_vote_and_approve(system):
     s = system
+    _datasets(s)
     pid = _submit(s.A).value
     r = s.B.proposals.vote(pid, Vote.YES)
     assert r.event("Voted").args == {"id": pid, "voter": s.b.address, "choice": Vote.YES}
@@ -97,6 +124,7 @@ def test_vote_and_approve(system):
 
 def test_rejections_quorum_and_threshold(system):
     s = system
+    _datasets(s)
     # turnout 1/3 < 50% quorum
     p1 = _submit(s.A).value
     s.A.proposals.vote(p1, Vote.YES)
@@ -120,6 +148,7 @@ def test_rejections_quorum_and_threshold(system):
 
 def test_vote_rules(system):
     s = system
+    _datasets(s)
     with reverts("MemberVotingUnknown", id=7):
         s.A.proposals.vote(7, Vote.YES)
     pid = _submit(s.A).value
@@ -137,6 +166,7 @@ def test_vote_rules(system):
 
 def test_member_admitted_after_submission_cannot_vote(system):
     s = system
+    _datasets(s)
     newbie = s.outsiders[0]
     mid = s.A.consortium.propose_motion_admit("Delta", newbie.address, sha("k")).value
     s.A.consortium.vote_motion(mid, True)
@@ -155,6 +185,7 @@ def test_member_admitted_after_submission_cannot_vote(system):
 
 def test_cancel_rules(system):
     s = system
+    _datasets(s)
     pid = _submit(s.A).value
     with reverts("ProposalsNotProposer", id=pid, account=s.b.address):
         s.B.proposals.cancel(pid)

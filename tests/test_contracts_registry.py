@@ -14,14 +14,14 @@ def test_register_dataset(system):
         purposes=("sepsis-research",), proposal_ids=(4, 5), requesters=(s.b.address,),
         expiry=s.chain.block_timestamp + 10_000, max_epsilon_milli=2500,
     )
-    r = s.A.registry.register_dataset("icu-2024", "bafy-meta", sha("meta"), sha("schema"), policy)
+    r = s.A.registry.register_dataset("icu-2024", "bafy-meta", sha("meta"), sha("schema"), policy, row_count=4321)
     did = r.value
     assert did == keccak(text="icu-2024") == dataset_id("icu-2024")
     assert [e.event for e in r.events] == ["DatasetRegistered", "PolicySet"]
     reg = r.event("DatasetRegistered").args
     assert reg == {
         "id": "0x" + did.hex(), "owner": s.a.address, "name": "icu-2024", "metadataCid": "bafy-meta",
-        "metadataSha256": "0x" + sha("meta").hex(), "schemaHash": "0x" + sha("schema").hex(),
+        "metadataSha256": "0x" + sha("meta").hex(), "schemaHash": "0x" + sha("schema").hex(), "rowCount": 4321,
     }
     ps = r.event("PolicySet").args
     assert ps["version"] == 1
@@ -35,9 +35,10 @@ def test_register_dataset(system):
     }
     d = s.fc.registry.dataset("icu-2024")
     assert d == s.fc.registry.dataset(did) == s.fc.registry.dataset("0x" + did.hex())
-    assert (d.owner, d.name, d.metadata_cid, d.policy_version, d.revoked) == (
-        s.a.address, "icu-2024", "bafy-meta", 1, False
+    assert (d.owner, d.name, d.metadata_cid, d.policy_version, d.revoked, d.row_count) == (
+        s.a.address, "icu-2024", "bafy-meta", 1, False, 4321
     )
+    assert list(s.fc.registry.call("ownerOf", did)) == [s.a.address, False]
     assert d.registered_at == r.block_number
     assert d.policy == Policy(
         purposes=(purpose_hash("sepsis-research"),), proposal_ids=(4, 5), requesters=(s.b.address,),
@@ -49,6 +50,8 @@ def test_register_dataset(system):
     s.B.registry.revoke_dataset("second")
     assert [d.name for d in s.fc.registry.datasets()] == ["icu-2024", "second"]
     assert [d.name for d in s.fc.registry.datasets(include_revoked=False)] == ["icu-2024"]
+    assert [d.row_count for d in s.fc.registry.datasets()] == [4321, 1000]  # the read model has the rows too
+    assert list(s.fc.registry.call("ownerOf", dataset_id("second"))) == [s.b.address, True]
 
 
 def test_register_rules(system):
@@ -60,7 +63,9 @@ def test_register_rules(system):
     with reverts("DatasetRegistryInvalidName"):
         s.register(s.A, "n" * 129)
     with reverts("DatasetRegistryEmptyCid"):
-        s.A.registry.register_dataset("x", "", sha("m"), sha("s"), Policy.open())
+        s.A.registry.register_dataset("x", "", sha("m"), sha("s"), Policy.open(), row_count=1)
+    with reverts("DatasetRegistryInvalidRowCount"):
+        s.register(s.A, "x", rows=0)
     s.register(s.A, "x")
     with reverts("DatasetRegistryAlreadyRegistered", id="0x" + dataset_id("x").hex()):
         s.register(s.B, "x")

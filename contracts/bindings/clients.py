@@ -138,15 +138,16 @@ class ConsortiumClient(_Client):
         return _with(result, MotionState(result.event("MotionFinalized").args["state"]))
 
     def motion(self, motion_id: int) -> MotionInfo | None:
-        """Motion ``motion_id``, or None if unknown."""
+        """Motion ``motion_id``, or None if unknown (``state`` EXPIRED once it can no longer be applied)."""
         m, t = self.call("motion", int(motion_id))
         if t.state == 0:
             return None
+        period = self.fed.voting_period()
         return MotionInfo(
-            id=int(motion_id), kind=MotionKind(m.kind), state=MotionState(t.state), proposer=addr(m.proposer),
-            target=addr(m.target), name=m.name, x25519_pub=bytes(m.x25519), created_at=int(t.createdAt),
-            deadline=int(t.createdAt) + self.fed.voting_period(), eligible=int(t.eligible), yes=int(t.yes),
-            no=int(t.no),
+            id=int(motion_id), kind=MotionKind(m.kind), state=MotionState(self.call("stateOf", int(motion_id))),
+            proposer=addr(m.proposer), target=addr(m.target), name=m.name, x25519_pub=bytes(m.x25519),
+            created_at=int(t.createdAt), deadline=int(t.createdAt) + period, eligible=int(t.eligible),
+            yes=int(t.yes), no=int(t.no), expiry=int(t.createdAt) + 2 * period,
         )
 
     def motion_count(self) -> int:
@@ -182,11 +183,12 @@ class RegistryClient(_Client):
         metadata_sha256: bytes | str,
         schema_hash: bytes | str,
         policy: Policy,
+        row_count: int,
     ) -> TxResult:
-        """Register a dataset owned by the signer; ``value`` is its id (bytes32)."""
+        """Register a dataset of ``row_count`` rows owned by the signer; ``value`` is its id (bytes32)."""
         result = self.transact(
             "registerDataset", name, metadata_cid, b32(metadata_sha256, "metadata_sha256"),
-            b32(schema_hash, "schema_hash"), _policy_struct(policy),
+            b32(schema_hash, "schema_hash"), int(row_count), _policy_struct(policy),
         )
         return _with(result, b32(result.event("DatasetRegistered").args["id"]))
 
@@ -209,7 +211,7 @@ class RegistryClient(_Client):
             id=did, name=d.name, owner=addr(d.owner), metadata_cid=d.metadataCid,
             metadata_sha256=bytes(d.metadataSha256), schema_hash=bytes(d.schemaHash),
             registered_at=int(d.registeredAt), policy_version=int(d.policyVersion), revoked=bool(d.flags & 1),
-            policy=self.policy(did),
+            policy=self.policy(did), row_count=int(d.rowCount),
         )
 
     def policy(self, dataset: str | bytes) -> Policy:
@@ -225,9 +227,21 @@ class RegistryClient(_Client):
         )
 
     def admits(self, dataset: str | bytes, proposal_id: int) -> Admission:
-        """Whether the dataset's policy admits the proposal now, and if not why (a reason code)."""
-        a = self.call("admits", dataset_id(dataset), int(proposal_id))
-        return Admission(bool(a[0]), reason_code(bytes(a[1])))
+        """Whether the dataset's policy admits the proposal now, and if not why (a reason code).
+
+        The check ``Rounds`` runs on every commitment, read at one block: the proposal is
+        Approved (else ``PROPOSAL_NOT_APPROVED``) and ``DatasetRegistry.checkUse`` gives no
+        reason for its requester and purpose.
+        """
+        did, pid = dataset_id(dataset), int(proposal_id)
+        block = self.fed.chain.block_number
+        proposals = self.fed.proposals
+        if int(proposals.call("stateOf", pid, block=block)) != int(ProposalState.APPROVED):
+            return Admission(False, "PROPOSAL_NOT_APPROVED")
+        requester, purpose, _owner = proposals.call("useTerms", pid, did, block=block)
+        _rows, reason = self.call("checkUse", did, pid, purpose, requester, block=block)
+        code = reason_code(bytes(reason))
+        return Admission(not code, code)
 
     def datasets(self, include_revoked: bool = True) -> list[DatasetInfo]:
         """Every registered dataset in registration order, from the read model (no chain scan)."""
@@ -250,6 +264,7 @@ def _dataset_info(d: DatasetRecord) -> DatasetInfo:
         id=_bytes(d.id), name=d.name, owner=addr(d.owner), metadata_cid=d.metadata_cid,
         metadata_sha256=_bytes(d.metadata_sha256), schema_hash=_bytes(d.schema_hash), registered_at=d.block,
         policy_version=pol.version if pol else 0, revoked=d.revoked_block is not None, policy=policy,
+        row_count=d.row_count,
     )
 
 
@@ -266,7 +281,7 @@ class ProposalsClient(_Client):
         min_participants: int,
         round_duration: int,
     ) -> TxResult:
-        """Submit a proposal (targets by dataset name or id); ``value`` is the proposal id."""
+        """Submit a proposal (targets by dataset name or id, each registered); ``value`` is the proposal id."""
         submission = (
             plan_cid, b32(plan_sha256, "plan_sha256"), purpose, [dataset_id(t) for t in targets],
             int(rounds), int(min_participants), int(round_duration),
@@ -299,7 +314,13 @@ class ProposalsClient(_Client):
             round_duration=int(p.roundDuration), created_at=int(t.createdAt),
             deadline=int(t.createdAt) + self.fed.voting_period(), eligible=int(t.eligible), yes=int(t.yes),
             no=int(t.no), abstain=int(t.abstain),
+            target_owners=self._target_owners(int(proposal_id)),
         )
+
+    def _target_owners(self, proposal_id: int) -> tuple[str, ...]:
+        # Recorded at submission (never changed); the ProposalSubmitted event lists them all.
+        rec = self.fed.read_model().proposals.get(proposal_id)
+        return tuple(addr(o) for o in rec.target_owners) if rec is not None else ()
 
     def proposal_count(self) -> int:
         """Number of proposals submitted."""

@@ -11,7 +11,10 @@ import {MemberVoting} from "./MemberVoting.sol";
 /// count and an admission sequence number are kept as counters, and a vote snapshots both
 /// when it is created ({MemberVoting}). The voting rules are fixed at deploy and read by
 /// {Proposals}. The coordinator is one address, changed only by an approved SetCoordinator
-/// motion; the other contracts compare callers with {coordinator}.
+/// motion; the other contracts compare callers with {coordinator}. A motion is pending while
+/// it is Active and not expired; a second motion of the same kind on the same account is
+/// refused while one is pending, and an approved motion not applied within one voting period
+/// after its vote expires.
 contract Consortium is IConsortium, MemberVoting {
     /// @notice Most founders the constructor accepts.
     uint256 public constant MAX_FOUNDERS = 64;
@@ -29,6 +32,8 @@ contract Consortium is IConsortium, MemberVoting {
 
     mapping(address account => Member) private _members;
     mapping(uint256 id => Motion) private _motions;
+    /// @dev (kind << 160 | target) => the last motion of that kind on that target.
+    mapping(uint256 key => uint256 id) private _lastMotion;
 
     /// @dev Only active members; reverts with {ConsortiumNotAMember}.
     modifier onlyMember() {
@@ -120,18 +125,26 @@ contract Consortium is IConsortium, MemberVoting {
         } else {
             revert ConsortiumInvalidMotionKind();
         }
+        uint256 key = (uint256(kind) << 160) | uint160(target);
+        uint256 previous = _lastMotion[key];
+        if (previous != 0) {
+            Tally storage p = _tallies[previous];
+            if (p.state == VoteState.Active && block.number <= _expiry(p)) revert ConsortiumDuplicateMotion(previous);
+        }
         id = ++motionCount;
+        _lastMotion[key] = id;
         (Tally storage t, uint64 deadline) = _openVote(id);
         Motion storage m = _motions[id];
         m.kind = kind;
         m.target = target;
         m.proposer = msg.sender;
+        uint64 expiry = deadline + _votingPeriod;
         if (kind == MotionKind.Admit) {
             m.x25519 = x25519;
             m.name = name;
-            emit MotionProposed(id, msg.sender, kind, target, name, x25519, deadline, t.eligible);
+            emit MotionProposed(id, msg.sender, kind, target, name, x25519, deadline, expiry, t.eligible);
         } else {
-            emit MotionProposed(id, msg.sender, kind, target, "", bytes32(0), deadline, t.eligible);
+            emit MotionProposed(id, msg.sender, kind, target, "", bytes32(0), deadline, expiry, t.eligible);
         }
     }
 
@@ -178,6 +191,13 @@ contract Consortium is IConsortium, MemberVoting {
         Member storage m = _members[voter];
         if (!m.active) revert ConsortiumNotAMember(voter);
         return m.seq;
+    }
+
+    /// @dev An approved motion must be applied within one voting period after its vote ends:
+    /// a motion held back and finalized later (say, a SetCoordinator that passed beside a
+    /// competing one) would apply a decision taken under different circumstances.
+    function _expiry(Tally storage t) internal view override returns (uint64) {
+        return t.createdAt + 2 * _votingPeriod;
     }
 
     /// @dev Motions take Yes or No only.

@@ -2,8 +2,6 @@
 pragma solidity 0.8.28;
 
 import {IConsortium} from "./IConsortium.sol";
-import {IMemberVoting} from "./IMemberVoting.sol";
-import {IProposals} from "./IProposals.sol";
 import {IDatasetRegistry} from "./IDatasetRegistry.sol";
 import {ConsortiumBound} from "./ConsortiumBound.sol";
 
@@ -17,9 +15,13 @@ import {ConsortiumBound} from "./ConsortiumBound.sol";
 /// agreements are dated, not numbered in blocks; 0 means no expiry. An empty purpose list
 /// admits any purpose; an empty requester list admits any requester (proposer); proposals
 /// are admitted when listed in `proposalIds` or, with `anyApprovedProposal`, all of them.
-/// A proposal must always be Approved to be admitted. `maxEpsilonMilli` (differential
-/// privacy budget in thousandths of epsilon, 0 = unspecified) is stored for off-chain use.
-/// The REASON_* constants are the policy's refusal codes; each one's notice is its wording.
+/// A proposal must always be Approved to be admitted ({Rounds} knows it is when it calls
+/// {checkUse}; otherwise the reason is REASON_PROPOSAL_NOT_APPROVED). `maxEpsilonMilli` (differential privacy budget in thousandths of epsilon,
+/// 0 = unspecified) is stored for off-chain use. The row count is fixed at registration and
+/// shares the first storage slot with the owner and policy flags, so the commitment path
+/// reads it for free. The registry depends on the consortium only (it is deployed before
+/// {Proposals}, which reads it). The REASON_* constants are the policy's refusal codes;
+/// each one's notice is its wording.
 contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     /// @notice Most entries in each policy list.
     uint256 public constant MAX_POLICY_ENTRIES = 32;
@@ -39,6 +41,9 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     /// @notice requester not allowed
     bytes32 public constant REASON_REQUESTER_NOT_ALLOWED = "REQUESTER_NOT_ALLOWED";
     /// @notice proposal not approved
+    /// @dev Not returned by {checkUse} (its caller knows the proposal is Approved): the reason
+    /// a policy check gives first, before the policy is read, when the proposal is not
+    /// Approved (the bindings' `admits`).
     bytes32 public constant REASON_PROPOSAL_NOT_APPROVED = "PROPOSAL_NOT_APPROVED";
 
     uint8 private constant FLAG_REVOKED = 1;
@@ -46,23 +51,18 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     uint8 private constant FLAG_ANY_PROPOSAL = 4;
     uint8 private constant FLAG_ANY_REQUESTER = 8;
 
-    /// @notice The proposals contract, read by {admits}.
-    IProposals public immutable proposals;
     /// @inheritdoc IDatasetRegistry
     uint256 public datasetCount;
 
     mapping(bytes32 id => Dataset) private _datasets;
-    mapping(bytes32 id => mapping(uint32 version => Policy)) private _policies;
-    mapping(bytes32 id => mapping(uint32 version => mapping(bytes32 purposeHash => bool))) private _purposeOk;
-    mapping(bytes32 id => mapping(uint32 version => mapping(uint256 proposalId => bool))) private _proposalOk;
-    mapping(bytes32 id => mapping(uint32 version => mapping(address requester => bool))) private _requesterOk;
+    mapping(bytes32 id => mapping(uint16 version => Policy)) private _policies;
+    mapping(bytes32 id => mapping(uint16 version => mapping(bytes32 purposeHash => bool))) private _purposeOk;
+    mapping(bytes32 id => mapping(uint16 version => mapping(uint256 proposalId => bool))) private _proposalOk;
+    mapping(bytes32 id => mapping(uint16 version => mapping(address requester => bool))) private _requesterOk;
 
-    /// @notice Bind to the consortium and the proposals contract.
+    /// @notice Bind to the consortium.
     /// @param consortium_ The consortium.
-    /// @param proposals_ The proposals contract.
-    constructor(IConsortium consortium_, IProposals proposals_) ConsortiumBound(consortium_) {
-        proposals = proposals_;
-    }
+    constructor(IConsortium consortium_) ConsortiumBound(consortium_) {}
 
     // ------------------------------------------------------------------ views
 
@@ -72,28 +72,39 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     }
 
     /// @inheritdoc IDatasetRegistry
-    function policy(bytes32 id) external view returns (uint32 version, Policy memory current) {
+    function policy(bytes32 id) external view returns (uint16 version, Policy memory current) {
         version = _datasets[id].policyVersion;
         current = _policies[id][version];
     }
 
     /// @inheritdoc IDatasetRegistry
-    function admits(bytes32 id, uint256 proposalId) external view returns (bool ok, bytes32 reason) {
-        if (proposals.stateOf(proposalId) != IMemberVoting.VoteState.Approved) {
-            return (false, REASON_PROPOSAL_NOT_APPROVED);
-        }
-        (address requester, bytes32 purposeHash,) = proposals.useTerms(proposalId, id);
-        (, reason) = _check(id, proposalId, purposeHash, requester);
-        ok = reason == bytes32(0);
+    function ownerOf(bytes32 id) external view returns (address owner, bool revoked) {
+        Dataset storage d = _datasets[id];
+        return (d.owner, d.flags & FLAG_REVOKED != 0);
     }
 
     /// @inheritdoc IDatasetRegistry
     function checkUse(bytes32 id, uint256 proposalId, bytes32 purposeHash, address requester)
         external
         view
-        returns (address owner, bytes32 reason)
+        returns (uint32 rowCount, bytes32 reason)
     {
-        return _check(id, proposalId, purposeHash, requester);
+        Dataset storage d = _datasets[id];
+        if (d.owner == address(0)) return (0, REASON_UNKNOWN_DATASET);
+        uint8 flags = d.flags;
+        uint16 version = d.policyVersion;
+        rowCount = d.rowCount;
+        if (flags & FLAG_REVOKED != 0) return (rowCount, REASON_REVOKED);
+        if (d.expiry != 0 && block.timestamp >= d.expiry) return (rowCount, REASON_EXPIRED);
+        if (flags & FLAG_ANY_PURPOSE == 0 && !_purposeOk[id][version][purposeHash]) {
+            return (rowCount, REASON_PURPOSE_NOT_ALLOWED);
+        }
+        if (flags & FLAG_ANY_PROPOSAL == 0 && !_proposalOk[id][version][proposalId]) {
+            return (rowCount, REASON_PROPOSAL_NOT_ALLOWED);
+        }
+        if (flags & FLAG_ANY_REQUESTER == 0 && !_requesterOk[id][version][requester]) {
+            return (rowCount, REASON_REQUESTER_NOT_ALLOWED);
+        }
     }
 
     // ------------------------------------------------------------------- acts
@@ -104,22 +115,25 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         string calldata metadataCid,
         bytes32 metadataSha256,
         bytes32 schemaHash,
+        uint32 rowCount,
         Policy calldata p
     ) external onlyMember returns (bytes32 id) {
         uint256 len = bytes(name).length;
         if (len == 0 || len > MAX_NAME_BYTES) revert DatasetRegistryInvalidName();
         if (bytes(metadataCid).length == 0) revert DatasetRegistryEmptyCid();
+        if (rowCount == 0) revert DatasetRegistryInvalidRowCount();
         id = keccak256(bytes(name));
         Dataset storage d = _datasets[id];
         if (d.owner != address(0)) revert DatasetRegistryAlreadyRegistered(id);
         d.owner = msg.sender;
+        d.rowCount = rowCount;
         d.registeredAt = uint64(block.number);
         d.metadataSha256 = metadataSha256;
         d.schemaHash = schemaHash;
         d.name = name;
         d.metadataCid = metadataCid;
         ++datasetCount;
-        emit DatasetRegistered(id, msg.sender, name, metadataCid, metadataSha256, schemaHash);
+        emit DatasetRegistered(id, msg.sender, name, metadataCid, metadataSha256, schemaHash, rowCount);
         _setPolicy(id, d, p);
     }
 
@@ -155,7 +169,11 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         if (p.expiry != 0 && (p.expiry <= block.timestamp || p.expiry > type(uint40).max)) {
             revert DatasetRegistryInvalidExpiry(p.expiry);
         }
-        uint32 version = d.policyVersion + 1;
+        uint16 version = d.policyVersion;
+        if (version == type(uint16).max) revert DatasetRegistryTooManyPolicyVersions(id);
+        unchecked {
+            ++version;
+        }
         for (uint256 i = 0; i < nPurposes; ++i) _purposeOk[id][version][p.purposes[i]] = true;
         for (uint256 i = 0; i < nProposals; ++i) _proposalOk[id][version][p.proposalIds[i]] = true;
         for (uint256 i = 0; i < nRequesters; ++i) _requesterOk[id][version][p.requesters[i]] = true;
@@ -169,29 +187,5 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         d.maxEpsilonMilli = p.maxEpsilonMilli;
         _policies[id][version] = p;
         emit PolicySet(id, version, p);
-    }
-
-    function _check(bytes32 id, uint256 proposalId, bytes32 purposeHash, address requester)
-        private
-        view
-        returns (address owner, bytes32 reason)
-    {
-        Dataset storage d = _datasets[id];
-        owner = d.owner;
-        if (owner == address(0)) return (owner, REASON_UNKNOWN_DATASET);
-        uint8 flags = d.flags;
-        uint32 version = d.policyVersion;
-        if (flags & FLAG_REVOKED != 0) return (owner, REASON_REVOKED);
-        if (d.expiry != 0 && block.timestamp >= d.expiry) return (owner, REASON_EXPIRED);
-        if (flags & FLAG_ANY_PURPOSE == 0 && !_purposeOk[id][version][purposeHash]) {
-            return (owner, REASON_PURPOSE_NOT_ALLOWED);
-        }
-        if (flags & FLAG_ANY_PROPOSAL == 0 && !_proposalOk[id][version][proposalId]) {
-            return (owner, REASON_PROPOSAL_NOT_ALLOWED);
-        }
-        if (flags & FLAG_ANY_REQUESTER == 0 && !_requesterOk[id][version][requester]) {
-            return (owner, REASON_REQUESTER_NOT_ALLOWED);
-        }
-        return (owner, bytes32(0));
     }
 }

@@ -97,6 +97,7 @@ interface IConsortium is IMemberVoting {
     /// @param name Name to admit under (Admit only).
     /// @param x25519 Key to admit with (Admit only).
     /// @param deadline Last voting block.
+    /// @param expiry Last block in which it may be finalized (and so applied).
     /// @param eligible Member count it was created with (quorum base).
     event MotionProposed(
         uint256 indexed id,
@@ -106,6 +107,7 @@ interface IConsortium is IMemberVoting {
         string name,
         bytes32 x25519,
         uint64 deadline,
+        uint64 expiry,
         uint32 eligible
     );
     /// @notice A member voted on a motion.
@@ -146,6 +148,9 @@ interface IConsortium is IMemberVoting {
     error ConsortiumLastMember();
     /// @notice invalid motion kind
     error ConsortiumInvalidMotionKind();
+    /// @notice a motion of this kind on this account is already pending
+    /// @param pending The pending motion's id.
+    error ConsortiumDuplicateMotion(uint256 pending);
 
     /// @notice Whether `account` is an active member.
     /// @param account The account.
@@ -190,14 +195,16 @@ interface IConsortium is IMemberVoting {
     /// @param x25519 The new key.
     function setX25519Key(bytes32 x25519) external;
 
-    /// @notice Propose a membership motion; voting runs for `votingPeriod` blocks.
+    /// @notice Propose a membership motion; voting runs for `votingPeriod` blocks, and an
+    /// approved motion must be finalized (applied) within `votingPeriod` blocks after that.
     /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); `target` is
     /// not zero ({ConsortiumZeroAddress}). Admit: `target` is not a member
     /// ({ConsortiumAlreadyMember}), `name` is 1..MAX_NAME_BYTES bytes ({ConsortiumInvalidName}),
     /// `x25519` is non-zero ({ConsortiumInvalidX25519Key}). Remove: `target` is a member
     /// ({ConsortiumNotAMember}). SetCoordinator: `target` is not the coordinator
-    /// ({ConsortiumAlreadyCoordinator}). Any other kind: {ConsortiumInvalidMotionKind}.
-    /// Emits {MotionProposed}.
+    /// ({ConsortiumAlreadyCoordinator}). Any other kind: {ConsortiumInvalidMotionKind}. No
+    /// motion of the same kind on the same target is pending, i.e. Active and not expired
+    /// ({ConsortiumDuplicateMotion}). Emits {MotionProposed}.
     /// @param kind Admit, Remove or SetCoordinator.
     /// @param target Account to admit, remove or make coordinator.
     /// @param name Name of the new member (Admit; ignored otherwise).
@@ -217,14 +224,17 @@ interface IConsortium is IMemberVoting {
     /// @param support True for yes.
     function voteMotion(uint256 id, bool support) external;
 
-    /// @notice Finalize motion `id` after its voting period and, if approved, apply it.
+    /// @notice Finalize motion `id` after its voting period and, if approved, apply it; at the
+    /// latest `votingPeriod` blocks after the voting deadline (the motion's expiry), so an
+    /// approved motion cannot be held back and applied when circumstances have changed.
     /// @dev Callable by anyone. Requirements: the motion exists ({MemberVotingUnknown}) and is
-    /// Active ({MemberVotingNotActive}); its deadline has passed ({MemberVotingStillOpen}). An
-    /// approved motion that can no longer be applied reverts, leaving it Active: Admit of a
-    /// member ({ConsortiumAlreadyMember}), Remove of a non-member ({ConsortiumNotAMember}) or of
-    /// the last member ({ConsortiumLastMember}), SetCoordinator of the coordinator
-    /// ({ConsortiumAlreadyCoordinator}). Emits {MotionFinalized} and, when approved,
-    /// {MemberAdmitted}, {MemberRemoved} or {CoordinatorChanged}.
+    /// Active ({MemberVotingNotActive}); its deadline has passed ({MemberVotingStillOpen}) and
+    /// its expiry has not ({MemberVotingExpired}; {stateOf} then reports it Expired). An
+    /// approved motion that can no longer be applied reverts, leaving it Active until it
+    /// expires: Admit of a member ({ConsortiumAlreadyMember}), Remove of a non-member
+    /// ({ConsortiumNotAMember}) or of the last member ({ConsortiumLastMember}), SetCoordinator
+    /// of the coordinator ({ConsortiumAlreadyCoordinator}). Emits {MotionFinalized} and, when
+    /// approved, {MemberAdmitted}, {MemberRemoved} or {CoordinatorChanged}.
     /// @param id Motion id.
     /// @return state Approved or Rejected.
     function finalizeMotion(uint256 id) external returns (VoteState state);

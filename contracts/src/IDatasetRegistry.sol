@@ -3,8 +3,10 @@ pragma solidity 0.8.28;
 
 /// @title IDatasetRegistry
 /// @notice Members register the datasets they hold (metadata lives in a content-addressed
-/// document referenced by CID and sha256) together with a data-use policy saying which
-/// proposals may train on them. {IRounds} enforces the policy on every update commitment.
+/// document referenced by CID and sha256; the row count is on chain too, fixed at
+/// registration) together with a data-use policy saying which proposals may train on them.
+/// {IProposals} accepts only registered datasets as targets and records their owners;
+/// {IRounds} enforces the policy and the row count on every update commitment.
 interface IDatasetRegistry {
     /// @notice A data-use policy.
     /// @param purposes keccak256 of allowed purpose strings (empty = any purpose).
@@ -27,6 +29,8 @@ interface IDatasetRegistry {
     /// @param policyVersion Current policy version (1 after registration).
     /// @param expiry Current policy expiry (unix time, 0 = never).
     /// @param flags Bit 0 revoked, bit 1 any purpose, bit 2 any approved proposal, bit 3 any requester.
+    /// @param rowCount Rows the owner registered: no commitment or evaluation on the dataset may
+    /// claim more samples (fixed at registration, so members see it when they vote).
     /// @param maxEpsilonMilli Current privacy budget (thousandths of epsilon).
     /// @param registeredAt Block of registration.
     /// @param metadataSha256 sha256 of the metadata document.
@@ -35,9 +39,10 @@ interface IDatasetRegistry {
     /// @param metadataCid CID of the metadata document.
     struct Dataset {
         address owner;
-        uint32 policyVersion;
+        uint16 policyVersion;
         uint40 expiry;
         uint8 flags;
+        uint32 rowCount;
         uint64 maxEpsilonMilli;
         uint64 registeredAt;
         bytes32 metadataSha256;
@@ -53,19 +58,21 @@ interface IDatasetRegistry {
     /// @param metadataCid CID of the metadata document.
     /// @param metadataSha256 sha256 of the metadata document.
     /// @param schemaHash Schema hash.
+    /// @param rowCount Registered rows.
     event DatasetRegistered(
         bytes32 indexed id,
         address indexed owner,
         string name,
         string metadataCid,
         bytes32 metadataSha256,
-        bytes32 schemaHash
+        bytes32 schemaHash,
+        uint32 rowCount
     );
     /// @notice A dataset's policy was set (at registration or by its owner).
     /// @param id Dataset id.
     /// @param version The new policy version.
     /// @param policy The whole policy.
-    event PolicySet(bytes32 indexed id, uint32 version, Policy policy);
+    event PolicySet(bytes32 indexed id, uint16 version, Policy policy);
     /// @notice The owner revoked a dataset; it admits nothing from now on.
     /// @param id Dataset id.
     event DatasetRevoked(bytes32 indexed id);
@@ -94,6 +101,11 @@ interface IDatasetRegistry {
     error DatasetRegistryInvalidName();
     /// @notice a content identifier (CID) is empty
     error DatasetRegistryEmptyCid();
+    /// @notice the row count must be positive
+    error DatasetRegistryInvalidRowCount();
+    /// @notice the dataset has had the most policy versions there can be
+    /// @param id Dataset id.
+    error DatasetRegistryTooManyPolicyVersions(bytes32 id);
 
     /// @notice Number of datasets registered.
     /// @return The count.
@@ -108,41 +120,43 @@ interface IDatasetRegistry {
     /// @param id Dataset id.
     /// @return version Its version (0 if unknown).
     /// @return current The policy.
-    function policy(bytes32 id) external view returns (uint32 version, Policy memory current);
+    function policy(bytes32 id) external view returns (uint16 version, Policy memory current);
 
-    /// @notice Whether dataset `id` admits proposal `proposalId` now, and why not.
-    /// @dev The same check {IRounds} enforces on commitments and evaluations; the proposal must
-    /// be Approved (else REASON_PROPOSAL_NOT_APPROVED).
+    /// @notice The owner of dataset `id` and whether it is revoked (used by {IProposals} to bind a
+    /// proposal's targets to registered datasets and their owners).
     /// @param id Dataset id.
-    /// @param proposalId Proposal id.
-    /// @return ok True if admitted.
-    /// @return reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
-    function admits(bytes32 id, uint256 proposalId) external view returns (bool ok, bytes32 reason);
+    /// @return owner The owner (zero if unknown).
+    /// @return revoked Whether it is revoked.
+    function ownerOf(bytes32 id) external view returns (address owner, bool revoked);
 
-    /// @notice Owner and policy verdict for an approved proposal whose requester and purpose
-    /// the caller already knows (used by {IRounds} to save a call). Named values rather than
-    /// a struct, like {IProposals-useTerms}: it is on the commitment path.
+    /// @notice Registered rows and policy verdict for an approved proposal whose requester and
+    /// purpose the caller already knows ({IRounds} on every commitment and evaluation).
+    /// Named values rather than a struct, like {IProposals-useTerms}: it is on the commitment path.
+    /// Whether a dataset admits a proposal now is: the proposal is Approved
+    /// ({IMemberVoting-stateOf}, else REASON_PROPOSAL_NOT_APPROVED) and this returns no reason
+    /// for its requester and purpose ({IProposals-useTerms}).
     /// @param id Dataset id.
     /// @param proposalId Proposal id (must be Approved; not re-checked here).
     /// @param purposeHash keccak256 of the proposal's purpose.
     /// @param requester The proposal's proposer.
-    /// @return owner The dataset owner (zero if unknown).
+    /// @return rowCount The dataset's registered rows (zero if unknown).
     /// @return reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
     function checkUse(bytes32 id, uint256 proposalId, bytes32 purposeHash, address requester)
         external
         view
-        returns (address owner, bytes32 reason);
+        returns (uint32 rowCount, bytes32 reason);
 
-    /// @notice Register a dataset under `name` with its first policy (version 1).
+    /// @notice Register a dataset under `name` with its row count and first policy (version 1).
     /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the name is
     /// 1..MAX_NAME_BYTES bytes ({DatasetRegistryInvalidName}); the metadata CID is not empty
-    /// ({DatasetRegistryEmptyCid}); no dataset of that name exists
-    /// ({DatasetRegistryAlreadyRegistered}); the policy is valid (see {setPolicy}).
-    /// Emits {DatasetRegistered} and {PolicySet}.
+    /// ({DatasetRegistryEmptyCid}); the row count is positive ({DatasetRegistryInvalidRowCount});
+    /// no dataset of that name exists ({DatasetRegistryAlreadyRegistered}); the policy is valid
+    /// (see {setPolicy}). Emits {DatasetRegistered} and {PolicySet}.
     /// @param name Human-readable name, unique in the registry.
     /// @param metadataCid CID of the metadata document (schema, row count, description).
     /// @param metadataSha256 sha256 of the metadata document.
     /// @param schemaHash Hash of the data schema.
+    /// @param rowCount Rows in the dataset (the most samples a commitment on it may claim).
     /// @param p The policy.
     /// @return id keccak256(bytes(name)).
     function registerDataset(
@@ -150,6 +164,7 @@ interface IDatasetRegistry {
         string calldata metadataCid,
         bytes32 metadataSha256,
         bytes32 schemaHash,
+        uint32 rowCount,
         Policy calldata p
     ) external returns (bytes32 id);
 
@@ -157,8 +172,8 @@ interface IDatasetRegistry {
     /// @dev Requirements: the dataset exists ({DatasetRegistryUnknownDataset}), the caller owns
     /// it ({DatasetRegistryNotOwner}) and it is not revoked ({DatasetRegistryRevoked}); each
     /// policy list has at most MAX_POLICY_ENTRIES entries ({DatasetRegistryTooManyPolicyEntries});
-    /// a non-zero expiry is in the future and fits 40 bits ({DatasetRegistryInvalidExpiry}).
-    /// Emits {PolicySet}.
+    /// a non-zero expiry is in the future and fits 40 bits ({DatasetRegistryInvalidExpiry}); fewer
+    /// than 65535 versions so far ({DatasetRegistryTooManyPolicyVersions}). Emits {PolicySet}.
     /// @param id Dataset id.
     /// @param p The new policy.
     function setPolicy(bytes32 id, Policy calldata p) external;

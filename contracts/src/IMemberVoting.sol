@@ -9,12 +9,16 @@ pragma solidity 0.8.28;
 /// the vote id they carry is a motion id in {Consortium} and a proposal id in {Proposals}.
 interface IMemberVoting {
     /// @notice Life cycle of a vote: Active until finalized (Approved or Rejected) or Cancelled.
+    /// Expired is never stored: {stateOf} reports an Active vote whose finalization window
+    /// has closed (motions only, see {IConsortium}) as Expired, and it can no
+    /// longer be finalized.
     enum VoteState {
         None,
         Active,
         Approved,
         Rejected,
-        Cancelled
+        Cancelled,
+        Expired
     }
 
     /// @notice A vote choice (motions accept Yes and No only).
@@ -26,7 +30,7 @@ interface IMemberVoting {
     }
 
     /// @notice Voting rules, fixed at deploy.
-    /// @param votingPeriod Blocks after creation during which votes are accepted (> 0).
+    /// @param votingPeriod Blocks after creation during which votes are accepted (1..2^32-1).
     /// @param quorumBps Minimum turnout (yes + no + abstain) in basis points of eligible members.
     /// @param approvalBps Minimum yes share of yes + no in basis points (1..10000).
     struct VotingRules {
@@ -76,16 +80,21 @@ interface IMemberVoting {
     /// @param account The voter.
     /// @param id The vote id.
     error MemberVotingAlreadyVoted(address account, uint256 id);
+    /// @notice the vote was not finalized in time and can no longer be applied
+    /// @param id The vote id.
+    /// @param expiry Last block in which it could have been finalized.
+    error MemberVotingExpired(uint256 id, uint64 expiry);
     /// @notice invalid vote choice
     error MemberVotingInvalidChoice();
-    /// @notice invalid voting parameters (period > 0, quorum <= 10000 bps, approval 1..10000 bps)
+    /// @notice invalid voting parameters (period 1..2^32-1 blocks, quorum <= 10000 bps, approval 1..10000 bps)
     error MemberVotingInvalidRules();
 
     /// @notice The voting rules (fixed at deploy).
     /// @return The period in blocks, quorum and approval threshold in basis points.
     function votingRules() external view returns (VotingRules memory);
 
-    /// @notice Life-cycle state of vote `id` (None if unknown).
+    /// @notice Life-cycle state of vote `id` (None if unknown; Expired for an Active vote past
+    /// its finalization window).
     /// @param id The vote id.
     /// @return The state.
     function stateOf(uint256 id) external view returns (VoteState);

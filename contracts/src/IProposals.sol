@@ -8,12 +8,16 @@ import {IMemberVoting} from "./IMemberVoting.sol";
 /// referenced by CID and sha256), members vote one-member-one-vote ({IMemberVoting}), and
 /// anyone finalizes it after the voting period as Approved or Rejected. Approved proposals may
 /// be trained in {IRounds} on the target datasets whose {IDatasetRegistry} policy admits them.
+/// Targets are bound at submission: each must be a registered, unrevoked dataset, and the
+/// proposal records its owner, so members vote on whose data is used and only that owner
+/// may commit for it (a dataset name cannot be squatted after the vote).
 interface IProposals is IMemberVoting {
     /// @notice What a member submits.
     /// @param planCid CID of the training plan document.
     /// @param planSha256 sha256 of the plan document.
     /// @param purpose Purpose of use, a short string matched against dataset policies by hash.
-    /// @param targets Dataset ids (keccak256 of dataset names) to train on; 1..MAX_TARGETS, distinct.
+    /// @param targets Dataset ids (keccak256 of dataset names) to train on; 1..MAX_TARGETS, distinct,
+    /// each registered and not revoked.
     /// @param rounds Number of training rounds (1..MAX_ROUNDS).
     /// @param minParticipants Fewest commitments for a round to close (>= 1).
     /// @param roundDuration Blocks a round stays open for commitments (>= 1).
@@ -27,11 +31,13 @@ interface IProposals is IMemberVoting {
         uint32 roundDuration;
     }
 
-    /// @notice A stored proposal (its tally is {IMemberVoting.Tally}).
+    /// @notice A stored proposal (its tally is {IMemberVoting.Tally}; the owner recorded for a
+    /// target is {useTerms}'s, and all of them are in {ProposalSubmitted}).
     /// @param proposer The submitting member (the "requester" of dataset policies).
     /// @param rounds Planned rounds.
     /// @param minParticipants Fewest commitments for a round to close.
     /// @param roundDuration Blocks a round stays open.
+    /// @param targetCount Number of target datasets.
     /// @param purposeHash keccak256 of the purpose string.
     /// @param planSha256 sha256 of the plan document.
     /// @param planCid CID of the plan document.
@@ -42,6 +48,7 @@ interface IProposals is IMemberVoting {
         uint16 rounds;
         uint32 minParticipants;
         uint32 roundDuration;
+        uint16 targetCount;
         bytes32 purposeHash;
         bytes32 planSha256;
         string planCid;
@@ -54,11 +61,14 @@ interface IProposals is IMemberVoting {
     /// @param rounds Planned rounds.
     /// @param minParticipants Fewest commitments per round.
     /// @param roundDuration Round length in blocks.
+    /// @param targetCount Number of target datasets (a round may close before its deadline only
+    /// once this many have committed).
     struct RoundTerms {
         VoteState state;
         uint16 rounds;
         uint32 minParticipants;
         uint32 roundDuration;
+        uint16 targetCount;
     }
 
     /// @notice A proposal was submitted.
@@ -69,6 +79,7 @@ interface IProposals is IMemberVoting {
     /// @param purpose Purpose string.
     /// @param purposeHash keccak256 of the purpose.
     /// @param targets Target dataset ids.
+    /// @param owners Their owners at submission, in the same order.
     /// @param rounds Planned rounds.
     /// @param minParticipants Fewest commitments per round.
     /// @param roundDuration Round length in blocks.
@@ -82,6 +93,7 @@ interface IProposals is IMemberVoting {
         string purpose,
         bytes32 indexed purposeHash,
         bytes32[] targets,
+        address[] owners,
         uint16 rounds,
         uint32 minParticipants,
         uint32 roundDuration,
@@ -115,9 +127,12 @@ interface IProposals is IMemberVoting {
     /// @param given Number of targets.
     /// @param max MAX_TARGETS.
     error ProposalsInvalidTargetCount(uint256 given, uint256 max);
-    /// @notice invalid or duplicate target dataset
+    /// @notice duplicate target dataset
     /// @param datasetId The id.
     error ProposalsInvalidTarget(bytes32 datasetId);
+    /// @notice the target dataset is not registered, or is revoked
+    /// @param datasetId The id.
+    error ProposalsUnknownTarget(bytes32 datasetId);
     /// @notice invalid number of rounds
     /// @param rounds The value given.
     error ProposalsInvalidRounds(uint16 rounds);
@@ -144,23 +159,24 @@ interface IProposals is IMemberVoting {
     function roundTerms(uint256 id) external view returns (RoundTerms memory);
 
 
-    /// @notice Requester, purpose hash and whether `datasetId` is a target, in one call.
+    /// @notice Requester, purpose hash and the recorded owner of target `datasetId`, in one call.
     /// @dev Named values rather than a struct: {IRounds} reads them on every commitment and
     /// evaluation, and decoding into a memory struct would cost the caller about 280 gas more.
     /// @param id Proposal id.
     /// @param datasetId Dataset id.
     /// @return requester The proposer (zero if unknown).
     /// @return purposeHash keccak256 of the purpose.
-    /// @return target Whether `datasetId` is a target.
+    /// @return owner The owner of `datasetId` recorded at submission (zero if not a target).
     function useTerms(uint256 id, bytes32 datasetId)
         external
         view
-        returns (address requester, bytes32 purposeHash, bool target);
+        returns (address requester, bytes32 purposeHash, address owner);
 
     /// @notice Submit a proposal; voting runs for `votingPeriod` blocks from now.
     /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the plan CID
     /// is not empty ({ProposalsEmptyCid}); 1..MAX_TARGETS targets ({ProposalsInvalidTargetCount}),
-    /// none zero or repeated ({ProposalsInvalidTarget}); rounds in 1..MAX_ROUNDS
+    /// none repeated ({ProposalsInvalidTarget}), each a registered dataset that is not revoked
+    /// ({ProposalsUnknownTarget}) - its owner is recorded; rounds in 1..MAX_ROUNDS
     /// ({ProposalsInvalidRounds}); minParticipants >= 1 ({ProposalsInvalidMinParticipants});
     /// roundDuration >= 1 ({ProposalsInvalidRoundDuration}). Emits {ProposalSubmitted}.
     /// @param s The submission.

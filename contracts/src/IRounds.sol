@@ -10,6 +10,12 @@ import {IMemberVoting} from "./IMemberVoting.sol";
 /// CID and sha256); the coordinator closes the round with the aggregate and the
 /// contribution scores, or the round fails when too few members committed. After a round
 /// closes, members report evaluation metrics and the coordinator records the global one.
+/// The coordinator's discretion is bounded where the chain can bound it: it may close a round
+/// before its deadline only once every target dataset has committed, and fail a round only
+/// after its deadline; whether the updates it left out were really invalid, and whether every
+/// aggregated update's dataset still admitted the proposal at close, is for the audit replay
+/// (the chain cannot read the updates, and re-checking each policy at close would loop over
+/// participants).
 interface IRounds {
     /// @notice Phase of a round.
     enum Phase {
@@ -168,6 +174,17 @@ interface IRounds {
     error RoundsPolicyDenied(bytes32 datasetId, bytes32 reason);
     /// @notice sample count must be positive
     error RoundsInvalidSampleCount();
+    /// @notice the sample count exceeds the rows registered for the dataset
+    /// @param datasetId Dataset id.
+    /// @param sampleCount The count claimed.
+    /// @param rowCount The dataset's registered rows.
+    error RoundsSampleCountTooHigh(bytes32 datasetId, uint64 sampleCount, uint32 rowCount);
+    /// @notice the round may close before its deadline only when every target dataset has committed
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param committed Commitments received.
+    /// @param targets The proposal's number of target datasets.
+    error RoundsEarlyClose(uint256 proposalId, uint16 round, uint32 committed, uint16 targets);
     /// @notice not enough participants committed
     /// @param proposalId Proposal id.
     /// @param round Round number.
@@ -198,6 +215,8 @@ interface IRounds {
     error RoundsNotDatasetOwner(bytes32 datasetId, address account);
     /// @notice a content identifier (CID) is empty
     error RoundsEmptyCid();
+    /// @notice the CID is not a well-formed CIDv0 or base32 CIDv1
+    error RoundsInvalidCid();
 
     /// @notice State of round `round` of proposal `proposalId`.
     /// @param proposalId Proposal id.
@@ -255,7 +274,9 @@ interface IRounds {
     /// in the content store, so closing is O(1) in participants).
     /// @dev Requirements: the caller is the coordinator ({ConsortiumNotCoordinator}); the round
     /// is Open ({RoundsNotOpen}); neither CID is empty ({RoundsEmptyCid}); at least
-    /// minParticipants committed ({RoundsNotEnoughParticipants}). Emits {RoundClosed}.
+    /// minParticipants committed ({RoundsNotEnoughParticipants}); before the deadline has
+    /// passed, every target dataset committed ({RoundsEarlyClose}) - the coordinator cannot
+    /// shut out a member that still has time. Emits {RoundClosed}.
     /// @param proposalId Proposal id.
     /// @param round Round number.
     /// @param aggregateCid CID of the aggregated model.
@@ -272,7 +293,10 @@ interface IRounds {
     ) external;
 
     /// @notice Mark an Open round Failed after its deadline: anyone may when it has fewer than
-    /// minParticipants commitments, the coordinator may in any case.
+    /// minParticipants commitments; with minParticipants or more only the coordinator may (it
+    /// found too few valid updates - a claim the chain cannot check, so {RoundFailed} records
+    /// the commitment count and the audit replay re-verifies every committed update of such a
+    /// round). Nobody may fail a round before its deadline.
     /// @dev Requirements: the round is Open ({RoundsNotOpen}); its deadline has passed
     /// ({RoundsDeadlineNotReached}); a caller other than the coordinator finds fewer than
     /// minParticipants commitments ({RoundsEnoughParticipants}). Emits {RoundFailed}.
@@ -293,10 +317,12 @@ interface IRounds {
     /// per round.
     /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the round is
     /// Open ({RoundsNotOpen}) and not past its deadline ({RoundsDeadlinePassed}); the caller has
-    /// not committed in it ({RoundsAlreadyCommitted}); the CID is not empty ({RoundsEmptyCid});
-    /// sampleCount > 0 ({RoundsInvalidSampleCount}); the dataset is a target of the proposal
-    /// ({RoundsNotATarget}), the caller's ({RoundsNotDatasetOwner}), and its policy admits the
-    /// proposal ({RoundsPolicyDenied}). Emits {UpdateCommitted}.
+    /// not committed in it ({RoundsAlreadyCommitted}); the CID is a well-formed CIDv0 or base32
+    /// CIDv1 ({RoundsInvalidCid}); sampleCount > 0 ({RoundsInvalidSampleCount}); the dataset is
+    /// a target of the proposal ({RoundsNotATarget}) recorded as the caller's
+    /// ({RoundsNotDatasetOwner}), its policy admits the proposal ({RoundsPolicyDenied}) and
+    /// sampleCount is at most its registered rows ({RoundsSampleCountTooHigh}) - FedAvg weighs
+    /// updates by it. Emits {UpdateCommitted}.
     /// @param proposalId Proposal id.
     /// @param round Round number.
     /// @param datasetId Dataset trained on.
@@ -318,8 +344,9 @@ interface IRounds {
     /// Closed ({RoundsNotClosed}); the caller has not evaluated it ({RoundsAlreadyEvaluated});
     /// metricPpm <= MAX_METRIC_PPM ({RoundsMetricOutOfRange}); sampleCount > 0
     /// ({RoundsInvalidSampleCount}); the dataset is a target ({RoundsNotATarget}), the caller's
-    /// ({RoundsNotDatasetOwner}) and still admits the proposal ({RoundsPolicyDenied}).
-    /// Emits {EvaluationSubmitted}.
+    /// ({RoundsNotDatasetOwner}) and still admits the proposal ({RoundsPolicyDenied}); sampleCount
+    /// is at most its registered rows ({RoundsSampleCountTooHigh}) - the global metric is
+    /// weighted by it. Emits {EvaluationSubmitted}.
     /// @param proposalId Proposal id.
     /// @param round Round number.
     /// @param datasetId Dataset evaluated on.

@@ -13,7 +13,8 @@ import {IMemberVoting} from "./IMemberVoting.sol";
 /// {_voterSeq} (a voter's admission sequence number, reverting if it is not an active member).
 /// The rules themselves are overridable hooks in the manner of OpenZeppelin Governor's
 /// `_countVote` / `_quorumReached` / `_voteSucceeded`: {_validChoice}, {_countVote},
-/// {_quorumReached}, {_voteSucceeded} and {_deadline}. A vote passes when
+/// {_quorumReached}, {_voteSucceeded}, {_deadline} and {_expiry} (the last block a vote may be
+/// finalized in; none by default, the consortium's motions override it). A vote passes when
 ///   (yes + no + abstain) * 10000 >= eligible * quorumBps   and
 ///   yes + no > 0   and   yes * 10000 >= (yes + no) * approvalBps.
 /// Each vote's {IMemberVoting.Tally} fits one storage slot, so a vote reads and writes one
@@ -22,19 +23,19 @@ abstract contract MemberVoting is IMemberVoting {
     /// @dev Basis points in one whole (100%).
     uint256 internal constant BPS = 10_000;
 
-    uint64 private immutable _votingPeriod;
+    uint64 internal immutable _votingPeriod;
     uint16 private immutable _quorumBps;
     uint16 private immutable _approvalBps;
 
     mapping(uint256 id => Tally) internal _tallies;
     mapping(uint256 id => mapping(address voter => Choice)) private _ballots;
 
-    /// @dev Reverts with {MemberVotingInvalidRules} unless period > 0, quorum <= 10000 bps and
-    /// approval in 1..10000 bps.
+    /// @dev Reverts with {MemberVotingInvalidRules} unless period in 1..2^32-1 blocks, quorum <=
+    /// 10000 bps and approval in 1..10000 bps.
     constructor(VotingRules memory rules) {
         if (
-            rules.votingPeriod == 0 || rules.quorumBps > BPS || rules.approvalBps == 0
-                || rules.approvalBps > BPS
+            rules.votingPeriod == 0 || rules.votingPeriod > type(uint32).max || rules.quorumBps > BPS
+                || rules.approvalBps == 0 || rules.approvalBps > BPS
         ) {
             revert MemberVotingInvalidRules();
         }
@@ -52,7 +53,11 @@ abstract contract MemberVoting is IMemberVoting {
 
     /// @inheritdoc IMemberVoting
     function stateOf(uint256 id) external view returns (VoteState) {
-        return _tallies[id].state;
+        Tally storage t = _tallies[id];
+        VoteState state = t.state;
+        uint64 expiry = _expiry(t);
+        if (expiry != 0 && state == VoteState.Active && block.number > expiry) return VoteState.Expired;
+        return state;
     }
 
     /// @inheritdoc IMemberVoting
@@ -92,11 +97,13 @@ abstract contract MemberVoting is IMemberVoting {
 
     /// @dev Finalize vote `id` after its deadline as Approved or Rejected. Reverts with
     /// {MemberVotingUnknown} / {MemberVotingNotActive} unless Active, {MemberVotingStillOpen}
-    /// up to and including the deadline block.
+    /// up to and including the deadline block, {MemberVotingExpired} after {_expiry}.
     function _finalizeVote(uint256 id) internal returns (Tally storage t, VoteState state) {
         t = _activeTally(id);
         uint64 deadline = _deadline(t);
         if (block.number <= deadline) revert MemberVotingStillOpen(id, deadline);
+        uint64 expiry = _expiry(t);
+        if (expiry != 0 && block.number > expiry) revert MemberVotingExpired(id, expiry);
         state = _quorumReached(t) && _voteSucceeded(t) ? VoteState.Approved : VoteState.Rejected;
         t.state = state;
     }
@@ -125,6 +132,11 @@ abstract contract MemberVoting is IMemberVoting {
     /// @dev Last block in which votes are accepted.
     function _deadline(Tally storage t) internal view virtual returns (uint64) {
         return t.createdAt + _votingPeriod;
+    }
+
+    /// @dev Last block in which the vote may be finalized; 0 (the default) for no limit.
+    function _expiry(Tally storage) internal view virtual returns (uint64) {
+        return 0;
     }
 
     /// @dev Whether `choice` may be cast (default: Yes, No or Abstain).

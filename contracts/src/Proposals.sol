@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {IConsortium} from "./IConsortium.sol";
+import {IDatasetRegistry} from "./IDatasetRegistry.sol";
 import {IProposals} from "./IProposals.sol";
 import {ConsortiumBound} from "./ConsortiumBound.sol";
 import {MemberVoting} from "./MemberVoting.sol";
@@ -16,24 +17,34 @@ import {MemberVoting} from "./MemberVoting.sol";
 /// structure - a voting base with overridable counting and quorum hooks ({MemberVoting}),
 /// shared with the consortium's motions - and its ideas (voting period in blocks, quorum,
 /// snapshot of who may vote, anyone may finalize). The voting rules are copied from the
-/// consortium at deploy (they are immutable there). Target datasets need not exist at
-/// submission: a plan may precede registration; {Rounds} checks the dataset and its policy
-/// at every commitment.
+/// consortium at deploy (they are immutable there). Target datasets must be registered (and
+/// not revoked) at submission, and their owners are recorded with the proposal: a name
+/// proposed before registration could otherwise be registered by whoever came first, and the
+/// members would have voted on data they never saw. {Rounds} checks the recorded owner, the
+/// row count and the policy at every commitment.
 contract Proposals is IProposals, MemberVoting, ConsortiumBound {
     /// @notice Most target datasets a proposal may name.
-    uint256 public constant MAX_TARGETS = 32;
+    uint256 public constant MAX_TARGETS = 128;
     /// @notice Most training rounds a proposal may plan.
     uint16 public constant MAX_ROUNDS = 10_000;
 
+    /// @notice The dataset registry (targets must be registered there).
+    IDatasetRegistry public immutable registry;
     /// @inheritdoc IProposals
     uint256 public proposalCount;
 
     mapping(uint256 id => Proposal) private _proposals;
-    mapping(uint256 id => mapping(bytes32 datasetId => bool)) private _isTarget;
+    mapping(uint256 id => mapping(bytes32 datasetId => address owner)) private _targetOwner;
 
-    /// @notice Bind to a consortium and copy its voting rules.
+    /// @notice Bind to a consortium (copying its voting rules) and the dataset registry.
     /// @param consortium_ The consortium.
-    constructor(IConsortium consortium_) MemberVoting(consortium_.votingRules()) ConsortiumBound(consortium_) {}
+    /// @param registry_ The dataset registry.
+    constructor(IConsortium consortium_, IDatasetRegistry registry_)
+        MemberVoting(consortium_.votingRules())
+        ConsortiumBound(consortium_)
+    {
+        registry = registry_;
+    }
 
     // ------------------------------------------------------------------ views
 
@@ -45,17 +56,17 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
     /// @inheritdoc IProposals
     function roundTerms(uint256 id) external view returns (RoundTerms memory) {
         Proposal storage p = _proposals[id];
-        return RoundTerms(_tallies[id].state, p.rounds, p.minParticipants, p.roundDuration);
+        return RoundTerms(_tallies[id].state, p.rounds, p.minParticipants, p.roundDuration, p.targetCount);
     }
 
     /// @inheritdoc IProposals
     function useTerms(uint256 id, bytes32 datasetId)
         external
         view
-        returns (address requester, bytes32 purposeHash, bool target)
+        returns (address requester, bytes32 purposeHash, address owner)
     {
         Proposal storage p = _proposals[id];
-        return (p.proposer, p.purposeHash, _isTarget[id][datasetId]);
+        return (p.proposer, p.purposeHash, _targetOwner[id][datasetId]);
     }
 
     // ------------------------------------------------------------------- acts
@@ -69,11 +80,15 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
         if (s.minParticipants == 0) revert ProposalsInvalidMinParticipants();
         if (s.roundDuration == 0) revert ProposalsInvalidRoundDuration();
         id = ++proposalCount;
-        mapping(bytes32 => bool) storage isTarget_ = _isTarget[id];
+        mapping(bytes32 => address) storage targetOwner = _targetOwner[id];
+        address[] memory owners = new address[](n);
         for (uint256 i = 0; i < n; ++i) {
             bytes32 t = s.targets[i];
-            if (t == bytes32(0) || isTarget_[t]) revert ProposalsInvalidTarget(t);
-            isTarget_[t] = true;
+            if (targetOwner[t] != address(0)) revert ProposalsInvalidTarget(t);
+            (address owner, bool revoked) = registry.ownerOf(t);
+            if (owner == address(0) || revoked) revert ProposalsUnknownTarget(t);
+            targetOwner[t] = owner;
+            owners[i] = owner;
         }
         (Tally storage tally, uint64 deadline) = _openVote(id);
         Proposal storage p = _proposals[id];
@@ -81,12 +96,13 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
         p.rounds = s.rounds;
         p.minParticipants = s.minParticipants;
         p.roundDuration = s.roundDuration;
+        p.targetCount = uint16(n);
         p.purposeHash = keccak256(bytes(s.purpose));
         p.planSha256 = s.planSha256;
         p.planCid = s.planCid;
         p.purpose = s.purpose;
         p.targets = s.targets;
-        _emitSubmitted(id, p, deadline, tally.eligible);
+        _emitSubmitted(id, p, owners, deadline, tally.eligible);
     }
 
     /// @inheritdoc IProposals
@@ -111,7 +127,9 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
         emit ProposalCancelled(id);
     }
 
-    function _emitSubmitted(uint256 id, Proposal storage p, uint64 deadline, uint32 eligible) private {
+    function _emitSubmitted(uint256 id, Proposal storage p, address[] memory owners, uint64 deadline, uint32 eligible)
+        private
+    {
         emit ProposalSubmitted(
             id,
             p.proposer,
@@ -120,6 +138,7 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
             p.purpose,
             p.purposeHash,
             p.targets,
+            owners,
             p.rounds,
             p.minParticipants,
             p.roundDuration,

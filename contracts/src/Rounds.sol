@@ -7,6 +7,7 @@ import {IProposals} from "./IProposals.sol";
 import {IDatasetRegistry} from "./IDatasetRegistry.sol";
 import {IRounds} from "./IRounds.sol";
 import {ConsortiumBound} from "./ConsortiumBound.sol";
+import {Cid} from "./Cid.sol";
 
 /// @title Rounds
 /// @notice The training rounds of approved proposals (see {IRounds}).
@@ -16,14 +17,17 @@ import {ConsortiumBound} from "./ConsortiumBound.sol";
 /// Contribution scores: the coordinator publishes a scores document (per-participant
 /// contributions) in the content store and records its CID and sha256 at close, so that
 /// closing is O(1) in the number of participants - no per-participant storage or loop.
+/// What a commitment is checked against: the target owner recorded by {Proposals} at
+/// submission, the dataset's policy and registered row count ({IDatasetRegistry-checkUse}),
+/// and the CID's syntax ({Cid}).
 contract Rounds is IRounds, ConsortiumBound {
     /// @notice Largest metric value (1.0 in parts per million).
     uint32 public constant MAX_METRIC_PPM = 1_000_000;
 
-    /// @notice The proposals contract.
-    IProposals public immutable proposals;
-    /// @notice The dataset registry (ownership and policy).
+    /// @notice The dataset registry (policies and row counts).
     IDatasetRegistry public immutable registry;
+    /// @notice The proposals contract (terms and target owners).
+    IProposals public immutable proposals;
 
     mapping(uint256 proposalId => uint16) private _lastRound;
     mapping(uint256 proposalId => mapping(uint16 round => Round)) private _rounds;
@@ -31,15 +35,15 @@ contract Rounds is IRounds, ConsortiumBound {
     mapping(uint256 proposalId => mapping(uint16 round => mapping(address member => bytes32))) private _commitments;
     mapping(uint256 proposalId => mapping(uint16 round => mapping(address member => bool))) private _evaluated;
 
-    /// @notice Bind to the other three contracts.
+    /// @notice Bind to the other three contracts (in deployment order).
     /// @param consortium_ The consortium.
-    /// @param proposals_ The proposals contract.
     /// @param registry_ The dataset registry.
-    constructor(IConsortium consortium_, IProposals proposals_, IDatasetRegistry registry_)
+    /// @param proposals_ The proposals contract.
+    constructor(IConsortium consortium_, IDatasetRegistry registry_, IProposals proposals_)
         ConsortiumBound(consortium_)
     {
-        proposals = proposals_;
         registry = registry_;
+        proposals = proposals_;
     }
 
     // ------------------------------------------------------------------ views
@@ -109,9 +113,13 @@ contract Rounds is IRounds, ConsortiumBound {
         Round storage r = _rounds[proposalId][round];
         if (r.phase != Phase.Open) revert RoundsNotOpen(proposalId, round, r.phase);
         if (bytes(aggregateCid).length == 0 || bytes(scoresCid).length == 0) revert RoundsEmptyCid();
-        uint32 minParticipants = proposals.roundTerms(proposalId).minParticipants;
-        if (r.committed < minParticipants) {
-            revert RoundsNotEnoughParticipants(proposalId, round, r.committed, minParticipants);
+        IProposals.RoundTerms memory terms = proposals.roundTerms(proposalId);
+        uint32 committed = r.committed;
+        if (committed < terms.minParticipants) {
+            revert RoundsNotEnoughParticipants(proposalId, round, committed, terms.minParticipants);
+        }
+        if (block.number <= r.deadline && committed < terms.targetCount) {
+            revert RoundsEarlyClose(proposalId, round, committed, terms.targetCount);
         }
         r.phase = Phase.Closed;
         Outcome storage o = _outcomes[proposalId][round];
@@ -119,7 +127,7 @@ contract Rounds is IRounds, ConsortiumBound {
         o.scoresSha256 = scoresSha256;
         o.aggregateCid = aggregateCid;
         o.scoresCid = scoresCid;
-        emit RoundClosed(proposalId, round, aggregateCid, aggregateSha256, scoresCid, scoresSha256, r.committed);
+        emit RoundClosed(proposalId, round, aggregateCid, aggregateSha256, scoresCid, scoresSha256, committed);
     }
 
     /// @inheritdoc IRounds
@@ -162,9 +170,9 @@ contract Rounds is IRounds, ConsortiumBound {
         if (block.number > r.deadline) revert RoundsDeadlinePassed(proposalId, round, r.deadline);
         mapping(address => bytes32) storage slot = _commitments[proposalId][round];
         if (slot[msg.sender] != bytes32(0)) revert RoundsAlreadyCommitted(proposalId, round, msg.sender);
-        if (bytes(cid).length == 0) revert RoundsEmptyCid();
+        if (!Cid.isWellFormed(cid)) revert RoundsInvalidCid();
         if (sampleCount == 0) revert RoundsInvalidSampleCount();
-        _checkDataUse(proposalId, datasetId);
+        _checkDataUse(proposalId, datasetId, sampleCount);
         slot[msg.sender] = commitmentHash(datasetId, cid, sha256_, sampleCount);
         ++r.committed;
         emit UpdateCommitted(proposalId, round, msg.sender, datasetId, cid, sha256_, sampleCount);
@@ -183,7 +191,7 @@ contract Rounds is IRounds, ConsortiumBound {
         if (_evaluated[proposalId][round][msg.sender]) revert RoundsAlreadyEvaluated(proposalId, round, msg.sender);
         if (metricPpm > MAX_METRIC_PPM) revert RoundsMetricOutOfRange(metricPpm);
         if (sampleCount == 0) revert RoundsInvalidSampleCount();
-        _checkDataUse(proposalId, datasetId);
+        _checkDataUse(proposalId, datasetId, sampleCount);
         _evaluated[proposalId][round][msg.sender] = true;
         ++r.evaluations;
         emit EvaluationSubmitted(proposalId, round, msg.sender, datasetId, metricPpm, sampleCount);
@@ -191,13 +199,15 @@ contract Rounds is IRounds, ConsortiumBound {
 
     // --------------------------------------------------------------- internal
 
-    /// @dev `datasetId` is a target of the proposal, the caller's, and admits the proposal.
-    /// The proposal is known to be Approved (a round of it was opened).
-    function _checkDataUse(uint256 proposalId, bytes32 datasetId) private view {
-        (address requester, bytes32 purposeHash, bool target) = proposals.useTerms(proposalId, datasetId);
-        if (!target) revert RoundsNotATarget(proposalId, datasetId);
-        (address owner, bytes32 reason) = registry.checkUse(datasetId, proposalId, purposeHash, requester);
+    /// @dev `datasetId` is a target of the proposal recorded as the caller's, admits the
+    /// proposal, and has at least `sampleCount` registered rows. The proposal is known to be
+    /// Approved (a round of it was opened).
+    function _checkDataUse(uint256 proposalId, bytes32 datasetId, uint64 sampleCount) private view {
+        (address requester, bytes32 purposeHash, address owner) = proposals.useTerms(proposalId, datasetId);
+        if (owner == address(0)) revert RoundsNotATarget(proposalId, datasetId);
         if (owner != msg.sender) revert RoundsNotDatasetOwner(datasetId, msg.sender);
+        (uint32 rowCount, bytes32 reason) = registry.checkUse(datasetId, proposalId, purposeHash, requester);
         if (reason != bytes32(0)) revert RoundsPolicyDenied(datasetId, reason);
+        if (sampleCount > rowCount) revert RoundsSampleCountTooHigh(datasetId, sampleCount, rowCount);
     }
 }

@@ -621,10 +621,10 @@ def dataset_show(
     t.add_row("owner", escape(names.who(d.owner, full=True) if names else d.owner))
     t.add_row("state", "[red]revoked[/]" if d.revoked else "active")
     t.add_row("registered", f"block {d.registered_at}")
+    t.add_row("rows", f"{d.row_count:,} (on chain: no commitment may claim more samples)")
     t.add_row("metadata", f"{d.metadata_cid} (sha256 {_hex(d.metadata_sha256)})")
     meta = _metadata(s, d)
     if meta:
-        t.add_row("rows", str(meta.get("n_rows", "?")))
         if meta.get("description"):
             t.add_row("description", escape(str(meta["description"])))
     t.add_row("schema hash", _hex(d.schema_hash))
@@ -668,9 +668,6 @@ def proposal_submit(
     _tx_line(f"proposal {done.id} submitted: {escape(p.name)!r}, purpose {escape(p.purpose)!r}, plan {done.plan_cid}",
              done.tx)
     console.print(f"  voting open until block {done.info.deadline} ({done.info.eligible} eligible members)")
-    missing = [n for n in p.datasets if fed.registry.dataset(n) is None]
-    if missing:
-        console.print(f"  [yellow]note:[/] not registered yet: {escape(', '.join(missing))}")
 
 
 @proposal_app.command("vote")
@@ -753,15 +750,13 @@ def proposal_show(proposal: int, home: HomeOpt = None) -> None:
     for m in fed.consortium.members(include_removed=True):
         v = fed.proposals.vote_of(p.id, m.address)
         t.add_row(f"  vote of {escape(m.name)}", v.name.lower() if v else "[dim]-[/]")
-    for target in p.targets:
+    for target, owner in zip(p.targets, p.target_owners):  # the owner recorded at submission: whose data
         label = names.dataset(target) if names else _short(_hex(target))
         d = fed.registry.dataset(target)
-        if d is None:
-            status = "[yellow]not registered[/]"
-        else:
-            check = uc.admission.check(fed, d.name, p.id)
-            status = "[green]admits[/]" if check else f"[red]does not admit[/]: {escape(check.reason)}"
-        t.add_row(f"  target {escape(label)}", status)
+        check = uc.admission.check(fed, d.name, p.id)
+        status = "[green]admits[/]" if check else f"[red]does not admit[/]: {escape(check.reason)}"
+        who = escape(names.who(owner) if names else owner)
+        t.add_row(f"  target {escape(label)}", f"owner {who}, {d.row_count:,} rows; {status}")
     last = fed.rounds.last_round(p.id)
     for r in range(1, last + 1):
         info = fed.rounds.round_info(p.id, r)

@@ -2,9 +2,12 @@
 
 A hospital registers a dataset by publishing a metadata document (schema, row
 count, description: never a row) to the content store and recording its CID,
-its sha256 and the schema's hash on chain together with the first access policy.
-If the chain refuses (the name is taken, the signer is not a member, a policy
-value is out of range) nothing stays pinned that this call pinned.
+its sha256, the schema's hash and the row count on chain together with the first
+access policy. The row count on chain is what members see when they vote and the
+most samples any commitment on the dataset may claim (FedAvg weighs by it), and
+it cannot be changed later. If the chain refuses (the name is taken, the signer
+is not a member, a policy value is out of range) nothing stays pinned that this
+call pinned.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from fedchain.usecases.refusals import Refused
 
 #: The chain stores ε in thousandths.
 EPSILON_RESOLUTION = 1000
+#: Most rows a dataset can register (the chain stores the count in 32 bits).
+MAX_ROW_COUNT = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -64,13 +69,15 @@ def register(
     description: str,
     policy: Policy,
 ) -> RegisteredDataset:
-    """Publish the metadata document and register the dataset with its first policy."""
+    """Publish the metadata document and register the dataset (``n_rows`` rows) with its first policy."""
+    if isinstance(n_rows, bool) or not isinstance(n_rows, int) or not 1 <= n_rows <= MAX_ROW_COUNT:
+        raise ConfigError(f"dataset {name!r}: a registered dataset has 1 to {MAX_ROW_COUNT:,} rows, not {n_rows!r}")
     if gov.registry.dataset(name) is not None:
         raise Refused("DATASET_EXISTS", f"dataset {name!r}")
     meta = metadata_document(schema, n_rows, description)
     cid, sha, fresh = pin_fresh(store, meta)
     try:
-        tx = gov.registry.register_dataset(name, cid, sha, schema_hash(schema), policy)
+        tx = gov.registry.register_dataset(name, cid, sha, schema_hash(schema), policy, row_count=n_rows)
     except BaseException:
         undo_pin(store, cid, fresh)
         raise

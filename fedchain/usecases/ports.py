@@ -46,7 +46,13 @@ class Registry(Protocol):
     def admits(self, dataset: str | bytes, proposal_id: int) -> Admission: ...
 
     def register_dataset(
-        self, name: str, metadata_cid: str, metadata_sha256: bytes | str, schema_hash: bytes | str, policy: Policy
+        self,
+        name: str,
+        metadata_cid: str,
+        metadata_sha256: bytes | str,
+        schema_hash: bytes | str,
+        policy: Policy,
+        row_count: int,
     ) -> TxResult: ...
 
     def set_policy(self, dataset: str | bytes, policy: Policy) -> TxResult: ...

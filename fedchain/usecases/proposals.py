@@ -3,7 +3,9 @@
 A proposal is a plan pinned in its canonical form, with its CID and sha256 on
 chain and the terms the contracts enforce (purpose, target datasets, rounds,
 minimum participants, round length) copied from the plan — here, and only here,
-so the chain's terms can never drift from the document members read. If the
+so the chain's terms can never drift from the document members read. Every
+target must already be registered (and not revoked): the chain records each
+target's owner with the proposal, so members vote on whose data is used. If the
 chain refuses the submission, nothing this call pinned stays pinned.
 """
 
@@ -32,7 +34,14 @@ class Proposed:
 
 
 def propose(gov: Governance, store: Store, plan: TrainingPlan) -> Proposed:
-    """Pin the plan's canonical bytes and submit it as a proposal with the plan's own terms."""
+    """Pin the plan's canonical bytes and submit it as a proposal with the plan's own terms.
+
+    Refuses (``UNKNOWN_TARGET``, naming them) before pinning when a target is not a
+    registered, unrevoked dataset.
+    """
+    missing = [name for name in plan.datasets if (d := gov.registry.dataset(name)) is None or d.revoked]
+    if missing:
+        raise Refused("UNKNOWN_TARGET", ", ".join(repr(n) for n in missing))
     data = plan.to_canonical_bytes()
     cid, sha, fresh = pin_fresh(store, data)
     try:

@@ -26,6 +26,7 @@ _CONTRACT_ERRORS: dict[str, str] = {
     "NOT_A_TARGET": "RoundsNotATarget",
     "NOT_OWNER": "RoundsNotDatasetOwner",
     "DATASET_EXISTS": "DatasetRegistryAlreadyRegistered",
+    "UNKNOWN_TARGET": "ProposalsUnknownTarget",
     "ROUND_NOT_OPEN": "RoundsNotOpen",
     "DEADLINE_PASSED": "RoundsDeadlinePassed",
     "ALREADY_COMMITTED": "RoundsAlreadyCommitted",
