@@ -189,6 +189,7 @@ class RoundRecord:
     commits: list[CommitRecord] = field(default_factory=list)
     closed: dict | None = None
     closed_block: int | None = None
+    closed_timestamp: int = 0  # 0 when the events carried no timestamps
     failed_block: int | None = None
     evaluations: list[EvaluationRecord] = field(default_factory=list)
     global_metric_ppm: int | None = None
@@ -412,6 +413,7 @@ class ReadModel:
                         "scores_cid": a["scoresCid"], "scores_sha256": _hex(a["scoresSha256"]),
                         "committed": int(a["committed"])}
             r.closed_block = ev.block
+            r.closed_timestamp = int(ev.timestamp or 0)
 
     def _on_RoundFailed(self, ev, a):
         r = self._round_of(ev, a)

@@ -342,10 +342,13 @@ def test_dataset_register_list_policy_revoke(net, demo):
 def test_proposal_submit_vote_finalize_show_list(net, demo, tmp_path):
     register(net, demo, "p-a", 0, "--proposal", "any").ok()
     register(net, demo, "p-b", 1, "--purpose", "research").ok()  # the plan's purpose is 'diagnosis'
-    plan = write_plan(tmp_path / "plan.json", demo, ["p-a", "p-b", "p-later"])
+    # Targets must be registered first: the chain records each one's owner with the proposal.
+    early = write_plan(tmp_path / "early.json", demo, ["p-a", "p-b", "p-later"])
+    cli("proposal", "submit", early, "--dev", 0, home=net).refused("the target dataset is not registered", "'p-later'")
+    plan = write_plan(tmp_path / "plan.json", demo, ["p-a", "p-b"])
     r = cli("proposal", "submit", plan, "--dev", 0, home=net).ok()
     pid = int(re.search(r"proposal (\d+) submitted", r.out).group(1))
-    assert "purpose 'diagnosis'" in r.out and "not registered yet: p-later" in r.out
+    assert "purpose 'diagnosis'" in r.out
 
     row = table_row(cli("proposal", "list", home=net).ok().out, str(pid))
     assert "ACTIVE" in row and "diagnosis" in row and "dev-0" in row and "block(s) left" in row
@@ -369,9 +372,9 @@ def test_proposal_submit_vote_finalize_show_list(net, demo, tmp_path):
     assert "breast-cancer-demo" in show
     assert "yes" in table_row(show, "vote of dev-0") and "yes" in table_row(show, "vote of dev-1")
     assert "abstain" in table_row(show, "vote of dev-2")
-    assert "admits" in table_row(show, "target p-a")
+    assert "admits" in table_row(show, "target p-a") and "owner dev-0" in table_row(show, "target p-a")
     assert "does not admit: purpose not allowed" in table_row(show, "target p-b")
-    assert "not registered" in table_row(show, "target p-later")
+    assert "owner dev-1" in table_row(show, "target p-b") and " rows" in table_row(show, "target p-b")
     cli("proposal", "show", 999, home=net).refused("no proposal 999")
 
     # A proposal can be withdrawn before any vote, by its proposer only.

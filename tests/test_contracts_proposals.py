@@ -48,7 +48,7 @@ def test_submit_stores_and_emits_everything(system):
     assert ev["owners"] == [s.a.address, s.b.address]
     assert ev["purposeHash"] == "0x" + keccak(text="sepsis-research").hex()
     assert ev["deadline"] == p.deadline and ev["planCid"] == "bafy-plan"
-    assert s.fc.proposals.call("useTerms", pid, dataset_id("ds-b"))[2] == s.b.address
+    assert list(s.fc.proposals.call("useTerms", pid, dataset_id("ds-b")))[2:] == [s.b.address, 1000]
     assert int(s.fc.proposals.call("useTerms", pid, dataset_id("ds-c"))[2], 16) == 0
     assert s.fc.proposals.call("roundTerms", pid).targetCount == 2
     assert s.fc.proposals.proposal(2) is None

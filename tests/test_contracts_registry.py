@@ -38,7 +38,7 @@ def test_register_dataset(system):
     assert (d.owner, d.name, d.metadata_cid, d.policy_version, d.revoked, d.row_count) == (
         s.a.address, "icu-2024", "bafy-meta", 1, False, 4321
     )
-    assert list(s.fc.registry.call("ownerOf", did)) == [s.a.address, False]
+    assert list(s.fc.registry.call("holding", did)) == [s.a.address, False, 4321]
     assert d.registered_at == r.block_number
     assert d.policy == Policy(
         purposes=(purpose_hash("sepsis-research"),), proposal_ids=(4, 5), requesters=(s.b.address,),
@@ -51,7 +51,7 @@ def test_register_dataset(system):
     assert [d.name for d in s.fc.registry.datasets()] == ["icu-2024", "second"]
     assert [d.name for d in s.fc.registry.datasets(include_revoked=False)] == ["icu-2024"]
     assert [d.row_count for d in s.fc.registry.datasets()] == [4321, 1000]  # the read model has the rows too
-    assert list(s.fc.registry.call("ownerOf", dataset_id("second"))) == [s.b.address, True]
+    assert list(s.fc.registry.call("holding", dataset_id("second"))) == [s.b.address, True, 1000]
 
 
 def test_register_rules(system):

@@ -169,7 +169,7 @@ BAD_PLANS = [
     ("seed", -1, "seed", "must be >= 0"),
     ("seed", 2**53, "seed", "must be <= 9007199254740991"),
     ("rounds", 10_001, "rounds", "must be <= 10000"),
-    ("datasets", [f"d{i}" for i in range(33)], "datasets", "at most 32 items"),
+    ("datasets", [f"d{i}" for i in range(129)], "datasets", "at most 128 items"),
     ("limits.max_parameters", 10**9, "limits.max_parameters", "must be <= 250000000"),
     ("limits.speed", 1, "limits.speed", "unknown key (allowed here: max_parameters)"),
     ("name", "import os", "name", "is not allowed here (letters, digits"),

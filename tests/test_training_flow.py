@@ -158,6 +158,11 @@ def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tm
         w.nodes[2].fed.rounds.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
     assert exc.value.error == "RoundsPolicyDenied"
     assert "purpose not allowed" in str(exc.value) and exc.value.args_dict["reason"].startswith("0x505552504f5345"), str(exc.value)
+    # A target sat out, so the round closes only at its deadline (the chain refuses an earlier close).
+    with pytest.raises(ChainRevert) as early:
+        w.coordinator.close_round(pid, 1)
+    assert early.value.error == "RoundsEarlyClose"
+    w.chain.mine(w.fed.rounds.round_info(pid, 1).deadline - w.chain.block_number + 1)
     closed = w.coordinator.close_round(pid, 1)
     assert closed.closed and len(closed.participants) == 2
     committers = {e.args["member"].lower() for e in w.fed.events() if e.event == "UpdateCommitted"}
@@ -222,7 +227,7 @@ def test_update_claimed_by_another_member_is_rejected(world):
     world.nodes[1].train_and_commit(pid, 1)
     # Member C commits member A's sealed blob as if it were its own.
     node_c = world.nodes[2]
-    node_c.fed.rounds.commit_update(pid, 1, node_c.dataset_name, a.cid, a.sha256, a.n_samples)
+    node_c.fed.rounds.commit_update(pid, 1, node_c.dataset_name, a.cid, a.sha256, min(a.n_samples, node_c.data.n_rows))
     closed = world.coordinator.close_round(pid, 1)
     assert closed.closed
     reason = closed.rejected[world.members[2].address]

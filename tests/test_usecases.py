@@ -109,16 +109,19 @@ def test_a_taken_name_is_refused_before_anything_is_published(system, store):
 
 def test_propose_pins_the_plan_and_copies_its_terms_to_the_chain(system, store):
     _register(system, system.A, store, "ds-a")
-    plan = _plan(["ds-a", "not-yet-registered"], rounds=3, min_participants=2, round_deadline_blocks=17)
+    _register(system, system.B, store, "ds-b")
+    plan = _plan(["ds-a", "ds-b"], rounds=3, min_participants=2, round_deadline_blocks=17)
     done = uc.proposals.propose(system.A, store, plan)
     p = system.fc.proposals.proposal(done.id)
     assert (p.plan_cid, "0x" + p.plan_sha256.hex()) == (done.plan_cid, plan.sha256)
     assert (p.purpose, p.rounds, p.min_participants, p.round_duration) == (plan.purpose, 3, 2, 17)
     assert p.targets == tuple(system.fc.registry.dataset_id(n) for n in plan.datasets)
+    assert p.target_owners == (system.a.address, system.b.address)
     assert uc.proposals.fetch_plan(store, p) == plan
 
 
 def test_a_proposal_the_chain_refuses_leaves_its_plan_unpinned(system, store):
+    _register(system, system.A, store, "ds-a")
     plan = _plan(["ds-a"])
     with pytest.raises(ChainRevert) as exc:
         uc.proposals.propose(system.O, store, plan)
@@ -159,7 +162,7 @@ def test_admission_names_each_rule_with_a_code_and_the_contracts_wording(system,
     # the same words the contract's revert carries when a commitment tries anyway
     with pytest.raises(ChainRevert) as exc:
         system.K.rounds.open_round(pid, 1)
-        system.commit(system.B, pid, 1, "research-only")
+        system.commit(system.B, pid, 1, "research-only", samples=10)
     assert exc.value.phrase in refused.words and refused.reason in refused.words
     assert uc.admission.check(system.fc, "open", pid, owner=system.b.address).code == "NOT_OWNER"
     mismatch = uc.admission.check(system.fc, "open", pid, local_schema_hash="0x" + "ab" * 32)

@@ -37,6 +37,10 @@ from fedchain.contracts.models import (
 from fedchain.contracts.readmodel import DatasetRecord
 
 
+#: ``Consortium.MIN_APPLY_WINDOW``: an approved motion may be applied for max(voting period, this) blocks.
+MIN_APPLY_WINDOW = 64
+
+
 def _bytes(hex_text: str) -> bytes:
     return bytes.fromhex(hex_text[2:])
 
@@ -143,11 +147,12 @@ class ConsortiumClient(_Client):
         if t.state == 0:
             return None
         period = self.fed.voting_period()
+        window = max(period, MIN_APPLY_WINDOW)
         return MotionInfo(
             id=int(motion_id), kind=MotionKind(m.kind), state=MotionState(self.call("stateOf", int(motion_id))),
             proposer=addr(m.proposer), target=addr(m.target), name=m.name, x25519_pub=bytes(m.x25519),
             created_at=int(t.createdAt), deadline=int(t.createdAt) + period, eligible=int(t.eligible),
-            yes=int(t.yes), no=int(t.no), expiry=int(t.createdAt) + 2 * period,
+            yes=int(t.yes), no=int(t.no), expiry=int(t.createdAt) + period + window,
         )
 
     def motion_count(self) -> int:
@@ -238,9 +243,8 @@ class RegistryClient(_Client):
         proposals = self.fed.proposals
         if int(proposals.call("stateOf", pid, block=block)) != int(ProposalState.APPROVED):
             return Admission(False, "PROPOSAL_NOT_APPROVED")
-        requester, purpose, _owner = proposals.call("useTerms", pid, did, block=block)
-        _rows, reason = self.call("checkUse", did, pid, purpose, requester, block=block)
-        code = reason_code(bytes(reason))
+        requester, purpose, _owner, _rows = proposals.call("useTerms", pid, did, block=block)
+        code = reason_code(bytes(self.call("checkUse", did, pid, purpose, requester, block=block)))
         return Admission(not code, code)
 
     def datasets(self, include_revoked: bool = True) -> list[DatasetInfo]:

@@ -20,6 +20,9 @@ contract Consortium is IConsortium, MemberVoting {
     uint256 public constant MAX_FOUNDERS = 64;
     /// @notice Longest member name, in bytes.
     uint256 public constant MAX_NAME_BYTES = 64;
+    /// @notice Fewest blocks after its vote ends in which an approved motion may be applied (the
+    /// window is the voting period, but never shorter than this).
+    uint64 public constant MIN_APPLY_WINDOW = 64;
 
     /// @inheritdoc IConsortium
     uint32 public memberCount;
@@ -138,7 +141,7 @@ contract Consortium is IConsortium, MemberVoting {
         m.kind = kind;
         m.target = target;
         m.proposer = msg.sender;
-        uint64 expiry = deadline + _votingPeriod;
+        uint64 expiry = deadline + _applyWindow();
         if (kind == MotionKind.Admit) {
             m.x25519 = x25519;
             m.name = name;
@@ -193,11 +196,16 @@ contract Consortium is IConsortium, MemberVoting {
         return m.seq;
     }
 
-    /// @dev An approved motion must be applied within one voting period after its vote ends:
-    /// a motion held back and finalized later (say, a SetCoordinator that passed beside a
-    /// competing one) would apply a decision taken under different circumstances.
+    /// @dev An approved motion must be applied within one voting period (at least
+    /// MIN_APPLY_WINDOW blocks) after its vote ends: a motion held back and finalized later (say,
+    /// a SetCoordinator that passed beside a competing one) would apply a decision taken under
+    /// different circumstances.
     function _expiry(Tally storage t) internal view override returns (uint64) {
-        return t.createdAt + 2 * _votingPeriod;
+        return _deadline(t) + _applyWindow();
+    }
+
+    function _applyWindow() private view returns (uint64) {
+        return _votingPeriod > MIN_APPLY_WINDOW ? _votingPeriod : MIN_APPLY_WINDOW;
     }
 
     /// @dev Motions take Yes or No only.

@@ -17,11 +17,11 @@ import {ConsortiumBound} from "./ConsortiumBound.sol";
 /// are admitted when listed in `proposalIds` or, with `anyApprovedProposal`, all of them.
 /// A proposal must always be Approved to be admitted ({Rounds} knows it is when it calls
 /// {checkUse}; otherwise the reason is REASON_PROPOSAL_NOT_APPROVED). `maxEpsilonMilli` (differential privacy budget in thousandths of epsilon,
-/// 0 = unspecified) is stored for off-chain use. The row count is fixed at registration and
-/// shares the first storage slot with the owner and policy flags, so the commitment path
-/// reads it for free. The registry depends on the consortium only (it is deployed before
-/// {Proposals}, which reads it). The REASON_* constants are the policy's refusal codes;
-/// each one's notice is its wording.
+/// 0 = unspecified) is stored for off-chain use. The row count is fixed at registration;
+/// {Proposals} copies it (with the owner) into the proposal at submission, so the commitment
+/// path reads it from the slot it reads anyway. The registry depends on the consortium only
+/// (it is deployed before {Proposals}, which reads it). The REASON_* constants are the
+/// policy's refusal codes; each one's notice is its wording.
 contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     /// @notice Most entries in each policy list.
     uint256 public constant MAX_POLICY_ENTRIES = 32;
@@ -55,10 +55,10 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     uint256 public datasetCount;
 
     mapping(bytes32 id => Dataset) private _datasets;
-    mapping(bytes32 id => mapping(uint16 version => Policy)) private _policies;
-    mapping(bytes32 id => mapping(uint16 version => mapping(bytes32 purposeHash => bool))) private _purposeOk;
-    mapping(bytes32 id => mapping(uint16 version => mapping(uint256 proposalId => bool))) private _proposalOk;
-    mapping(bytes32 id => mapping(uint16 version => mapping(address requester => bool))) private _requesterOk;
+    mapping(bytes32 id => mapping(uint32 version => Policy)) private _policies;
+    mapping(bytes32 id => mapping(uint32 version => mapping(bytes32 purposeHash => bool))) private _purposeOk;
+    mapping(bytes32 id => mapping(uint32 version => mapping(uint256 proposalId => bool))) private _proposalOk;
+    mapping(bytes32 id => mapping(uint32 version => mapping(address requester => bool))) private _requesterOk;
 
     /// @notice Bind to the consortium.
     /// @param consortium_ The consortium.
@@ -72,39 +72,35 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     }
 
     /// @inheritdoc IDatasetRegistry
-    function policy(bytes32 id) external view returns (uint16 version, Policy memory current) {
+    function policy(bytes32 id) external view returns (uint32 version, Policy memory current) {
         version = _datasets[id].policyVersion;
         current = _policies[id][version];
     }
 
     /// @inheritdoc IDatasetRegistry
-    function ownerOf(bytes32 id) external view returns (address owner, bool revoked) {
+    function holding(bytes32 id) external view returns (address owner, bool revoked, uint64 rowCount) {
         Dataset storage d = _datasets[id];
-        return (d.owner, d.flags & FLAG_REVOKED != 0);
+        return (d.owner, d.flags & FLAG_REVOKED != 0, d.rowCount);
     }
 
     /// @inheritdoc IDatasetRegistry
     function checkUse(bytes32 id, uint256 proposalId, bytes32 purposeHash, address requester)
         external
         view
-        returns (uint32 rowCount, bytes32 reason)
+        returns (bytes32)
     {
         Dataset storage d = _datasets[id];
-        if (d.owner == address(0)) return (0, REASON_UNKNOWN_DATASET);
+        if (d.owner == address(0)) return REASON_UNKNOWN_DATASET;
         uint8 flags = d.flags;
-        uint16 version = d.policyVersion;
-        rowCount = d.rowCount;
-        if (flags & FLAG_REVOKED != 0) return (rowCount, REASON_REVOKED);
-        if (d.expiry != 0 && block.timestamp >= d.expiry) return (rowCount, REASON_EXPIRED);
-        if (flags & FLAG_ANY_PURPOSE == 0 && !_purposeOk[id][version][purposeHash]) {
-            return (rowCount, REASON_PURPOSE_NOT_ALLOWED);
-        }
-        if (flags & FLAG_ANY_PROPOSAL == 0 && !_proposalOk[id][version][proposalId]) {
-            return (rowCount, REASON_PROPOSAL_NOT_ALLOWED);
-        }
+        uint32 version = d.policyVersion;
+        if (flags & FLAG_REVOKED != 0) return REASON_REVOKED;
+        if (d.expiry != 0 && block.timestamp >= d.expiry) return REASON_EXPIRED;
+        if (flags & FLAG_ANY_PURPOSE == 0 && !_purposeOk[id][version][purposeHash]) return REASON_PURPOSE_NOT_ALLOWED;
+        if (flags & FLAG_ANY_PROPOSAL == 0 && !_proposalOk[id][version][proposalId]) return REASON_PROPOSAL_NOT_ALLOWED;
         if (flags & FLAG_ANY_REQUESTER == 0 && !_requesterOk[id][version][requester]) {
-            return (rowCount, REASON_REQUESTER_NOT_ALLOWED);
+            return REASON_REQUESTER_NOT_ALLOWED;
         }
+        return bytes32(0);
     }
 
     // ------------------------------------------------------------------- acts
@@ -115,7 +111,7 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         string calldata metadataCid,
         bytes32 metadataSha256,
         bytes32 schemaHash,
-        uint32 rowCount,
+        uint64 rowCount,
         Policy calldata p
     ) external onlyMember returns (bytes32 id) {
         uint256 len = bytes(name).length;
@@ -126,8 +122,8 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         Dataset storage d = _datasets[id];
         if (d.owner != address(0)) revert DatasetRegistryAlreadyRegistered(id);
         d.owner = msg.sender;
-        d.rowCount = rowCount;
         d.registeredAt = uint64(block.number);
+        d.rowCount = rowCount;
         d.metadataSha256 = metadataSha256;
         d.schemaHash = schemaHash;
         d.name = name;
@@ -169,11 +165,7 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         if (p.expiry != 0 && (p.expiry <= block.timestamp || p.expiry > type(uint40).max)) {
             revert DatasetRegistryInvalidExpiry(p.expiry);
         }
-        uint16 version = d.policyVersion;
-        if (version == type(uint16).max) revert DatasetRegistryTooManyPolicyVersions(id);
-        unchecked {
-            ++version;
-        }
+        uint32 version = d.policyVersion + 1;
         for (uint256 i = 0; i < nPurposes; ++i) _purposeOk[id][version][p.purposes[i]] = true;
         for (uint256 i = 0; i < nProposals; ++i) _proposalOk[id][version][p.proposalIds[i]] = true;
         for (uint256 i = 0; i < nRequesters; ++i) _requesterOk[id][version][p.requesters[i]] = true;

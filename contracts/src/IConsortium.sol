@@ -196,7 +196,8 @@ interface IConsortium is IMemberVoting {
     function setX25519Key(bytes32 x25519) external;
 
     /// @notice Propose a membership motion; voting runs for `votingPeriod` blocks, and an
-    /// approved motion must be finalized (applied) within `votingPeriod` blocks after that.
+    /// approved motion must be finalized (applied) within `votingPeriod` blocks after that (at
+    /// least MIN_APPLY_WINDOW).
     /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); `target` is
     /// not zero ({ConsortiumZeroAddress}). Admit: `target` is not a member
     /// ({ConsortiumAlreadyMember}), `name` is 1..MAX_NAME_BYTES bytes ({ConsortiumInvalidName}),
@@ -225,8 +226,9 @@ interface IConsortium is IMemberVoting {
     function voteMotion(uint256 id, bool support) external;
 
     /// @notice Finalize motion `id` after its voting period and, if approved, apply it; at the
-    /// latest `votingPeriod` blocks after the voting deadline (the motion's expiry), so an
-    /// approved motion cannot be held back and applied when circumstances have changed.
+    /// latest `votingPeriod` blocks (at least MIN_APPLY_WINDOW) after the voting deadline (the
+    /// motion's expiry), so an approved motion cannot be held back and applied when
+    /// circumstances have changed.
     /// @dev Callable by anyone. Requirements: the motion exists ({MemberVotingUnknown}) and is
     /// Active ({MemberVotingNotActive}); its deadline has passed ({MemberVotingStillOpen}) and
     /// its expiry has not ({MemberVotingExpired}; {stateOf} then reports it Expired). An

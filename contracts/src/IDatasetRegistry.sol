@@ -29,22 +29,22 @@ interface IDatasetRegistry {
     /// @param policyVersion Current policy version (1 after registration).
     /// @param expiry Current policy expiry (unix time, 0 = never).
     /// @param flags Bit 0 revoked, bit 1 any purpose, bit 2 any approved proposal, bit 3 any requester.
-    /// @param rowCount Rows the owner registered: no commitment or evaluation on the dataset may
-    /// claim more samples (fixed at registration, so members see it when they vote).
     /// @param maxEpsilonMilli Current privacy budget (thousandths of epsilon).
     /// @param registeredAt Block of registration.
+    /// @param rowCount Rows the owner registered: no commitment or evaluation on the dataset may
+    /// claim more samples (fixed at registration, so members see it when they vote).
     /// @param metadataSha256 sha256 of the metadata document.
     /// @param schemaHash Hash of the data schema.
     /// @param name Human-readable name (id = keccak256 of it).
     /// @param metadataCid CID of the metadata document.
     struct Dataset {
         address owner;
-        uint16 policyVersion;
+        uint32 policyVersion;
         uint40 expiry;
         uint8 flags;
-        uint32 rowCount;
         uint64 maxEpsilonMilli;
         uint64 registeredAt;
+        uint64 rowCount;
         bytes32 metadataSha256;
         bytes32 schemaHash;
         string name;
@@ -66,13 +66,13 @@ interface IDatasetRegistry {
         string metadataCid,
         bytes32 metadataSha256,
         bytes32 schemaHash,
-        uint32 rowCount
+        uint64 rowCount
     );
     /// @notice A dataset's policy was set (at registration or by its owner).
     /// @param id Dataset id.
     /// @param version The new policy version.
     /// @param policy The whole policy.
-    event PolicySet(bytes32 indexed id, uint16 version, Policy policy);
+    event PolicySet(bytes32 indexed id, uint32 version, Policy policy);
     /// @notice The owner revoked a dataset; it admits nothing from now on.
     /// @param id Dataset id.
     event DatasetRevoked(bytes32 indexed id);
@@ -103,9 +103,6 @@ interface IDatasetRegistry {
     error DatasetRegistryEmptyCid();
     /// @notice the row count must be positive
     error DatasetRegistryInvalidRowCount();
-    /// @notice the dataset has had the most policy versions there can be
-    /// @param id Dataset id.
-    error DatasetRegistryTooManyPolicyVersions(bytes32 id);
 
     /// @notice Number of datasets registered.
     /// @return The count.
@@ -120,31 +117,30 @@ interface IDatasetRegistry {
     /// @param id Dataset id.
     /// @return version Its version (0 if unknown).
     /// @return current The policy.
-    function policy(bytes32 id) external view returns (uint16 version, Policy memory current);
+    function policy(bytes32 id) external view returns (uint32 version, Policy memory current);
 
-    /// @notice The owner of dataset `id` and whether it is revoked (used by {IProposals} to bind a
-    /// proposal's targets to registered datasets and their owners).
+    /// @notice Owner, revocation and row count of dataset `id` (read by {IProposals} to bind a
+    /// proposal's targets to registered datasets, their owners and their sizes).
     /// @param id Dataset id.
     /// @return owner The owner (zero if unknown).
     /// @return revoked Whether it is revoked.
-    function ownerOf(bytes32 id) external view returns (address owner, bool revoked);
+    /// @return rowCount Its registered rows.
+    function holding(bytes32 id) external view returns (address owner, bool revoked, uint64 rowCount);
 
-    /// @notice Registered rows and policy verdict for an approved proposal whose requester and
-    /// purpose the caller already knows ({IRounds} on every commitment and evaluation).
-    /// Named values rather than a struct, like {IProposals-useTerms}: it is on the commitment path.
-    /// Whether a dataset admits a proposal now is: the proposal is Approved
-    /// ({IMemberVoting-stateOf}, else REASON_PROPOSAL_NOT_APPROVED) and this returns no reason
-    /// for its requester and purpose ({IProposals-useTerms}).
+    /// @notice The policy verdict for an approved proposal whose requester and purpose the caller
+    /// already knows ({IRounds} on every commitment and evaluation; it has the owner and row
+    /// count from {IProposals-useTerms}). Whether a dataset admits a proposal now is: the
+    /// proposal is Approved ({IMemberVoting-stateOf}, else REASON_PROPOSAL_NOT_APPROVED) and
+    /// this returns no reason for its requester and purpose.
     /// @param id Dataset id.
     /// @param proposalId Proposal id (must be Approved; not re-checked here).
     /// @param purposeHash keccak256 of the proposal's purpose.
     /// @param requester The proposal's proposer.
-    /// @return rowCount The dataset's registered rows (zero if unknown).
     /// @return reason Zero if admitted, else one of DatasetRegistry's REASON_* constants.
     function checkUse(bytes32 id, uint256 proposalId, bytes32 purposeHash, address requester)
         external
         view
-        returns (uint32 rowCount, bytes32 reason);
+        returns (bytes32 reason);
 
     /// @notice Register a dataset under `name` with its row count and first policy (version 1).
     /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the name is
@@ -164,7 +160,7 @@ interface IDatasetRegistry {
         string calldata metadataCid,
         bytes32 metadataSha256,
         bytes32 schemaHash,
-        uint32 rowCount,
+        uint64 rowCount,
         Policy calldata p
     ) external returns (bytes32 id);
 
@@ -172,8 +168,8 @@ interface IDatasetRegistry {
     /// @dev Requirements: the dataset exists ({DatasetRegistryUnknownDataset}), the caller owns
     /// it ({DatasetRegistryNotOwner}) and it is not revoked ({DatasetRegistryRevoked}); each
     /// policy list has at most MAX_POLICY_ENTRIES entries ({DatasetRegistryTooManyPolicyEntries});
-    /// a non-zero expiry is in the future and fits 40 bits ({DatasetRegistryInvalidExpiry}); fewer
-    /// than 65535 versions so far ({DatasetRegistryTooManyPolicyVersions}). Emits {PolicySet}.
+    /// a non-zero expiry is in the future and fits 40 bits ({DatasetRegistryInvalidExpiry}).
+    /// Emits {PolicySet}.
     /// @param id Dataset id.
     /// @param p The new policy.
     function setPolicy(bytes32 id, Policy calldata p) external;

@@ -159,7 +159,8 @@ interface IProposals is IMemberVoting {
     function roundTerms(uint256 id) external view returns (RoundTerms memory);
 
 
-    /// @notice Requester, purpose hash and the recorded owner of target `datasetId`, in one call.
+    /// @notice Requester, purpose hash, and the owner and row count of target `datasetId` as
+    /// recorded at submission, in one call.
     /// @dev Named values rather than a struct: {IRounds} reads them on every commitment and
     /// evaluation, and decoding into a memory struct would cost the caller about 280 gas more.
     /// @param id Proposal id.
@@ -167,16 +168,17 @@ interface IProposals is IMemberVoting {
     /// @return requester The proposer (zero if unknown).
     /// @return purposeHash keccak256 of the purpose.
     /// @return owner The owner of `datasetId` recorded at submission (zero if not a target).
+    /// @return rowCount Its registered rows (the most samples a commitment on it may claim).
     function useTerms(uint256 id, bytes32 datasetId)
         external
         view
-        returns (address requester, bytes32 purposeHash, address owner);
+        returns (address requester, bytes32 purposeHash, address owner, uint64 rowCount);
 
     /// @notice Submit a proposal; voting runs for `votingPeriod` blocks from now.
     /// @dev Requirements: the caller is an active member ({ConsortiumNotAMember}); the plan CID
     /// is not empty ({ProposalsEmptyCid}); 1..MAX_TARGETS targets ({ProposalsInvalidTargetCount}),
     /// none repeated ({ProposalsInvalidTarget}), each a registered dataset that is not revoked
-    /// ({ProposalsUnknownTarget}) - its owner is recorded; rounds in 1..MAX_ROUNDS
+    /// ({ProposalsUnknownTarget}) - its owner and row count are recorded; rounds in 1..MAX_ROUNDS
     /// ({ProposalsInvalidRounds}); minParticipants >= 1 ({ProposalsInvalidMinParticipants});
     /// roundDuration >= 1 ({ProposalsInvalidRoundDuration}). Emits {ProposalSubmitted}.
     /// @param s The submission.

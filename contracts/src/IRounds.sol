@@ -178,7 +178,7 @@ interface IRounds {
     /// @param datasetId Dataset id.
     /// @param sampleCount The count claimed.
     /// @param rowCount The dataset's registered rows.
-    error RoundsSampleCountTooHigh(bytes32 datasetId, uint64 sampleCount, uint32 rowCount);
+    error RoundsSampleCountTooHigh(bytes32 datasetId, uint64 sampleCount, uint64 rowCount);
     /// @notice the round may close before its deadline only when every target dataset has committed
     /// @param proposalId Proposal id.
     /// @param round Round number.
@@ -320,9 +320,9 @@ interface IRounds {
     /// not committed in it ({RoundsAlreadyCommitted}); the CID is a well-formed CIDv0 or base32
     /// CIDv1 ({RoundsInvalidCid}); sampleCount > 0 ({RoundsInvalidSampleCount}); the dataset is
     /// a target of the proposal ({RoundsNotATarget}) recorded as the caller's
-    /// ({RoundsNotDatasetOwner}), its policy admits the proposal ({RoundsPolicyDenied}) and
-    /// sampleCount is at most its registered rows ({RoundsSampleCountTooHigh}) - FedAvg weighs
-    /// updates by it. Emits {UpdateCommitted}.
+    /// ({RoundsNotDatasetOwner}), sampleCount is at most its registered rows
+    /// ({RoundsSampleCountTooHigh}; FedAvg weighs updates by it) and its policy admits the
+    /// proposal ({RoundsPolicyDenied}). Emits {UpdateCommitted}.
     /// @param proposalId Proposal id.
     /// @param round Round number.
     /// @param datasetId Dataset trained on.
@@ -344,9 +344,9 @@ interface IRounds {
     /// Closed ({RoundsNotClosed}); the caller has not evaluated it ({RoundsAlreadyEvaluated});
     /// metricPpm <= MAX_METRIC_PPM ({RoundsMetricOutOfRange}); sampleCount > 0
     /// ({RoundsInvalidSampleCount}); the dataset is a target ({RoundsNotATarget}), the caller's
-    /// ({RoundsNotDatasetOwner}) and still admits the proposal ({RoundsPolicyDenied}); sampleCount
-    /// is at most its registered rows ({RoundsSampleCountTooHigh}) - the global metric is
-    /// weighted by it. Emits {EvaluationSubmitted}.
+    /// ({RoundsNotDatasetOwner}), sampleCount is at most its registered rows
+    /// ({RoundsSampleCountTooHigh}; the global metric is weighted by it) and it still admits the
+    /// proposal ({RoundsPolicyDenied}). Emits {EvaluationSubmitted}.
     /// @param proposalId Proposal id.
     /// @param round Round number.
     /// @param datasetId Dataset evaluated on.

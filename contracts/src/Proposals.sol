@@ -33,8 +33,14 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
     /// @inheritdoc IProposals
     uint256 public proposalCount;
 
+    /// @dev A target as recorded at submission (one slot).
+    struct Target {
+        address owner;
+        uint64 rowCount;
+    }
+
     mapping(uint256 id => Proposal) private _proposals;
-    mapping(uint256 id => mapping(bytes32 datasetId => address owner)) private _targetOwner;
+    mapping(uint256 id => mapping(bytes32 datasetId => Target)) private _targets;
 
     /// @notice Bind to a consortium (copying its voting rules) and the dataset registry.
     /// @param consortium_ The consortium.
@@ -63,10 +69,11 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
     function useTerms(uint256 id, bytes32 datasetId)
         external
         view
-        returns (address requester, bytes32 purposeHash, address owner)
+        returns (address requester, bytes32 purposeHash, address owner, uint64 rowCount)
     {
         Proposal storage p = _proposals[id];
-        return (p.proposer, p.purposeHash, _targetOwner[id][datasetId]);
+        Target storage t = _targets[id][datasetId];
+        return (p.proposer, p.purposeHash, t.owner, t.rowCount);
     }
 
     // ------------------------------------------------------------------- acts
@@ -80,14 +87,14 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
         if (s.minParticipants == 0) revert ProposalsInvalidMinParticipants();
         if (s.roundDuration == 0) revert ProposalsInvalidRoundDuration();
         id = ++proposalCount;
-        mapping(bytes32 => address) storage targetOwner = _targetOwner[id];
+        mapping(bytes32 => Target) storage targets = _targets[id];
         address[] memory owners = new address[](n);
         for (uint256 i = 0; i < n; ++i) {
             bytes32 t = s.targets[i];
-            if (targetOwner[t] != address(0)) revert ProposalsInvalidTarget(t);
-            (address owner, bool revoked) = registry.ownerOf(t);
+            if (targets[t].owner != address(0)) revert ProposalsInvalidTarget(t);
+            (address owner, bool revoked, uint64 rowCount) = registry.holding(t);
             if (owner == address(0) || revoked) revert ProposalsUnknownTarget(t);
-            targetOwner[t] = owner;
+            targets[t] = Target(owner, rowCount);
             owners[i] = owner;
         }
         (Tally storage tally, uint64 deadline) = _openVote(id);

@@ -17,9 +17,9 @@ import {Cid} from "./Cid.sol";
 /// Contribution scores: the coordinator publishes a scores document (per-participant
 /// contributions) in the content store and records its CID and sha256 at close, so that
 /// closing is O(1) in the number of participants - no per-participant storage or loop.
-/// What a commitment is checked against: the target owner recorded by {Proposals} at
-/// submission, the dataset's policy and registered row count ({IDatasetRegistry-checkUse}),
-/// and the CID's syntax ({Cid}).
+/// What a commitment is checked against: the target's owner and registered row count as
+/// {Proposals} recorded them at submission, the dataset's policy
+/// ({IDatasetRegistry-checkUse}), and the CID's syntax ({Cid}).
 contract Rounds is IRounds, ConsortiumBound {
     /// @notice Largest metric value (1.0 in parts per million).
     uint32 public constant MAX_METRIC_PPM = 1_000_000;
@@ -203,11 +203,12 @@ contract Rounds is IRounds, ConsortiumBound {
     /// proposal, and has at least `sampleCount` registered rows. The proposal is known to be
     /// Approved (a round of it was opened).
     function _checkDataUse(uint256 proposalId, bytes32 datasetId, uint64 sampleCount) private view {
-        (address requester, bytes32 purposeHash, address owner) = proposals.useTerms(proposalId, datasetId);
+        (address requester, bytes32 purposeHash, address owner, uint64 rowCount) =
+            proposals.useTerms(proposalId, datasetId);
         if (owner == address(0)) revert RoundsNotATarget(proposalId, datasetId);
         if (owner != msg.sender) revert RoundsNotDatasetOwner(datasetId, msg.sender);
-        (uint32 rowCount, bytes32 reason) = registry.checkUse(datasetId, proposalId, purposeHash, requester);
-        if (reason != bytes32(0)) revert RoundsPolicyDenied(datasetId, reason);
         if (sampleCount > rowCount) revert RoundsSampleCountTooHigh(datasetId, sampleCount, rowCount);
+        bytes32 reason = registry.checkUse(datasetId, proposalId, purposeHash, requester);
+        if (reason != bytes32(0)) revert RoundsPolicyDenied(datasetId, reason);
     }
 }

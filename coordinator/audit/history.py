@@ -6,6 +6,14 @@ joined and left and their key history, datasets with every policy version,
 proposals with their votes, rounds with their commitments) plus the deploy
 parameters, and the governance invariants an auditor cares about, each violation
 returned as a sentence.
+
+Two checks are the replay's share of rules the contracts cannot enforce without a
+loop over participants (pure functions over any read model):
+:func:`suspect_failures` (rounds the coordinator failed although enough members had
+committed - its claim that too few updates were valid, to be re-verified) and
+:func:`closed_with_refused_datasets` (rounds closed with an update whose dataset no
+longer admitted the proposal at the close: revoked, policy replaced or expired, or
+its owner removed, after it committed).
 """
 
 from __future__ import annotations
@@ -95,6 +103,8 @@ class History(ReadModel):
                 out.append(f"{who}: dataset {d.name} is owned by {d.owner}")
             if c.dataset_id not in p.targets:
                 out.append(f"{who}: dataset {d.name} is not a target of proposal {p.id}")
+            if d.row_count and c.n_samples > d.row_count:
+                out.append(f"{who}: claims {c.n_samples} samples, but {d.name} registered {d.row_count} rows")
             reason = self.policy_refusal(d, p, c.block, c.timestamp)
             if reason:
                 out.append(f"{who}: the policy of {d.name} did not admit proposal {p.id} at that block "
@@ -102,3 +112,43 @@ class History(ReadModel):
             if c.block > r.deadline:
                 out.append(f"{who}: after the round deadline (block {r.deadline})")
         return out
+
+
+def suspect_failures(model: ReadModel) -> list[tuple[int, int, int, int]]:
+    """Rounds marked Failed with at least ``minParticipants`` commitments, as
+    ``(proposal, round, committed, min_participants)``.
+
+    The contract lets only the coordinator fail such a round, and only after its
+    deadline; whether too few of the updates were valid is a claim the chain cannot
+    check, so the replay must re-verify every committed update of these rounds.
+    """
+    out = []
+    for (pid, rnd), r in sorted(model.rounds.items()):
+        p = model.proposals.get(pid)
+        if r.failed_block is not None and p is not None and len(r.commits) >= p.min_participants:
+            out.append((pid, rnd, len(r.commits), p.min_participants))
+    return out
+
+
+def closed_with_refused_datasets(model: ReadModel) -> list[tuple[int, int, str, str]]:
+    """Commitments of closed rounds whose dataset no longer admitted the proposal at the close,
+    as ``(proposal, round, member, reason)`` (a policy reason code, or ``NOT_A_MEMBER``).
+
+    The contract checks the policy at each commitment but cannot re-check every committed
+    dataset at close (that would loop over participants, and would let one participant veto
+    the close): a coordinator should leave such updates out. ``EXPIRED`` is judged only when
+    the events carry block timestamps (an exported trail does).
+    """
+    out = []
+    for (pid, rnd), r in sorted(model.rounds.items()):
+        p = model.proposals.get(pid)
+        if r.closed_block is None or p is None:
+            continue
+        for c in r.commits:
+            m = model.members.get(c.member)
+            d = model.datasets.get(c.dataset_id)
+            if m is None or not m.member_at(r.closed_block):
+                out.append((pid, rnd, c.member, "NOT_A_MEMBER"))
+            elif d is not None and (reason := model.policy_refusal(d, p, r.closed_block, r.closed_timestamp)):
+                out.append((pid, rnd, c.member, reason))
+    return out
