@@ -41,10 +41,10 @@ def test_founders_and_coordinator_at_deploy(system):
 def test_deploy_rejects_bad_parameters(system):
     s = system
     founders = make_founders([s.a, s.b])
-    with reverts("ConsortiumInvalidFounderCount", given=0, max=64):
+    with reverts("ConsortiumInvalidFounderCount", given=0, max=128):
         s.chain.deploy(s.a, [], s.coord.address)
-    many = [FounderSpec(f"m{i}", f"0x{i + 1:040x}", sha(str(i))) for i in range(65)]
-    with reverts("ConsortiumInvalidFounderCount", given=65):
+    many = [FounderSpec(f"m{i}", f"0x{i + 1:040x}", sha(str(i))) for i in range(129)]
+    with reverts("ConsortiumInvalidFounderCount", given=129):
         s.chain.deploy(s.a, many, s.coord.address)
     with reverts("MemberVotingInvalidRules"):
         s.chain.deploy(s.a, founders, s.coord.address, voting_period_blocks=0)

@@ -17,7 +17,7 @@ import {MemberVoting} from "./MemberVoting.sol";
 /// after its vote expires.
 contract Consortium is IConsortium, MemberVoting {
     /// @notice Most founders the constructor accepts.
-    uint256 public constant MAX_FOUNDERS = 64;
+    uint256 public constant MAX_FOUNDERS = 128;
     /// @notice Longest member name, in bytes.
     uint256 public constant MAX_NAME_BYTES = 64;
     /// @notice Fewest blocks after its vote ends in which an approved motion may be applied (the

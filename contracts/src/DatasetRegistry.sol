@@ -130,13 +130,13 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         d.metadataCid = metadataCid;
         ++datasetCount;
         emit DatasetRegistered(id, msg.sender, name, metadataCid, metadataSha256, schemaHash, rowCount);
-        _setPolicy(id, d, p);
+        _setPolicy(id, d, 0, p);
     }
 
     /// @inheritdoc IDatasetRegistry
     function setPolicy(bytes32 id, Policy calldata p) external {
         Dataset storage d = _owned(id);
-        _setPolicy(id, d, p);
+        _setPolicy(id, d, d.policyVersion, p);
     }
 
     /// @inheritdoc IDatasetRegistry
@@ -148,14 +148,18 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
 
     // --------------------------------------------------------------- internal
 
+    /// @dev The caller's unrevoked dataset `id` (its owner is read once).
     function _owned(bytes32 id) private view returns (Dataset storage d) {
         d = _datasets[id];
-        if (d.owner == address(0)) revert DatasetRegistryUnknownDataset(id);
-        if (d.owner != msg.sender) revert DatasetRegistryNotOwner(id, msg.sender);
+        address owner = d.owner;
+        if (owner == address(0)) revert DatasetRegistryUnknownDataset(id);
+        if (owner != msg.sender) revert DatasetRegistryNotOwner(id, msg.sender);
         if (d.flags & FLAG_REVOKED != 0) revert DatasetRegistryRevoked(id);
     }
 
-    function _setPolicy(bytes32 id, Dataset storage d, Policy calldata p) private {
+    /// @dev Policy version `current` + 1 of dataset `d`, which is not revoked (a new registration,
+    /// or checked by {_owned}) - so its flags are the new policy's alone.
+    function _setPolicy(bytes32 id, Dataset storage d, uint32 current, Policy calldata p) private {
         uint256 nPurposes = p.purposes.length;
         uint256 nProposals = p.proposalIds.length;
         uint256 nRequesters = p.requesters.length;
@@ -165,11 +169,11 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         if (p.expiry != 0 && (p.expiry <= block.timestamp || p.expiry > type(uint40).max)) {
             revert DatasetRegistryInvalidExpiry(p.expiry);
         }
-        uint32 version = d.policyVersion + 1;
+        uint32 version = current + 1;
         for (uint256 i = 0; i < nPurposes; ++i) _purposeOk[id][version][p.purposes[i]] = true;
         for (uint256 i = 0; i < nProposals; ++i) _proposalOk[id][version][p.proposalIds[i]] = true;
         for (uint256 i = 0; i < nRequesters; ++i) _requesterOk[id][version][p.requesters[i]] = true;
-        uint8 flags = d.flags & FLAG_REVOKED;
+        uint8 flags;
         if (nPurposes == 0) flags |= FLAG_ANY_PURPOSE;
         if (p.anyApprovedProposal) flags |= FLAG_ANY_PROPOSAL;
         if (nRequesters == 0) flags |= FLAG_ANY_REQUESTER;

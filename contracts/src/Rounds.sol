@@ -188,11 +188,12 @@ contract Rounds is IRounds, ConsortiumBound {
     ) external onlyMember {
         Round storage r = _rounds[proposalId][round];
         if (r.phase != Phase.Closed) revert RoundsNotClosed(proposalId, round, r.phase);
-        if (_evaluated[proposalId][round][msg.sender]) revert RoundsAlreadyEvaluated(proposalId, round, msg.sender);
+        mapping(address => bool) storage evaluated = _evaluated[proposalId][round];
+        if (evaluated[msg.sender]) revert RoundsAlreadyEvaluated(proposalId, round, msg.sender);
         if (metricPpm > MAX_METRIC_PPM) revert RoundsMetricOutOfRange(metricPpm);
         if (sampleCount == 0) revert RoundsInvalidSampleCount();
         _checkDataUse(proposalId, datasetId, sampleCount);
-        _evaluated[proposalId][round][msg.sender] = true;
+        evaluated[msg.sender] = true;
         ++r.evaluations;
         emit EvaluationSubmitted(proposalId, round, msg.sender, datasetId, metricPpm, sampleCount);
     }

@@ -14,10 +14,17 @@ loop over participants. Commitments must name a well-formed CID (``RoundsInvalid
 
 from __future__ import annotations
 
-import pytest
+import base64
+from dataclasses import dataclass
 
-from fedchain.contracts.bindings import Policy, RoundPhase
-from fedchain.coordinator.audit.history import closed_with_refused_datasets, suspect_failures
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fedchain.contracts.bindings import Policy, RoundPhase, Vote, dataset_id
+from fedchain.contracts.bindings.codec import decode_revert
+from fedchain.ipfs.unixfs import compute_cid
+from fedchain.coordinator.audit.history import History, closed_with_refused_datasets, suspect_failures
 from fixtures_chain import cid, reverts, sha
 
 AGG = (cid("aggregate"), sha("aggregate"), cid("scores"), sha("scores"))
@@ -122,3 +129,125 @@ def test_policy_cannot_be_dodged_by_a_new_version_mid_round(system):
     s.C.registry.set_policy("ds-c", Policy())  # C withdraws consent for everything
     with reverts("RoundsPolicyDenied"):
         s.commit(s.C, pid, 1, "ds-c")
+
+
+# ------------------------------------------- the replay's share, on an exported trail
+
+
+@dataclass
+class _Ev:
+    event: str
+    args: dict
+    block: int
+    tx: str = "0x01"
+    timestamp: int = 0
+    gas_used: int = 0
+
+
+def test_history_flags_what_the_chain_cannot_check_from_the_events_alone():
+    a, b, ds = "0x" + "aa" * 20, "0x" + "bb" * 20, "0x" + "11" * 32
+    policy = {"purposes": [], "proposalIds": [], "anyApprovedProposal": True, "requesters": [], "expiry": 5_000,
+              "maxEpsilonMilli": 0}
+    events = [
+        _Ev("MemberAdmitted", {"account": a, "name": "A", "x25519": "0x" + "01" * 32, "seq": 1}, 1),
+        _Ev("MemberAdmitted", {"account": b, "name": "B", "x25519": "0x" + "02" * 32, "seq": 2}, 1),
+        _Ev("DatasetRegistered", {"id": ds, "owner": a, "name": "d", "metadataCid": "m", "metadataSha256": "0x00",
+                                  "schemaHash": "0x00", "rowCount": 10}, 2),
+        _Ev("PolicySet", {"id": ds, "version": 1, "policy": policy}, 2),
+        _Ev("ProposalSubmitted", {"id": 1, "proposer": b, "planCid": "p", "planSha256": "0x00", "purpose": "x",
+                                  "purposeHash": "0x00", "targets": [ds], "owners": [a], "rounds": 2,
+                                  "minParticipants": 1, "roundDuration": 5, "deadline": 4, "eligible": 2}, 3),
+        _Ev("ProposalFinalized", {"id": 1, "state": 2, "yes": 2, "no": 0, "abstain": 0}, 5),
+        _Ev("RoundOpened", {"proposalId": 1, "round": 1, "deadline": 11}, 6),
+        _Ev("UpdateCommitted", {"proposalId": 1, "round": 1, "member": a, "datasetId": ds, "cid": "c",
+                                "updateSha256": "0x00", "sampleCount": 11}, 7, timestamp=4_000),
+        _Ev("RoundClosed", {"proposalId": 1, "round": 1, "aggregateCid": "g", "aggregateSha256": "0x00",
+                            "scoresCid": "s", "scoresSha256": "0x00", "committed": 1}, 12, timestamp=6_000),
+        _Ev("RoundOpened", {"proposalId": 1, "round": 2, "deadline": 18}, 13),
+        _Ev("UpdateCommitted", {"proposalId": 1, "round": 2, "member": a, "datasetId": ds, "cid": "c",
+                                "updateSha256": "0x00", "sampleCount": 5}, 14),
+        _Ev("RoundFailed", {"proposalId": 1, "round": 2, "committed": 1, "by": b}, 19),
+    ]
+    h = History(events)
+    assert h.proposals[1].target_owners == [a] and h.datasets[ds].row_count == 10
+    # the policy expired (timestamp 5000) between the commitment and the close
+    assert closed_with_refused_datasets(h) == [(1, 1, a, "EXPIRED")]
+    # a trail from contracts without the row rule: the over-claim is a governance problem
+    assert any("claims 11 samples, but d registered 10 rows" in p for p in h.round_governance_problems(h.rounds[(1, 1)]))
+    assert suspect_failures(h) == [(1, 2, 1, 1)]
+
+
+# --------------------------------------------- the CID rule against a reference, fuzzed
+
+_B58 = set("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+_B32 = set("abcdefghijklmnopqrstuvwxyz234567")
+
+
+def _well_formed(text: str) -> bool:
+    """The rule of ``Cid.isWellFormed``, in Python."""
+    n = len(text.encode())
+    if not 9 <= n <= 128:
+        return False
+    if n == 46 and text.startswith("Qm"):
+        return set(text) <= _B58
+    return (text.startswith("ba") and text[2] in "efgh" and (n - 1) % 8 not in (1, 3, 6)
+            and set(text) <= _B32)
+
+
+def _cid_v1(body: bytes) -> str:
+    return "b" + base64.b32encode(b"\x01" + body).decode().lower().rstrip("=")
+
+
+def _mutated(draw_text: str, data) -> str:
+    ops = data.draw(st.sampled_from(["keep", "swap", "cut", "grow"]))
+    if ops == "keep" or not draw_text:
+        return draw_text
+    i = data.draw(st.integers(0, len(draw_text) - 1))
+    if ops == "swap":
+        return draw_text[:i] + data.draw(st.characters(max_codepoint=0x2FF)) + draw_text[i + 1:]
+    if ops == "cut":
+        return draw_text[:i]
+    return draw_text + data.draw(st.text(alphabet="abcxyz0123Qm=", min_size=1, max_size=20))
+
+
+@pytest.fixture(scope="module")
+def cid_probe(chain_backend):
+    """A round open for a commitment by founder A on eth-tester, to simulate commitments against."""
+    if chain_backend.name != "eth-tester":
+        pytest.skip("the fuzzed CID check runs on eth-tester (each example is one eth_call)")
+    chain = chain_backend.chain
+    snap = chain.snapshot()
+    fc = chain.attach(chain_backend.deployment)
+    a, k = chain.dev_accounts[0], chain.dev_accounts[3]
+    fc.as_(a).registry.register_dataset("cid-probe", "m", sha("m"), sha("s"), Policy.open(), row_count=10)
+    pid = fc.as_(a).proposals.submit_proposal("p", sha("p"), "x", ["cid-probe"], 1, 1, 10_000).value
+    for founder in chain.dev_accounts[:3]:
+        fc.as_(founder).proposals.vote(pid, Vote.YES)
+    chain.mine(10)
+    fc.as_(a).proposals.finalize(pid)
+    fc.as_(k).rounds.open_round(pid, 1)
+    yield fc, a, pid
+    chain.revert(snap)
+    chain_backend.snapshot = chain.snapshot()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_cid_check_matches_its_reference(cid_probe, data):
+    fc, a, pid = cid_probe
+    text = data.draw(st.one_of(
+        st.builds(lambda b: compute_cid(b), st.binary(max_size=64)),
+        st.builds(_cid_v1, st.binary(min_size=3, max_size=80)),
+        st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=140),
+        st.just("Qm" + "1" * 44),
+    ))
+    text = _mutated(text, data)
+    fn = fc.rounds.contract.functions.commitUpdate(pid, 1, dataset_id("cid-probe"), text, sha("u"), 1)
+    try:
+        fn.call({"from": a.address})
+        accepted = True
+    except Exception as exc:  # noqa: BLE001 - web3's error, decoded as the bindings decode it
+        revert = decode_revert(fc.chain.backend.revert_data(exc))
+        assert revert.error == "RoundsInvalidCid", (text, revert)
+        accepted = False
+    assert accepted == _well_formed(text), text
