@@ -227,7 +227,8 @@ def demo_plan(
             "rounds": 5,
             "strategy": strategy or {"name": "fedavg"},
             "min_participants": max(1, len(names) - 1),
-            "round_deadline_blocks": 40,
+            # every commitment mines a block on the embedded chain: leave room for all of them
+            "round_deadline_blocks": max(40, 2 * len(names)),
             "seed": seed,
             "datasets": names,
             "metric": "accuracy",

@@ -48,6 +48,8 @@ def test_deploy_rejects_bad_parameters(system):
         s.chain.deploy(s.a, many, s.coord.address)
     with reverts("MemberVotingInvalidRules"):
         s.chain.deploy(s.a, founders, s.coord.address, voting_period_blocks=0)
+    with reverts("MemberVotingInvalidRules"):  # a motion's expiry (deadline + period) must fit its block number
+        s.chain.deploy(s.a, founders, s.coord.address, voting_period_blocks=2**32)
     with reverts("MemberVotingInvalidRules"):
         s.chain.deploy(s.a, founders, s.coord.address, quorum_bps=10_001)
     with reverts("MemberVotingInvalidRules"):
