@@ -4,8 +4,9 @@
 the node after local training and by ``fedchain round commit`` for an update
 trained elsewhere. Before anything is pinned it asks the chain what the contract
 would refuse (the round is open, this member has not committed yet, the dataset
-is a target of the proposal, the member owns it, its policy admits the proposal),
-so a refused update is never published; if the transaction is refused anyway
+is a target of the proposal, the member owns it, its policy admits the proposal,
+the sample count is within the dataset's registered rows), so a refused update is
+never published; if the transaction is refused anyway
 (the deadline passed meanwhile), the blob it pinned is unpinned again.
 
 Who receives the sealed update: the coordinator (its X25519 key as registered
@@ -57,8 +58,10 @@ def recipients_for(gov: Governance, plan: TrainingPlan, coordinator_key: bytes |
     return [coordinator_key, *(bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors)]
 
 
-def precheck_commit(gov: Governance, identity: Identity, proposal_id: int, round_: int, dataset: str) -> None:
-    """Raise :class:`Refused` if the contract would refuse this commitment now."""
+def precheck_commit(
+    gov: Governance, identity: Identity, proposal_id: int, round_: int, dataset: str, n_samples: int | None = None
+) -> None:
+    """Raise :class:`Refused` if the contract would refuse this commitment (of ``n_samples``) now."""
     where = f"dataset {dataset!r}, proposal {proposal_id}, round {round_}"
     info = gov.rounds.round_info(proposal_id, round_)
     if info.phase != RoundPhase.OPEN:
@@ -66,6 +69,9 @@ def precheck_commit(gov: Governance, identity: Identity, proposal_id: int, round
     if gov.rounds.commitment_of(proposal_id, round_, identity.address) is not None:
         raise Refused("ALREADY_COMMITTED", where)
     admission.check(gov, dataset, proposal_id, owner=identity.address).raise_if_refused()
+    registered = gov.registry.dataset(dataset)
+    if n_samples is not None and registered is not None and n_samples > registered.row_count:
+        raise Refused("TOO_MANY_SAMPLES", f"{where}: {n_samples} claimed, {registered.row_count} registered")
 
 
 def commit_update(
@@ -84,7 +90,7 @@ def commit_update(
 ) -> Committed:
     """Seal ``payload`` for the coordinator and the plan's auditors, pin it, commit CID + sha256."""
     if precheck:
-        precheck_commit(gov, identity, proposal_id, round_, dataset)
+        precheck_commit(gov, identity, proposal_id, round_, dataset, n_samples)
     keys = list(recipients) if recipients is not None else recipients_for(gov, plan)
     ctx = EnvelopeContext(
         chain_id=gov.deployment.chain_id,

@@ -196,12 +196,22 @@ def _committing(system, store):
     return plan, pid, dev_identity(0)
 
 
+def _committing_second(system, store):
+    """ds-b of B (40 rows) in a second approved proposal with round 1 open; returns its id."""
+    _register(system, system.B, store, "ds-b")
+    pid = uc.proposals.propose(system.A, store, _plan(["ds-b"], auditors=[])).id
+    system.approve(pid)
+    system.K.rounds.open_round(pid, 1)
+    return pid
+
+
 def test_commit_refused_by_the_precheck_publishes_nothing(system, store):
     plan, pid, me = _committing(system, store)
     key = [dev_identity(3).x25519_public]  # the coordinator is not a member here: its key is given
     done = commit_update(system.A, store, me, plan, proposal_id=pid, round_=1, dataset="ds-a",
                          payload=_update(plan), n_samples=30, recipients=key)
     assert system.fc.rounds.commitment_of(pid, 1, me.address) is not None and store.is_pinned(done.cid)
+    second = _committing_second(system, store)
     pins = set(store.pins()) if hasattr(store, "pins") else None
     with pytest.raises(uc.Refused) as exc:  # a second commitment: refused before sealing or pinning
         commit_update(system.A, store, me, plan, proposal_id=pid, round_=1, dataset="ds-a",
@@ -211,6 +221,11 @@ def test_commit_refused_by_the_precheck_publishes_nothing(system, store):
         commit_update(system.A, store, me, plan, proposal_id=pid, round_=2, dataset="ds-a",
                       payload=_update(plan), n_samples=30, recipients=key)
     assert exc.value.code == "ROUND_NOT_OPEN"
+    with pytest.raises(uc.Refused) as exc:  # more samples than the 40 rows B registered
+        commit_update(system.B, store, dev_identity(1), plan, proposal_id=second, round_=1, dataset="ds-b",
+                      payload=_update(plan), n_samples=41, recipients=key)
+    assert exc.value.code == "TOO_MANY_SAMPLES" and "41 claimed, 40 registered" in str(exc.value)
+    assert exc.value.reason == "the sample count exceeds the rows registered for the dataset"
     if pins is not None:
         try:
             assert set(store.pins()) == pins

@@ -322,9 +322,15 @@ class ProposalsClient(_Client):
         )
 
     def _target_owners(self, proposal_id: int) -> tuple[str, ...]:
-        # Recorded at submission (never changed); the ProposalSubmitted event lists them all.
-        rec = self.fed.read_model().proposals.get(proposal_id)
-        return tuple(addr(o) for o in rec.target_owners) if rec is not None else ()
+        # Recorded at submission and never changed: read once from the ProposalSubmitted event
+        # (through the read model), then kept for this connection (until the chain is reverted).
+        key = ("target_owners", self.fed.chain.epoch, proposal_id)
+        if key not in self.fed._facts:
+            rec = self.fed.read_model().proposals.get(proposal_id)
+            if rec is None:
+                return ()
+            self.fed._facts[key] = tuple(addr(o) for o in rec.target_owners)
+        return self.fed._facts[key]
 
     def proposal_count(self) -> int:
         """Number of proposals submitted."""

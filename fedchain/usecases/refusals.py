@@ -30,6 +30,7 @@ _CONTRACT_ERRORS: dict[str, str] = {
     "ROUND_NOT_OPEN": "RoundsNotOpen",
     "DEADLINE_PASSED": "RoundsDeadlinePassed",
     "ALREADY_COMMITTED": "RoundsAlreadyCommitted",
+    "TOO_MANY_SAMPLES": "RoundsSampleCountTooHigh",
 }
 
 
