@@ -37,7 +37,7 @@ from fedchain.content import (
 )
 from fedchain.contracts.bindings import Chain, Deployment
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
-from fedchain.coordinator.strategies.registry import from_spec
+from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
 from fedchain.ipfs import open_store
@@ -144,7 +144,7 @@ class Coordinator:
     def strategy(self, proposal_id: int) -> Strategy:
         if proposal_id not in self._strategies:
             plan = self.plan(proposal_id)
-            self._strategies[proposal_id] = from_spec(plan.strategy, min_participants=plan.min_participants)
+            self._strategies[proposal_id] = for_plan(plan)
             self._globals[proposal_id] = initial_state(plan.model, plan.seed)
             self._catch_up(proposal_id)
         return self._strategies[proposal_id]

@@ -31,7 +31,7 @@ from fedchain.coordinator.audit.history import History, RoundRecord
 from fedchain.coordinator.audit.trail import Trail, chain_events
 from fedchain.coordinator.runner import SCORES_FORMAT, Commitment, scores_document
 from fedchain.coordinator.strategies.base import ClientUpdate
-from fedchain.coordinator.strategies.registry import from_spec
+from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import FedchainError
 from fedchain.models import initial_state
@@ -105,7 +105,7 @@ class Replayer:
                                      p.plan_sha256)
         except FedchainError as exc:
             return [RoundVerdict(pid, r.round, DISCREPANCY, [f"plan {p.plan_cid}: {exc}"]) for r in recs]
-        strategy = from_spec(plan.strategy, min_participants=plan.min_participants)
+        strategy = for_plan(plan)
         global_state = initial_state(plan.model, plan.seed)
         for rec in recs:
             v = RoundVerdict(pid, rec.round, VERIFIED)

@@ -40,6 +40,8 @@ checkpointed with safetensors; stateless strategies return ``{}``.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -53,6 +55,7 @@ from fedchain.plan import EvaluateConfig, StrategySpec, TrainConfig
 __all__ = [
     "AggregationError",
     "ClientUpdate",
+    "Decision",
     "EvaluateResult",
     "Strategy",
     "StrategyWrapper",
@@ -74,19 +77,58 @@ class AggregationError(FedchainError):
 
 @dataclass(frozen=True, eq=False)
 class ClientUpdate:
-    """One hospital dataset's trained weights for a round."""
+    """One hospital dataset's trained weights for a round.
+
+    ``weight`` is its weight in a weighted mean: the sample count unless a
+    wrapper (FoolsGold, a weight cap) set another one.
+    """
 
     participant: str  # 0x-prefixed 20-byte address
     dataset_id: str
     n_samples: int
     state: Mapping[str, torch.Tensor]
+    weight: float | None = None
 
     def __post_init__(self) -> None:
         _check_identity(self.participant, self.dataset_id, self.n_samples)
+        if self.weight is not None and (isinstance(self.weight, bool) or not isinstance(self.weight, (int, float))
+                                        or not math.isfinite(self.weight) or self.weight < 0):
+            raise AggregationError(f"participant {self.participant}: weight must be a finite number >= 0, "
+                                   f"got {self.weight!r}", self.participant)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.participant.lower(), self.dataset_id)
+
+    @property
+    def mean_weight(self) -> float:
+        """The weight this update gets in a weighted mean."""
+        return float(self.n_samples if self.weight is None else self.weight)
+
+    def replace(self, **changes: Any) -> "ClientUpdate":
+        """The same update with some fields changed (a clipped state, a new weight)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a defence did to one update in a round, for the scores document and replay.
+
+    ``action`` is ``"excluded"``, ``"clipped"``, ``"reweighted"`` or ``"trimmed"``;
+    ``reason`` a stable code (``KRUM_NOT_SELECTED``, ``NORM_BOUND``, ``FOOLSGOLD``,
+    ``WEIGHT_CAP``, ``TRIMMED``); ``value`` the number behind it (a Krum score, the
+    update's norm, its new weight, the share of its coordinates trimmed).
+    """
+
+    participant: str
+    dataset_id: str
+    action: str
+    reason: str
+    value: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"participant": self.participant.lower(), "dataset": self.dataset_id, "action": self.action,
+                "reason": self.reason, "value": round(float(self.value), 12)}
 
 
 @dataclass(frozen=True)
@@ -175,13 +217,15 @@ def weighted_mean(
     ordered = canonical_order(updates)
     for u in ordered:
         check_update(global_state, u)
-    total = sum(u.n_samples for u in ordered)
+    total = math.fsum(u.mean_weight for u in ordered)
+    if not total > 0:
+        raise AggregationError("the updates' weights sum to zero")
     out: dict[str, torch.Tensor] = {}
     for name in sorted(global_state):
         acc = torch.zeros(global_state[name].shape, dtype=torch.float64)
         for u in ordered:
-            acc += u.state[name].detach().to(torch.float64) * float(u.n_samples)
-        out[name] = acc / float(total)
+            acc += u.state[name].detach().to(torch.float64) * u.mean_weight
+        out[name] = acc / total
     return out
 
 
@@ -205,6 +249,8 @@ class Strategy(ABC):
         if isinstance(min_participants, bool) or not isinstance(min_participants, int) or min_participants < 1:
             raise ConfigError(f"min_participants must be a positive integer, got {min_participants!r}")
         self.min_participants = min_participants
+        #: What the defences did to each update in the last ``aggregate_train`` (canonical order).
+        self.last_decisions: list[Decision] = []
 
     @classmethod
     def from_spec(cls, spec: StrategySpec, *, min_participants: int = 1) -> "Strategy":
@@ -303,6 +349,15 @@ class StrategyWrapper(Strategy):
 
     def contribution_scores(self, updates):
         return self.inner.contribution_scores(updates)
+
+    @property
+    def last_decisions(self) -> list[Decision]:  # type: ignore[override]
+        """The wrapper's own decisions of the last round, then the inner strategy's."""
+        return [*self._own_decisions, *self.inner.last_decisions]
+
+    @last_decisions.setter
+    def last_decisions(self, value: list[Decision]) -> None:
+        self._own_decisions = list(value)
 
     def skip_to(self, server_round):
         self.inner.skip_to(server_round)
