@@ -61,7 +61,11 @@ class ConsoleProcess:
         self.lines: queue.Queue[str] = queue.Queue()
         self.log = log
         threading.Thread(target=self._pump, daemon=True).start()
+        self.base = self.token = ""
+
+    def wait_ready(self) -> "ConsoleProcess":
         self.base, self.token = self._login_link()
+        return self
 
     def _pump(self) -> None:
         with open(self.log, "w") as out:
@@ -109,13 +113,20 @@ def test_members_govern_and_watch_a_run_in_their_browsers(tmp_path):
     keep = os.environ.get("FEDCHAIN_SCREENSHOTS")
     a_id, b_id = dev_identity(0), dev_identity(1)
     consoles: list[ConsoleProcess] = []
+
+    def lap(what: str) -> None:
+        print(f"  {time.monotonic() - t0:6.1f} s  {what}")
+
     with LocalNetwork(root, hospitals=2, rounds=2) as net, playwright_api.sync_playwright() as pw:
         try:
             net.start_services()
             info = net.set_up_governance(propose=False, auditors=["0x" + a_id.x25519_public.hex(),
                                                                   "0x" + b_id.x25519_public.hex()])
             auditor_dev = info["auditor_dev"]
+            lap("anvil, js-ipfs, consortium and datasets")
             consoles = [ConsoleProcess(root, dev, tmp_path / f"console-{dev}.log") for dev in (0, 1, auditor_dev)]
+            for c in consoles:  # started together, each prints its login link when it listens
+                c.wait_ready()
             browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-gpu"])
             expect = playwright_api.expect
             expect.set_options(timeout=60_000)
@@ -135,6 +146,7 @@ def test_members_govern_and_watch_a_run_in_their_browsers(tmp_path):
 
             (a_ctx, a), (b_ctx, b), (o_ctx, o) = (open_console(c) for c in consoles)
             ca, cb, co = consoles
+            lap("three consoles up, logged in")
             expect(a.locator("#who")).to_contain_text("member")
             expect(o.locator("#readonly")).to_contain_text("not a member")
 
@@ -151,6 +163,7 @@ def test_members_govern_and_watch_a_run_in_their_browsers(tmp_path):
             shot(a, "result")
             pid = 1
             net.proposal_id = pid
+            lap("proposal submitted")
 
             # both vote in their browsers; each sees the other's vote arrive without a reload
             a.goto(f"{ca.base}/proposals/{pid}")
@@ -195,9 +208,11 @@ def test_members_govern_and_watch_a_run_in_their_browsers(tmp_path):
             for page, c in ((a, ca), (b, cb), (o, co)):
                 page.goto(f"{c.base}/rounds")
                 page.evaluate("window.__stayed = true")
+            lap("votes and finalize")
             net.launch()
             codes = net.wait(timeout=600)
             assert set(codes.values()) == {0}
+            lap("two rounds run by the node and coordinator processes")
             for page in (a, b, o):
                 expect(page.locator('tr.round-row[data-phase="closed"]')).to_have_count(2)
                 expect(page.locator("svg.chart circle")).to_have_count(2)
@@ -211,6 +226,7 @@ def test_members_govern_and_watch_a_run_in_their_browsers(tmp_path):
                 expect(page.locator('tr.verdict[data-status="VERIFIED"]')).to_have_count(2)
                 shot(page, name)
 
+            lap("replays")
             # the other pages, photographed
             for path, name in (("/", "overview"), ("/datasets", "datasets"), ("/datasets/hospital-a", "dataset"),
                                ("/members", "members"), ("/models", "models")):
