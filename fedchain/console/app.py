@@ -34,7 +34,8 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fedchain.console import actions, views
+import fedchain.console.actions as actions
+import fedchain.console.views as views
 from fedchain.console.audit import AuditRunner
 from fedchain.console.security import MAX_BODY_BYTES, BodyTooLarge, Gate, Guard, Session, allowed_hosts, same
 from fedchain.console.state import ConsoleState, short
