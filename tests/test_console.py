@@ -179,6 +179,18 @@ def test_rounds_live_with_rejections_chart_and_replay_verdicts(sim, browser):
     sim.run_round(pid, 2, nodes, coord)
     html = a.get("/rounds").text
     assert html.count('class="round-row"') == 2 and html.count("<circle") == 2
+    assert "none" in text_of(html)  # every update was used: nobody rejected
+    # a rejection is read from the round's scores document, with its reason, as the coordinator wrote it
+    real = a.state.try_document
+    c = sim.members[2].address.lower()
+
+    def with_rejection(cid, sha256, max_size=1 << 24):
+        doc, err = real(cid, sha256, max_size)
+        return ({**doc, "rejected": {c: "DECRYPT_FAILED: the envelope does not open"}} if doc else doc), err
+
+    a.state.try_document = with_rejection
+    assert "hospital-c (0x3c44…93bc): DECRYPT_FAILED: the envelope does not open" in text_of(a.get("/rounds").text)
+    a.state.try_document = real
     # the audit: replay with hospital-a's key (the plan names it as an auditor)
     assert a.get("/audit").status_code == 200
     r = a.client.post("/audit/replay", data={"csrf": a.csrf()}, follow_redirects=False)
