@@ -33,6 +33,7 @@ from fedchain.contracts.errors import (
     ChainError,
     ChainRevert,
     ChainUnavailable,
+    WouldSend,
     policy_reason,
 )
 from fedchain.contracts.models import (
@@ -67,5 +68,5 @@ __all__ = [
     "ERROR_PHRASES", "Evaluation", "Fedchain", "FounderSpec", "MemberInfo", "MotionInfo", "MotionKind",
     "MotionState", "POLICY_REASONS", "Policy", "ProposalInfo", "ProposalState", "RoundInfo", "RoundPhase",
     "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash", "dataset_id",
-    "policy_reason", "purpose_hash",
+    "WouldSend", "policy_reason", "purpose_hash",
 ]

@@ -183,22 +183,8 @@ class Chain:
         simulation (or of the mined transaction) raises :class:`ChainRevert`.
         """
         with self._lock, self.guard():
-            nonce = self._nonce(account.address)
-            params: dict[str, Any] = {"from": account.address, "nonce": nonce, "chainId": self.chain_id,
-                                      **self._fees()}
-            if isinstance(action, dict):
-                tx = {**params, **action}
-                tx.setdefault("value", value)
-            else:
-                # a placeholder gas limit keeps build_transaction from estimating on its own
-                tx = action.build_transaction({**params, "value": value, "gas": 1})
-            call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
-            try:
-                tx["gas"] = self.backend.gas_limit(call)
-            except CONNECTION_ERRORS:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a revert, or the node refused the transaction
-                raise self._rejection(exc) from None
+            tx, call = self._transaction(account, action, value)
+            tx["gas"] = self._simulate(call)
             signed = account.sign_transaction(tx)
             try:
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
@@ -215,6 +201,43 @@ class Chain:
             if receipt["status"] != 1:
                 raise self._replay_failure(call, receipt)
         return receipt
+
+    def simulate(
+        self,
+        account: LocalAccount,
+        action: ContractFunction | ContractConstructor | dict[str, Any],
+        *,
+        value: int = 0,
+    ) -> int:
+        """Simulate ``action`` as :meth:`send` does before signing, and send nothing.
+
+        Returns the gas limit the transaction would be sent with; a revert raises
+        :class:`ChainRevert` exactly as :meth:`send` would (the contract's own
+        custom error, asked of the pending block).
+        """
+        with self._lock, self.guard():
+            _tx, call = self._transaction(account, action, value)
+            return self._simulate(call)
+
+    def _transaction(self, account: LocalAccount, action: Any, value: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The unsigned transaction (no gas limit yet) and the call that simulates it."""
+        nonce = self._nonce(account.address)
+        params: dict[str, Any] = {"from": account.address, "nonce": nonce, "chainId": self.chain_id, **self._fees()}
+        if isinstance(action, dict):
+            tx = {**params, **action}
+            tx.setdefault("value", value)
+        else:
+            # a placeholder gas limit keeps build_transaction from estimating on its own
+            tx = action.build_transaction({**params, "value": value, "gas": 1})
+        return tx, {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+
+    def _simulate(self, call: dict[str, Any]) -> int:
+        try:
+            return self.backend.gas_limit(call)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a revert, or the node refused the transaction
+            raise self._rejection(exc) from None
 
     def _nonce(self, address: str) -> int:
         try:

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from fedchain.cli.simulation import Simulation
 from fedchain.contracts.anvil import Anvil
@@ -26,6 +27,7 @@ from fedchain.contracts.bindings import Chain, Deployment
 from fedchain.errors import FedchainError
 from fedchain.ipfs.daemon import JsIpfsDaemon
 from fedchain.ipfs.kubo import KuboStore
+from fedchain.network import NetworkConfig
 from fedchain.sample_data import demo_plan
 
 
@@ -73,21 +75,33 @@ class LocalNetwork:
 
     # -- governance -------------------------------------------------------------------------
 
-    def set_up_governance(self) -> dict:
-        """Deploy, register one dataset per hospital, propose, vote, finalize; write role configs."""
+    def set_up_governance(self, *, propose: bool = True, auditors: Sequence[str] = ()) -> dict:
+        """Deploy, register one dataset per hospital, write the plan and the role configs; then propose,
+        vote and finalize (unless ``propose`` is False: then members take it from ``plan.json``).
+
+        ``auditors`` (X25519 keys, 0x-hex) are named in the plan beside the consortium's auditor.
+        ``network.json`` in the root lets ``--home ROOT`` commands (e.g. ``fedchain console``) reach it.
+        """
         store = KuboStore(self.ipfs.api_addr)
         sim = Simulation.create(self.root, hospitals=self.hospitals, seed=self.seed, chain_url=self.anvil.url,
                                 store=store, approval_bps=5001, voting_period_blocks=30)
         sim.deployment.save(self.root / "deployment.json")
+        NetworkConfig(chain_url=self.anvil.url, deployment_file=str(self.root / "deployment.json"),
+                      store=self.ipfs.api_addr).save(self.root)
         sim.register_datasets(description="local network")
         plan = sim.plan(demo_plan(sim.data.hospitals, seed=self.seed), rounds=self.rounds,
                         min_participants=self.hospitals, round_deadline_blocks=120)
+        if auditors:
+            plan = plan.with_changes(auditors=list(plan.auditors) + list(auditors))
         (self.root / "plan.json").write_bytes(plan.to_canonical_bytes())
-        self.proposal_id = pid = sim.approve(plan)  # DEV: mines past the 30-block vote instead of waiting 30 s
-        store.close()
         self._write_configs(sim.data, sim.deployment)
-        return {"proposal": pid, "plan_cid": sim.fed().proposals.proposal(pid).plan_cid,
-                "members": [m.address for m in sim.members], "auditor_dev": self.hospitals + 1}
+        info = {"members": [m.address for m in sim.members], "auditor_dev": self.hospitals + 1,
+                "plan": self.root / "plan.json", "simulation": sim}
+        if propose:
+            self.proposal_id = pid = sim.approve(plan)  # DEV: mines past the 30-block vote instead of waiting 30 s
+            info.update(proposal=pid, plan_cid=sim.fed().proposals.proposal(pid).plan_cid)
+        store.close()
+        return info
 
     def _write_configs(self, data, deployment) -> None:
         net = (f'[network]\nchain = "{self.anvil.url}"\ndeployment = "{self.root / "deployment.json"}"\n'
