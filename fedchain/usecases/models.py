@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fedchain.content import fetch_document
 from fedchain.contracts.readmodel import ReadModel, RoundRecord
-from fedchain.errors import ConfigError
+from fedchain.errors import ConfigError, FedchainError
 from fedchain.plan import TrainingPlan
 from fedchain.usecases.ports import Store
 from fedchain.validation import Rejection, model_layout, validate_update
@@ -32,6 +32,7 @@ from fedchain.validation import Rejection, model_layout, validate_update
 __all__ = [
     "RELEASE_NOT_GOVERNED",
     "ModelNotFound",
+    "ModelUnusable",
     "ModelRecord",
     "closed_models",
     "select",
@@ -46,6 +47,11 @@ RELEASE_NOT_GOVERNED = "no release vote exists yet: a closed round's model is tr
 
 class ModelNotFound(ConfigError):
     """No closed round matches (unknown proposal, round not closed, nothing trained yet)."""
+
+
+class ModelUnusable(FedchainError):
+    """A closed round's aggregate cannot be had as the chain records it: missing, larger than the plan's
+    model, not the bytes its sha256 names, or not a model of the plan."""
 
 
 @dataclass(frozen=True)
@@ -128,11 +134,14 @@ def select(model: ReadModel, proposal_id: int, round_: int | None = None) -> Mod
 def fetch_model_bytes(store: Store, record: ModelRecord, plan: TrainingPlan) -> bytes:
     """The aggregate's bytes: at most the plan model's size, sha256 as on chain, a model of the plan."""
     layout = model_layout(plan.model)
-    data = fetch_document(store, record.aggregate_cid, record.aggregate_sha256, max_size=layout.size)
+    what = f"the aggregate of round {record.round} of proposal {record.proposal_id} ({record.aggregate_cid})"
+    try:
+        data = fetch_document(store, record.aggregate_cid, record.aggregate_sha256, max_size=layout.size)
+    except FedchainError as exc:
+        raise ModelUnusable(f"{what} cannot be used: {exc}") from None
     verdict = validate_update(data, layout)
     if isinstance(verdict, Rejection):
-        raise ModelNotFound(f"the aggregate of round {record.round} of proposal {record.proposal_id} "
-                            f"({record.aggregate_cid}) is not a model of its plan: {verdict.code.value}: {verdict.detail}")
+        raise ModelUnusable(f"{what} is not a model of its plan: {verdict.code.value}: {verdict.detail}")
     return data
 
 
