@@ -550,11 +550,11 @@ def _eligible(history: History, p: ProposalRecord) -> int:
     return sum(1 for m in history.members.values() if m.member_at(p.block) and m.joined_block < p.block)
 
 
-def _last_closed(history: History, pid: int) -> RoundRecord | None:
-    """The proposal's last closed round that has a recorded metric (None: none yet)."""
-    closed = [r for (p, _n), r in sorted(history.rounds.items())
-              if p == pid and r.closed is not None and r.global_metric_ppm is not None]
-    return closed[-1] if closed else None
+def _last_closed(history: History, pid: int) -> tuple[RoundRecord | None, RoundRecord | None]:
+    """The proposal's last closed round, and its last closed round with a recorded metric (None: none)."""
+    closed = [r for (p, _n), r in sorted(history.rounds.items()) if p == pid and r.closed is not None]
+    measured = [r for r in closed if r.global_metric_ppm is not None]
+    return (closed[-1] if closed else None), (measured[-1] if measured else None)
 
 
 def _metric_value(ppm: int, metric: str | None) -> str:
@@ -660,24 +660,24 @@ def render_report(history: History, report=None, *, title: str, member_names: di
     holders = data_holders(history) & active
     n_approved = sum(1 for p in history.proposals.values() if p.final_state == APPROVED)
     total_gas = sum(r.gas for r in history.rounds.values())
-    # The headline metric: the last closed round of the most recent proposal that has one.
-    last = next(((pid, r) for pid in sorted(history.proposals, reverse=True)
-                 if (r := _last_closed(history, pid)) is not None), None)
-    if last is None:
-        metric_card = ("—", "validation metric of the last closed round (none closed yet)")
+    # Headline metrics: each proposal's last closed round (held-out validation rows, not a test set).
+    measured = [(pid, m) for pid in sorted(history.proposals) if (m := _last_closed(history, pid)[1]) is not None]
+    if not measured:
+        metric_cards = [("—", "validation metric of the last closed round (none closed yet)")]
+    elif len(measured) > 3:
+        metric_cards = [(str(len(measured)), "proposals with a trained model: each one's validation metric is in "
+                                             "the proposals table")]
     else:
-        pid, r = last
-        metric = _metric_of(plans, pid)
-        metric_card = (_metric_value(r.global_metric_ppm, metric),
-                       f"validation {metric or 'metric'}, proposal #{pid} round {r.round} (last closed round; "
-                       "held-out rows, not a test set)")
+        metric_cards = [(_metric_value(m.global_metric_ppm, _metric_of(plans, pid)),
+                         f"validation {_metric_of(plans, pid) or 'metric'} of proposal #{pid}, round {m.round} "
+                         "(its last closed round with a metric)") for pid, m in measured]
     cards = [
         (str(len(active)), "members (every organisation, the coordinator's included)"),
         (str(len(holders)), "data holders (members with a registered dataset)"),
         (str(len(history.datasets)), "datasets registered"),
         (f"{n_approved} / {len(history.proposals)}", "proposals approved"),
         (str(len(history.rounds)), f"rounds ({n_closed} closed, {n_failed} failed, {n_open} open)"),
-        metric_card,
+        *metric_cards,
         (f"{total_gas:,}", "gas used by rounds"),
     ]
     w('<div class="cards">' + "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(t)}</span></div>' for v, t in cards)
@@ -861,13 +861,18 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             plan = plans.get(p.id)
             model_html = (_e(_model_words(plan)) if plan is not None
                           else '<span class="explain">plan not available to this report</span>')
-            lc = _last_closed(history, p.id)
-            if lc is None:
+            last_closed, measured_round = _last_closed(history, p.id)
+            metric = _metric_of(plans, p.id)
+            if last_closed is None:
                 last_html = '<span class="explain">none</span>'
+            elif measured_round is None:
+                last_html = f'round {last_closed.round} <span class="explain">(metric not recorded yet)</span>'
             else:
-                metric = _metric_of(plans, p.id)
-                last_html = (f"round {lc.round}: validation {_e(metric or 'metric')} "
-                             f"{_e(_metric_value(lc.global_metric_ppm, metric))}")
+                last_html = (f"round {measured_round.round}: validation {_e(metric or 'metric')} "
+                             f"{_e(_metric_value(measured_round.global_metric_ppm, metric))}")
+                if last_closed.round != measured_round.round:
+                    last_html += (f' <span class="explain">(round {last_closed.round} closed; its metric is not '
+                                  "recorded yet)</span>")
             w(f'<tr><td class="num">{p.id}</td><td>{_e(_clean(p.purpose, 160))}'
               f'<div class="explain small">plan <code class="cid">{_e(_clean(p.plan_cid))}</code></div></td>'
               f'<td>{model_html}</td><td>{names.chips([p.proposer])}</td>'
