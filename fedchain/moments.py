@@ -36,7 +36,6 @@ texts that every other value of the plan is unchanged.
 from __future__ import annotations
 
 import json
-import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -201,9 +200,6 @@ def _feature_mismatch(a: tuple[str, ...], src_a: str, b: tuple[str, ...], src_b:
     i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
     return (f"feature {i + 1} is {b[i]!r} in {src_b} but {a[i]!r} in {src_a}: every hospital's schema must list "
             "the same features in the same order")
-
-
-_TOML_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _toml_float(v: float) -> str:

@@ -15,6 +15,7 @@ replay's verdicts; it never retrains or re-aggregates by itself.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Iterable
 
 from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document
@@ -108,20 +109,27 @@ def build_card(model: ReadModel, store, proposal_id: int, round_: int | None = N
         }
         if r.closed is not None:
             doc = _scores_doc(store, proposal_id, r.round, r.closed)
-            scores = {str(k).lower(): float(v) for k, v in doc["scores"].items()}
-            members = set()
-            for inc in doc["included"]:
-                member, dataset = str(inc["participant"]).lower(), str(inc["dataset"])
-                members.add(member)
+            try:
+                scores = {str(k).lower(): float(v) for k, v in doc["scores"].items()}
+                included = [(str(inc["participant"]).lower(), str(inc["dataset"]), int(inc["n_samples"]))
+                            for inc in doc["included"]]
+                rejected = sorted(dict(doc.get("rejected", {})).items())
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise CardError(f"the scores document of round {r.round} of proposal {proposal_id} is malformed "
+                                f"({type(exc).__name__}: {exc})") from None
+            if not all(map(math.isfinite, scores.values())):
+                raise CardError(f"the scores document of round {r.round} of proposal {proposal_id} holds a "
+                                "non-finite score")
+            for member, dataset, n_samples in included:
                 c = contributors.setdefault((member, dataset), {
                     "member": _who(model, member), "dataset": dataset, "samples": {}, "scores": {}})
-                c["samples"][str(r.round)] = int(inc["n_samples"])
+                c["samples"][str(r.round)] = n_samples
                 if member in scores:
                     c["scores"][str(r.round)] = scores[member]
                 contributed.setdefault(dataset, set()).add(r.round)
-            entry["participants"] = len(members)
-            entry["rejected"] = [{"address": a.lower(), "name": _who(model, a)["name"], "reason": str(why)}
-                                 for a, why in sorted(doc.get("rejected", {}).items())]
+            entry["participants"] = len({m for m, _d, _n in included})
+            entry["rejected"] = [{"address": str(a).lower(), "name": _who(model, str(a))["name"], "reason": str(why)}
+                                 for a, why in rejected]
         else:
             entry["participants"] = len({c.member for c in r.commits})
         rounds_out.append(entry)

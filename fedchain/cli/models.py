@@ -29,6 +29,7 @@ from fedchain.cli.audit import auditor_identity
 from fedchain.cli.common import HomeOpt, connect, console, err_console
 from fedchain.cli.governance import _metadata as dataset_metadata  # the verified metadata fetch, shared
 from fedchain.cli.governance import friendly
+from fedchain.cli.outputs import check_target
 from fedchain.content import pin_document
 from fedchain.coordinator.audit.card import build_card
 from fedchain.coordinator.audit.replay import replay_live
@@ -55,13 +56,6 @@ def register(app: typer.Typer) -> None:
 
 def _short(value: str) -> str:
     return f"{value[:10]}…{value[-6:]}" if len(value) > 20 else value
-
-
-def _check_target(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise ConfigError(f"{path} already exists (use --force to overwrite it)")
-    if not path.parent.is_dir():
-        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
 
 
 # --------------------------------------------------------------------------- list
@@ -132,7 +126,7 @@ def model_pull(
     home: HomeOpt = None,
 ) -> None:
     """Fetch a round's aggregate from the network's store, verified against its sha256 on chain."""
-    _check_target(output, force)
+    check_target(output, force)
     s = connect(home)
     model = s.fed.read_model()
     rec = uc_models.select(model, proposal, round_)
@@ -241,7 +235,7 @@ def model_card(
     """A model card: datasets and owners, contributors and scores, rounds, strategy, privacy, audit, metrics."""
     for target in (output, markdown):
         if target is not None:
-            _check_target(target, force)
+            check_target(target, force)
     s = connect(home)
     model = s.fed.read_model()
     uc_models.select(model, proposal, round_)  # a named error before any replay runs

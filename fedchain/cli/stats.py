@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from fedchain.cli.common import err_console
 from fedchain.cli.governance import dataset_app
+from fedchain.cli.outputs import check_target
 from fedchain.cli.plan import plan_app
 from fedchain.errors import ConfigError
 from fedchain.moments import (
@@ -39,13 +40,6 @@ def register(app: typer.Typer) -> None:  # noqa: ARG001 - the commands join exis
     plan_app.command("standardize")(plan_standardize)
 
 
-def _target(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise ConfigError(f"{path} already exists (use --force to overwrite it)")
-    if not path.parent.is_dir():
-        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
-
-
 def dataset_moments(
     csv: Annotated[Path, typer.Option(help="Your dataset CSV (read here; nothing is uploaded).")],
     schema: Annotated[Path, typer.Option(help="Its schema JSON.")],
@@ -61,7 +55,7 @@ def dataset_moments(
     """
     if min_rows < 1:
         raise ConfigError("--min-rows must be at least 1")
-    _target(output, force)
+    check_target(output, force)
     sch = load_schema(schema)
     data = load_dataset(csv, sch)
     fm = feature_moments(data)
