@@ -372,6 +372,10 @@ def test_pull_refuses_an_aggregate_the_chain_does_not_vouch_for(trained, tmp_pat
         (huge.cid, huge.sha256, "more than the limit"),  # bigger than the plan's model
         (junk.cid, junk.sha256, "not a model of its plan"),
     ]
+    cli("model", "pull", pid, "-o", tmp_path / "none", "--home", home).fails(
+        f"proposal {pid} has no trained model yet", "no round opened yet")
+    assert f"no trained models yet: no round has closed for proposal {pid}" in cli(
+        "model", "list", "--proposal", pid, "--home", home).ok().out
     member = sim.fed(sim.members[0])
     for r, (cid, sha, _why) in enumerate(forgeries, start=1):
         ops.rounds.open_round(pid, r)

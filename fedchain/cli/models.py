@@ -101,8 +101,11 @@ def model_list(
             metric = f"validation {plan.metric}"
         else:
             title, metric = f"proposal {pid} ({escape(plan)})", "validation metric"
-        t = Table("round", "aggregate CID", "sha256", "participants", "evaluations", metric, "released",
-                  title=title, title_justify="left")
+        t = Table(title=title, title_justify="left")
+        t.add_column("round", no_wrap=True)
+        t.add_column("aggregate CID", overflow="fold")  # never cut: it is what people copy
+        for col in ("sha256", "participants", "evaluations", metric, "released"):
+            t.add_column(col)
         for r in mine:
             value = "—" if r.validation_metric is None else f"{r.validation_metric:.4f}"
             t.add_row(f"{r.round} of {r.approved_rounds}" + (" (last)" if r.last else ""), r.aggregate_cid,
