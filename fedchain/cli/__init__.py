@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from fedchain.cli import audit, console as console_cli, governance, infra, plan, roles
+from fedchain.cli import audit, console as console_cli, governance, infra, models, plan, roles, stats
 from fedchain.cli.common import console, err_console
 from fedchain.errors import FedchainError
 
@@ -36,6 +36,8 @@ def _register() -> None:
     audit.register(app)
     plan.register(app)
     console_cli.register(app)
+    stats.register(app)
+    models.register(app)
 
 
 _register()

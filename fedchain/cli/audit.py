@@ -12,6 +12,7 @@ import typer
 from fedchain import identity as ident
 from fedchain.cli.common import HomeOpt, connect, console, err_console, resolve_home
 from fedchain.coordinator.audit.history import History
+from fedchain.coordinator.audit.plans import plans_from_documents, plans_from_store
 from fedchain.coordinator.audit.replay import Replayer, print_report
 from fedchain.coordinator.audit.report import (
     coordinator_names,
@@ -99,6 +100,21 @@ def load_history(trail: Optional[Path], home):
     return History(events, dict(d.params)), d.chain_id, d.addresses["Rounds"], s
 
 
+def report_plans(history: History, trail: Optional[Path], store: Optional[str], session) -> dict:
+    """The proposals' plans for the report (model, strategy, metric): from the trail's documents, else the store.
+
+    Each is verified against its on-chain hash; a missing one is left out (the page says so).
+    """
+    plans = plans_from_documents(history, read_trail(trail).documents) if trail is not None else {}
+    if len(plans) == len(history.proposals):
+        return plans
+    try:
+        with open_audit_store(store_url(trail, store, session)) as st:
+            return {**plans_from_store(history, st), **plans}
+    except FedchainError:
+        return plans
+
+
 @audit_app.command("export")
 def audit_export(
     out: Annotated[Path, typer.Option(help="Trail file (JSON lines); an interrupted export resumes.")],
@@ -157,5 +173,6 @@ def audit_report(
         note = f"The replay could not run: {exc}"
         err_console.print(f"[yellow]no verdicts in the report:[/] {exc}")
     write_report(out, render_report(history, report, title="fedchain audit report", subtitle=subtitle,
-                                    note=note, member_names=coordinator_names(history)))
+                                    note=note, member_names=coordinator_names(history),
+                                    plans=report_plans(history, trail, store, session)))
     console.print(f"wrote {out}")

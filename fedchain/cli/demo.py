@@ -32,6 +32,7 @@ from fedchain.contracts.bindings import Policy, Vote
 from fedchain.coordinator.audit import export_trail
 from fedchain.coordinator.audit.history import History
 from fedchain.coordinator.audit.replay import Replayer
+from fedchain.coordinator.audit.plans import plans_from_documents
 from fedchain.coordinator.audit.report import render_report, write_report
 from fedchain.coordinator.audit.trail import read_trail
 from fedchain.errors import ConfigError, FedchainError
@@ -183,7 +184,8 @@ def _write_report(run_dir: Path, store, fed, auditor, say) -> None:
     history = History(trail.events, trail.header.get("params"))
     verdicts = Replayer(history, store, auditor, chain_id=trail.chain_id,
                         rounds_address=trail.addresses["Rounds"]).run()
-    write_report(run_dir / "report.html", render_report(history, verdicts, title="fedchain demo: audit report"))
+    write_report(run_dir / "report.html", render_report(history, verdicts, title="fedchain demo: audit report",
+                                                        plans=plans_from_documents(history, trail.documents)))
     n_ok = sum(1 for v in verdicts.rounds if v.ok)
     say(f"audit replay: {n_ok}/{len(verdicts.rounds)} rounds VERIFIED — report in [cyan]{run_dir / 'report.html'}[/]")
 
