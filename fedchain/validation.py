@@ -46,6 +46,9 @@ Checks and their order (the first failing one decides the code):
                    signature, recipients, key commitment, chunks)
 ``HASH_MISMATCH``  the fetched bytes are not what the member committed on chain
 ``NOT_FOUND``      the CID cannot be fetched, or is not a valid file DAG
+``NOT_ADMITTED``   (the coordinator's check, before any fetch) the dataset's
+                   policy no longer admitted the proposal when the round
+                   closed: revoked, expired or changed after the commitment
 =================  ========================================================
 
 Header size, depth and tensor count are all checked before any tensor is
@@ -115,6 +118,7 @@ class Reason(str, enum.Enum):
     BAD_ENVELOPE = "BAD_ENVELOPE"
     HASH_MISMATCH = "HASH_MISMATCH"
     NOT_FOUND = "NOT_FOUND"
+    NOT_ADMITTED = "NOT_ADMITTED"
 
     def __str__(self) -> str:
         return self.value
