@@ -141,7 +141,11 @@ def _check_blocks(trail: Trail) -> int:
     if first > trail.deploy_block:
         raise _Mismatch(f"the headers start at block {first}, after the deploy block {trail.deploy_block}")
     events: dict[int, list[TrailEvent]] = {}
+    previous = None
     for ev in trail.events:
+        if previous is not None and (ev.block, ev.log_index) <= (previous.block, previous.log_index):
+            raise _Mismatch(f"{_label(ev)} comes after {_label(previous)}: the events are not in chain order")
+        previous = ev
         if not first <= ev.block <= end:
             raise _Mismatch(f"{_label(ev)} lies outside the trail's blocks {first}..{end}")
         events.setdefault(ev.block, []).append(ev)
@@ -237,23 +241,32 @@ def _check_online(trail: Trail, chain: Chain) -> AnchorVerdict:
     deployment = Deployment(chain_id=trail.chain_id, addresses=trail.addresses, deploy_block=trail.deploy_block,
                             params=dict(trail.header.get("params") or {}))
     fed = chain.attach(deployment)
-    node = list(chain_events(fed, trail.deploy_block, end))
+    node = {(e.block, e.log_index): e for e in chain_events(fed, trail.deploy_block, end)}
     mine = trail.events
-    for i in range(max(len(node), len(mine))):
-        if i >= len(mine):
-            raise _Mismatch(f"the node's {_label(node[i])} is missing from the trail")
-        if i >= len(node):
-            raise _Mismatch(f"{_label(mine[i])} is not among the node's events")
-        a, b = mine[i], node[i]
-        for key in ("block", "block_hash", "tx", "log_index", "contract", "event", "args", "timestamp", "gas_used"):
-            got, want = getattr(a, key), getattr(b, key)
-            if key == "args":
+    position: dict[tuple[int, int], int] = {}
+    for i, ev in enumerate(mine):
+        if position.setdefault((ev.block, ev.log_index), i) != i:
+            raise _Mismatch(f"{_label(ev)} appears twice in the trail")
+    for key in sorted(set(node) | set(position)):
+        if key not in position:
+            raise _Mismatch(f"the node's {_label(node[key])} is missing from the trail")
+        a = mine[position[key]]
+        b = node.get(key)
+        if b is None:
+            raise _Mismatch(f"{_label(a)} is not among the node's events")
+        for field in ("block_hash", "tx", "contract", "event", "args", "timestamp", "gas_used"):
+            got, want = getattr(a, field), getattr(b, field)
+            if field == "args":
                 got, want = _norm(got), _norm(want)
-            elif key in ("block_hash", "tx"):
+            elif field in ("block_hash", "tx"):
                 got, want = str(got).lower(), str(want).lower()
             if got != want:
-                raise _Mismatch(f"{_label(a)} (event {i + 1} of the trail): its {key} is not the node's "
-                                f"({json.dumps(got, sort_keys=True)[:120]} vs {json.dumps(want, sort_keys=True)[:120]})")
+                raise _Mismatch(f"{_label(a)} (event {position[key] + 1} of the trail): its {field} is not the "
+                                f"node's ({json.dumps(got, sort_keys=True)[:120]} vs "
+                                f"{json.dumps(want, sort_keys=True)[:120]})")
+    order = [(e.block, e.log_index) for e in mine]
+    if order != sorted(order):
+        raise _Mismatch("its events are not in chain order")
     for to_block, block_hash in trail.checkpoints:
         if block_hash and block_hash != chain.block_hash(to_block).lower():
             raise _Mismatch(f"its checkpoint names block {to_block} with hash {block_hash}, the node's is "

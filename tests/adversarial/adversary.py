@@ -108,9 +108,10 @@ class World:
         return next(v for v in report.rounds if v.round == round_)
 
 
-def make_world(root: Path, *, hospitals: int = 4, seed: int = 5, store=None, **plan_changes) -> World:
+def make_world(root: Path, *, hospitals: int = 4, seed: int = 5, store=None, chain_url: str = "eth-tester://",
+               **plan_changes) -> World:
     """``hospitals`` hospitals (all admitting the plan's purpose), the demo plan approved; snapshot taken."""
-    sim = Simulation.create(root, hospitals=hospitals, seed=seed, store=store, fsync=False)
+    sim = Simulation.create(root, hospitals=hospitals, seed=seed, store=store, fsync=False, chain_url=chain_url)
     sim.register_datasets()
     plan_changes.setdefault("local_epochs", 1)  # the attacks do not need a good model, just a real one
     plan = sim.plan(demo_plan(sim.data.hospitals, seed=seed), **plan_changes)
