@@ -254,3 +254,35 @@ def test_a_checkpoint_past_the_last_event_anchors_and_one_before_it_does_not(run
     a = check_offline(trail, early)
     assert a.status == UNANCHORED and f"the events up to block {last_event - 1} are anchored" in a.detail
     assert check_offline(trail, run["checkpoint"].upper().replace("0X", "0x")).status == ANCHORED
+
+
+def test_an_export_never_appends_to_another_chains_trail(tmp_path):
+    """A restarted dev chain has the same contract addresses: resuming its export into the old trail would
+    splice two histories into one record. The last checkpoint's block hash tells them apart."""
+    from fedchain.contracts.bindings import Chain, FounderSpec
+    from fedchain.coordinator.audit.trail import TrailError
+    from fedchain.identity import dev_identity
+    from fedchain.ipfs.local import LocalStore
+
+    def deployment(seconds):
+        chain = Chain.connect("eth-tester://")
+        m = [dev_identity(i) for i in range(2)]
+        dep = chain.deploy(chain.dev_accounts[0], [FounderSpec(f"m{i}", x.address, x.x25519_public)
+                                                   for i, x in enumerate(m)], m[0].address, voting_period_blocks=3)
+        chain.advance_time(seconds)  # a different history from the first block after the deployment
+        return chain.attach(dep)
+
+    store = LocalStore(tmp_path / "store", fsync=False)
+    first, second = deployment(7), deployment(7 * 86400)
+    assert first.deployment.addresses == second.deployment.addresses
+    assert first.chain.block_number == second.chain.block_number
+    out = tmp_path / "trail.jsonl"
+    export_trail(first, store, out)
+    first.chain.mine(1)
+    second.chain.mine(1)
+    before = out.read_text()
+    with pytest.raises(TrailError, match="another chain"):
+        export_trail(second, store, out)
+    assert out.read_text() == before
+    export_trail(first, store, out)  # the same chain resumes
+    assert check_offline(read_trail(out), first.chain.block_hash(first.chain.block_number)).status == ANCHORED
