@@ -42,14 +42,27 @@ class World:
     coordinator_factory: Callable[..., Coordinator] = Coordinator
     nodes: list = field(default_factory=list)
     coord: Coordinator | None = None
+    saved: dict = field(default_factory=dict)
 
     # -- set-up --------------------------------------------------------------------
 
     def fresh(self, coordinator_cls: type[Coordinator] = Coordinator, **kw) -> "World":
         """Back to the approved proposal (no round opened); new nodes and a new coordinator."""
+        return self.restore("", coordinator_cls, **kw)
+
+    def save(self, name: str) -> None:
+        """Remember the chain as it is now under ``name`` (e.g. after the honest commitments of a round)."""
+        self.saved[name] = self.sim.chain.snapshot()
+
+    def restore(self, name: str, coordinator_cls: type[Coordinator] = Coordinator, **kw) -> "World":
+        """Back to the state saved as ``name`` ("": the approved proposal); new nodes and a new coordinator."""
         chain = self.sim.chain
-        chain.revert(self.snapshot)
-        self.snapshot = chain.snapshot()
+        if not name:
+            chain.revert(self.snapshot)
+            self.snapshot = chain.snapshot()  # (anvil reverts to a snapshot once)
+        else:
+            chain.revert(self.saved[name])
+            self.saved[name] = chain.snapshot()
         self.nodes = self.sim.nodes()
         self.coord = coordinator_cls(self.sim.fed(self.sim.ops), self.sim.store, self.sim.ops, **kw)
         return self

@@ -24,34 +24,38 @@ ALL = (0, 1, 2, 3)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return make_world(tmp_path_factory.mktemp("coord-discretion"), rounds=1)  # 4 hospitals, 3 needed
+    w = make_world(tmp_path_factory.mktemp("coord-discretion"), rounds=1)  # 4 hospitals, 3 needed
+    w.open(1)
+    w.commit_honest(1, (0, 1, 2))
+    w.save("three in")  # round 1 open, hospital-d (admitted) not committed yet
+    w.commit_honest(1, (3,))
+    w.save("all in")
+    return w
+
+
+def deadline(world) -> int:
+    return world.fed.rounds.round_info(world.pid, 1).deadline
 
 
 def test_closing_early_while_an_admitted_hospital_is_still_training_is_named(world):
-    world.fresh()
-    deadline = world.open(1).value
-    world.commit_honest(1, (0, 1, 2))  # hospital-d's policy admits the proposal; it has not committed yet
+    world.restore("three in")  # hospital-d's policy admits the proposal; it has not committed yet
     assert world.coord.close_round(world.pid, 1).closed
     v = world.verdict(1)
     assert v.status == DISCREPANCY
-    assert (f"before the deadline (block {deadline}), while dataset {world.sim.names[3]}, whose policy admitted "
+    assert (f"before the deadline (block {deadline(world)}), while dataset {world.sim.names[3]}, whose policy admitted "
             "the proposal, had not committed") in "\n".join(v.problems)
 
 
 def test_closing_at_the_deadline_without_a_hospital_is_fine(world):
-    world.fresh()
-    deadline = world.open(1).value
-    world.commit_honest(1, (0, 1, 2))
-    world.sim.chain.mine(deadline - world.sim.chain.block_number + 1)
+    world.restore("three in")
+    world.sim.chain.mine(deadline(world) - world.sim.chain.block_number + 1)
     assert world.coord.close_round(world.pid, 1).closed
     assert world.verdict(1).status == VERIFIED
 
 
 def test_failing_a_round_that_had_enough_valid_updates_is_named(world):
-    world.fresh()
-    deadline = world.open(1).value
-    world.commit_honest(1, (0, 1, 2))
-    world.sim.chain.mine(deadline - world.sim.chain.block_number + 1)
+    world.restore("three in")
+    world.sim.chain.mine(deadline(world) - world.sim.chain.block_number + 1)
     world.coord.fail_round(world.pid, 1)  # the contract lets the coordinator fail any round after its deadline
     v = world.verdict(1)
     assert v.outcome == FAILED and v.status == DISCREPANCY
@@ -59,9 +63,7 @@ def test_failing_a_round_that_had_enough_valid_updates_is_named(world):
 
 
 def test_a_global_metric_that_is_not_the_evaluations_mean_is_named(world):
-    world.fresh()
-    world.open(1)
-    world.commit_honest(1, ALL)
+    world.restore("all in")
     assert world.coord.close_round(world.pid, 1).closed
     world.evaluate(1, ALL)
     flattering = 999_000
@@ -73,9 +75,7 @@ def test_a_global_metric_that_is_not_the_evaluations_mean_is_named(world):
 
 
 def test_the_recorded_metric_of_an_honest_coordinator_verifies(world):
-    world.fresh()
-    world.open(1)
-    world.commit_honest(1, ALL)
+    world.restore("all in")
     assert world.coord.close_round(world.pid, 1).closed
     world.evaluate(1, (0, 1))
     world.coord.record_metric(world.pid, 1)
@@ -84,22 +84,18 @@ def test_the_recorded_metric_of_an_honest_coordinator_verifies(world):
 
 
 def test_a_metric_recorded_before_any_evaluation_is_named(world):
-    world.fresh()
-    world.open(1)
-    world.commit_honest(1, ALL)
+    world.restore("all in")
     assert world.coord.close_round(world.pid, 1).closed
     world.sim.fed(world.sim.ops).rounds.record_global_metric(world.pid, 1, 900_000)
     assert "was recorded before any evaluation was submitted" in "\n".join(world.verdict(1).problems)
 
 
 def _revoke_after_commit(world):
-    world.open(1)
-    world.commit_honest(1, ALL)
     datasets.revoke(world.sim.fed(world.member(3)), world.sim.names[3])  # the owner withdraws its dataset
 
 
 def test_an_update_whose_dataset_was_revoked_before_the_close_is_rejected(world):
-    world.fresh()
+    world.restore("all in")
     _revoke_after_commit(world)
     res = world.coord.close_round(world.pid, 1)
     assert res.closed and res.rejected[world.address(3)].code == Reason.NOT_ADMITTED
@@ -108,7 +104,7 @@ def test_an_update_whose_dataset_was_revoked_before_the_close_is_rejected(world)
 
 
 def test_aggregating_an_update_whose_dataset_was_revoked_before_the_close_is_named(world):
-    world.fresh(LyingCoordinator, skip_policy=True)
+    world.restore("all in", LyingCoordinator, skip_policy=True)
     _revoke_after_commit(world)
     res = world.coord.close_round(world.pid, 1)
     assert res.closed and world.address(3) in res.participants

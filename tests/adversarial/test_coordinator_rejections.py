@@ -31,7 +31,11 @@ VICTIM = 3
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return make_world(tmp_path_factory.mktemp("coord-rejections"), hospitals=5, min_participants=3, rounds=1)
+    w = make_world(tmp_path_factory.mktemp("coord-rejections"), hospitals=5, min_participants=3, rounds=1)
+    w.open(1)
+    w.commit_honest(1, (0, 1, 2, 3, 4))
+    w.save("all honest")  # round 1 open, five honest updates committed: each test closes it its own way
+    return w
 
 
 def rewrite(victim: str, rejection: Rejection):
@@ -56,13 +60,21 @@ def test_a_rejection_with_another_code_than_the_bytes_give_is_a_discrepancy(worl
 
 def test_dropping_an_honest_update_and_deleting_its_blob_is_never_verified(world, tmp_path, capsys):
     """The coordinator runs the store: it calls the honest update NOT_FOUND and removes its only block."""
-    world.fresh(LyingCoordinator, tamper=rewrite(world.address(VICTIM), Rejection(Reason.NOT_FOUND, "gone")))
-    world.open(1)
-    world.commit_honest(1, (0, 1, 2, 3, 4))
+    world.restore("all honest", LyingCoordinator,
+                  tamper=rewrite(world.address(VICTIM), Rejection(Reason.NOT_FOUND, "gone")))
     victim_cid = world.fed.rounds.commitments(world.pid, 1)[VICTIM].cid
     assert world.coord.close_round(world.pid, 1).closed
-    world.sim.store.block_path(victim_cid).unlink()
+    block = world.sim.store.block_path(victim_cid)
+    kept = block.read_bytes()  # (put back at the end: the other tests share the committed updates)
+    block.unlink()
+    try:
+        _judge_dropped(world, victim_cid, tmp_path, capsys)
+    finally:
+        block.write_bytes(kept)
 
+
+def _judge_dropped(world, victim_cid, tmp_path, capsys):
+    """Replay (and the CLI on the exported trail) with the victim's blob gone from the store."""
     v = world.verdict(1)
     assert v.status == UNVERIFIABLE and not v.problems
     assert any(f"({victim_cid}) was rejected as NOT_FOUND; the auditor cannot check it: the blob is missing" in u
@@ -82,9 +94,8 @@ def test_dropping_an_honest_update_and_deleting_its_blob_is_never_verified(world
 
 def test_not_found_for_an_update_the_auditor_can_fetch_is_unverifiable(world):
     """Availability at close cannot be re-derived later: such a rejection is not VERIFIED (nor blamed)."""
-    world.fresh(LyingCoordinator, tamper=rewrite(world.address(VICTIM), Rejection(Reason.NOT_FOUND, "timeout")))
-    world.open(1)
-    world.commit_honest(1, (0, 1, 2, 3, 4))
+    world.restore("all honest", LyingCoordinator,
+                  tamper=rewrite(world.address(VICTIM), Rejection(Reason.NOT_FOUND, "timeout")))
     assert world.coord.close_round(world.pid, 1).closed
     v = world.verdict(1)
     assert v.status == UNVERIFIABLE and not v.problems
@@ -92,9 +103,8 @@ def test_not_found_for_an_update_the_auditor_can_fetch_is_unverifiable(world):
 
 
 def test_rejecting_an_honest_update_for_any_other_reason_is_a_discrepancy(world):
-    world.fresh(LyingCoordinator, tamper=rewrite(world.address(VICTIM), Rejection(Reason.BAD_ENVELOPE, "no")))
-    world.open(1)
-    world.commit_honest(1, (0, 1, 2, 3, 4))
+    world.restore("all honest", LyingCoordinator,
+                  tamper=rewrite(world.address(VICTIM), Rejection(Reason.BAD_ENVELOPE, "no")))
     assert world.coord.close_round(world.pid, 1).closed
     v = world.verdict(1)
     assert v.status == DISCREPANCY

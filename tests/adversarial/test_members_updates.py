@@ -26,7 +26,11 @@ ATTACKER = 3
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return make_world(tmp_path_factory.mktemp("members"), rounds=2)
+    w = make_world(tmp_path_factory.mktemp("members"), rounds=2)
+    w.open(1)
+    w.commit_honest(1, HONEST)
+    w.save("honest in")  # round 1 open, the three honest updates committed; the attacker's turn
+    return w
 
 
 def _closed_without(world, res, code: Reason):
@@ -43,9 +47,7 @@ def _closed_without(world, res, code: Reason):
 
 @pytest.mark.parametrize("kind", ["NOT_FINITE", "INFINITE", "WRONG_SHAPE", "WRONG_TENSORS"])
 def test_a_validly_sealed_broken_update_is_rejected_and_the_round_closes(world, kind):
-    world.fresh()
-    world.open(1)
-    world.commit_honest(1, HONEST)
+    world.restore("honest in")
     world.seal_and_commit(ATTACKER, 1, bad_update(world.plan, kind))
     res = world.coord.close_round(world.pid, 1)
     _closed_without(world, res, Reason.NOT_FINITE if kind == "INFINITE" else Reason[kind])
@@ -70,9 +72,7 @@ def test_the_long_running_service_closes_the_round_and_goes_on(world):
 
 def test_an_update_the_auditor_cannot_open_is_rejected(world):
     """Sealed for the coordinator alone: the coordinator could open it, the auditor never could."""
-    world.fresh()
-    world.open(1)
-    world.commit_honest(1, HONEST)
+    world.restore("honest in")
     honest_bytes = bad_update(world.plan, "NOT_FINITE")  # the content does not matter: the envelope decides first
     world.seal_and_commit(ATTACKER, 1, honest_bytes, recipients=[world.sim.ops.x25519_public])
     res = world.coord.close_round(world.pid, 1)
@@ -81,9 +81,7 @@ def test_an_update_the_auditor_cannot_open_is_rejected(world):
 
 
 def test_a_commitment_that_is_not_a_cid_is_rejected_for_everyone_alike(world):
-    world.fresh()
-    world.open(1)
-    world.commit_honest(1, HONEST)
+    world.restore("honest in")
     world.commit_raw(ATTACKER, 1, "../../etc/passwd", "ab" * 32)
     res = world.coord.close_round(world.pid, 1)
     _closed_without(world, res, Reason.NOT_FOUND)
