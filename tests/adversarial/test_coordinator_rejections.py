@@ -90,6 +90,12 @@ def _judge_dropped(world, victim_cid, tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "UNVERIFIABLE" in out and "the blob is missing" in out and "trail ANCHORED" in out
     assert cli_main(argv + ["--allow-unverifiable"]) == 0
+    # The HTML report says the same, in words for hospital staff.
+    page = tmp_path / "report.html"
+    assert cli_main(["audit", "report", "--out", str(page), *argv[2:]]) == 0
+    html = page.read_text()
+    assert '<div class="banner warn">Nothing contradicts the record, but not everything could be checked' in html
+    assert "not checked: update of" in html and "the blob is missing" in html
 
 
 def test_not_found_for_an_update_the_auditor_can_fetch_is_unverifiable(world):

@@ -15,8 +15,10 @@ import struct
 import tempfile
 
 import pytest
+import torch
 
 from adversary import make_world
+from fedchain.serialize import state_dict_to_bytes
 from fedchain.validation import Reason
 
 HOSTILE = "Traceback (most recent call last): /home/coordinator/.fedchain/keys.json <script>alert(1)</script>"
@@ -29,10 +31,6 @@ def _not_safetensors() -> bytes:
 
 def _hostile_names() -> bytes:
     """A well-formed safetensors file whose tensors are named by the attacker."""
-    from fedchain.serialize import state_dict_to_bytes
-
-    import torch
-
     return state_dict_to_bytes({f"{HOSTILE} {i}": torch.zeros(2) for i in range(6)})
 
 

@@ -22,6 +22,8 @@ import pytest
 from adversary import make_world
 from fedchain.coordinator.audit.replay import UNVERIFIABLE
 from fedchain.ipfs import KuboStore
+from fedchain.ipfs.local import LocalStore
+from fedchain.ipfs.store import ContentNotFound
 from fedchain.ipfs.unixfs import compute_cid
 from fedchain.validation import Reason
 
@@ -87,9 +89,6 @@ def test_missing_blobs_on_js_ipfs_cost_one_timeout(tmp_path, ipfs_daemon):
 
 def test_a_round_budget_bounds_a_store_that_never_answers(tmp_path):
     """A store whose lookups for absent content hang far past the budget: the round closes at the budget."""
-    from fedchain.ipfs.local import LocalStore
-    from fedchain.ipfs.store import ContentNotFound
-
     hang = 10.0
 
     class SlowMissStore(LocalStore):

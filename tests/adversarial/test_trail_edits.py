@@ -26,10 +26,13 @@ import rlp
 
 from adversary import LyingCoordinator, make_world
 from fedchain.cli import main as cli_main
+from fedchain.contracts.bindings import Chain, FounderSpec
 from fedchain.contracts.proofs import Receipt, bloom_of, decode_receipt, encode_receipt, keccak, receipts_root
 from fedchain.coordinator.audit.anchor import ANCHORED, DISCREPANCY, UNANCHORED, check_offline
 from fedchain.coordinator.audit.replay import VERIFIED, replay_trail
-from fedchain.coordinator.audit.trail import export_trail, read_trail
+from fedchain.coordinator.audit.trail import TrailError, export_trail, read_trail
+from fedchain.identity import dev_identity
+from fedchain.ipfs.local import LocalStore
 
 VICTIM = 3
 
@@ -259,10 +262,6 @@ def test_a_checkpoint_past_the_last_event_anchors_and_one_before_it_does_not(run
 def test_an_export_never_appends_to_another_chains_trail(tmp_path):
     """A restarted dev chain has the same contract addresses: resuming its export into the old trail would
     splice two histories into one record. The last checkpoint's block hash tells them apart."""
-    from fedchain.contracts.bindings import Chain, FounderSpec
-    from fedchain.coordinator.audit.trail import TrailError
-    from fedchain.identity import dev_identity
-    from fedchain.ipfs.local import LocalStore
 
     def deployment(seconds):
         chain = Chain.connect("eth-tester://")
