@@ -49,9 +49,11 @@ class Backend(ABC):
             return bytes(data)
         return None
 
-    def raw_header(self, number: int) -> bytes:
-        """Block ``number``'s header as the RLP its hash is computed over (rebuilt from the JSON-RPC block)."""
-        return encode_header(dict(self.w3.eth.get_block(int(number))))
+    def raw_header(self, number: int) -> tuple[bytes, bytes]:
+        """Block ``number``'s header as the RLP its hash is computed over (rebuilt from the JSON-RPC
+        block), and the block hash the node reports for it."""
+        block = self.w3.eth.get_block(int(number))
+        return encode_header(dict(block)), bytes(block["hash"])
 
     @abstractmethod
     def fund(self, addresses: list[str], wei: int) -> None:

@@ -30,8 +30,7 @@ __all__ = ["LogDecoder", "raw_header", "raw_receipts"]
 def raw_header(chain: Any, number: int) -> Header:
     """Block ``number``'s header, parsed; :class:`ChainError` if its RLP does not hash to the node's block hash."""
     with chain.guard():
-        raw = chain.backend.raw_header(int(number))
-        want = bytes(chain.w3.eth.get_block(int(number))["hash"])
+        raw, want = chain.backend.raw_header(int(number))
     header = Header.decode(raw)
     if header.hash != want:
         raise ChainError(f"block {number}: the header this node gives does not hash to its block hash "

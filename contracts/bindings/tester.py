@@ -30,9 +30,10 @@ class TesterBackend(Backend):
         self.tester = EthereumTester(PyEVMBackend())
         self.w3 = Web3(EthereumTesterProvider(self.tester))
 
-    def raw_header(self, number: int) -> bytes:
+    def raw_header(self, number: int) -> tuple[bytes, bytes]:
         """py-evm's own header (eth-tester's JSON pads ``extraData``, so it cannot be rebuilt from it)."""
-        return rlp.encode(self.tester.backend.chain.get_canonical_block_header_by_number(int(number)))
+        header = self.tester.backend.chain.get_canonical_block_header_by_number(int(number))
+        return rlp.encode(header), bytes(header.hash)
 
     def gas_limit(self, tx: dict[str, Any]) -> int:
         self.w3.eth.call({**tx, "gas": GAS_LIMIT}, "pending")
