@@ -6,17 +6,26 @@ For each round ``r`` (1-based on chain) of an approved proposal the
 1. refuses on its own unless the proposal is Approved on chain and ``r`` is
    within its approved rounds (the contract refuses too);
 2. opens the round on chain;
-3. once enough commitments are in (or the deadline passed) fetches each
-   sealed update by CID, checks its sha256 against the commitment, decrypts
-   it (the envelope binds chain, contract, proposal, round and sender) and
-   deserializes it — an update failing any check is *rejected* with the
-   reason and left out;
+3. once enough commitments are in (or the deadline passed) collects and
+   verifies every committed update (:mod:`fedchain.coordinator.collect`: the
+   dataset's policy at close, then fetch bounded and hash-checked, envelope v2
+   opened with the exact expected recipients, validation against the plan's
+   model), all of the round's updates concurrently under one time budget.
+   An update failing any check is *rejected* with a stable reason code and a
+   short public detail and left out; nothing a member sends can raise out of
+   the round;
 4. aggregates the valid updates with the plan's strategy, pins the new
    global model (canonical safetensors, public to the consortium's store) and
-   a scores document, and closes the round with both hashes — or marks the
-   round Failed when fewer than ``min_participants`` valid updates remain;
+   a scores document (scores, the updates used, ``{participant: {code,
+   detail}}`` for the rejected ones), and closes the round with both hashes --
+   or reports that too few valid updates remain (the service marks the round
+   Failed after its deadline);
 5. after the nodes submitted their evaluations, records the sample-weighted
    mean metric on chain.
+
+Everything in steps 3-5 is re-derived by ``audit replay`` (codes compared, the
+aggregate and scores recomputed, the metric recomputed from the evaluation
+events, the timing of a close or fail judged against the deadline).
 """
 
 from __future__ import annotations
@@ -24,18 +33,21 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from rich.console import Console
 
 from fedchain.config import load_role_config
-from fedchain.content import (
-    MAX_DOCUMENT_SIZE,
-    fetch_document,
-    fetch_model,
-    pin_document,
-)
+from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, pin_document
 from fedchain.contracts.bindings import Chain, Deployment
+from fedchain.contracts.errors import policy_reason
+from fedchain.coordinator.collect import (
+    DEFAULT_FETCH_WORKERS,
+    Outcome,
+    UpdateJob,
+    check_updates,
+    public_rejection,
+)
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
 from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
@@ -52,10 +64,12 @@ from fedchain.plan import (
     verify_plan_bytes,
 )
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from fedchain.validation import update_size_limit
+from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout
 
 PPM = 1_000_000
-SCORES_FORMAT = "fedchain-scores/1"
+SCORES_FORMAT = "fedchain-scores/2"
+#: Seconds the coordinator waits for all of a round's updates together (see ``collect``).
+DEFAULT_FETCH_BUDGET = 120.0
 
 
 class NotApproved(FedchainError):
@@ -72,6 +86,7 @@ class Commitment:
     sha256: str
     n_samples: int
     block: int | None = None  # block of the commitment (the sender's key is read as of it)
+    dataset_id: bytes | None = None  # the dataset's on-chain id (its policy is checked at close)
 
 
 @dataclass
@@ -82,7 +97,7 @@ class RoundResult:
     round: int
     closed: bool
     participants: list[str] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, Rejection] = field(default_factory=dict)  # participant -> code and public detail
     aggregate_cid: str = ""
     aggregate_sha256: str = ""
     scores: dict[str, float] = field(default_factory=dict)
@@ -92,8 +107,13 @@ class RoundResult:
 
 
 def scores_document(proposal_id: int, round_: int, scores: dict[str, float],
-                    included: list[Commitment], rejected: dict[str, str]) -> bytes:
-    """Canonical JSON of a round's contribution scores (what is pinned and hashed on chain)."""
+                    included: list[Commitment], rejected: Mapping[str, Rejection]) -> bytes:
+    """Canonical JSON of a round's contribution scores (what is pinned and hashed on chain).
+
+    ``rejected`` maps each left-out participant to its :class:`~fedchain.validation.Rejection`:
+    the document records the stable code (what replay compares) and the short
+    public detail.
+    """
     return canonical_json({
         "format": SCORES_FORMAT,
         "proposal": proposal_id,
@@ -104,18 +124,23 @@ def scores_document(proposal_id: int, round_: int, scores: dict[str, float],
              for c in included),
             key=lambda d: (d["participant"], d["dataset"]),
         ),
-        "rejected": {p.lower(): why for p, why in sorted(rejected.items())},
+        "rejected": {p.lower(): {"code": str(r.code), "detail": r.detail} for p, r in sorted(rejected.items())},
     })
 
 
 class Coordinator:
     """Drives rounds; ``fed`` is the contracts façade acting as the coordinator."""
 
-    def __init__(self, fed, store, identity, *, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, fed, store, identity, *, log: Callable[[str], None] | None = None,
+                 fetch_budget: float | None = DEFAULT_FETCH_BUDGET, fetch_workers: int = DEFAULT_FETCH_WORKERS) -> None:
         self.fed = fed
         self.store = store
         self.identity = identity
         self.log = log or (lambda _msg: None)
+        #: Seconds for fetching all of a round's updates together (None: no limit).
+        self.fetch_budget = fetch_budget
+        self.fetch_workers = fetch_workers
+        self._layouts: dict[int, ModelLayout] = {}
         self._plans: dict[int, TrainingPlan] = {}
         self._strategies: dict[int, Strategy] = {}
         self._globals: dict[int, dict] = {}
@@ -165,10 +190,15 @@ class Coordinator:
                 continue
             doc = json.loads(fetch_document(self.store, info.scores_cid, info.scores_sha256, max_size=MAX_DOCUMENT_SIZE))
             used = {(d["participant"], d["dataset"]) for d in doc["included"]}
-            updates = [
-                ClientUpdate(c.participant, c.dataset, c.n_samples, self._load_update(proposal_id, r, c))
-                for c in self.commitments(proposal_id, r) if (c.participant.lower(), c.dataset) in used
-            ]
+            listed = [c for c in self.commitments(proposal_id, r) if (c.participant.lower(), c.dataset) in used]
+            outcomes = self._verify(proposal_id, r, listed)
+            updates = []
+            for c in listed:
+                got = outcomes[c.participant.lower()]
+                if not isinstance(got, Accepted):
+                    raise FedchainError(f"cannot resume proposal {proposal_id}: the update of {c.participant} that "
+                                        f"round {r} aggregated does not verify now ({public_rejection(got).code})")
+                updates.append(ClientUpdate(c.participant, c.dataset, c.n_samples, got.state))
             raw = state_dict_to_bytes(strategy.aggregate_train(r, state, updates))
             if sha256_hex(raw) != "0x" + bytes(info.aggregate_sha256).hex():
                 raise FedchainError(f"cannot resume proposal {proposal_id}: round {r}'s aggregate on chain "
@@ -199,7 +229,7 @@ class Coordinator:
         """The round's update commitments, from the chain's events."""
         return [
             Commitment(participant=c.member, dataset=self._dataset_name(c.dataset), cid=c.cid, sha256=c.sha256,
-                       n_samples=c.sample_count, block=c.block_number)
+                       n_samples=c.sample_count, block=c.block_number, dataset_id=bytes(c.dataset))
             for c in self.fed.rounds.commitments(proposal_id, round_)
         ]
 
@@ -209,27 +239,63 @@ class Coordinator:
             self._names[dataset_id] = info.name if info is not None else "0x" + dataset_id.hex()
         return self._names[dataset_id]
 
-    def _load_update(self, proposal_id: int, round_: int, c: Commitment):
-        ctx = EnvelopeContext(
-            chain_id=self.fed.deployment.chain_id, contract=self.fed.addresses["Rounds"],
-            proposal_id=proposal_id, round=round_, sender=c.participant,
-        )
-        plan = self.plan(proposal_id)  # sealed for the coordinator and the plan's auditors, signed by the sender
-        return fetch_model(self.store, c.cid, c.sha256, ctx, self.identity,
-                           max_size=update_size_limit(plan.model, 1 + len(plan.auditors)))
+    def layout(self, proposal_id: int) -> ModelLayout:
+        """The plan model's layout (names, dtypes, shapes) every update must have."""
+        if proposal_id not in self._layouts:
+            self._layouts[proposal_id] = model_layout(self.plan(proposal_id).model)
+        return self._layouts[proposal_id]
+
+    def recipients(self, proposal_id: int) -> list[bytes]:
+        """The exact X25519 keys every update must be sealed for: this coordinator's and the plan's auditors'."""
+        auditors = [bytes.fromhex(k.removeprefix("0x")) for k in self.plan(proposal_id).auditors]
+        return [self.identity.x25519_public, *auditors]
+
+    def _verify(self, proposal_id: int, round_: int, commitments: list[Commitment]) -> dict[str, Outcome]:
+        """Fetch, open and validate ``commitments`` together (see :func:`~fedchain.coordinator.collect.check_updates`)."""
+        jobs = [
+            UpdateJob(key=c.participant.lower(), cid=c.cid, sha256=c.sha256, ctx=EnvelopeContext(
+                chain_id=self.fed.deployment.chain_id, contract=self.fed.addresses["Rounds"],
+                proposal_id=proposal_id, round=round_, sender=c.participant))
+            for c in commitments
+        ]
+        return check_updates(self.store, jobs, self.identity, self.layout(proposal_id), self.recipients(proposal_id),
+                             budget=self.fetch_budget, workers=self.fetch_workers)
+
+    def collect(self, proposal_id: int, round_: int) -> list[tuple[Commitment, Outcome]]:
+        """Every commitment of the round with its outcome: the tensors, or why it is left out.
+
+        The dataset's policy is asked first (as of now, just before the close): an
+        update whose policy no longer admits the proposal is ``NOT_ADMITTED`` and is
+        not fetched. The rest are verified together under :attr:`fetch_budget`.
+        Raises :class:`~fedchain.coordinator.collect.StoreOutage` (our store is
+        down), never anything a member caused.
+        """
+        commitments = self.commitments(proposal_id, round_)
+        outcomes: dict[str, Outcome] = {}
+        admitted: list[Commitment] = []
+        for c in commitments:
+            verdict = self.fed.registry.admits(c.dataset_id, proposal_id) if c.dataset_id is not None else None
+            if verdict is not None and not verdict.ok:
+                outcomes[c.participant.lower()] = Rejection(
+                    Reason.NOT_ADMITTED,
+                    f"the dataset's policy no longer admits the proposal ({policy_reason(verdict.reason)})")
+            else:
+                admitted.append(c)
+        outcomes.update(self._verify(proposal_id, round_, admitted))
+        return [(c, outcomes[c.participant.lower()]) for c in commitments]
 
     def close_round(self, proposal_id: int, round_: int) -> RoundResult:
-        """Verify, aggregate, publish and close — or fail the round if too few valid updates."""
+        """Verify, aggregate, publish and close — or report that too few valid updates remain."""
         plan = self.plan(proposal_id)
         strategy = self.strategy(proposal_id)
         valid: list[tuple[Commitment, dict]] = []
-        rejected: dict[str, str] = {}
-        for c in self.commitments(proposal_id, round_):
-            try:
-                valid.append((c, self._load_update(proposal_id, round_, c)))
-            except FedchainError as exc:
-                rejected[c.participant] = f"{type(exc).__name__}: {exc}"
-                self.log(f"rejected update of {c.participant} in round {round_}: {exc}")
+        rejected: dict[str, Rejection] = {}
+        for c, outcome in self.collect(proposal_id, round_):
+            if isinstance(outcome, Accepted):
+                valid.append((c, outcome.state))
+                continue
+            rejected[c.participant] = rej = public_rejection(outcome)
+            self.log(f"rejected update of {c.participant} in round {round_}: {rej.code} ({rej.detail})")
         n_valid = len({c.participant.lower() for c, _ in valid})
         if n_valid < plan.min_participants:
             why = f"{n_valid} participant(s) with valid updates, the plan needs {plan.min_participants}"

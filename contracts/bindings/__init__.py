@@ -11,7 +11,9 @@ Modules:
   the four clients, events, the per-connection read model;
 * :mod:`~fedchain.contracts.bindings.clients` - one thin client per contract;
 * :mod:`~fedchain.contracts.bindings.codec` - ids and hashes, JSON-friendly values,
-  custom-error decoding.
+  custom-error decoding;
+* :mod:`~fedchain.contracts.bindings.proofs` - raw block headers and receipts off a node,
+  and offline decoding of raw logs (what anchors an exported audit trail).
 
 Typical use::
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from web3 import Web3
 
+from fedchain.contracts.proofs import encode_header
 
 
 class Backend(ABC):
@@ -47,6 +48,12 @@ class Backend(ABC):
         if isinstance(data, (bytes, bytearray)):
             return bytes(data)
         return None
+
+    def raw_header(self, number: int) -> tuple[bytes, bytes]:
+        """Block ``number``'s header as the RLP its hash is computed over (rebuilt from the JSON-RPC
+        block), and the block hash the node reports for it."""
+        block = self.w3.eth.get_block(int(number))
+        return encode_header(dict(block)), bytes(block["hash"])
 
     @abstractmethod
     def fund(self, addresses: list[str], wei: int) -> None:

@@ -169,6 +169,7 @@ class Fedchain:
             contract=contract,
             event=data["event"],
             args=jsonify_args(event.abi["inputs"], data["args"], contract),
+            block_hash=hexstr(data["blockHash"]).lower(),
         )
 
     def _with_details(self, events: list[ChainEvent]) -> list[ChainEvent]:

@@ -12,6 +12,7 @@ import ast
 import re
 from typing import Any
 
+import rlp
 from eth_tester import EthereumTester, PyEVMBackend
 from web3 import EthereumTesterProvider, Web3
 
@@ -28,6 +29,11 @@ class TesterBackend(Backend):
         self.url = url
         self.tester = EthereumTester(PyEVMBackend())
         self.w3 = Web3(EthereumTesterProvider(self.tester))
+
+    def raw_header(self, number: int) -> tuple[bytes, bytes]:
+        """py-evm's own header (eth-tester's JSON pads ``extraData``, so it cannot be rebuilt from it)."""
+        header = self.tester.backend.chain.get_canonical_block_header_by_number(int(number))
+        return rlp.encode(header), bytes(header.hash)
 
     def gas_limit(self, tx: dict[str, Any]) -> int:
         self.w3.eth.call({**tx, "gas": GAS_LIMIT}, "pending")

@@ -67,6 +67,7 @@ from fedchain.modelcard import SCORE_MEANING
 # Kept in step with coordinator.audit.replay (not imported: replay pulls in torch).
 VERIFIED = "VERIFIED"
 DISCREPANCY = "DISCREPANCY"
+UNVERIFIABLE = "UNVERIFIABLE"
 
 _ADDRESS = re.compile(r"(?<![0-9a-zA-Z])0x[0-9a-fA-F]{40}(?![0-9a-fA-F])")  # not a prefix of a hash
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -194,6 +195,8 @@ def _status_class(status: str) -> str:
         return "ok"
     if status == DISCREPANCY:
         return "bad"
+    if status == UNVERIFIABLE:
+        return "warn"
     if status.startswith("FAILED"):
         return "warn"
     if status.startswith("OPEN"):
@@ -490,6 +493,7 @@ nav a { margin-right: 14px; color: var(--info); text-decoration: none; }
 .banner { border-radius: 8px; padding: 14px 18px; margin: 18px 0; font-size: 17px; font-weight: 600; border: 1px solid; }
 .banner.ok { background: var(--ok-bg); color: var(--ok); border-color: #a8d5b5; }
 .banner.bad { background: var(--bad-bg); color: var(--bad); border-color: #f1b0ab; }
+.banner.warn { background: var(--warn-bg); color: var(--warn); border-color: #f0d08a; }
 .banner.neutral { background: #eef1f5; color: #34414f; border-color: var(--line); }
 .banner small { display: block; font-weight: 400; font-size: 14px; color: #34414f; margin-top: 4px; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 8px 0 4px; }
@@ -628,24 +632,38 @@ def render_report(history: History, report=None, *, title: str, member_names: di
     n_failed = sum(1 for r in history.rounds.values() if r.closed is None and r.failed_block is not None)
     n_open = len(history.rounds) - n_closed - n_failed
     if report is not None:
-        n_ok = sum(1 for v in report.rounds if v.ok and v.status == VERIFIED)
-        n_bad = sum(1 for v in report.rounds if not v.ok)
-        if not keys and not governance_problems:
+        n_ok = sum(1 for v in report.rounds if v.status == VERIFIED)
+        n_bad = sum(1 for v in report.rounds if v.status == DISCREPANCY)
+        n_unv = sum(1 for v in report.rounds if v.status == UNVERIFIABLE)
+        anchor = report.anchor
+        anchor_html = f'<br>Trail {_e(anchor.status)}: {names.rich(anchor.detail)}'
+        if not keys and not governance_problems and report.status != DISCREPANCY:
             w('<div class="banner neutral">No rounds yet: nothing to replay.'
-              '<small>The governance record below was checked and shows no problems.</small></div>\n')
-        elif report.ok:
+              f'<small>The governance record below was checked and shows no problems.{anchor_html}</small></div>\n')
+        elif report.status == VERIFIED:
             w(f'<div class="banner ok">All checks passed: {n_ok} of {len(report.rounds)} round(s) VERIFIED, '
               'no governance problems.<small>The auditor re-ran every aggregation from the committed, encrypted updates '
-              'and obtained exactly the bytes recorded on chain.</small></div>\n')
+              f'and obtained exactly the bytes recorded on chain.{anchor_html}</small></div>\n')
+        elif report.status == UNVERIFIABLE:
+            what = []
+            if n_unv:
+                what.append(f"{n_unv} round(s) UNVERIFIABLE")
+            if anchor.status != "ANCHORED":
+                what.append(f"the trail is {anchor.status}")
+            w(f'<div class="banner warn">Nothing contradicts the record, but not everything could be checked: '
+              f'{_e(", ".join(what))}.<small>{n_ok} of {len(report.rounds)} round(s) VERIFIED. Each round says what '
+              f'the auditor could not check and why.{anchor_html}</small></div>\n')
         else:
             what = []
             if n_bad:
                 what.append(f"{n_bad} round(s) with a DISCREPANCY")
             if governance_problems:
                 what.append(f"{len(governance_problems)} governance problem(s)")
+            if anchor.status == DISCREPANCY:
+                what.append("a trail that is not the chain's")
             w(f'<div class="banner bad">Discrepancies found: {_e(", ".join(what))}.'
               f'<small>{n_ok} of {len(report.rounds)} round(s) VERIFIED. Each problem is listed below; '
-              'please forward this report to the consortium\'s audit contact.</small></div>\n')
+              f'please forward this report to the consortium\'s audit contact.{anchor_html}</small></div>\n')
     else:
         why = note or "The rounds were not replayed (no content store or auditor key was available)."
         n_found = len(governance_problems) + sum(len(v) for v in round_problems.values())
@@ -690,11 +708,15 @@ def render_report(history: History, report=None, *, title: str, member_names: di
           'its fingerprint (sha256) against the chain, decrypted it with the auditor key, re-ran the aggregation and '
           'the contribution scores, and compared the result with what the coordinator published.</p>\n')
         w('<ul class="legend">'
-          '<li><span class="badge ok">VERIFIED</span> the recomputed model and scores are identical to the ones on chain.</li>'
+          '<li><span class="badge ok">VERIFIED</span> every check ran and passed: each rejection has the reason the '
+          'bytes give, the recomputed model and scores are identical to the ones on chain, and the round was closed '
+          '(or failed) when the rules allow.</li>'
           '<li><span class="badge bad">DISCREPANCY</span> something does not match; the problems column says what.</li>'
-          '<li><span class="badge warn">FAILED</span> the round collected too few updates and produced no model '
-          '(not by itself an integrity problem).</li>'
-          '<li><span class="badge info">OPEN</span> the round has not closed yet.</li></ul>\n')
+          '<li><span class="badge warn">UNVERIFIABLE</span> nothing contradicts the record, but the auditor could not '
+          'check all of it (an update missing from its store, not sealed for it, ...); the problems column says '
+          'what and why.</li></ul>\n'
+          '<p class="explain">Under each verdict: what the chain says happened to the round (closed, failed with no '
+          'model, or still open) and its blocks.</p>\n')
     else:
         w('<p class="explain">Status as recorded on chain. Without the replay the aggregates are not re-derived; '
           'the problems column shows only the governance checks (approved proposal, membership, dataset policy, '
@@ -714,6 +736,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             else:
                 status = _chain_status(r) if r is not None else "UNKNOWN"
             probs = round_problems.get(k, [])
+            cannot = list(v.unverifiable) if v is not None else []
             cls = _status_class(status)
             if probs and cls == "ok":
                 cls = "bad"
@@ -730,13 +753,16 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             cid = (v.aggregate_cid if v is not None and v.aggregate_cid else
                    (r.closed["aggregate_cid"] if r is not None and r.closed else ""))
             cid_html = f'<code class="cid">{_e(_clean(cid))}</code>' if cid else '<span class="explain">—</span>'
-            prob_html = _problems_html(probs, names) or '<span class="explain">none</span>'
+            prob_html = (_problems_html(probs, names) + _problems_html([f"not checked: {c}" for c in cannot], names)
+                         or '<span class="explain">none</span>')
             row_cls = ' class="bad"' if cls == "bad" or probs else ""
             blocks = ""
             if r is not None:
                 end = r.closed_block if r.closed_block is not None else r.failed_block
                 blocks = (f"blocks {_e(r.opened_block)}–{_e(end)}" if end is not None
                           else f"opened at block {_e(r.opened_block)}")
+                if report is not None:
+                    blocks = f"{_e(_chain_status(r).split(' ')[0].lower())}, {blocks}"
                 blocks = f'<div class="explain small">{blocks}</div>'
             w(f'<tr id="round-{pid}-{rnd}"{row_cls}><td>#{pid}</td><td class="num">{rnd}</td>'
               f'<td><span class="badge {cls}">{_e(status)}</span>{blocks}</td><td>{part_html}</td>'
