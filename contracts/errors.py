@@ -85,6 +85,13 @@ class ChainUnavailable(ChainError):
         super().__init__(f"chain node unavailable at {url}" + (f": {detail}" if detail else ""))
 
 
+class TransactionConflict(ChainError):
+    """Another transaction of the same account took this one's nonce (two processes with one key).
+
+    Nothing of this transaction happened; re-read the chain to see what the other one did.
+    """
+
+
 class ChainRevert(ChainError):
     """A transaction or call reverted.
 

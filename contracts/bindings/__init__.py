@@ -33,6 +33,7 @@ from fedchain.contracts.errors import (
     ChainError,
     ChainRevert,
     ChainUnavailable,
+    TransactionConflict,
     policy_reason,
 )
 from fedchain.contracts.models import (
@@ -66,6 +67,6 @@ __all__ = [
     "DEV_FUNDING_WEI", "DEV_MNEMONIC", "DEV_PRIVATE_KEYS", "DatasetInfo", "Deployment", "DeploymentError",
     "ERROR_PHRASES", "Evaluation", "Fedchain", "FounderSpec", "MemberInfo", "MotionInfo", "MotionKind",
     "MotionState", "POLICY_REASONS", "Policy", "ProposalInfo", "ProposalState", "RoundInfo", "RoundPhase",
-    "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash", "dataset_id",
+    "TransactionConflict", "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash", "dataset_id",
     "policy_reason", "purpose_hash",
 ]

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -431,7 +432,11 @@ def identity_create(
 
     if path.exists():
         raise ConfigError(f"{path} exists; refusing to overwrite an identity")
-    password = os.environ.get("FEDCHAIN_PASSWORD") or typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    password = os.environ.get("FEDCHAIN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():  # getpass would warn and read the password from a pipe
+            raise ConfigError(f"no password for {path}: set $FEDCHAIN_PASSWORD (there is no terminal to ask on)")
+        password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
     ident = create_identity(path, name, password)
     console.print(f"created {path}: {escape(ident.name)} {ident.address}")
     console.print(f"  x25519 public key 0x{ident.x25519_public.hex()}")
