@@ -409,6 +409,15 @@ class CoordinatorService:
                 if self._tried_close.get(key) == n and not past:
                     return False  # fell short with these commitments already; wait for more or the deadline
                 lifecycle.set_activity(f"closing round {r} of proposal {pid}")
+                # Rebuild the aggregation state from the chain *before* looking again: a round
+                # closed by someone else after this point makes our close revert (handled), never
+                # our state skip a round.
+                self.c.strategy(pid)
+                if fed.rounds.round_info(pid, r).phase.name != "OPEN":
+                    self.c.log(f"did not close round {r} of proposal {pid}: it is no longer open (another "
+                               "coordinator was first)", level=logging.WARNING, proposal=pid, round=r)
+                    self.c.forget(pid)
+                    return False
                 res = self._attempt(pid, r, "close", lambda: self.c.close_round(pid, r))
                 if res is not None:
                     self.results[key] = res

@@ -181,15 +181,15 @@ def _string(sec: dict, key: str, source: Path, table: str) -> str:
 def _retry(raw: dict, path: Path) -> RetryPolicy:
     sec = _table(raw, "retry", path, {"horizon_seconds", "first_wait_seconds", "max_wait_seconds", "jitter_seconds"})
     base = RetryPolicy()
-    policy = RetryPolicy(
-        horizon=_number(sec, "horizon_seconds", path, "retry", base.horizon, 0, 7 * 86400),
-        first_wait=_number(sec, "first_wait_seconds", path, "retry", base.first_wait, 0.01, 3600),
-        max_wait=_number(sec, "max_wait_seconds", path, "retry", base.max_wait, 0.01, 3600),
-        jitter=_number(sec, "jitter_seconds", path, "retry", base.jitter, 0, 3600),
-    ) if sec else base
-    if policy.max_wait < policy.first_wait:
+    if not sec:
+        return base
+    horizon = _number(sec, "horizon_seconds", path, "retry", base.horizon, 0, 7 * 86400)
+    first = _number(sec, "first_wait_seconds", path, "retry", base.first_wait, 0.01, 3600)
+    most = _number(sec, "max_wait_seconds", path, "retry", max(base.max_wait, first), 0.01, 3600)
+    if most < first:
         raise ConfigError(f"{path}: [retry] max_wait_seconds must be at least first_wait_seconds")
-    return policy
+    jitter = _number(sec, "jitter_seconds", path, "retry", base.jitter, 0, 3600)
+    return RetryPolicy(horizon=horizon, first_wait=first, max_wait=most, jitter=jitter)
 
 
 def load_role_config(path: Path, *, extra_sections: set[str] = frozenset()) -> RoleConfig:

@@ -80,7 +80,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now (as Node.js does: with SO_REUSEADDR, so the
+    TIME_WAIT connections a stopped daemon leaves behind do not move a restarted one elsewhere)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -95,6 +95,9 @@ class LocalNetwork:
     procs: dict[str, RoleProcess] = field(default_factory=dict)
     proposal_id: int = 0
     codes: dict[str, int] = field(default_factory=dict)
+    #: Extra TOML appended to every role config (e.g. a shorter ``[retry]`` for tests).
+    role_config_extra: str = ""
+    sim: Simulation | None = None
 
     def __enter__(self) -> "LocalNetwork":
         return self
@@ -141,9 +144,19 @@ class LocalNetwork:
         (self.root / "plan.json").write_bytes(plan.to_canonical_bytes())
         self.proposal_id = pid = sim.approve(plan)  # DEV: mines past the 30-block vote instead of waiting 30 s
         store.close()
+        self.sim = sim
         self._write_configs(sim.data, sim.deployment)
         return {"proposal": pid, "plan_cid": sim.fed().proposals.proposal(pid).plan_cid,
                 "members": [m.address for m in sim.members], "auditor_dev": self.hospitals + 1}
+
+    def propose(self, *, rounds: int, seed: int | None = None) -> int:
+        """Approve one more proposal (the same demo plan, ``rounds`` rounds); its id."""
+        assert self.sim is not None, "set_up_governance() first"
+        plan = self.sim.plan(demo_plan(self.sim.data.hospitals, seed=self.seed if seed is None else seed),
+                             rounds=rounds, min_participants=self.hospitals, round_deadline_blocks=120)
+        with KuboStore(self.ipfs.api_addr) as store:
+            self.sim.store = store
+            return self.sim.approve(plan)
 
     def _write_configs(self, data, deployment) -> None:
         net = (f'[network]\nchain = "{self.anvil.url}"\ndeployment = "{self.root / "deployment.json"}"\n'
@@ -152,10 +165,11 @@ class LocalNetwork:
             (self.root / f"{h.name}.toml").write_text(
                 f"poll_seconds = 0.5\n\n[identity]\ndev = {i}\n\n{net}\n"
                 f'[dataset]\nname = "{h.name}"\ncsv = "{h.csv_path}"\nschema = "{h.schema_path}"\n'
+                + self.role_config_extra
             )
         (self.root / "coordinator.toml").write_text(
             f"poll_seconds = 0.5\n\n[identity]\ndev = {self.hospitals}\n\n{net}\n"
-            "[coordinator]\neval_grace_blocks = 30\n"
+            "[coordinator]\neval_grace_blocks = 30\n" + self.role_config_extra
         )
 
     # -- role processes -----------------------------------------------------------------------
