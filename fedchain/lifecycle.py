@@ -89,7 +89,7 @@ def exit_code_for(signum: int) -> ExitCode:
 
 class _State:
     def __init__(self) -> None:
-        self.activity = "starting"
+        self.activity = ""
         self.signum: int | None = None
         self.count = 0
         self.on_first: Callable[[int], None] | None = None
@@ -117,7 +117,7 @@ def set_activity(text: str) -> None:
 
 
 def activity() -> str:
-    """What the process said it is doing (see :func:`set_activity`)."""
+    """What the process said it is doing (see :func:`set_activity`; "" outside a role process)."""
     return _STATE.activity
 
 
@@ -143,8 +143,8 @@ def uninstall() -> None:
 
 
 def reset() -> None:
-    """Forget a stop request (tests)."""
-    _STATE.signum, _STATE.count = None, 0
+    """Forget a stop request and the activity (tests)."""
+    _STATE.signum, _STATE.count, _STATE.activity = None, 0, ""
 
 
 def requested() -> int | None:

@@ -114,10 +114,11 @@ class RetryPolicy:
             wait = state.next_action.sleep if state.next_action is not None else 0.0
             left = max(0.0, self.horizon - (state.seconds_since_start or 0.0))
             log.warning(
-                "%s unreachable (%s); retrying in %.1f s (attempt %d, giving up in %s)",
+                "%s unreachable (%s); retrying in %.1f s (attempt %d, giving up in %s)%s",
                 what, _describe(exc), wait, state.attempt_number + 1, _duration(left),
+                f" while {lifecycle.activity()}" if lifecycle.activity() else "",
                 extra={"fields": {"peer": what, "attempt": state.attempt_number + 1, "wait_s": round(wait, 3),
-                                  "horizon_s": self.horizon}},
+                                  "horizon_s": self.horizon, "activity": lifecycle.activity()}},
             )
             if before_retry is not None:
                 before_retry()

@@ -183,7 +183,10 @@ class HospitalNode:
             return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
         start = self.global_state(proposal_id, round_)
-        result = train_local(start, plan, train, config=train_config(plan, round_), dataset_seed_key=self.dataset_name)
+        config = train_config(plan, round_)
+        self.log(f"training round {round_} of proposal {proposal_id} on {train.n_rows} rows "
+                 f"({config.local_epochs} epoch(s), batch {config.batch_size})", proposal=proposal_id, round=round_)
+        result = train_local(start, plan, train, config=config, dataset_seed_key=self.dataset_name)
         try:
             recipients = recipients_for(self.fed, plan)
         except Refused as exc:
