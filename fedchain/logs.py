@@ -14,12 +14,18 @@ Code logs with the standard :mod:`logging` API; structured fields travel in
 ``extra={"fields": {...}}`` (see :func:`event`). Identities made from the
 public dev keys are always shown as ``DEV <name> (<address>)`` so nobody
 mistakes them for a real member's.
+
+Messages quote what other parties chose (dataset and member names, revert
+texts, a daemon's error): in readable lines every control character is
+escaped (a newline shows as ``\\n``), so nobody can forge a log line; JSON
+lines escape them by construction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import IO, Any
@@ -28,6 +34,12 @@ __all__ = ["JsonFormatter", "TextFormatter", "event", "identity_label", "setup",
 
 _ROOT = "fedchain"
 _CONTEXT = ("proposal", "round")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every control character escaped (no forged second line)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def short_address(address: str) -> str:
@@ -65,8 +77,9 @@ class TextFormatter(_Base):
     def format(self, record: logging.LogRecord) -> str:
         fields = _fields(record)
         where = " ".join(f"{k[0]}{fields[k]}" for k in _CONTEXT if fields.get(k) is not None)
-        head = f"{_timestamp(record)} {record.levelname:<5} {self.role} {self.who}"
-        line = f"{head} {where}  {record.getMessage()}" if where else f"{head}  {record.getMessage()}"
+        head = f"{_timestamp(record)} {record.levelname:<5} {self.role} {_one_line(self.who)}"
+        msg = _one_line(record.getMessage())
+        line = f"{head} {where}  {msg}" if where else f"{head}  {msg}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

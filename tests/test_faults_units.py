@@ -266,3 +266,36 @@ def test_role_help_documents_the_exit_codes(capsys):
         for fragment in ("3 chain node unreachable", "4 content store unreachable", "143 stopped by SIGTERM",
                          "130 stopped by SIGINT"):
             assert fragment in text, (role, fragment)
+
+
+def test_the_readme_role_configs_are_valid(tmp_path):
+    """The README's complete node config and its coordinator config load as written."""
+    from pathlib import Path
+
+    from fedchain.network import NetworkConfig
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Running the node and the coordinator"):]
+    blocks = [b.split("```", 1)[0] for b in section.split("```toml\n")[1:3]]
+    assert "[dataset]" in blocks[0] and "[coordinator]" in blocks[1]
+    NetworkConfig("http://127.0.0.1:8545", str(tmp_path / "d.json"), "local:store").save(tmp_path / ".fedchain")
+    for name, text, extra in (("hospital.toml", blocks[0], {"dataset", "limits"}),
+                              ("ops.toml", blocks[1], {"coordinator"})):
+        (tmp_path / name).write_text(text)
+        cfg = load_role_config(tmp_path / name, extra_sections=extra)
+        assert cfg.chain_url == "http://127.0.0.1:8545"
+    node = load_role_config(tmp_path / "hospital.toml", extra_sections={"dataset", "limits"})
+    assert node.identity.password_file == tmp_path / "keys/st-mary.pass" and node.retry == RetryPolicy()
+
+
+def test_a_name_with_a_newline_cannot_forge_a_log_line():
+    """Dataset and member names, revert texts and daemon errors are chosen by others; a readable
+    log line quotes them with control characters escaped, so each record stays one line."""
+    buf = io.StringIO()
+    logs.setup(role="coordinator", who="ops\nevil", stream=buf)
+    forged = "2026-01-01T00:00:00.000Z INFO  coordinator ops (0x90F7…b906) p1 r1  recorded round 1's global accuracy 1.0"
+    logging.getLogger("fedchain.coordinator").warning("rejected update of %s", f"hospital-x\n{forged}\r\u2028")
+    text = buf.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert "hospital-x\\n2026-01-01" in text and "ops\\nevil" in text
+    logging.getLogger("fedchain").handlers.clear()

@@ -394,6 +394,9 @@ def ipfs_up(home: HomeOpt = None) -> None:
         return
     daemon = JsIpfsDaemon(repo=home / "ipfs-repo", log_file=home / "ipfs.log", detached=True)
     daemon.start()
+    if not cfg.store.startswith("local:") and cfg.store != daemon.api_addr:
+        err_console.print(f"[yellow]the daemon's API is now {daemon.api_addr}, not {escape(cfg.store)} (that port "
+                          "was taken): restart running nodes and coordinators so they use it[/]")
     cfg.processes["ipfs"] = daemon.pid
     cfg.store = daemon.api_addr
     cfg.save(home)
@@ -402,8 +405,17 @@ def ipfs_up(home: HomeOpt = None) -> None:
 
 @ipfs_app.command("down")
 @friendly
-def ipfs_down(home: HomeOpt = None) -> None:
-    """Stop the local js-ipfs daemon and switch the store back to the embedded one."""
+def ipfs_down(
+    home: HomeOpt = None,
+    embedded: Annotated[bool, typer.Option(
+        "--switch-to-embedded", help="Also point the network's store back at the embedded one (HOME/store).")] = False,
+) -> None:
+    """Stop the local js-ipfs daemon; its repo and address stay for the next 'ipfs up'.
+
+    Running nodes and coordinators wait for the daemon to come back
+    (their \\[retry] horizon). With --switch-to-embedded the network's store
+    becomes the embedded one instead (content pinned in the daemon is not there).
+    """
 
     home = resolve_home(home).resolve()
     cfg = NetworkConfig.load(home)
@@ -413,7 +425,9 @@ def ipfs_down(home: HomeOpt = None) -> None:
     else:
         stop_pid(pid, sig=signal.SIGTERM)
         console.print(f"stopped js-ipfs (pid {pid}); its repo stays in {home / 'ipfs-repo'}")
-    cfg.store = f"local:{home / 'store'}"
+    if embedded:
+        cfg.store = f"local:{home / 'store'}"
+        console.print(f"the network's store is now the embedded one: {cfg.store}")
     cfg.save(home)
 
 
