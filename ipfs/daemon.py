@@ -15,6 +15,12 @@ in its own session, with ``IPFS_PATH`` pointing at ``repo`` (initialised with
 addresses on free 127.0.0.1 ports. A repo reused across restarts keeps its
 content. ``stop()`` sends SIGTERM to the process group, waits, then SIGKILLs.
 
+The process is managed here with ``subprocess`` rather than mirakuru (which
+manages anvil and the role processes): ``fedchain ipfs up`` starts the daemon
+*detached*, to outlive the command, and mirakuru by design kills at
+interpreter exit every process its executors started; one code path serves
+both modes.
+
 js-ipfs locks its repo with ``repo.lock`` (considered stale only after 20 s);
 after an unclean death the lock is cleared here when the pid recorded in
 ``fedchain-daemon.pid`` is gone, so a restart need not wait.

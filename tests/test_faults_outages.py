@@ -6,11 +6,14 @@ and started again (same URL, state reloaded: no historical state, no pending
 pool); mid-round 2 the IPFS daemon is (same API address, repo kept). No role
 process is restarted by hand: each waits inside its transports, logging each
 wait, and resumes the round. Every round then completes exactly once with all
-three hospitals, and the audit replay verifies all of them.
+three hospitals, and the audit replay verifies all of them. (This is also the
+multi-process network test: separate OS processes that share nothing but the
+chain's JSON-RPC and the daemon's RPC API; nothing is left running after it.)
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -25,7 +28,7 @@ from fedchain.retry import RetryPolicy
 pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.ipfsd]
 
 #: How long each service stays down (the operator's report: 20 s; the old code gave up after ~2 s).
-DOWN_SECONDS = 12
+DOWN_SECONDS = 8
 #: The roles' retry settings: the default horizon (10 min), shorter waits so the test resumes promptly.
 ROLE_RETRY = "\n[retry]\nmax_wait_seconds = 2\n"
 
@@ -81,6 +84,11 @@ def test_chain_and_ipfs_restarts_mid_round_lose_no_round(tmp_path):
                 assert sum(e.event == name for e in of_round) == 1, (name, r)
             assert {e.args["member"].lower() for e in of_round if e.event == "UpdateCommitted"} == members
         assert not [e for e in events if e.event == "RoundFailed"]
+        assert all(fed.rounds.round_info(pid, r).global_metric_ppm > 850_000 for r in (1, 2, 3))
+        # Rounds happened in order, each opened only after the previous one closed.
+        order = [(e.event, e.args.get("round")) for e in events if e.event in ("RoundOpened", "RoundClosed")]
+        assert order == [("RoundOpened", 1), ("RoundClosed", 1), ("RoundOpened", 2), ("RoundClosed", 2),
+                         ("RoundOpened", 3), ("RoundClosed", 3)]
 
         logs = {n: (net.root / f"{n}.log").read_text() for n in net.procs}
         assert any(f"chain node at {net.anvil.url}" in t and "retrying in" in t for t in logs.values())
@@ -90,4 +98,9 @@ def test_chain_and_ipfs_restarts_mid_round_lose_no_round(tmp_path):
         with KuboStore(net.ipfs.api_addr) as store:
             report = replay_live(fed, store, dev_identity(info["auditor_dev"]))
         assert report.ok and [v.status for v in report.rounds] == ["VERIFIED"] * 3, report
+        pids = [p.pid for p in net.procs.values()] + [net.anvil.pid, net.ipfs.pid]
+    for p in pids:  # nothing is left running
+        if p is not None:
+            with pytest.raises(ProcessLookupError):
+                os.kill(p, 0)
     print(f"\nchain + IPFS restarts ({DOWN_SECONDS} s each), 3 rounds: {time.monotonic() - t0:.0f} s")

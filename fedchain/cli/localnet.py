@@ -51,6 +51,8 @@ class RoleProcess(mirakuru.SimpleExecutor):
         super().__init__(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                          envvars=env, timeout=30, expected_returncode=143)  # 143: stopped by SIGTERM, as documented
 
+    _final: int | None = None
+
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
@@ -59,25 +61,22 @@ class RoleProcess(mirakuru.SimpleExecutor):
         """The exit status once it ended, else None."""
         return self.process.poll() if self.process is not None else self._final
 
-    _final: int | None = None
-
-    def reap(self) -> int | None:
-        code = self.poll()
-        if code is not None and self.process is not None:
-            self._final = code
-            self._clear_process()
-        return code
-
     def signal(self, sig: int) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, sig)
 
     def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            try:
-                self.stop()
-            except mirakuru.ExecutorError:
-                self.kill()
+        """Stop it (SIGTERM to its group, then SIGKILL) if it runs; sweep up its children either way."""
+        proc = self.process
+        if proc is not None:
+            if proc.poll() is None:
+                try:
+                    self.stop()
+                except mirakuru.ExecutorError:
+                    self.kill()
+            else:
+                self.kill()  # already exited: kills stragglers of its group, forgets the process
+            self._final = proc.returncode
         self._log.close()
 
 
