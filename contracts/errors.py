@@ -109,6 +109,13 @@ class WouldSend(Exception):
         super().__init__(f"{contract}.{function} as {signer} would be accepted ({gas} gas)")
 
 
+class TransactionConflict(ChainError):
+    """Another transaction of the same account took this one's nonce (two processes with one key).
+
+    Nothing of this transaction happened; re-read the chain to see what the other one did.
+    """
+
+
 class ChainRevert(ChainError):
     """A transaction or call reverted.
 

@@ -44,7 +44,6 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 from fedchain.envelope import EnvelopeContext
-from fedchain.errors import FedchainError
 from fedchain.identity import Identity
 from fedchain.ipfs.store import InvalidCid, StoreError, StoreUnavailable
 from fedchain.ipfs.unixfs import normalize_cid
@@ -66,8 +65,11 @@ __all__ = [
 DEFAULT_FETCH_WORKERS = 8
 
 
-class StoreOutage(FedchainError):
-    """The reader's own content store is unreachable: the round's updates cannot be judged now."""
+class StoreOutage(StoreUnavailable):
+    """The reader's own content store is unreachable: the round's updates cannot be judged now.
+
+    A :class:`~fedchain.ipfs.StoreUnavailable`: the store's own retries already rode out what
+    they could, so a role process stops with the store-unavailable exit code."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Runs hospital nodes and the coordinator in-process on the embedded chain
 (eth-tester) with the embedded store; the multi-process run on anvil + js-ipfs
-is in ``test_network.py``.
+is in ``test_faults_outages.py`` (with chain and IPFS restarts).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from fedchain.contracts.errors import (
     ChainError,
     ChainRevert,
     ChainUnavailable,
+    TransactionConflict,
     WouldSend,
     policy_reason,
 )
@@ -69,6 +70,6 @@ __all__ = [
     "DEV_FUNDING_WEI", "DEV_MNEMONIC", "DEV_PRIVATE_KEYS", "DatasetInfo", "Deployment", "DeploymentError",
     "ERROR_PHRASES", "Evaluation", "Fedchain", "FounderSpec", "MemberInfo", "MotionInfo", "MotionKind",
     "MotionState", "POLICY_REASONS", "Policy", "ProposalInfo", "ProposalState", "RoundInfo", "RoundPhase",
-    "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash", "dataset_id",
-    "WouldSend", "policy_reason", "purpose_hash",
+    "TransactionConflict", "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash",
+    "dataset_id", "WouldSend", "policy_reason", "purpose_hash",
 ]

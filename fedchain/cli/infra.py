@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -393,6 +394,9 @@ def ipfs_up(home: HomeOpt = None) -> None:
         return
     daemon = JsIpfsDaemon(repo=home / "ipfs-repo", log_file=home / "ipfs.log", detached=True)
     daemon.start()
+    if not cfg.store.startswith("local:") and cfg.store != daemon.api_addr:
+        err_console.print(f"[yellow]the daemon's API is now {daemon.api_addr}, not {escape(cfg.store)} (that port "
+                          "was taken): restart running nodes and coordinators so they use it[/]")
     cfg.processes["ipfs"] = daemon.pid
     cfg.store = daemon.api_addr
     cfg.save(home)
@@ -401,8 +405,17 @@ def ipfs_up(home: HomeOpt = None) -> None:
 
 @ipfs_app.command("down")
 @friendly
-def ipfs_down(home: HomeOpt = None) -> None:
-    """Stop the local js-ipfs daemon and switch the store back to the embedded one."""
+def ipfs_down(
+    home: HomeOpt = None,
+    embedded: Annotated[bool, typer.Option(
+        "--switch-to-embedded", help="Also point the network's store back at the embedded one (HOME/store).")] = False,
+) -> None:
+    """Stop the local js-ipfs daemon; its repo and address stay for the next 'ipfs up'.
+
+    Running nodes and coordinators wait for the daemon to come back
+    (their \\[retry] horizon). With --switch-to-embedded the network's store
+    becomes the embedded one instead (content pinned in the daemon is not there).
+    """
 
     home = resolve_home(home).resolve()
     cfg = NetworkConfig.load(home)
@@ -412,7 +425,9 @@ def ipfs_down(home: HomeOpt = None) -> None:
     else:
         stop_pid(pid, sig=signal.SIGTERM)
         console.print(f"stopped js-ipfs (pid {pid}); its repo stays in {home / 'ipfs-repo'}")
-    cfg.store = f"local:{home / 'store'}"
+    if embedded:
+        cfg.store = f"local:{home / 'store'}"
+        console.print(f"the network's store is now the embedded one: {cfg.store}")
     cfg.save(home)
 
 
@@ -431,7 +446,11 @@ def identity_create(
 
     if path.exists():
         raise ConfigError(f"{path} exists; refusing to overwrite an identity")
-    password = os.environ.get("FEDCHAIN_PASSWORD") or typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    password = os.environ.get("FEDCHAIN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():  # getpass would warn and read the password from a pipe
+            raise ConfigError(f"no password for {path}: set $FEDCHAIN_PASSWORD (there is no terminal to ask on)")
+        password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
     ident = create_identity(path, name, password)
     console.print(f"created {path}: {escape(ident.name)} {ident.address}")
     console.print(f"  x25519 public key 0x{ident.x25519_public.hex()}")
