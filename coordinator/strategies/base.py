@@ -25,13 +25,22 @@ of the plan's model and seed), as Flower passes initial arrays.
 robust aggregation rules or server-side differential privacy can wrap any
 strategy, one file each, overriding only the verb they change.
 
-Determinism: updates are validated, then sorted by the canonical key
-``(participant address lowercased, dataset id)``; the weighted mean is
-accumulated in float64 in that order and the result cast to float32 at the
-end. The same set of updates therefore gives the same bytes whatever order
-they arrived in. Updates whose tensor names, shapes or dtypes differ from the
-global state, or which contain NaN/inf, are rejected with an
-:class:`AggregationError` naming the participant.
+Determinism: updates are sorted by the canonical key ``(participant address
+lowercased, dataset id)``; the weighted mean is accumulated in float64 in
+that order and the result cast to float32 at the end. The same set of updates
+therefore gives the same bytes whatever order they arrived in. Updates whose
+tensor names, shapes or dtypes differ from the global state, or which contain
+NaN/inf, are rejected with an :class:`AggregationError` naming the
+participant.
+
+Speed and memory: :class:`WeightedMean` accumulates one update at a time,
+in place (``acc += n * w`` in one pass over each tensor; ``n * w`` of a
+float32 weight and an integer sample count below 2**29 is exact in float64,
+so this is bit-for-bit the sum of products in canonical order; a larger
+claimed count rounds its product separately, as before), and keeps
+nothing of an update once it is added. A caller that knows the round's keys
+before it has the tensors (the coordinator reads the commitments from the
+chain first) feeds updates in canonical order and holds one at a time.
 
 Server state (FedAdam, FedYogi) is exposed by :meth:`Strategy.state` /
 :meth:`Strategy.load_state` as a flat ``dict[str, Tensor]`` so it can be
@@ -56,6 +65,7 @@ __all__ = [
     "EvaluateResult",
     "Strategy",
     "StrategyWrapper",
+    "WeightedMean",
     "canonical_order",
     "check_update",
     "weighted_mean",
@@ -166,23 +176,75 @@ def check_update(global_state: Mapping[str, torch.Tensor], update: ClientUpdate)
             raise AggregationError(f"participant {who} (dataset {update.dataset_id}): tensor {name} has NaN/inf", who)
 
 
+#: Sample counts up to this keep ``n * w`` exact in float64 (24-bit float32 mantissa + 29 bits);
+#: larger (claimed) counts take a slower path that rounds the product on its own.
+MAX_EXACT_SAMPLES = 2**29
+
+
+class WeightedMean:
+    """The sample-weighted mean of updates, accumulated one update at a time.
+
+    Updates must come in canonical order (:func:`canonical_order`: ascending
+    ``key``, no duplicates); each is checked against the global state
+    (:func:`check_update`) and added in place into float64 accumulators, so
+    the result is the same bits as summing the products in that order, and
+    only the accumulators (twice the model's float32 size) are held.
+    """
+
+    def __init__(self, global_state: Mapping[str, torch.Tensor]) -> None:
+        self.global_state = global_state
+        self._acc = {name: torch.zeros(global_state[name].shape, dtype=torch.float64) for name in sorted(global_state)}
+        self.total = 0
+        self.count = 0
+        self._last: tuple[str, str] | None = None
+
+    def add(self, update: ClientUpdate) -> None:
+        """Check ``update`` and add ``n_samples * weights`` (after every update of a smaller key)."""
+        if self._acc is None:
+            raise AggregationError("the mean was already taken; start a new WeightedMean")
+        if self._last is not None and update.key <= self._last:
+            if update.key == self._last:
+                raise AggregationError(
+                    f"participant {update.participant} sent two results for dataset {update.dataset_id!r}",
+                    update.participant,
+                )
+            raise AggregationError(
+                f"updates must be added in canonical order: {update.key} after {self._last}", update.participant
+            )
+        check_update(self.global_state, update)
+        weight = update.n_samples
+        for name, acc in self._acc.items():
+            t = update.state[name].detach()
+            if weight <= MAX_EXACT_SAMPLES:
+                acc.add_(t, alpha=weight)  # one pass; n * w is exact, so fused or not, the same bits
+            else:  # an inexact product: round it on its own, as a separate multiply (same on every CPU)
+                acc.add_(t.to(torch.float64).mul_(float(weight)))
+        self.total += weight
+        self.count += 1
+        self._last = update.key
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The float64 mean (the accumulators, divided in place; the object is spent)."""
+        if self._acc is None:
+            raise AggregationError("the mean was already taken")
+        if not self.count:
+            raise AggregationError("no updates to aggregate")
+        total = float(self.total)
+        out = {name: acc.div_(total) for name, acc in self._acc.items()}
+        self._acc = None
+        return out
+
+
 def weighted_mean(
     global_state: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]
 ) -> dict[str, torch.Tensor]:
-    """Sample-weighted mean of the updates, float64, canonical order."""
+    """Sample-weighted mean of the updates, float64, canonical order (see :class:`WeightedMean`)."""
     if not updates:
         raise AggregationError("no updates to aggregate")
-    ordered = canonical_order(updates)
-    for u in ordered:
-        check_update(global_state, u)
-    total = sum(u.n_samples for u in ordered)
-    out: dict[str, torch.Tensor] = {}
-    for name in sorted(global_state):
-        acc = torch.zeros(global_state[name].shape, dtype=torch.float64)
-        for u in ordered:
-            acc += u.state[name].detach().to(torch.float64) * float(u.n_samples)
-        out[name] = acc / float(total)
-    return out
+    mean = WeightedMean(global_state)
+    for u in canonical_order(updates):
+        mean.add(u)
+    return mean.result()
 
 
 def check_round(server_round: Any) -> int:
