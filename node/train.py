@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedchain.errors import ConfigError, FedchainError
-from fedchain.models import empty_model
+from fedchain.models import all_finite, empty_model
 from fedchain.node.dataset import TabularData, apply_preprocessing
 from fedchain.plan import OptimizerSpec, SGDSpec, TrainConfig, TrainingPlan
 
@@ -187,7 +187,7 @@ def train_local(
         # The model is ours alone and dropped here: its parameters become the result, uncopied.
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         for name, t in state.items():
-            if not torch.isfinite(t).all():
+            if not all_finite(t):
                 raise TrainingError(f"training produced non-finite weights in {name}; try a smaller optimizer.lr")
         metrics = _evaluate_model(model, plan, train_data)
     return LocalResult(state, n, last_epoch_loss, metrics)

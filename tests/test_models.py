@@ -147,3 +147,17 @@ def test_empty_model_takes_any_state(spec):
     model.load_state_dict(state)
     assert _digest(model.state_dict()) == _digest(state)
     assert list(model.buffers()) == []
+
+
+def test_all_finite_sees_every_nan_and_infinity():
+    from fedchain.models import all_finite
+
+    t = torch.randn(64, 33)
+    assert all_finite(t) and all_finite(torch.empty(0)) and all_finite(torch.tensor(3.0))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for where in ((0, 0), (63, 32), (17, 5)):
+            u = t.clone()
+            u[where] = bad
+            assert not all_finite(u), (bad, where)
+    assert not all_finite(torch.full((5,), float("nan")))
+    assert not all_finite(torch.tensor([float("inf"), float("-inf")]))

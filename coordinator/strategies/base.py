@@ -57,6 +57,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 
 from fedchain.errors import ConfigError, FedchainError
+from fedchain.models import all_finite
 from fedchain.plan import EvaluateConfig, StrategySpec, TrainConfig
 
 __all__ = [
@@ -172,7 +173,7 @@ def check_update(global_state: Mapping[str, torch.Tensor], update: ClientUpdate)
                 f"expected {ref.dtype}",
                 who,
             )
-        if not torch.isfinite(t).all():
+        if not all_finite(t):
             raise AggregationError(f"participant {who} (dataset {update.dataset_id}): tensor {name} has NaN/inf", who)
 
 
@@ -188,12 +189,13 @@ class WeightedMean:
     ``key``, no duplicates); each is checked against the global state
     (:func:`check_update`) and added in place into float64 accumulators, so
     the result is the same bits as summing the products in that order, and
-    only the accumulators (twice the model's float32 size) are held.
+    only the accumulators and one scratch tensor (float64) are held.
     """
 
     def __init__(self, global_state: Mapping[str, torch.Tensor]) -> None:
         self.global_state = global_state
         self._acc = {name: torch.zeros(global_state[name].shape, dtype=torch.float64) for name in sorted(global_state)}
+        self._scratch = torch.empty(max((a.numel() for a in self._acc.values()), default=0), dtype=torch.float64)
         self.total = 0
         self.count = 0
         self._last: tuple[str, str] | None = None
@@ -214,11 +216,13 @@ class WeightedMean:
         check_update(self.global_state, update)
         weight = update.n_samples
         for name, acc in self._acc.items():
-            t = update.state[name].detach()
+            # widen into a reused buffer first: torch's mixed float32 + float64 add is not vectorized
+            wide = self._scratch[: acc.numel()].view(acc.shape)
+            wide.copy_(update.state[name].detach())
             if weight <= MAX_EXACT_SAMPLES:
-                acc.add_(t, alpha=weight)  # one pass; n * w is exact, so fused or not, the same bits
+                acc.add_(wide, alpha=weight)  # n * w is exact, so fused or not, the same bits
             else:  # an inexact product: round it on its own, as a separate multiply (same on every CPU)
-                acc.add_(t.to(torch.float64).mul_(float(weight)))
+                acc.add_(wide.mul_(float(weight)))
         self.total += weight
         self.count += 1
         self._last = update.key
@@ -231,7 +235,7 @@ class WeightedMean:
             raise AggregationError("no updates to aggregate")
         total = float(self.total)
         out = {name: acc.div_(total) for name, acc in self._acc.items()}
-        self._acc = None
+        self._acc = self._scratch = None
         return out
 
 
