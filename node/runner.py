@@ -109,6 +109,7 @@ class HospitalNode:
         self.data = data
         self.log = log or (lambda _msg: None)
         self._plans: dict[int, TrainingPlan] = {}
+        self._aggregate: tuple[tuple, dict] | None = None  # the last aggregate fetched (see aggregate())
 
     # -- plan and admission ----------------------------------------------------
 
@@ -137,16 +138,46 @@ class HospitalNode:
 
     # -- models ----------------------------------------------------------------
 
+    def closed_aggregate(self, proposal_id: int, round_: int) -> tuple[str, bytes] | None:
+        """``(cid, sha256)`` of round ``round_``'s aggregate if it closed, else None.
+
+        Read from the RoundClosed event in the connection's read model (folded
+        incrementally: no contract call, nothing re-read).
+        """
+        rec = self.fed.read_model().round(proposal_id, round_)
+        if rec is None or rec.closed is None:
+            return None
+        return rec.closed["aggregate_cid"], bytes.fromhex(rec.closed["aggregate_sha256"].removeprefix("0x"))
+
+    def aggregate(self, proposal_id: int, round_: int) -> dict:
+        """Round ``round_``'s aggregate, fetched and checked against its on-chain hash.
+
+        The last one is kept: the node evaluates it after the round and starts
+        the next round from it, and a closed round's aggregate never changes.
+        Callers must not modify the tensors.
+        """
+        closed = self.closed_aggregate(proposal_id, round_)
+        if closed is None:
+            raise FedchainError(f"round {round_} of proposal {proposal_id} has not closed: no aggregate yet")
+        key = (proposal_id, round_, *closed)
+        if self._aggregate is None or self._aggregate[0] != key:
+            raw = fetch_document(self.store, closed[0], closed[1], max_size=model_size(self.plan(proposal_id).model))
+            self._aggregate = (key, bytes_to_state_dict(raw))
+        return self._aggregate[1]
+
     def global_state(self, proposal_id: int, round_: int):
         """The model round ``round_`` starts from: the last closed aggregate before it."""
         plan = self.plan(proposal_id)
         for r in range(round_ - 1, 0, -1):
-            info = self.fed.rounds.round_info(proposal_id, r)
-            if info.phase.name == "CLOSED":
-                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256,
-                                     max_size=model_size(plan.model))
-                return bytes_to_state_dict(raw)
+            if self.closed_aggregate(proposal_id, r) is not None:
+                return self.aggregate(proposal_id, r)
         return initial_state(plan.model, plan.seed)
+
+    def coordinator_key(self) -> bytes | None:
+        """The coordinator's X25519 key from the member events, or None when it is not a member."""
+        rm = self.fed.read_model()
+        member = rm.members.get(rm.coordinator or "")
+        return bytes.fromhex(member.key.removeprefix("0x")) if member is not None and member.active else None
 
     # -- the two things a node does per round ----------------------------------
 
@@ -169,7 +200,7 @@ class HospitalNode:
         start = self.global_state(proposal_id, round_)
         result = train_local(start, plan, train, config=train_config(plan, round_), dataset_seed_key=self.dataset_name)
         try:
-            recipients = recipients_for(self.fed, plan)
+            recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
         except Refused as exc:
             raise PolicyRefusal(str(exc)) from None
         done = commit_update(
@@ -186,10 +217,9 @@ class HospitalNode:
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
         plan = self.plan(proposal_id)
-        info = self.fed.rounds.round_info(proposal_id, round_)
-        raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256, max_size=model_size(plan.model))
+        model = self.aggregate(proposal_id, round_)
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
-        metrics = evaluate(bytes_to_state_dict(raw), plan, val)
+        metrics = evaluate(model, plan, val)
         value = metrics.get(evaluate_config(plan, round_).metric, metrics["accuracy"])
         self.fed.rounds.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
         return metrics
