@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from fedchain.cli import audit, governance, infra, plan, roles
+from fedchain.cli import audit, governance, infra, plan, roles, simulate
 from fedchain.cli.common import console, err_console
 from fedchain.errors import FedchainError
 
@@ -35,6 +35,7 @@ def _register() -> None:
     roles.register(app)
     audit.register(app)
     plan.register(app)
+    simulate.register(app)
 
 
 _register()
