@@ -29,6 +29,9 @@ class Backend(ABC):
     url: str
     #: The web3 instance everything else uses.
     w3: Web3
+    #: Whether a block already seen can be replaced without :meth:`Chain.revert` (a node that
+    #: reorganizes, or an anvil reverted by someone else): readers then re-check block hashes.
+    may_reorg: bool = True
 
     @abstractmethod
     def gas_limit(self, tx: dict[str, Any]) -> int:

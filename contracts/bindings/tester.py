@@ -26,6 +26,10 @@ IN_PROCESS_SKIPPED_MIDDLEWARE = ("validation", "ens_name_to_address")
 class TesterBackend(Backend):
     """``eth-tester://``: a new py-evm chain in this process."""
 
+    #: Only this process mines here, and its only rewrite of history is Chain.revert (which bumps
+    #: the chain's epoch), so readers need not re-check block hashes.
+    may_reorg = False
+
     def __init__(self, url: str = "eth-tester://") -> None:
         self.url = url
         self.tester = EthereumTester(PyEVMBackend())
