@@ -39,7 +39,7 @@ from fedchain.ipfs import open_store
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, recipients_for
 from fedchain.node.dataset import TabularData, load_dataset, split_for_plan
-from fedchain.node.train import evaluate, train_local
+from fedchain.node.train import LocalResult, evaluate, train_local
 from fedchain.plan import (
     DEFAULT_MAX_MODEL_PARAMETERS,
     MAX_PLAN_BYTES,
@@ -79,6 +79,23 @@ class RoundOutcome:
     gas_used: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class TrainingJob:
+    """One round's local training, ready to run: no chain or store access left in it."""
+
+    proposal_id: int
+    round: int
+    plan: TrainingPlan
+    data: TabularData
+    start: dict
+    dataset_key: str
+
+    def train(self) -> LocalResult:
+        """:func:`~fedchain.node.train.train_local` from ``start`` (thread-safe; deterministic)."""
+        return train_local(self.start, self.plan, self.data, config=train_config(self.plan, self.round),
+                           dataset_seed_key=self.dataset_key)
+
+
 class HospitalNode:
     """One member's node for one dataset.
 
@@ -110,6 +127,7 @@ class HospitalNode:
         self.log = log or (lambda _msg: None)
         self._plans: dict[int, TrainingPlan] = {}
         self._aggregate: tuple[tuple, dict] | None = None  # the last aggregate fetched (see aggregate())
+        self._identity_confirmed: int | None = None  # chain epoch in which owner and schema were confirmed
 
     # -- plan and admission ----------------------------------------------------
 
@@ -122,11 +140,21 @@ class HospitalNode:
         return self._plans[proposal_id]
 
     def admission(self, proposal_id: int) -> AdmissionCheck:
-        """Whether this node may train for the proposal; if not, the rule that refuses it."""
-        return admission.check(
+        """Whether this node may train for the proposal; if not, the rule that refuses it.
+
+        A registered dataset's owner and schema hash never change, so once the chain has
+        confirmed them they are not asked for again (until the chain is reverted); the
+        proposal and the dataset's policy are checked every time.
+        """
+        confirmed = self._identity_confirmed == self.fed.chain.epoch
+        check = admission.check(
             self.fed, self.dataset_name, proposal_id,
-            owner=self.identity.address, local_schema_hash=schema_hash(self.schema),
+            owner=None if confirmed else self.identity.address,
+            local_schema_hash=None if confirmed else schema_hash(self.schema),
         )
+        if check:
+            self._identity_confirmed = self.fed.chain.epoch
+        return check
 
     def fits(self, plan: TrainingPlan) -> tuple[bool, str]:
         """``(True, "")`` when the plan's model is within what this node holds."""
@@ -183,6 +211,18 @@ class HospitalNode:
 
     def train_and_commit(self, proposal_id: int, round_: int) -> RoundOutcome:
         """Train on the local split and commit the sealed update, or refuse."""
+        job = self.prepare(proposal_id, round_)
+        if isinstance(job, RoundOutcome):
+            return job
+        return self.commit(job, job.train())
+
+    def prepare(self, proposal_id: int, round_: int) -> "TrainingJob | RoundOutcome":
+        """Everything before training that reads the chain or the store: admission, the plan, the
+        model size, the split and the starting model. A refusal comes back as its outcome.
+
+        :meth:`TrainingJob.train` then touches neither, so a caller may run it on another thread
+        while this node, or another, talks to the chain; :meth:`commit` finishes the round.
+        """
         check = self.admission(proposal_id)
         if not check:
             self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {check.words}")
@@ -197,8 +237,11 @@ class HospitalNode:
             self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {reason}")
             return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
-        start = self.global_state(proposal_id, round_)
-        result = train_local(start, plan, train, config=train_config(plan, round_), dataset_seed_key=self.dataset_name)
+        return TrainingJob(proposal_id, round_, plan, train, self.global_state(proposal_id, round_), self.dataset_name)
+
+    def commit(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
+        """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain."""
+        plan, proposal_id, round_ = job.plan, job.proposal_id, job.round
         try:
             recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
         except Refused as exc:
@@ -206,7 +249,7 @@ class HospitalNode:
         done = commit_update(
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
             dataset=self.dataset_name, payload=state_dict_to_bytes(result.state_dict),
-            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted just above
+            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted in prepare()
         )
         self.log(f"[{self.dataset_name}] committed round {round_}: {done.cid} ({result.n_samples} samples)")
         return RoundOutcome(

@@ -13,7 +13,8 @@ build -- produce bit-identical state dicts because
   hospitals and rounds shuffle differently but reproducibly;
 * training runs with one intra-op thread and
   ``torch.use_deterministic_algorithms(True)``; both settings are restored
-  afterwards (:func:`deterministic_torch`).
+  afterwards (:func:`deterministic_torch`), also when several threads train
+  at once (a simulation trains one hospital while another commits).
 
 Features are preprocessed as the plan says
 (:func:`node.dataset.apply_preprocessing`) before training and evaluation.
@@ -28,6 +29,7 @@ every round. Rounds are the chain's, from 1.
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -65,19 +67,36 @@ class LocalResult:
     metrics: dict[str, float] = field(default_factory=dict)  # evaluate() of the new weights on the training data
 
 
+_det_lock = threading.Lock()
+_det_users = 0
+_det_saved: tuple[int, bool, bool] = (1, False, False)
+
+
 @contextmanager
 def deterministic_torch() -> Iterator[None]:
-    """One intra-op thread and deterministic algorithms; restored on exit."""
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    """One intra-op thread and deterministic algorithms; restored when the last user leaves.
+
+    Both settings are process-wide, so users are counted: several threads may
+    train at once (each stays deterministic) and the settings from before the
+    first one entered come back after the last one left.
+    """
+    global _det_users, _det_saved
+    with _det_lock:
+        if _det_users == 0:
+            _det_saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                          torch.is_deterministic_algorithms_warn_only_enabled())
+            torch.set_num_threads(1)
+            torch.use_deterministic_algorithms(True)
+        _det_users += 1
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(det, warn_only=warn_only)
-        torch.set_num_threads(threads)
+        with _det_lock:
+            _det_users -= 1
+            if _det_users == 0:
+                threads, det, warn_only = _det_saved
+                torch.use_deterministic_algorithms(det, warn_only=warn_only)
+                torch.set_num_threads(threads)
 
 
 def client_seed(plan: TrainingPlan, server_round: int, dataset_seed_key: str) -> int:

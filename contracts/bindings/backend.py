@@ -38,7 +38,13 @@ class Backend(ABC):
         """Simulate ``tx`` against the pending block and return the gas limit to send it with.
 
         Raises the backend's own exception when the simulation reverts (see :meth:`revert_data`).
+        A backend whose :meth:`send_raw` refuses a reverting transaction before it is mined
+        may skip the simulation.
         """
+
+    def send_raw(self, raw: bytes) -> Any:
+        """Send a signed transaction; returns its hash. Raises the backend's exception if it is refused."""
+        return self.w3.eth.send_raw_transaction(raw)
 
     def revert_data(self, exc: BaseException) -> bytes | None:
         """Revert data carried by an exception of this backend, if any (``b""`` for a bare revert)."""

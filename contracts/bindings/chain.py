@@ -201,7 +201,7 @@ class Chain:
                 raise self._rejection(exc) from None
             signed = account.sign_transaction(tx)
             try:
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                tx_hash = self.backend.send_raw(signed.raw_transaction)
             except CONNECTION_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001

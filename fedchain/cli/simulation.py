@@ -30,6 +30,7 @@ the store and training share it.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -41,7 +42,7 @@ from fedchain.identity import Identity, dev_identity
 from fedchain.ipfs.local import LocalStore
 from fedchain.ipfs.store import ContentStore
 from fedchain.node.dataset import TabularData, load_dataset
-from fedchain.node.runner import HospitalNode
+from fedchain.node.runner import HospitalNode, RoundOutcome, TrainingJob
 from fedchain.plan import TrainingPlan
 from fedchain.sample_data import DemoData, make_demo_data
 from fedchain.schema import DatasetSchema, load_schema
@@ -232,18 +233,36 @@ class Simulation:
 
     def run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
                   *, progress=None) -> SimRound:
-        """Open, let every node train and commit (or refuse), close, evaluate, record the metric."""
+        """Open, let every node train and commit (or refuse), close, evaluate, record the metric.
+
+        Nodes commit in their order, but training overlaps the chain: while one node seals, pins
+        and commits on this thread, the next one trains on a worker thread (training touches
+        neither the chain nor the store, and is deterministic on any thread).
+        """
         gas = coordinator.open_round(proposal_id, round_).gas_used
         refused, committed = {}, []
-        for n in nodes:
-            if progress is not None:
-                progress(f"round {round_}: {n.dataset_name} training")
-            outcome = n.train_and_commit(proposal_id, round_)
-            if outcome.committed:
-                gas += outcome.gas_used
-                committed.append(n.dataset_name)
-            else:
-                refused[n.dataset_name] = outcome.reason
+
+        def finish(node: HospitalNode, job: TrainingJob, training: Future) -> None:
+            nonlocal gas
+            outcome = node.commit(job, training.result())
+            gas += outcome.gas_used
+            committed.append(node.dataset_name)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-train") as trainer:
+            pending = None
+            for n in nodes:
+                if progress is not None:
+                    progress(f"round {round_}: {n.dataset_name} training")
+                job = n.prepare(proposal_id, round_)
+                if isinstance(job, RoundOutcome):
+                    refused[n.dataset_name] = job.reason
+                    continue
+                training = trainer.submit(job.train)
+                if pending is not None:
+                    finish(*pending)
+                pending = (n, job, training)
+            if pending is not None:
+                finish(*pending)
         if progress is not None:
             progress(f"round {round_}: aggregating")
         result = coordinator.close_round(proposal_id, round_)
