@@ -89,3 +89,12 @@ def test_simulate_refuses_what_it_cannot_run(tmp_path, capsys, args, words):
     err = " ".join(capsys.readouterr().err.split())
     assert words in err
     assert not (out / "summary.json").exists()
+
+
+@pytest.mark.anvil
+def test_simulate_on_anvil(tmp_path, anvil_node):
+    # The same consortium and rounds over JSON-RPC: the node's own simulation, signed raw transactions.
+    s = run_simulation(hospitals=2, rounds=2, chain_url=anvil_node.url, out=tmp_path, fsync=False)
+    assert s.chain == anvil_node.url
+    assert [r.committed for r in s.rounds] == [2, 2] and all(r.gas > 0 for r in s.rounds)
+    assert 0.8 < s.test_accuracy <= 1.0
