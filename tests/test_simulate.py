@@ -98,3 +98,14 @@ def test_simulate_on_anvil(tmp_path, anvil_node):
     assert s.chain == anvil_node.url
     assert [r.committed for r in s.rounds] == [2, 2] and all(r.gas > 0 for r in s.rounds)
     assert 0.8 < s.test_accuracy <= 1.0
+
+
+def test_simulate_refuses_a_chain_that_is_not_a_dev_chain(tmp_path, monkeypatch):
+    # The simulation's identities are public dev keys: on any other chain it stops before writing anything.
+    import fedchain.identity as identity
+
+    monkeypatch.setattr(identity, "DEV_CHAIN_IDS", {31337: "anvil"})  # as if eth-tester were a real chain
+    out = tmp_path / "run"
+    with pytest.raises(identity.DevKeyOnRealChain, match="DEV ONLY"):
+        run_simulation(hospitals=2, rounds=1, out=out)
+    assert not out.exists()

@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping
 from fedchain.contracts.bindings import Chain, Deployment, Fedchain, FounderSpec, Policy, Vote
 from fedchain.coordinator.runner import Coordinator, RoundResult
 from fedchain.errors import FedchainError
-from fedchain.identity import Identity, dev_identity
+from fedchain.identity import Identity, dev_identity, require_chain_allows
 from fedchain.ipfs.local import LocalStore
 from fedchain.ipfs.store import ContentStore
 from fedchain.node.dataset import TabularData, load_dataset
@@ -103,12 +103,13 @@ class Simulation:
         """Deploy a consortium of ``hospitals`` members plus its coordinator on ``chain_url``."""
         if hospitals < 1:
             raise FedchainError("a simulation needs at least one hospital")
+        chain = Chain.connect(chain_url)
+        ops = dev_identity(hospitals, name="consortium-ops")
+        require_chain_allows(ops, chain.chain_id)  # DEV ONLY keys act on dev chains only
         root.mkdir(parents=True, exist_ok=True)
         data = make_demo_data(root / "data", n_hospitals=hospitals, seed=seed)
         members = [dev_identity(i, name=h.name) for i, h in enumerate(data.hospitals)]
-        ops = dev_identity(hospitals, name="consortium-ops")
         auditor = dev_identity(hospitals + 1, name="auditor")
-        chain = Chain.connect(chain_url)
         funded = {a.address for a in chain.dev_accounts}
         for ident in members + [ops]:
             if ident.address not in funded:  # DEV: accounts beyond the ten the chain prefunds
