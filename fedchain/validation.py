@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -283,8 +284,9 @@ def _decode(mv: memoryview, layout: ModelLayout) -> Verdict:
         return Rejection(Reason.MALFORMED_HEADER, "the tensor data does not decode")
     for spec in layout.tensors:
         t = state[spec.name]
-        if t.dtype.is_floating_point:
-            bad = int((~torch.isfinite(t)).sum())
+        if t.dtype.is_floating_point and t.numel():
+            lo, hi = torch.aminmax(t)  # one pass; NaN propagates, an infinity shows (isfinite is ~10x slower)
+            bad = 0 if math.isfinite(float(lo)) and math.isfinite(float(hi)) else int((~torch.isfinite(t)).sum())
             if bad:
                 return Rejection(Reason.NOT_FINITE, f"tensor {_name(spec.name)} holds {bad} NaN or infinite value(s)")
     return Accepted(state)

@@ -44,7 +44,7 @@ from fedchain.ipfs import open_store
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, recipients_for
 from fedchain.node.dataset import TabularData, load_dataset, split_for_plan
-from fedchain.node.train import evaluate, train_local
+from fedchain.node.train import LocalResult, evaluate, train_local
 from fedchain.plan import (
     DEFAULT_MAX_MODEL_PARAMETERS,
     MAX_PLAN_BYTES,
@@ -90,6 +90,23 @@ class RoundOutcome:
     gas_used: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class TrainingJob:
+    """One round's local training, ready to run: no chain or store access left in it."""
+
+    proposal_id: int
+    round: int
+    plan: TrainingPlan
+    data: TabularData
+    start: dict
+    dataset_key: str
+
+    def train(self) -> LocalResult:
+        """:func:`~fedchain.node.train.train_local` from ``start`` (thread-safe; deterministic)."""
+        return train_local(self.start, self.plan, self.data, config=train_config(self.plan, self.round),
+                           dataset_seed_key=self.dataset_key)
+
+
 class HospitalNode:
     """One member's node for one dataset.
 
@@ -123,6 +140,8 @@ class HospitalNode:
         self.data = data
         self.log = log or _log_event
         self._plans: dict[int, TrainingPlan] = {}
+        self._aggregate: tuple[tuple, dict] | None = None  # the last aggregate fetched (see aggregate())
+        self._identity_confirmed: int | None = None  # chain epoch in which owner and schema were confirmed
 
     # -- plan and admission ----------------------------------------------------
 
@@ -135,11 +154,21 @@ class HospitalNode:
         return self._plans[proposal_id]
 
     def admission(self, proposal_id: int) -> AdmissionCheck:
-        """Whether this node may train for the proposal; if not, the rule that refuses it."""
-        return admission.check(
+        """Whether this node may train for the proposal; if not, the rule that refuses it.
+
+        A registered dataset's owner and schema hash never change, so once the chain has
+        confirmed them they are not asked for again (until the chain is reverted); the
+        proposal and the dataset's policy are checked every time.
+        """
+        confirmed = self._identity_confirmed == self.fed.chain.epoch
+        check = admission.check(
             self.fed, self.dataset_name, proposal_id,
-            owner=self.identity.address, local_schema_hash=schema_hash(self.schema),
+            owner=None if confirmed else self.identity.address,
+            local_schema_hash=None if confirmed else schema_hash(self.schema),
         )
+        if check:
+            self._identity_confirmed = self.fed.chain.epoch
+        return check
 
     def fits(self, plan: TrainingPlan) -> tuple[bool, str]:
         """``(True, "")`` when the plan's model is within what this node holds."""
@@ -151,21 +180,63 @@ class HospitalNode:
 
     # -- models ----------------------------------------------------------------
 
+    def closed_aggregate(self, proposal_id: int, round_: int) -> tuple[str, bytes] | None:
+        """``(cid, sha256)`` of round ``round_``'s aggregate if it closed, else None.
+
+        Read from the RoundClosed event in the connection's read model (folded
+        incrementally: no contract call, nothing re-read).
+        """
+        rec = self.fed.read_model().round(proposal_id, round_)
+        if rec is None or rec.closed is None:
+            return None
+        return rec.closed["aggregate_cid"], bytes.fromhex(rec.closed["aggregate_sha256"].removeprefix("0x"))
+
+    def aggregate(self, proposal_id: int, round_: int) -> dict:
+        """Round ``round_``'s aggregate, fetched and checked against its on-chain hash.
+
+        The last one is kept: the node evaluates it after the round and starts
+        the next round from it, and a closed round's aggregate never changes.
+        Callers must not modify the tensors.
+        """
+        closed = self.closed_aggregate(proposal_id, round_)
+        if closed is None:
+            raise FedchainError(f"round {round_} of proposal {proposal_id} has not closed: no aggregate yet")
+        key = (proposal_id, round_, *closed)
+        if self._aggregate is None or self._aggregate[0] != key:
+            raw = fetch_document(self.store, closed[0], closed[1], max_size=model_size(self.plan(proposal_id).model))
+            self._aggregate = (key, bytes_to_state_dict(raw))
+        return self._aggregate[1]
+
     def global_state(self, proposal_id: int, round_: int):
         """The model round ``round_`` starts from: the last closed aggregate before it."""
         plan = self.plan(proposal_id)
         for r in range(round_ - 1, 0, -1):
-            info = self.fed.rounds.round_info(proposal_id, r)
-            if info.phase.name == "CLOSED":
-                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256,
-                                     max_size=model_size(plan.model))
-                return bytes_to_state_dict(raw)
+            if self.closed_aggregate(proposal_id, r) is not None:
+                return self.aggregate(proposal_id, r)
         return initial_state(plan.model, plan.seed)
+
+    def coordinator_key(self) -> bytes | None:
+        """The coordinator's X25519 key from the member events, or None when it is not a member."""
+        rm = self.fed.read_model()
+        member = rm.members.get(rm.coordinator or "")
+        return bytes.fromhex(member.key.removeprefix("0x")) if member is not None and member.active else None
 
     # -- the two things a node does per round ----------------------------------
 
     def train_and_commit(self, proposal_id: int, round_: int) -> RoundOutcome:
         """Train on the local split and commit the sealed update, or refuse."""
+        job = self.prepare(proposal_id, round_)
+        if isinstance(job, RoundOutcome):
+            return job
+        return self.commit(job, job.train())
+
+    def prepare(self, proposal_id: int, round_: int) -> "TrainingJob | RoundOutcome":
+        """Everything before training that reads the chain or the store: admission, the plan, the
+        model size, the split and the starting model. A refusal comes back as its outcome.
+
+        :meth:`TrainingJob.train` then touches neither, so a caller may run it on another thread
+        while this node, or another, talks to the chain; :meth:`commit` finishes the round.
+        """
         check = self.admission(proposal_id)
         if not check:
             self.log(f"refusing round {round_} of proposal {proposal_id} for dataset {self.dataset_name!r}: "
@@ -182,19 +253,22 @@ class HospitalNode:
                      f"{reason}", level=logging.WARNING, proposal=proposal_id, round=round_)
             return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
-        start = self.global_state(proposal_id, round_)
         config = train_config(plan, round_)
         self.log(f"training round {round_} of proposal {proposal_id} on {train.n_rows} rows "
                  f"({config.local_epochs} epoch(s), batch {config.batch_size})", proposal=proposal_id, round=round_)
-        result = train_local(start, plan, train, config=config, dataset_seed_key=self.dataset_name)
+        return TrainingJob(proposal_id, round_, plan, train, self.global_state(proposal_id, round_), self.dataset_name)
+
+    def commit(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
+        """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain."""
+        plan, proposal_id, round_ = job.plan, job.proposal_id, job.round
         try:
-            recipients = recipients_for(self.fed, plan)
+            recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
         except Refused as exc:
             raise PolicyRefusal(str(exc)) from None
         done = commit_update(
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
             dataset=self.dataset_name, payload=state_dict_to_bytes(result.state_dict),
-            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted just above
+            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted in prepare()
         )
         m = result.metrics
         self.log(f"committed round {round_}: {done.cid} ({result.n_samples} samples; train loss "
@@ -210,10 +284,9 @@ class HospitalNode:
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
         plan = self.plan(proposal_id)
-        info = self.fed.rounds.round_info(proposal_id, round_)
-        raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256, max_size=model_size(plan.model))
+        model = self.aggregate(proposal_id, round_)
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
-        metrics = evaluate(bytes_to_state_dict(raw), plan, val)
+        metrics = evaluate(model, plan, val)
         value = metrics.get(evaluate_config(plan, round_).metric, metrics["accuracy"])
         self.fed.rounds.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
         self.log(f"evaluated round {round_}'s global model on {val.n_rows} held-out rows: loss "

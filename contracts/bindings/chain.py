@@ -238,7 +238,12 @@ class Chain:
         """
         with self._lock, self.guard():
             _tx, call = self._transaction(account, action, value)
-            return self._simulate(call)
+            try:
+                return self.backend.simulate(call)
+            except CONNECTION_ERRORS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a revert, or the node refused the transaction
+                raise self._rejection(exc) from None
 
     def _transaction(self, account: LocalAccount, action: Any, value: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """The unsigned transaction (no gas limit yet) and the call that simulates it."""
@@ -270,7 +275,7 @@ class Chain:
     def _broadcast(self, raw: bytes, tx_hash: bytes) -> None:
         """Send signed bytes; a node that already has this very transaction is fine."""
         try:
-            self.w3.eth.send_raw_transaction(raw)
+            self.backend.send_raw(raw)
         except CONNECTION_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001

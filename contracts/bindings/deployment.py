@@ -248,15 +248,17 @@ class Fedchain:
         """The read model of this deployment, brought up to the latest block.
 
         Kept per connection: each call folds only the events of blocks mined since the
-        previous one (two cheap requests when nothing happened). It starts over when
+        previous one (two cheap requests when nothing happened; one on the embedded
+        chain, whose history only :meth:`Chain.revert` rewrites). It starts over when
         the chain was reverted to a snapshot or the last folded block was replaced.
         Events in it carry no timestamps or gas (0); the audit reads those itself.
         """
         idx = self._index
+        may_reorg = self.chain.backend.may_reorg
         with idx.lock:
             head = self.chain.block_number
             stale = idx.epoch != self.chain.epoch or head < idx.block
-            if not stale and idx.block >= 0 and self.chain.block_hash(idx.block) != idx.block_hash:
+            if not stale and may_reorg and idx.block >= 0 and self.chain.block_hash(idx.block) != idx.block_hash:
                 stale = True
             if stale:
                 idx.reset(self.chain.epoch)
@@ -264,5 +266,5 @@ class Fedchain:
                 start = max(idx.block + 1, self.deployment.deploy_block)
                 idx.model.apply_all(self.iter_events(start, head, details=False))
                 idx.block = head
-                idx.block_hash = self.chain.block_hash(head)
+                idx.block_hash = self.chain.block_hash(head) if may_reorg else ""
             return idx.model

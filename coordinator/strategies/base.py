@@ -25,13 +25,22 @@ of the plan's model and seed), as Flower passes initial arrays.
 robust aggregation rules or server-side differential privacy can wrap any
 strategy, one file each, overriding only the verb they change.
 
-Determinism: updates are validated, then sorted by the canonical key
-``(participant address lowercased, dataset id)``; the weighted mean is
-accumulated in float64 in that order and the result cast to float32 at the
-end. The same set of updates therefore gives the same bytes whatever order
-they arrived in. Updates whose tensor names, shapes or dtypes differ from the
-global state, or which contain NaN/inf, are rejected with an
-:class:`AggregationError` naming the participant.
+Determinism: updates are sorted by the canonical key ``(participant address
+lowercased, dataset id)``; the weighted mean is accumulated in float64 in
+that order and the result cast to float32 at the end. The same set of updates
+therefore gives the same bytes whatever order they arrived in. Updates whose
+tensor names, shapes or dtypes differ from the global state, or which contain
+NaN/inf, are rejected with an :class:`AggregationError` naming the
+participant.
+
+Speed and memory: :class:`WeightedMean` accumulates one update at a time,
+in place (``acc += n * w`` in one pass over each tensor; ``n * w`` of a
+float32 weight and an integer sample count below 2**29 is exact in float64,
+so this is bit-for-bit the sum of products in canonical order; a larger
+claimed count rounds its product separately, as before), and keeps
+nothing of an update once it is added. A caller that knows the round's keys
+before it has the tensors (the coordinator reads the commitments from the
+chain first) feeds updates in canonical order and holds one at a time.
 
 Server state (FedAdam, FedYogi) is exposed by :meth:`Strategy.state` /
 :meth:`Strategy.load_state` as a flat ``dict[str, Tensor]`` so it can be
@@ -50,6 +59,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 
 from fedchain.errors import ConfigError, FedchainError
+from fedchain.models import all_finite
 from fedchain.plan import EvaluateConfig, StrategySpec, TrainConfig
 
 __all__ = [
@@ -59,6 +69,7 @@ __all__ = [
     "EvaluateResult",
     "Strategy",
     "StrategyWrapper",
+    "WeightedMean",
     "canonical_order",
     "check_update",
     "weighted_mean",
@@ -204,29 +215,90 @@ def check_update(global_state: Mapping[str, torch.Tensor], update: ClientUpdate)
                 f"expected {ref.dtype}",
                 who,
             )
-        if not torch.isfinite(t).all():
+        if not all_finite(t):
             raise AggregationError(f"participant {who} (dataset {update.dataset_id}): tensor {name} has NaN/inf", who)
+
+
+#: Sample counts up to this keep ``n * w`` exact in float64 (24-bit float32 mantissa + 29 bits);
+#: larger (claimed) counts take a slower path that rounds the product on its own.
+MAX_EXACT_SAMPLES = 2**29
+
+
+class WeightedMean:
+    """The sample-weighted mean of updates, accumulated one update at a time.
+
+    Updates must come in canonical order (:func:`canonical_order`: ascending
+    ``key``, no duplicates); each is checked against the global state
+    (:func:`check_update`) and added in place into float64 accumulators, so
+    the result is the same bits as summing the products in that order, and
+    only the accumulators and one scratch tensor (float64) are held.
+    """
+
+    def __init__(self, global_state: Mapping[str, torch.Tensor]) -> None:
+        self.global_state = global_state
+        self._acc = {name: torch.zeros(global_state[name].shape, dtype=torch.float64) for name in sorted(global_state)}
+        self._scratch = torch.empty(max((a.numel() for a in self._acc.values()), default=0), dtype=torch.float64)
+        self._weights: list[float] = []
+        self.count = 0
+        self._last: tuple[str, str] | None = None
+
+    def add(self, update: ClientUpdate) -> None:
+        """Check ``update`` and add ``mean_weight * weights`` (after every update of a smaller key)."""
+        if self._acc is None:
+            raise AggregationError("the mean was already taken; start a new WeightedMean")
+        if self._last is not None and update.key <= self._last:
+            if update.key == self._last:
+                raise AggregationError(
+                    f"participant {update.participant} sent two results for dataset {update.dataset_id!r}",
+                    update.participant,
+                )
+            raise AggregationError(
+                f"updates must be added in canonical order: {update.key} after {self._last}", update.participant
+            )
+        check_update(self.global_state, update)
+        weight = update.mean_weight
+        exact = update.weight is None and update.n_samples <= MAX_EXACT_SAMPLES
+        for name, acc in self._acc.items():
+            # widen into a reused buffer first: torch's mixed float32 + float64 add is not vectorized
+            wide = self._scratch[: acc.numel()].view(acc.shape)
+            wide.copy_(update.state[name].detach())
+            if exact:
+                acc.add_(wide, alpha=update.n_samples)  # n * w is exact, so fused or not, the same bits
+            else:  # an inexact product (a large count, a wrapper's weight): round it on its own, as a
+                acc.add_(wide.mul_(weight))  # separate multiply, so every CPU gets the same bits
+        self._weights.append(weight)
+        self.count += 1
+        self._last = update.key
+
+    @property
+    def total(self) -> float:
+        """The sum of the weights added so far (correctly rounded; exact for sample counts)."""
+        return math.fsum(self._weights)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The float64 mean (the accumulators, divided in place; the object is spent)."""
+        if self._acc is None:
+            raise AggregationError("the mean was already taken")
+        if not self.count:
+            raise AggregationError("no updates to aggregate")
+        total = self.total
+        if not total > 0:
+            raise AggregationError("the updates' weights sum to zero")
+        out = {name: acc.div_(total) for name, acc in self._acc.items()}
+        self._acc = self._scratch = None
+        return out
 
 
 def weighted_mean(
     global_state: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]
 ) -> dict[str, torch.Tensor]:
-    """Sample-weighted mean of the updates, float64, canonical order."""
+    """Sample-weighted mean of the updates, float64, canonical order (see :class:`WeightedMean`)."""
     if not updates:
         raise AggregationError("no updates to aggregate")
-    ordered = canonical_order(updates)
-    for u in ordered:
-        check_update(global_state, u)
-    total = math.fsum(u.mean_weight for u in ordered)
-    if not total > 0:
-        raise AggregationError("the updates' weights sum to zero")
-    out: dict[str, torch.Tensor] = {}
-    for name in sorted(global_state):
-        acc = torch.zeros(global_state[name].shape, dtype=torch.float64)
-        for u in ordered:
-            acc += u.state[name].detach().to(torch.float64) * u.mean_weight
-        out[name] = acc / total
-    return out
+    mean = WeightedMean(global_state)
+    for u in canonical_order(updates):
+        mean.add(u)
+    return mean.result()
 
 
 def check_round(server_round: Any) -> int:

@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from fedchain.cli import audit, console as console_cli, governance, infra, models, plan, roles, stats
+from fedchain.cli import audit, console as console_cli, governance, infra, models, plan, roles, simulate, stats
 from fedchain.cli.common import console, err_console
 from fedchain.errors import FedchainError
 
@@ -38,6 +38,7 @@ def _register() -> None:
     console_cli.register(app)
     stats.register(app)
     models.register(app)
+    simulate.register(app)
 
 
 _register()
