@@ -1,12 +1,18 @@
-"""Run a local anvil (Foundry's dev chain) as a child process.
+"""Run a local anvil (Foundry's dev chain) as a child process, managed by mirakuru.
 
 ``Anvil`` picks a free port on 127.0.0.1, starts the binary from the
-repository's node_modules, waits until JSON-RPC answers, and stops it cleanly
-(SIGTERM, wait, then SIGKILL). With ``state_file`` the chain state is loaded at
-start and written back when anvil stops, so it survives restarts. The child is
-asked to receive SIGTERM if this Python process dies (Linux ``PR_SET_PDEATHSIG``)
-and every started instance is stopped at interpreter exit, so no anvil is left
-behind.
+repository's node_modules and waits until JSON-RPC answers (a mirakuru
+``Executor`` whose start check is ``eth_chainId``); :meth:`Anvil.stop` sends
+SIGTERM to its process group (anvil then writes its state file), waits, then
+SIGKILLs. With ``state_file`` the chain state — mined blocks, their
+transactions and logs, balances and storage; not the pending pool, not the
+state *as of* earlier blocks — is loaded at start and written back at stop,
+so it survives restarts. A restarted instance listens on the port it had, so
+clients reconnect to the same URL (:meth:`Anvil.restart`, or mirakuru's
+``stopped()`` context for "while the chain is down" tests). The child asks
+the kernel for SIGTERM if this Python process dies (Linux
+``PR_SET_PDEATHSIG``), and mirakuru stops every instance at interpreter exit,
+so no anvil is left behind.
 
 >>> with Anvil() as node:          # doctest: +SKIP
 ...     chain = Chain.connect(node.url)
@@ -14,7 +20,6 @@ behind.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import json
 import os
@@ -28,8 +33,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from pathlib import Path
+from typing import Any
+
+import mirakuru
+from mirakuru.exceptions import AlreadyRunning, ExecutorError
 
 from fedchain.errors import FedchainError
 
@@ -86,27 +94,42 @@ def rpc_ready(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+def _setsid_and_pdeathsig() -> None:  # runs in the child between fork and exec
+    os.setsid()  # its own process group, which stop() signals (what mirakuru does)
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # pragma: no cover - not Linux/glibc: atexit still stops it
+    except Exception:  # pragma: no cover - not Linux/glibc: mirakuru's atexit sweep still stops it
         pass
 
 
-_LIVE: "weakref.WeakSet[Anvil]" = weakref.WeakSet()
+class _AnvilExecutor(mirakuru.Executor):
+    """mirakuru's process manager, ready when ``eth_chainId`` answers at ``url``."""
 
+    def __init__(self, command: list[str], url: str, log: Any, *, timeout: float, die_with_parent: bool) -> None:
+        super().__init__(command, timeout=timeout, sleep=0.05, stdin=subprocess.DEVNULL, stdout=log,
+                         stderr=subprocess.STDOUT)
+        self.url = url
+        self.die_with_parent = die_with_parent
 
-@atexit.register
-def _stop_all() -> None:
-    for node in list(_LIVE):
-        node.stop()
+    @property
+    def _popen_kwargs(self) -> dict[str, Any]:
+        kwargs = super()._popen_kwargs
+        if self.die_with_parent and sys.platform.startswith("linux"):
+            kwargs["preexec_fn"] = _setsid_and_pdeathsig
+        return kwargs
+
+    def pre_start_check(self) -> bool:  # something already answers there: not ours to start
+        return rpc_ready(self.url, timeout=0.2)
+
+    def after_start_check(self) -> bool:
+        return rpc_ready(self.url, timeout=1.0)
 
 
 class Anvil:
     """One anvil process. Use as a context manager or call :meth:`start` / :meth:`stop`.
 
-    :param port: TCP port on 127.0.0.1 (default: a free one).
+    :param port: TCP port on 127.0.0.1 (default: a free one, kept across restarts).
     :param state_file: load state from and save it to this JSON file (``--state``).
     :param chain_id: chain id (anvil's default 31337).
     :param accounts: number of prefunded dev accounts.
@@ -143,7 +166,8 @@ class Anvil:
         self.extra_args = list(extra_args)
         self.binary = Path(binary) if binary else None
         self.die_with_parent = die_with_parent
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._executor: _AnvilExecutor | None = None
+        self._last_port: int | None = None
         self._log: tempfile._TemporaryFileWrapper[bytes] | None = None
         self._lock = threading.Lock()
 
@@ -159,12 +183,13 @@ class Anvil:
     @property
     def pid(self) -> int | None:
         """Process id of the running anvil, else ``None``."""
-        return self._proc.pid if self._proc is not None else None
+        proc = self._executor.process if self._executor is not None else None
+        return proc.pid if proc is not None else None
 
     @property
     def running(self) -> bool:
         """Whether the process is alive."""
-        return self._proc is not None and self._proc.poll() is None
+        return self._executor is not None and self._executor.running()
 
     def command(self, port: int) -> list[str]:
         """The command line used to start anvil on ``port``."""
@@ -187,61 +212,58 @@ class Anvil:
     # ------------------------------------------------------------- lifecycle
 
     def start(self, timeout: float = 30.0) -> "Anvil":
-        """Start anvil and wait until it answers JSON-RPC; returns ``self``."""
+        """Start anvil and wait until it answers JSON-RPC; returns ``self``.
+
+        A restart uses the port of the previous run (clients keep their URL).
+        """
         with self._lock:
             if self.running:
                 return self
             if self.state_file is not None:
                 self.state_file.parent.mkdir(parents=True, exist_ok=True)
-            attempts = 1 if self.requested_port else 3
+            fixed = self.requested_port or self._last_port
+            attempts = 1 if fixed else 3
             last_error = ""
             for _ in range(attempts):
-                port = self.requested_port or free_port(self.host)
-                self._log = tempfile.NamedTemporaryFile(prefix="anvil-", suffix=".log")
-                self._proc = subprocess.Popen(
-                    self.command(port),
-                    stdin=subprocess.DEVNULL,
-                    stdout=self._log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_set_pdeathsig if self.die_with_parent and sys.platform.startswith("linux") else None,
-                )
-                self.port = port
-                _LIVE.add(self)
-                deadline = time.monotonic() + timeout
-                while time.monotonic() < deadline:
-                    if self._proc.poll() is not None:
-                        break
-                    if rpc_ready(self.url, timeout=1.0):
-                        return self
-                    time.sleep(0.05)
-                last_error = self.log_tail()
-                exited = self._proc.poll() is not None
-                self._kill()
-                if not exited:  # alive but silent: do not retry
-                    raise AnvilError(f"anvil did not answer on port {port} within {timeout:.0f}s:\n{last_error}")
+                port = fixed or free_port(self.host)
+                if self._log is None:
+                    self._log = tempfile.NamedTemporaryFile(prefix="anvil-", suffix=".log")
+                executor = _AnvilExecutor(self.command(port), f"http://{self.host}:{port}", self._log,
+                                          timeout=timeout, die_with_parent=self.die_with_parent)
+                try:
+                    executor.start()
+                except AlreadyRunning:
+                    raise AnvilError(f"something already answers JSON-RPC on port {port}") from None
+                except mirakuru.TimeoutExpired:
+                    raise AnvilError(f"anvil did not answer on port {port} within {timeout:.0f}s:\n"
+                                     f"{self.log_tail()}") from None
+                except ExecutorError:  # exited during start-up (port taken, bad arguments)
+                    last_error = self.log_tail()
+                    continue
+                self._executor, self.port, self._last_port = executor, port, port
+                return self
             raise AnvilError(f"anvil exited during start-up:\n{last_error}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop anvil: SIGTERM, wait up to ``timeout`` (state is saved), then SIGKILL."""
+        """Stop anvil: SIGTERM to its group, wait up to ``timeout`` (state is saved), then SIGKILL."""
         with self._lock:
-            self._kill(timeout)
+            self._stop(timeout)
 
-    def _kill(self, timeout: float = 10.0) -> None:
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def _stop(self, timeout: float = 10.0) -> None:
+        executor, self._executor = self._executor, None
         self.port = None
-        _LIVE.discard(self)
+        if executor is not None:
+            executor._timeout = timeout
+            try:
+                executor.stop()
+            except ExecutorError:  # it exited with an error status: it is gone all the same
+                executor.kill()
+
+    def restart(self, down_seconds: float = 0.0, timeout: float = 30.0) -> "Anvil":
+        """Stop (state saved), stay down ``down_seconds``, start again on the same port."""
+        self.stop()
+        time.sleep(down_seconds)
+        return self.start(timeout)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines anvil printed."""
@@ -253,11 +275,18 @@ class Anvil:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def close(self) -> None:
+        """Stop and drop the log file."""
+        self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def __enter__(self) -> "Anvil":
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     def __repr__(self) -> str:
         state = f"url={self.url}" if self.port else "stopped"

@@ -85,6 +85,37 @@ class ChainUnavailable(ChainError):
         super().__init__(f"chain node unavailable at {url}" + (f": {detail}" if detail else ""))
 
 
+class WouldSend(Exception):
+    """A dry run reached the point of signing: the contract would accept the transaction.
+
+    Raised by a deployment opened with ``Fedchain.dry_run()`` instead of sending, so
+    any use case can be asked "would the contracts accept this now?" without a
+    word of it repeated. Not a :class:`FedchainError` (it is no failure): callers
+    that dry-run catch it; nothing else ever sees it.
+
+    :ivar contract: the contract's name ("Proposals").
+    :ivar function: the Solidity function ("vote").
+    :ivar arguments: its arguments by their ABI names, in order, JSON-friendly (what would be signed).
+    :ivar signer: the address that would sign.
+    :ivar gas: the gas limit it would be sent with.
+    """
+
+    def __init__(self, contract: str, function: str, args: dict[str, Any], signer: str, gas: int) -> None:
+        self.contract = contract
+        self.function = function
+        self.arguments = dict(args)
+        self.signer = signer
+        self.gas = gas
+        super().__init__(f"{contract}.{function} as {signer} would be accepted ({gas} gas)")
+
+
+class TransactionConflict(ChainError):
+    """Another transaction of the same account took this one's nonce (two processes with one key).
+
+    Nothing of this transaction happened; re-read the chain to see what the other one did.
+    """
+
+
 class ChainRevert(ChainError):
     """A transaction or call reverted.
 

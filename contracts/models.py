@@ -294,6 +294,7 @@ class ChainEvent:
     args: dict[str, Any]
     timestamp: int = 0
     gas_used: int = 0
+    block_hash: str = ""  # 0x-hex hash of the block it was emitted in
 
     @property
     def block(self) -> int:

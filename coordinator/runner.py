@@ -6,40 +6,53 @@ For each round ``r`` (1-based on chain) of an approved proposal the
 1. refuses on its own unless the proposal is Approved on chain and ``r`` is
    within its approved rounds (the contract refuses too);
 2. opens the round on chain;
-3. once enough commitments are in (or the deadline passed) fetches each
-   sealed update by CID, checks its sha256 against the commitment, decrypts
-   it (the envelope binds chain, contract, proposal, round and sender) and
-   deserializes it — an update failing any check is *rejected* with the
-   reason and left out;
+3. once enough commitments are in (or the deadline passed) collects and
+   verifies every committed update (:mod:`fedchain.coordinator.collect`: the
+   dataset's policy at close, then fetch bounded and hash-checked, envelope v2
+   opened with the exact expected recipients, validation against the plan's
+   model), all of the round's updates concurrently under one time budget.
+   An update failing any check is *rejected* with a stable reason code and a
+   short public detail and left out; nothing a member sends can raise out of
+   the round;
 4. aggregates the valid updates with the plan's strategy, pins the new
    global model (canonical safetensors, public to the consortium's store) and
-   a scores document, and closes the round with both hashes — or marks the
-   round Failed when fewer than ``min_participants`` valid updates remain;
+   a scores document (scores, the updates used, ``{participant: {code,
+   detail}}`` for the rejected ones), and closes the round with both hashes --
+   or reports that too few valid updates remain (the service marks the round
+   Failed after its deadline);
 5. after the nodes submitted their evaluations, records the sample-weighted
    mean metric on chain.
+
+Everything in steps 3-5 is re-derived by ``audit replay`` (codes compared, the
+aggregate and scores recomputed, the metric recomputed from the evaluation
+events, the timing of a close or fail judged against the deadline).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
-from rich.console import Console
-
+from fedchain import lifecycle, logs
 from fedchain.config import load_role_config
-from fedchain.content import (
-    MAX_DOCUMENT_SIZE,
-    fetch_document,
-    fetch_model,
-    pin_document,
+from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, pin_document
+from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
+from fedchain.contracts.errors import policy_reason
+from fedchain.coordinator.collect import (
+    DEFAULT_FETCH_WORKERS,
+    Outcome,
+    UpdateJob,
+    check_updates,
+    public_rejection,
 )
-from fedchain.contracts.bindings import Chain, Deployment
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
-from fedchain.coordinator.strategies.registry import from_spec
+from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
-from fedchain.errors import FedchainError
+from fedchain.errors import ConfigError, FedchainError
+from fedchain.identity import is_dev_identity
 from fedchain.ipfs import open_store
 from fedchain.models import initial_state
 from fedchain.plan import (
@@ -52,10 +65,19 @@ from fedchain.plan import (
     verify_plan_bytes,
 )
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from fedchain.validation import update_size_limit
+from fedchain.usecases import progress
+from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout
 
 PPM = 1_000_000
-SCORES_FORMAT = "fedchain-scores/1"
+SCORES_FORMAT = "fedchain-scores/2"
+#: Seconds the coordinator waits for all of a round's updates together (see ``collect``).
+DEFAULT_FETCH_BUDGET = 120.0
+
+log = logging.getLogger("fedchain.coordinator")
+
+
+def _log_event(msg: str, *, level: int = logging.INFO, **fields) -> None:
+    logs.event(log, "%s", msg, level=level, **fields)
 
 
 class NotApproved(FedchainError):
@@ -72,6 +94,7 @@ class Commitment:
     sha256: str
     n_samples: int
     block: int | None = None  # block of the commitment (the sender's key is read as of it)
+    dataset_id: bytes | None = None  # the dataset's on-chain id (its policy is checked at close)
 
 
 @dataclass
@@ -82,7 +105,7 @@ class RoundResult:
     round: int
     closed: bool
     participants: list[str] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, Rejection] = field(default_factory=dict)  # participant -> code and public detail
     aggregate_cid: str = ""
     aggregate_sha256: str = ""
     scores: dict[str, float] = field(default_factory=dict)
@@ -92,8 +115,13 @@ class RoundResult:
 
 
 def scores_document(proposal_id: int, round_: int, scores: dict[str, float],
-                    included: list[Commitment], rejected: dict[str, str]) -> bytes:
-    """Canonical JSON of a round's contribution scores (what is pinned and hashed on chain)."""
+                    included: list[Commitment], rejected: Mapping[str, Rejection]) -> bytes:
+    """Canonical JSON of a round's contribution scores (what is pinned and hashed on chain).
+
+    ``rejected`` maps each left-out participant to its :class:`~fedchain.validation.Rejection`:
+    the document records the stable code (what replay compares) and the short
+    public detail.
+    """
     return canonical_json({
         "format": SCORES_FORMAT,
         "proposal": proposal_id,
@@ -104,18 +132,27 @@ def scores_document(proposal_id: int, round_: int, scores: dict[str, float],
              for c in included),
             key=lambda d: (d["participant"], d["dataset"]),
         ),
-        "rejected": {p.lower(): why for p, why in sorted(rejected.items())},
+        "rejected": {p.lower(): {"code": str(r.code), "detail": r.detail} for p, r in sorted(rejected.items())},
     })
 
 
 class Coordinator:
-    """Drives rounds; ``fed`` is the contracts façade acting as the coordinator."""
+    """Drives rounds; ``fed`` is the contracts façade acting as the coordinator.
 
-    def __init__(self, fed, store, identity, *, log: Callable[[str], None] | None = None) -> None:
+    ``log(msg, level=…, **fields)`` receives progress lines with structured fields
+    (``proposal``, ``round`` …); by default they go to the ``fedchain.coordinator`` logger.
+    """
+
+    def __init__(self, fed, store, identity, *, log: Callable[..., None] | None = None,
+                 fetch_budget: float | None = DEFAULT_FETCH_BUDGET, fetch_workers: int = DEFAULT_FETCH_WORKERS) -> None:
         self.fed = fed
         self.store = store
         self.identity = identity
-        self.log = log or (lambda _msg: None)
+        self.log = log or _log_event
+        #: Seconds for fetching all of a round's updates together (None: no limit).
+        self.fetch_budget = fetch_budget
+        self.fetch_workers = fetch_workers
+        self._layouts: dict[int, ModelLayout] = {}
         self._plans: dict[int, TrainingPlan] = {}
         self._strategies: dict[int, Strategy] = {}
         self._globals: dict[int, dict] = {}
@@ -144,7 +181,7 @@ class Coordinator:
     def strategy(self, proposal_id: int) -> Strategy:
         if proposal_id not in self._strategies:
             plan = self.plan(proposal_id)
-            self._strategies[proposal_id] = from_spec(plan.strategy, min_participants=plan.min_participants)
+            self._strategies[proposal_id] = for_plan(plan)
             self._globals[proposal_id] = initial_state(plan.model, plan.seed)
             self._catch_up(proposal_id)
         return self._strategies[proposal_id]
@@ -165,21 +202,31 @@ class Coordinator:
                 continue
             doc = json.loads(fetch_document(self.store, info.scores_cid, info.scores_sha256, max_size=MAX_DOCUMENT_SIZE))
             used = {(d["participant"], d["dataset"]) for d in doc["included"]}
-            updates = [
-                ClientUpdate(c.participant, c.dataset, c.n_samples, self._load_update(proposal_id, r, c))
-                for c in self.commitments(proposal_id, r) if (c.participant.lower(), c.dataset) in used
-            ]
+            listed = [c for c in self.commitments(proposal_id, r) if (c.participant.lower(), c.dataset) in used]
+            outcomes = self._verify(proposal_id, r, listed)
+            updates = []
+            for c in listed:
+                got = outcomes[c.participant.lower()]
+                if not isinstance(got, Accepted):
+                    raise FedchainError(f"cannot resume proposal {proposal_id}: the update of {c.participant} that "
+                                        f"round {r} aggregated does not verify now ({public_rejection(got).code})")
+                updates.append(ClientUpdate(c.participant, c.dataset, c.n_samples, got.state))
             raw = state_dict_to_bytes(strategy.aggregate_train(r, state, updates))
             if sha256_hex(raw) != "0x" + bytes(info.aggregate_sha256).hex():
                 raise FedchainError(f"cannot resume proposal {proposal_id}: round {r}'s aggregate on chain "
                                     "is not what its listed updates give")
             state = bytes_to_state_dict(raw)
-            self.log(f"resumed round {r} of proposal {proposal_id} from the chain")
+            self.log(f"resumed round {r} of proposal {proposal_id} from the chain", proposal=proposal_id, round=r)
         self._globals[proposal_id] = state
 
     def global_state(self, proposal_id: int) -> dict:
         self.strategy(proposal_id)
         return self._globals[proposal_id]
+
+    def forget(self, proposal_id: int) -> None:
+        """Drop the in-memory aggregation state of a proposal; the next use rebuilds it from the chain."""
+        self._strategies.pop(proposal_id, None)
+        self._globals.pop(proposal_id, None)
 
     # -- round steps -------------------------------------------------------------
 
@@ -190,16 +237,17 @@ class Coordinator:
             round_, self.global_state(proposal_id), train_config(plan, round_))
         tx = self.fed.rounds.open_round(proposal_id, round_)
         opt = config.optimizer
-        self.log(f"opened round {round_} of proposal {proposal_id}: nodes train {config.local_epochs} epoch(s), "
-                 f"batch {config.batch_size}, {opt.name} lr {opt.lr:g}"
-                 + (f", proximal mu {config.proximal_mu:g}" if config.proximal_mu else ""))
+        self.log(f"opened round {round_} of proposal {proposal_id} (deadline block {tx.value}): nodes train "
+                 f"{config.local_epochs} epoch(s), batch {config.batch_size}, {opt.name} lr {opt.lr:g}"
+                 + (f", proximal mu {config.proximal_mu:g}" if config.proximal_mu else ""),
+                 proposal=proposal_id, round=round_, deadline=tx.value)
         return tx
 
     def commitments(self, proposal_id: int, round_: int) -> list[Commitment]:
         """The round's update commitments, from the chain's events."""
         return [
             Commitment(participant=c.member, dataset=self._dataset_name(c.dataset), cid=c.cid, sha256=c.sha256,
-                       n_samples=c.sample_count, block=c.block_number)
+                       n_samples=c.sample_count, block=c.block_number, dataset_id=bytes(c.dataset))
             for c in self.fed.rounds.commitments(proposal_id, round_)
         ]
 
@@ -209,27 +257,65 @@ class Coordinator:
             self._names[dataset_id] = info.name if info is not None else "0x" + dataset_id.hex()
         return self._names[dataset_id]
 
-    def _load_update(self, proposal_id: int, round_: int, c: Commitment):
-        ctx = EnvelopeContext(
-            chain_id=self.fed.deployment.chain_id, contract=self.fed.addresses["Rounds"],
-            proposal_id=proposal_id, round=round_, sender=c.participant,
-        )
-        plan = self.plan(proposal_id)  # sealed for the coordinator and the plan's auditors, signed by the sender
-        return fetch_model(self.store, c.cid, c.sha256, ctx, self.identity,
-                           max_size=update_size_limit(plan.model, 1 + len(plan.auditors)))
+    def layout(self, proposal_id: int) -> ModelLayout:
+        """The plan model's layout (names, dtypes, shapes) every update must have."""
+        if proposal_id not in self._layouts:
+            self._layouts[proposal_id] = model_layout(self.plan(proposal_id).model)
+        return self._layouts[proposal_id]
+
+    def recipients(self, proposal_id: int) -> list[bytes]:
+        """The exact X25519 keys every update must be sealed for: this coordinator's and the plan's auditors'."""
+        auditors = [bytes.fromhex(k.removeprefix("0x")) for k in self.plan(proposal_id).auditors]
+        return [self.identity.x25519_public, *auditors]
+
+    def _verify(self, proposal_id: int, round_: int, commitments: list[Commitment]) -> dict[str, Outcome]:
+        """Fetch, open and validate ``commitments`` together (see :func:`~fedchain.coordinator.collect.check_updates`)."""
+        jobs = [
+            UpdateJob(key=c.participant.lower(), cid=c.cid, sha256=c.sha256, ctx=EnvelopeContext(
+                chain_id=self.fed.deployment.chain_id, contract=self.fed.addresses["Rounds"],
+                proposal_id=proposal_id, round=round_, sender=c.participant))
+            for c in commitments
+        ]
+        return check_updates(self.store, jobs, self.identity, self.layout(proposal_id), self.recipients(proposal_id),
+                             budget=self.fetch_budget, workers=self.fetch_workers)
+
+    def collect(self, proposal_id: int, round_: int) -> list[tuple[Commitment, Outcome]]:
+        """Every commitment of the round with its outcome: the tensors, or why it is left out.
+
+        The dataset's policy is asked first (as of now, just before the close): an
+        update whose policy no longer admits the proposal is ``NOT_ADMITTED`` and is
+        not fetched. The rest are verified together under :attr:`fetch_budget`.
+        Raises :class:`~fedchain.coordinator.collect.StoreOutage` (our store is
+        down), never anything a member caused.
+        """
+        commitments = self.commitments(proposal_id, round_)
+        outcomes: dict[str, Outcome] = {}
+        admitted: list[Commitment] = []
+        for c in commitments:
+            verdict = self.fed.registry.admits(c.dataset_id, proposal_id) if c.dataset_id is not None else None
+            if verdict is not None and not verdict.ok:
+                outcomes[c.participant.lower()] = Rejection(
+                    Reason.NOT_ADMITTED,
+                    f"the dataset's policy no longer admits the proposal ({policy_reason(verdict.reason)})")
+            else:
+                admitted.append(c)
+        outcomes.update(self._verify(proposal_id, round_, admitted))
+        return [(c, outcomes[c.participant.lower()]) for c in commitments]
 
     def close_round(self, proposal_id: int, round_: int) -> RoundResult:
-        """Verify, aggregate, publish and close — or fail the round if too few valid updates."""
+        """Verify, aggregate, publish and close — or report that too few valid updates remain."""
         plan = self.plan(proposal_id)
         strategy = self.strategy(proposal_id)
         valid: list[tuple[Commitment, dict]] = []
-        rejected: dict[str, str] = {}
-        for c in self.commitments(proposal_id, round_):
-            try:
-                valid.append((c, self._load_update(proposal_id, round_, c)))
-            except FedchainError as exc:
-                rejected[c.participant] = f"{type(exc).__name__}: {exc}"
-                self.log(f"rejected update of {c.participant} in round {round_}: {exc}")
+        rejected: dict[str, Rejection] = {}
+        for c, outcome in self.collect(proposal_id, round_):
+            if isinstance(outcome, Accepted):
+                valid.append((c, outcome.state))
+                continue
+            rejected[c.participant] = rej = public_rejection(outcome)
+            self.log(f"rejected update of {c.participant} in round {round_}: {rej.code} ({rej.detail})",
+                     level=logging.WARNING, proposal=proposal_id, round=round_, participant=c.participant,
+                     code=rej.code)
         n_valid = len({c.participant.lower() for c, _ in valid})
         if n_valid < plan.min_participants:
             why = f"{n_valid} participant(s) with valid updates, the plan needs {plan.min_participants}"
@@ -244,7 +330,9 @@ class Coordinator:
         tx = self.fed.rounds.close_round(proposal_id, round_, agg_cid, agg_sha, sc_cid, sc_sha)
         # Keep exactly what was published as the next round's starting point.
         self._globals[proposal_id] = bytes_to_state_dict(model_bytes)
-        self.log(f"closed round {round_} of proposal {proposal_id}: {agg_cid}")
+        self.log(f"closed round {round_} of proposal {proposal_id}: {agg_cid} ({len(valid)} update(s), "
+                 f"{len(rejected)} rejected)", proposal=proposal_id, round=round_, aggregate=agg_cid,
+                 participants=len(valid), rejected=len(rejected))
         return RoundResult(
             proposal_id, round_, closed=True, participants=[c.participant for c, _ in valid], rejected=rejected,
             aggregate_cid=agg_cid, aggregate_sha256=agg_sha, scores=scores, scores_cid=sc_cid, gas_used=tx.gas_used,
@@ -266,111 +354,243 @@ class Coordinator:
             return None
         value = strategy.aggregate_evaluate(round_, results)[config.metric]
         self.fed.rounds.record_global_metric(proposal_id, round_, int(round(value * PPM)))
+        self.log(f"recorded round {round_}'s global {config.metric} {value:.4f} (mean of {len(results)} "
+                 "evaluation(s) weighted by samples)", proposal=proposal_id, round=round_,
+                 **{config.metric: round(value, 6)}, evaluations=len(results))
         return value
 
 
 # -- long-running service -------------------------------------------------------------
 
-class CoordinatorService:
-    """Drive approved proposals as the chain moves, woken by chain events.
+#: Reverts that mean "another coordinator (or the deadline) got there first": the step is
+#: dropped with a log line and the loop reads the chain again.
+MOVED_ON = frozenset({
+    "RoundsOutOfOrder", "RoundsPreviousRoundOpen", "RoundsNotOpen", "RoundsNotClosed",
+    "RoundsGlobalMetricAlreadyRecorded", "RoundsBeyondPlan", "RoundsEnoughParticipants", "RoundsDeadlineNotReached",
+})
 
-    A round is closed once every target dataset has committed (the chain
-    refuses an earlier close), or at the deadline if at least ``min_participants``
-    did; otherwise it is marked Failed after the deadline. After a close the
-    service waits up to ``eval_grace_blocks`` for the participants'
-    evaluations, records the mean metric and opens the next round.
+
+class CoordinatorService:
+    """Drive proposals round by round; every step is decided from the chain, never from memory.
+
+    Each pass reads the chain's events (the read model) and, for the last round
+    opened, does what is due: open round 1; close an open round once every
+    target dataset has committed (the chain refuses an earlier close), or at the
+    deadline if at least ``min_participants`` did (else mark it Failed); after a
+    close, wait up to ``eval_grace_blocks`` (counted from the close, on chain)
+    for the participants' evaluations and record the mean metric, unless it is
+    recorded already; then open the next round. So a coordinator killed after
+    any step and started again redoes nothing that is on chain; two
+    coordinators racing never do a step twice (the contract refuses the second,
+    which is logged and dropped); and a coordinator that finds a round closed by
+    another one rebuilds its aggregation state from the chain before it
+    aggregates again.
+
+    ``proposals``: drive exactly these; None: every proposal that is approved (or
+    still in its vote) and not finished. :meth:`serve` returns when none is left.
     """
 
-    def __init__(self, coordinator: Coordinator, *, poll_seconds: float = 1.0, eval_grace_blocks: int = 10) -> None:
+    def __init__(self, coordinator: Coordinator, *, poll_seconds: float = 1.0, eval_grace_blocks: int = 10,
+                 proposals: Sequence[int] | None = None) -> None:
         self.c = coordinator
         self.poll = poll_seconds
         self.eval_grace = eval_grace_blocks
+        self.only = list(dict.fromkeys(int(p) for p in proposals)) if proposals else None
         self.results: dict[tuple[int, int], RoundResult] = {}
         self.metrics: dict[tuple[int, int], float | None] = {}
-        self._closed_at: dict[tuple[int, int], int] = {}
+        self._expected: dict[tuple[int, int], int] = {}
+        self._tried_close: dict[tuple[int, int], int] = {}  # commitments seen at a close that fell short
+        self._basis: dict[int, frozenset[int]] = {}  # closed rounds our in-memory aggregation state reflects
+        self._said: set[tuple] = set()
 
-    def _expected(self, pid: int) -> int:
-        # The chain lets a round close before its deadline only once every target committed.
-        return len(self.c.fed.proposals.proposal(pid).targets)
+    def _once(self, key: tuple, msg: str, level: int = logging.INFO, **fields) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.c.log(msg, level=level, **fields)
+
+    def proposals(self, rm, head: int) -> list[int]:
+        """The proposals to look at now (see the class docstring)."""
+        if self.only is not None:
+            return list(self.only)
+        return [pid for pid in sorted(rm.proposals) if progress.stage(rm, pid, head).pending]
+
+    def expected(self, pid: int, r: int) -> int:
+        """Commitments that let a round close before its deadline: one per target dataset.
+
+        The chain refuses an earlier close (so a coordinator cannot cut a round short
+        to leave out a hospital it dislikes); asked once per round.
+        """
+        if (pid, r) not in self._expected:
+            self._expected[(pid, r)] = len(self.c.fed.proposals.proposal(pid).targets)
+        return self._expected[(pid, r)]
+
+    def _sync(self, pid: int, rm) -> None:
+        """Forget our aggregation state if a round was closed by someone else since we built it."""
+        closed = frozenset(r for (p, r), rr in rm.rounds.items() if p == pid and rr.closed is not None)
+        basis = self._basis.get(pid)
+        if basis is not None and basis != closed:
+            self.c.forget(pid)
+            self.c.log(f"round(s) {', '.join(map(str, sorted(closed - basis)))} of proposal {pid} were closed by "
+                       "another coordinator: rebuilding the aggregation state from the chain",
+                       level=logging.WARNING, proposal=pid)
+        if basis != closed:
+            self._basis[pid] = closed
+
+    def _attempt(self, pid: int, r: int, what: str, fn):
+        """Run one step; a refusal because the chain moved on is logged and dropped (returns None)."""
+        try:
+            return fn()
+        except ChainRevert as exc:
+            if exc.error not in MOVED_ON:
+                raise
+            self.c.log(f"did not {what} round {r} of proposal {pid}: {exc} (another coordinator was first, "
+                       "or the chain moved on)", level=logging.WARNING, proposal=pid, round=r)
+        except TransactionConflict as exc:
+            self.c.log(f"did not {what} round {r} of proposal {pid}: {exc}", level=logging.WARNING,
+                       proposal=pid, round=r)
+        self.c.forget(pid)  # whoever was first may have changed what our state should be
+        self._basis.pop(pid, None)
+        return None
 
     def step(self, pid: int) -> bool:
-        """Advance one proposal; True when all its rounds are done."""
+        """Advance one proposal by what is due now; True when all its rounds are done."""
         fed = self.c.fed
-        p = fed.proposals.proposal(pid)
-        if p is None or p.state.name != "APPROVED":
-            return True
-        current = 0
-        for r in range(1, p.rounds + 1):
-            if fed.rounds.round_info(pid, r).phase.name == "NONE":
-                break
-            current = r
-        if current == 0:
-            self.c.open_round(pid, 1)
-            return False
-        info = fed.rounds.round_info(pid, current)
-        phase = info.phase.name
-        block = fed.chain.block_number
-        key = (pid, current)
-        if phase == "OPEN":
-            n = info.committed
-            past = block > info.deadline
-            if n >= max(self._expected(pid), 1) or (past and n >= p.min_participants):
-                if key not in self.results or not self.results[key].closed:
-                    res = self.c.close_round(pid, current)
-                    self.results[key] = res
-                    if not res.closed:
-                        self.c.log(f"round {current} of proposal {pid} cannot close yet: {res.reason}")
-                        if past:
-                            self.c.fail_round(pid, current)
-            elif past:
-                self.c.fail_round(pid, current)
-                self.c.log(f"round {current} of proposal {pid} failed: {n} commitment(s) by the deadline")
-            return False
-        if phase == "CLOSED" and key not in self.metrics:
-            closed_at = self._closed_at.setdefault(key, block)
-            res = self.results.get(key)
-            want = len(res.participants) if res else info.committed
-            have = info.evaluations
-            if have < want and block - closed_at < self.eval_grace:
+        rm = fed.read_model()
+        head = fed.chain.block_number
+        stage = progress.stage(rm, pid, head)
+        if stage is not progress.Stage.APPROVED:
+            if stage is progress.Stage.VOTING:
+                self._once(("voting", pid), f"proposal {pid} is in its vote: waiting for it to be approved",
+                           proposal=pid)
                 return False
-            self.metrics[key] = self.c.record_metric(pid, current)
-        if current < p.rounds:
-            self.c.open_round(pid, current + 1)
+            self._once(("stage", pid), f"proposal {pid} is {stage.value}: no round opens", proposal=pid)
+            return True
+        p = rm.proposals[pid]
+        self._sync(pid, rm)
+        last = progress.last_round(rm, pid)
+        if last is None:
+            lifecycle.set_activity(f"opening round 1 of proposal {pid}")
+            self._attempt(pid, 1, "open", lambda: self.c.open_round(pid, 1))
+            return False
+        r, ph = last.round, progress.phase(last)
+        key = (pid, r)
+        if ph == "open":
+            n = len(last.commits)
+            past = head > last.deadline
+            if n >= max(self.expected(pid, r), 1) or (past and n >= p.min_participants):
+                if self._tried_close.get(key) == n and not past:
+                    return False  # fell short with these commitments already; wait for more or the deadline
+                lifecycle.set_activity(f"closing round {r} of proposal {pid}")
+                # Rebuild the aggregation state from the chain *before* looking again: a round
+                # closed by someone else after this point makes our close revert (handled), never
+                # our state skip a round.
+                self.c.strategy(pid)
+                if fed.rounds.round_info(pid, r).phase.name != "OPEN":
+                    self.c.log(f"did not close round {r} of proposal {pid}: it is no longer open (another "
+                               "coordinator was first)", level=logging.WARNING, proposal=pid, round=r)
+                    self.c.forget(pid)
+                    return False
+                res = self._attempt(pid, r, "close", lambda: self.c.close_round(pid, r))
+                if res is not None:
+                    self.results[key] = res
+                    if res.closed:
+                        self._basis[pid] = self._basis.get(pid, frozenset()) | {r}
+                    else:
+                        self._tried_close[key] = n
+                        self.c.log(f"round {r} of proposal {pid} cannot close: {res.reason}",
+                                   level=logging.WARNING, proposal=pid, round=r)
+                        if past:
+                            lifecycle.set_activity(f"failing round {r} of proposal {pid}")
+                            self._attempt(pid, r, "fail", lambda: self.c.fail_round(pid, r))
+            elif past:
+                lifecycle.set_activity(f"failing round {r} of proposal {pid}")
+                if self._attempt(pid, r, "fail", lambda: self.c.fail_round(pid, r)) is not None:
+                    self.c.log(f"round {r} of proposal {pid} failed: {n} commitment(s) by the deadline, "
+                               f"the plan needs {p.min_participants}", level=logging.WARNING, proposal=pid, round=r)
+            return False
+        if ph == "closed" and last.global_metric_ppm is None:
+            want, have = len(last.commits), len(last.evaluations)
+            waited = head - (last.closed_block or head)
+            if have < want and waited < self.eval_grace:
+                return False
+            if have == 0:
+                self._once(("no-eval", pid, r), f"round {r} of proposal {pid}: no evaluation was submitted; "
+                           "no global metric to record", level=logging.WARNING, proposal=pid, round=r)
+            else:
+                lifecycle.set_activity(f"recording the metric of round {r} of proposal {pid}")
+                value = self._attempt(pid, r, "record the metric of", lambda: self.c.record_metric(pid, r))
+                if value is not None:
+                    self.metrics[key] = value
+        if r < p.rounds:
+            lifecycle.set_activity(f"opening round {r + 1} of proposal {pid}")
+            self._attempt(pid, r + 1, "open", lambda: self.c.open_round(pid, r + 1))
             return False
         return True
 
-    def serve(self, proposal: int | None = None, *, exit_when_done: bool = True, timeout: float | None = None) -> None:
+    def serve(self, proposal: int | Sequence[int] | None = None, *, exit_when_done: bool = True,
+              timeout: float | None = None) -> None:
+        """Step until no proposal is left (``exit_when_done``) or forever; waits through :func:`lifecycle.sleep`.
+
+        ``proposal`` (one id or several) overrides the constructor's ``proposals``.
+        """
+        if proposal is not None:
+            self.only = [proposal] if isinstance(proposal, int) else list(proposal)
         fed = self.c.fed
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            ids = [proposal] if proposal is not None else range(1, fed.proposals.proposal_count() + 1)
-            pids = [i for i in ids if (p := fed.proposals.proposal(i)) is not None and p.state.name == "APPROVED"]
-            done = [self.step(pid) for pid in pids]
-            if exit_when_done and pids and all(done):
+            lifecycle.check()
+            head = fed.chain.block_number
+            rm = fed.read_model()
+            active = [pid for pid in self.proposals(rm, head) if not self.step(pid)]
+            if exit_when_done and not active:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise FedchainError(f"coordinator: gave up waiting after {timeout:.0f} s")
-            seen = fed.chain.block_number
-            fed.wait_for_events(from_block=seen + 1, timeout=max(self.poll * 10, 5.0), poll_interval=self.poll)
+            lifecycle.set_activity("waiting for the chain")
+            progress.wait_for_block(fed.chain, head, self.poll)
 
 
-def run_coordinator(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
-    """``fedchain coordinator run``: load the config, connect, drive rounds."""
+def run_coordinator(config_path, *, proposals: Sequence[int] | None = None, exit_when_done: bool = True,
+                    log_json: bool | None = None) -> None:
+    """``fedchain coordinator run``: load the config, connect, drive rounds (see :class:`CoordinatorService`).
 
-    console = Console()
-
+    Raises :class:`~fedchain.lifecycle.StopRequested` when a signal stopped it (after
+    saying so), and the transports' ``ChainUnavailable`` / ``StoreUnavailable`` when a
+    peer stayed unreachable for the whole retry horizon; the CLI maps each to its exit code.
+    """
     cfg = load_role_config(config_path, extra_sections={"coordinator"})
     opts = cfg.raw.get("coordinator", {})
+    if not isinstance(opts, dict) or set(opts) - {"eval_grace_blocks", "fetch_budget_seconds"}:
+        raise ConfigError(f"{cfg.source}: [coordinator] takes only eval_grace_blocks = N and "
+                          "fetch_budget_seconds = S")
+    grace = opts.get("eval_grace_blocks", 10)
+    if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 100_000:
+        raise ConfigError(f"{cfg.source}: [coordinator] eval_grace_blocks must be an integer from 0 to 100000")
+    budget = opts.get("fetch_budget_seconds", DEFAULT_FETCH_BUDGET)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 1 <= budget <= 86_400:
+        raise ConfigError(f"{cfg.source}: [coordinator] fetch_budget_seconds must be a number from 1 to 86400")
+    json_lines = cfg.log_json if log_json is None else log_json
+    logs.setup(role="coordinator", json_lines=json_lines, level=cfg.log_level.upper())
     identity = cfg.identity.load()
-    chain = Chain.connect(cfg.chain_url)
-    fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
-    with open_store(cfg.store) as store:
-        coord = Coordinator(fed, store, identity, log=lambda msg: console.print(msg, markup=False, highlight=False))
-        console.print(f"coordinator {identity.address} on {cfg.chain_url}")
-        svc = CoordinatorService(coord, poll_seconds=cfg.poll_seconds,
-                                 eval_grace_blocks=int(opts.get("eval_grace_blocks", 10)))
-        svc.serve(proposal, exit_when_done=exit_when_done)
-        for (pid, r), res in sorted(svc.results.items()):
-            state = "closed" if res.closed else f"not closed ({res.reason})"
-            console.print(f"proposal {pid} round {r}: {state}; participants {len(res.participants)}, "
-                          f"rejected {len(res.rejected)}")
+    dev = is_dev_identity(identity)
+    logs.setup(role="coordinator", who=logs.identity_label(identity.name, identity.address, dev), dev=dev,
+               json_lines=json_lines, level=cfg.log_level.upper())
+    with lifecycle.handling(log):
+        chain = Chain.connect(cfg.chain_url, retry=cfg.retry)
+        fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
+        with open_store(cfg.store, retry=cfg.retry) as store:
+            coord = Coordinator(fed, store, identity, fetch_budget=float(budget))
+            svc = CoordinatorService(coord, poll_seconds=cfg.poll_seconds, eval_grace_blocks=grace,
+                                     proposals=proposals)
+            progress.check_proposals_exist(fed, svc.only)
+            driving = f"proposal(s) {', '.join(map(str, svc.only))}" if svc.only else \
+                "every approved proposal that is not finished"
+            logs.event(log, "%scoordinating on %s, store %s: %s", "DEV ONLY identity (public key): " if dev else "",
+                       cfg.chain_url, cfg.store, driving, address=identity.address)
+            svc.serve(exit_when_done=exit_when_done)
+            for (pid, r), res in sorted(svc.results.items()):
+                state = "closed" if res.closed else f"not closed ({res.reason})"
+                logs.event(log, "round %d: %s; participants %d, rejected %d", r, state, len(res.participants),
+                           len(res.rejected), proposal=pid, round=r)
+            logs.event(log, "done: no proposal left to drive" if not svc.only else
+                       f"done: {driving} finished")

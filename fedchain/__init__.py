@@ -6,4 +6,10 @@ identities and the command-line interface. Role packages (``node``,
 them (only :mod:`fedchain.cli` wires the roles together).
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# A library stays silent unless its user configures logging; the role processes do
+# (fedchain.logs.setup), and their lines go to stderr with time, proposal and round.
+logging.getLogger("fedchain").addHandler(logging.NullHandler())

@@ -130,7 +130,7 @@ __all__ = [
     "standardization_from_moments",
 ]
 
-PLAN_VERSION = 2  # 2: canonical bytes by RFC 8785, [limits]
+PLAN_VERSION = 3  # 2: canonical bytes by RFC 8785, [limits]; 3: [robust]
 MAX_PLAN_BYTES = 1 << 20  # plans are small; refuse anything absurd from IPFS
 MAX_SEED = (1 << 53) - 1  # RFC 8785 numbers are IEEE doubles: larger integers are not exact
 BYTES_PER_PARAMETER = 4  # models travel as float32
@@ -507,9 +507,61 @@ class FedYogiSpec(_FedOptSpec):
     name: Literal["fedyogi"] = Field(description="FedYogi: Yogi on the server (Reddi et al., 2021).")
 
 
+class MedianSpec(StrategySpec):
+    name: Literal["median"] = Field(
+        description="Coordinate-wise median of the updates (Yin et al., 2018); ignores sample counts."
+    )
+
+
+class TrimmedMeanSpec(StrategySpec):
+    name: Literal["trimmed_mean"] = Field(
+        description="Coordinate-wise trimmed mean (Yin et al., 2018); ignores sample counts."
+    )
+    beta: Num = Field(gt=0, lt=0.5, description="Share of the updates dropped at each end, per coordinate.")
+
+
+class KrumSpec(StrategySpec):
+    name: Literal["krum"] = Field(
+        description="Krum (Blanchard et al., 2017): the one update closest to its neighbours."
+    )
+    byzantine: Int = Field(ge=0, le=MAX_DATASETS, description="Malicious updates tolerated (f); needs n >= 2f + 3.")
+
+
+class MultiKrumSpec(StrategySpec):
+    name: Literal["multikrum"] = Field(
+        description="Multi-Krum (Blanchard et al., 2017): the mean of the `keep` updates Krum scores best."
+    )
+    byzantine: Int = Field(ge=0, le=MAX_DATASETS, description="Malicious updates tolerated (f); needs n >= 2f + 3.")
+    keep: Int = Field(ge=1, le=MAX_DATASETS, description="Updates averaged (m), at most n - f.")
+
+
+#: Strategies that aggregate without per-update weights (sample counts, FoolsGold, a weight cap do not apply).
+UNWEIGHTED_STRATEGIES = ("median", "trimmed_mean", "krum", "multikrum")
+
 AnyStrategySpec = Annotated[
-    Union[FedAvgSpec, FedProxSpec, FedAdamSpec, FedYogiSpec], Field(discriminator="name")
+    Union[FedAvgSpec, FedProxSpec, FedAdamSpec, FedYogiSpec, MedianSpec, TrimmedMeanSpec, KrumSpec, MultiKrumSpec],
+    Field(discriminator="name"),
 ]
+
+
+class Robust(_Table):
+    """Defences wrapped around the strategy, applied in this order to every round's updates."""
+
+    norm_bound: PositiveNum | None = Field(
+        default=None,
+        description="Clip each update's distance to the global model (L2 over all tensors) to this bound "
+                    "(Sun et al., 2019). Unset: no clipping.",
+    )
+    foolsgold: bool = Field(
+        default=False,
+        description="FoolsGold (Fung et al., 2020): lower the weight of members whose update history is "
+                    "suspiciously similar (sybils). Weighted strategies only.",
+    )
+    max_weight_share: Num | None = Field(
+        default=None, gt=0, le=1,
+        description="Cap any one member's share of the aggregation weight (sample counts are self-reported). "
+                    "Weighted strategies only. Unset: no cap.",
+    )
 
 
 class Preprocessing(_Table):
@@ -597,6 +649,7 @@ class TrainingPlan(_Table):
         default_factory=NoStandardization, description="Feature preprocessing."
     )
     limits: Limits = Field(default_factory=Limits, description="Bounds voted on with the plan.")
+    robust: Robust = Field(default_factory=Robust, description="Defences against poisoned updates.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "TrainingPlan":
@@ -637,7 +690,8 @@ _UNIONS: dict[str, tuple[str, dict[str, type[_Table]]]] = {
     "model": ("kind", {"logreg": LogRegSpec, "mlp": MLPSpec, "cnn": CNNSpec}),
     "optimizer": ("name", {"sgd": SGDSpec, "adam": AdamSpec}),
     "strategy": ("name", {"fedavg": FedAvgSpec, "fedprox": FedProxSpec, "fedadam": FedAdamSpec,
-                          "fedyogi": FedYogiSpec}),
+                          "fedyogi": FedYogiSpec, "median": MedianSpec, "trimmed_mean": TrimmedMeanSpec,
+                          "krum": KrumSpec, "multikrum": MultiKrumSpec}),
     "preprocessing": ("standardize", {"none": NoStandardization, "plan": PlanStandardization}),
 }
 MODEL_KINDS = tuple(_UNIONS["model"][1])
@@ -699,6 +753,10 @@ CROSS_FIELD_RULES = (
     f"{MAX_FEATURES:,} values.",
     "The model's parameter count, computed from the `[model]` table alone (nothing is allocated), is at most "
     f"`limits.max_parameters` (default {DEFAULT_MAX_MODEL_PARAMETERS:,}, at most {HARD_MAX_MODEL_PARAMETERS:,}).",
+    "Krum and Multi-Krum need `min_participants` >= 2 x `byzantine` + 3, and Multi-Krum's `keep` at most "
+    "`min_participants` - `byzantine`.",
+    "`robust.foolsgold` and `robust.max_weight_share` need a weighted strategy (not median, trimmed_mean, krum, "
+    "multikrum); `robust.max_weight_share` x the number of datasets is at least 1.",
 )
 
 
@@ -733,6 +791,33 @@ def _plan_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
                                                                    f"takes {model.n_features} features"))
         if "limits" in p:
             out.extend(_size_rule(model, p["limits"].max_parameters, ("model",)))
+    out.extend(_robust_rules(p))
+    return out
+
+
+def _robust_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
+    """Byzantine-robust rules need enough participants; reweighting needs a weighted strategy."""
+    out: list[PlanProblem] = []
+    strategy, robust, n_min = p.get("strategy"), p.get("robust"), p.get("min_participants")
+    if isinstance(strategy, (KrumSpec, MultiKrumSpec)) and n_min is not None:
+        f = strategy.byzantine
+        if n_min < 2 * f + 3:
+            out.append(PlanProblem(("min_participants",), f"is {n_min} but {strategy.name} with byzantine = {f} "
+                                                          f"needs at least 2 x {f} + 3 = {2 * f + 3}"))
+        if isinstance(strategy, MultiKrumSpec) and strategy.keep > n_min - f:
+            out.append(PlanProblem(("strategy", "keep"), f"is {strategy.keep} but at most min_participants - "
+                                                         f"byzantine = {n_min - f} updates can be kept"))
+    if robust is not None and strategy is not None and strategy.name in UNWEIGHTED_STRATEGIES:
+        for key in ("foolsgold", "max_weight_share"):
+            if getattr(robust, key) not in (None, False):
+                out.append(PlanProblem(("robust", key), f"reweights updates, but strategy {strategy.name!r} "
+                                                        "aggregates without weights"))
+    if robust is not None and robust.max_weight_share is not None and "datasets" in p:
+        n = len(set(p["datasets"]))
+        if robust.max_weight_share * n < 1:
+            out.append(PlanProblem(("robust", "max_weight_share"),
+                                   f"is {robust.max_weight_share:g} but {n} dataset(s) cannot share all the weight "
+                                   f"under it (needs at least 1/{n})"))
     return out
 
 

@@ -46,7 +46,7 @@ __all__ = ["reference_markdown", "template", "describe", "TEMPLATE_KINDS"]
 TEMPLATE_KINDS = MODEL_KINDS
 
 # Tables of the plan, in the order the page and the templates show them.
-_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits")
+_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust")
 _DISCRIMINATORS = {"model": "kind", "optimizer": "name", "strategy": "name", "preprocessing": "standardize"}
 
 
@@ -228,6 +228,7 @@ _EXAMPLE_MODELS = {
     "mlp": {"kind": "mlp", "in_features": 30, "n_classes": 2, "hidden": [32, 16]},
     "cnn": {"kind": "cnn", "input_shape": [1, 28, 28], "conv_channels": [8, 16], "hidden": [64], "n_classes": 10},
 }
+_EXAMPLE_ROBUST = {"norm_bound": 5.0, "foolsgold": True, "max_weight_share": 0.5}
 _EXAMPLE_TABLES = {
     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
     "strategy": {"name": "fedavg"},
@@ -280,6 +281,10 @@ def template(kind: str = "logreg") -> str:
         if table == "limits":
             field = variants[0]["properties"]["max_parameters"]
             lines += _comment(field["description"]) + [f"# max_parameters = {field['default']}"]
+            continue
+        if table == "robust":  # every defence is optional and off by default: shown commented out
+            for field, example in _EXAMPLE_ROBUST.items():
+                lines += _comment(variants[0]["properties"][field]["description"]) + [f"# {field} = {_toml(example)}"]
             continue
         values = doc[table]
         key = _DISCRIMINATORS[table]
@@ -344,6 +349,15 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
     strategy_words = type(strategy).model_fields["name"].description or strategy.name
     if params:
         strategy_words += " Parameters: " + ", ".join(f"{k} = {v:g}" for k, v in params.items()) + "."
+    robust = plan.robust
+    defences = []
+    if robust.norm_bound is not None:
+        defences.append(f"each update's distance to the global model is clipped to {robust.norm_bound:g}")
+    if robust.foolsgold:
+        defences.append("members whose updates keep pointing the same way (sybils) lose weight (FoolsGold)")
+    if robust.max_weight_share is not None:
+        defences.append(f"no member gets more than {robust.max_weight_share:.0%} of the aggregation weight")
+    defence_words = "; ".join(defences) if defences else "none besides the strategy itself"
     pre = plan.preprocessing
     pre_words = ("features standardized with the plan's per-feature mean and std"
                  if isinstance(pre, PlanStandardization) else "features used as they are")
@@ -360,6 +374,7 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
         ("training", f"each node trains {plan.local_epochs} epoch(s) per round in batches of {plan.batch_size}; "
                      f"optimizer {opt_words}"),
         ("strategy", strategy_words),
+        ("defences", defence_words),
         ("evaluation", f"each round's model is scored by {plan.metric} on the nodes' validation splits"),
         ("privacy", "rows never leave the hospitals; each update is encrypted for the coordinator; "
                     f"{auditors}; no differential-privacy noise is added"),

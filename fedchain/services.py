@@ -2,7 +2,9 @@
 
 A service is a detached process (own session, output to a log file) whose pid
 is recorded in the network file; ``stop_pid`` ends it cleanly: a polite signal
-first, then SIGKILL after a grace period.
+first, then SIGKILL after a grace period. (Not mirakuru, which manages the
+processes a Python process owns — anvil in tests and local networks, the role
+processes — and kills them all when that process exits: these must outlive it.)
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ Two layers:
 * :func:`validate_update` -- a **pure function of the decrypted bytes** and the
   plan's model layout (:func:`model_layout`). It returns :class:`Accepted` (the
   state dict) or :class:`Rejection` (a :class:`Reason` code plus a short public
-  detail). It never raises for bad input, never includes library exception text
-  or local paths in a detail, and is deterministic: ``audit replay`` re-derives
+  detail). It never raises for bad input, never puts library exception text,
+  local paths or names the member chose into a detail (only the plan's own
+  tensor names are quoted), and is deterministic: ``audit replay`` re-derives
   each rejection from the same bytes and compares the code.
 * :func:`open_update` -- fetch (size-limited), check the on-chain hash, open the
   envelope (which must be sealed for exactly the expected recipients, so the
@@ -46,13 +47,16 @@ Checks and their order (the first failing one decides the code):
                    signature, recipients, key commitment, chunks)
 ``HASH_MISMATCH``  the fetched bytes are not what the member committed on chain
 ``NOT_FOUND``      the CID cannot be fetched, or is not a valid file DAG
+``NOT_ADMITTED``   (the coordinator's check, before any fetch) the dataset's
+                   policy no longer admitted the proposal when the round
+                   closed: revoked, expired or changed after the commitment
 =================  ========================================================
 
 Header size, depth and tensor count are all checked before any tensor is
 allocated; the data is decoded only once the header is exactly the one the plan's
 model gives (:func:`fedchain.serialize.canonical_header`).
 
-Wiring (the coordinator and replay)::
+Wiring (done once, in :mod:`fedchain.coordinator.collect`, for the coordinator and replay alike)::
 
     layout = model_layout(plan.model)
     expected = [coordinator_x25519_key, *auditor_keys]      # as on chain / in the plan
@@ -67,6 +71,8 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 import struct
 from dataclasses import dataclass
 from functools import cached_property
@@ -115,6 +121,7 @@ class Reason(str, enum.Enum):
     BAD_ENVELOPE = "BAD_ENVELOPE"
     HASH_MISMATCH = "HASH_MISMATCH"
     NOT_FOUND = "NOT_FOUND"
+    NOT_ADMITTED = "NOT_ADMITTED"
 
     def __str__(self) -> str:
         return self.value
@@ -228,6 +235,10 @@ def update_size_limit(spec_or_layout: ModelLayout | ModelSpec | Mapping[str, Any
 # --------------------------------------------------------------------------- pure validation
 
 
+#: What a safetensors dtype code looks like ("F32", "BF16", "I64", "BOOL"): quoted in a detail only then.
+_DTYPE_CODE = re.compile(r"[A-Z][A-Z0-9]{1,7}")
+
+
 def _name(name: object) -> str:
     """A tensor name for a public detail: repr'd (control characters escaped) and cut short."""
     text = repr(name) if isinstance(name, str) else type(name).__name__
@@ -273,8 +284,9 @@ def _decode(mv: memoryview, layout: ModelLayout) -> Verdict:
         return Rejection(Reason.MALFORMED_HEADER, "the tensor data does not decode")
     for spec in layout.tensors:
         t = state[spec.name]
-        if t.dtype.is_floating_point:
-            bad = int((~torch.isfinite(t)).sum())
+        if t.dtype.is_floating_point and t.numel():
+            lo, hi = torch.aminmax(t)  # one pass; NaN propagates, an infinity shows (isfinite is ~10x slower)
+            bad = 0 if math.isfinite(float(lo)) and math.isfinite(float(hi)) else int((~torch.isfinite(t)).sum())
             if bad:
                 return Rejection(Reason.NOT_FINITE, f"tensor {_name(spec.name)} holds {bad} NaN or infinite value(s)")
     return Accepted(state)
@@ -305,12 +317,13 @@ def _diagnose(mv: memoryview, layout: ModelLayout) -> Rejection:
         return Rejection(Reason.MALFORMED_HEADER, f"the header's metadata is not {serialize.METADATA}")
     expected = layout.by_name
     if len(parsed) != len(expected) or set(parsed) != set(expected):
+        # Only the plan's own names are quoted: the member's are its text, and a detail is published.
         missing, extra = set(expected) - set(parsed), set(parsed) - set(expected)
         parts = [f"{len(parsed)} tensor(s), the plan's model has {len(expected)}"]
         if missing:
             parts.append(f"missing {_names(missing)}")
         if extra:
-            parts.append(f"unexpected {_names(extra)}")
+            parts.append(f"{len(extra)} not in the plan's model")
         return Rejection(Reason.WRONG_TENSORS, "; ".join(parts))
     for spec in layout.tensors:
         if not isinstance(parsed[spec.name], dict):
@@ -318,7 +331,7 @@ def _diagnose(mv: memoryview, layout: ModelLayout) -> Rejection:
     for spec in layout.tensors:
         dtype = parsed[spec.name].get("dtype")
         if dtype != spec.dtype:
-            shown = _name(dtype) if isinstance(dtype, str) else type(dtype).__name__
+            shown = dtype if isinstance(dtype, str) and _DTYPE_CODE.fullmatch(dtype) else "another dtype"
             return Rejection(Reason.WRONG_DTYPE, f"tensor {_name(spec.name)} is {shown}, the plan's model has {spec.dtype}")
     for spec in layout.tensors:
         shape = parsed[spec.name].get("shape")

@@ -64,11 +64,13 @@ __all__ = [
 ]
 
 
-def open_store(url_or_path: str | Path, **kwargs) -> ContentStore:
+def open_store(url_or_path: str | Path, *, retry=None, **kwargs) -> ContentStore:
     """Open the store a URL names; extra keyword arguments go to the backend's constructor.
 
     ``local:PATH`` / a plain path -> LocalStore; ``/ip4|ip6|dns…/…/tcp/…`` multiaddr
-    or ``http(s)://host:port`` -> KuboStore.
+    or ``http(s)://host:port`` -> KuboStore. ``retry`` (a :class:`~fedchain.retry.RetryPolicy`)
+    says how long a daemon that does not answer is waited for; the embedded store has no
+    daemon and ignores it.
     """
     if isinstance(url_or_path, Path):
         return LocalStore(url_or_path, **kwargs)
@@ -85,7 +87,7 @@ def open_store(url_or_path: str | Path, **kwargs) -> ContentStore:
     if target.startswith(("http://", "https://")) or (
         target.startswith(("/ip4/", "/ip6/", "/dns/", "/dns4/", "/dns6/")) and "/tcp/" in target
     ):
-        return KuboStore(target, **kwargs)
+        return KuboStore(target, retry=retry, **kwargs)
     if "://" in target:
         raise StoreError(f"unsupported store URL {target!r}; use local:PATH, /ip4/HOST/tcp/PORT or http://HOST:PORT")
     return LocalStore(Path(target), **kwargs)

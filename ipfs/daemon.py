@@ -15,6 +15,12 @@ in its own session, with ``IPFS_PATH`` pointing at ``repo`` (initialised with
 addresses on free 127.0.0.1 ports. A repo reused across restarts keeps its
 content. ``stop()`` sends SIGTERM to the process group, waits, then SIGKILLs.
 
+The process is managed here with ``subprocess`` rather than mirakuru (which
+manages anvil and the role processes): ``fedchain ipfs up`` starts the daemon
+*detached*, to outlive the command, and mirakuru by design kills at
+interpreter exit every process its executors started; one code path serves
+both modes.
+
 js-ipfs locks its repo with ``repo.lock`` (considered stale only after 20 s);
 after an unclean death the lock is cleared here when the pid recorded in
 ``fedchain-daemon.pid`` is gone, so a restart need not wait.
@@ -80,7 +86,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now (as Node.js does: with SO_REUSEADDR, so the
+    TIME_WAIT connections a stopped daemon leaves behind do not move a restarted one elsewhere)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -24,8 +24,15 @@ Daemon quirks handled here (js-ipfs 0.66 / RPC 0.18):
 * js-ipfs answers a malformed CID with "Invalid request query input"; CIDs are
   validated locally first so callers get :class:`InvalidCid`.
 
-Connection failures are retried a few times with a short back-off, then raised
-as :class:`StoreUnavailable` naming the address and how to start a daemon.
+Connection failures (refused, reset, a stream broken mid-way) are retried as
+the store's :class:`~fedchain.retry.RetryPolicy` says — by default for a
+couple of seconds; a role process passes its configured policy (minutes), so
+a restarted daemon is waited for — each wait logged; then they are raised as
+:class:`StoreUnavailable` naming the address and how to start a daemon. A
+retry starts the call over: an upload is sent again from its start (a
+one-shot stream that cannot be rewound is not retried) and a download is
+written again from where it began. Timeouts and the daemon's answers are
+never retried.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
-import time
 import warnings
 from typing import BinaryIO, Callable, Iterator, TypeVar
 from urllib.parse import urlsplit
@@ -41,6 +47,9 @@ from urllib.parse import urlsplit
 import ipfshttpclient
 import ipfshttpclient.exceptions as ipfs_exc
 import requests
+import urllib3.exceptions
+
+from fedchain.retry import RetryPolicy
 
 from .store import (
     ContentMismatch,
@@ -68,6 +77,16 @@ T = TypeVar("T")
 warnings.filterwarnings("ignore", message="The 'strict' parameter is no longer needed", category=FutureWarning)
 
 DEFAULT_ADDR = "/ip4/127.0.0.1/tcp/5001"
+
+#: The daemon did not answer: refused, reset, or gone in the middle of an answer (retried).
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    ipfs_exc.ConnectionError,
+    ipfs_exc.ProtocolError,  # ipfshttpclient's name for "connection aborted" mid-request
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.ProtocolError,
+    ConnectionError,
+)
 
 _HOW_TO_START = (
     "start one with `fedchain ipfs up` (js-ipfs), `ipfs daemon` (Kubo) or "
@@ -156,9 +175,10 @@ class KuboStore(ContentStore):
     ``timeout``: seconds to wait for the daemon to send data (per read);
     ``connect_timeout``: seconds to connect; ``fetch_timeout``: daemon-side limit
     for finding content (``cat``/``pin add``; None = unlimited, risky with
-    js-ipfs); ``has_timeout``: the same for :meth:`has`; ``retries``: extra
-    attempts after a connection failure; ``offline``: ask the daemon never to
-    fetch from the network (Kubo honours it, js-ipfs ignores it).
+    js-ipfs); ``has_timeout``: the same for :meth:`has`; ``retry``: how long to
+    ride out an unreachable daemon (default :meth:`RetryPolicy.brief`);
+    ``offline``: ask the daemon never to fetch from the network (Kubo honours
+    it, js-ipfs ignores it).
     """
 
     def __init__(
@@ -169,16 +189,14 @@ class KuboStore(ContentStore):
         connect_timeout: float = 3.0,
         fetch_timeout: float | None = 60.0,
         has_timeout: float = 2.0,
-        retries: int = 2,
-        retry_delay: float = 0.2,
+        retry: RetryPolicy | None = None,
         offline: bool = False,
     ) -> None:
         self.addr = to_multiaddr(addr)
         self.url = to_url(self.addr)
         self.fetch_timeout = fetch_timeout
         self.has_timeout = has_timeout
-        self.retries = max(0, retries)
-        self.retry_delay = retry_delay
+        self.retry = retry if retry is not None else RetryPolicy.brief()
         self.offline = offline
         try:
             self._client = ipfshttpclient.Client(
@@ -215,27 +233,22 @@ class KuboStore(ContentStore):
             why = f"is not reachable ({_short(exc)[:160]})"
         return StoreUnavailable(f"IPFS daemon at {self.addr} ({self.url}) {why}; {_HOW_TO_START}")
 
-    def _call(self, what: str, fn: Callable[[], T], *, retry_ok: Callable[[], bool] = lambda: True,
-              before_retry: Callable[[], None] = lambda: None) -> T:
-        """Run ``fn`` with bounded retries on connection failures; map errors to StoreErrors."""
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except ipfs_exc.ConnectionError as exc:
-                if attempt >= self.retries or not retry_ok():
-                    raise self._unavailable(exc) from None
-                attempt += 1
-                time.sleep(self.retry_delay * attempt)
-                before_retry()
-            except ipfs_exc.TimeoutError as exc:
-                raise self._unavailable(exc) from None
-            except ipfs_exc.ErrorResponse as exc:
-                raise self._error(what, exc) from None
-            except ipfs_exc.CommunicationError as exc:  # ProtocolError, StatusError
-                raise StoreError(f"IPFS daemon at {self.addr}: {what} failed: {_short(exc)}") from None
-            except requests.exceptions.RequestException as exc:  # e.g. connection broken mid-stream
-                raise self._unavailable(exc) from None
+    def _call(self, what: str, fn: Callable[[], T], *, retry_ok: Callable[[], bool] | None = None,
+              before_retry: Callable[[], None] | None = None) -> T:
+        """Run ``fn`` under the retry policy (connection failures only); map errors to StoreErrors."""
+        try:
+            return self.retry.call(fn, transient=_TRANSIENT, what=f"IPFS daemon at {self.addr} ({what})",
+                                   can_retry=retry_ok, before_retry=before_retry)
+        except _TRANSIENT as exc:
+            raise self._unavailable(exc) from None
+        except ipfs_exc.TimeoutError as exc:
+            raise self._unavailable(exc) from None
+        except ipfs_exc.ErrorResponse as exc:
+            raise self._error(what, exc) from None
+        except ipfs_exc.CommunicationError as exc:  # ProtocolError, StatusError
+            raise StoreError(f"IPFS daemon at {self.addr}: {what} failed: {_short(exc)}") from None
+        except requests.exceptions.RequestException as exc:  # anything else of the HTTP layer
+            raise self._unavailable(exc) from None
 
     def _error(self, what: str, exc: Exception) -> StoreError:
         msg = _short(exc)
@@ -290,18 +303,31 @@ class KuboStore(ContentStore):
             declared = node_size(decode_file_node(root, cid, cid), cid)
             if declared > max_size:
                 raise ContentTooLarge(cid, max_size, declared)
+        try:
+            start = out.tell() if out.seekable() else None
+        except (AttributeError, OSError, ValueError):
+            start = None
+
+        def rewind() -> None:  # a retry writes the content again from where it began
+            out.seek(start)
+            out.truncate()
+
+        builder, digest, n = self._call(
+            f"cat {cid}", lambda: self._cat_into(cid, out, max_size),
+            retry_ok=lambda: start is not None, before_retry=rewind,
+        )
+        builder.finish()
+        if builder.root != cid:
+            self._verify_by_blocks(cid, digest.hexdigest(), n, builder.root, max_size)
+        return n
+
+    def _cat_into(self, cid: str, out: BinaryIO, max_size: int | None):
         builder = DagBuilder()
         digest = hashlib.sha256()
         n = 0
-        stream = self._call(
-            f"cat {cid}", lambda: self._client.cat(cid, stream=True, opts=self._opts(self.fetch_timeout))
-        )
+        stream = self._client.cat(cid, stream=True, opts=self._opts(self.fetch_timeout))
         try:
-            it = iter(stream)
-            while True:
-                piece = self._call(f"cat {cid}", lambda: next(it, None), retry_ok=lambda: False)
-                if piece is None:
-                    break
+            for piece in stream:
                 if not piece:
                     continue
                 if max_size is not None and n + len(piece) > max_size:
@@ -312,10 +338,7 @@ class KuboStore(ContentStore):
                 n += len(piece)
         finally:
             _close(stream)
-        builder.finish()
-        if builder.root != cid:
-            self._verify_by_blocks(cid, digest.hexdigest(), n, builder.root, max_size)
-        return n
+        return builder, digest, n
 
     def iter_chunks(self, cid: str, *, max_size: int | None = None) -> Iterator[bytes]:
         """The content of ``cid`` block by block, each hash-checked before it is yielded."""

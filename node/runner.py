@@ -21,25 +21,30 @@ an approved proposal that targets its dataset it
 
 After a round closes it evaluates the new global model on its held-out split
 and submits the metric on chain. Raw data never leaves this object.
+
+:class:`NodeService` is the long-running loop of ``fedchain node run``; it
+decides every step from the chain (see its docstring), so it can be stopped
+and restarted anywhere.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
-from rich.console import Console
-
+from fedchain import lifecycle, logs
 from fedchain.config import load_role_config
 from fedchain.content import fetch_document
-from fedchain.contracts.bindings import Chain, Deployment
+from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
 from fedchain.errors import ConfigError, FedchainError
+from fedchain.identity import is_dev_identity
 from fedchain.ipfs import open_store
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, recipients_for
 from fedchain.node.dataset import TabularData, load_dataset, split_for_plan
-from fedchain.node.train import evaluate, train_local
+from fedchain.node.train import LocalResult, evaluate, train_local
 from fedchain.plan import (
     DEFAULT_MAX_MODEL_PARAMETERS,
     MAX_PLAN_BYTES,
@@ -51,12 +56,18 @@ from fedchain.plan import (
 )
 from fedchain.schema import DatasetSchema, load_schema, schema_hash
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from fedchain.usecases import admission
+from fedchain.usecases import admission, progress
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused
 from fedchain.validation import model_size
 
 PPM = 1_000_000
+
+log = logging.getLogger("fedchain.node")
+
+
+def _log_event(msg: str, *, level: int = logging.INFO, **fields) -> None:
+    logs.event(log, "%s", msg, level=level, **fields)
 
 
 class PolicyRefusal(FedchainError):
@@ -79,13 +90,33 @@ class RoundOutcome:
     gas_used: int = 0
 
 
+@dataclass(frozen=True, eq=False)
+class TrainingJob:
+    """One round's local training, ready to run: no chain or store access left in it."""
+
+    proposal_id: int
+    round: int
+    plan: TrainingPlan
+    data: TabularData
+    start: dict
+    dataset_key: str
+
+    def train(self) -> LocalResult:
+        """:func:`~fedchain.node.train.train_local` from ``start`` (thread-safe; deterministic)."""
+        return train_local(self.start, self.plan, self.data, config=train_config(self.plan, self.round),
+                           dataset_seed_key=self.dataset_key)
+
+
 class HospitalNode:
     """One member's node for one dataset.
 
     ``fed`` is the contracts façade already acting as this member
     (``Fedchain.as_(identity.account)``); ``store`` any
     :class:`ipfs.store.ContentStore`; ``max_model_parameters`` the largest
-    model this node agrees to build (a plan above it is refused).
+    model this node agrees to build (a plan above it is refused). ``log(msg,
+    level=…, **fields)`` receives progress lines with structured fields
+    (``proposal``, ``round``, ``loss``, ``accuracy`` …); by default they go to
+    the ``fedchain.node`` logger.
     """
 
     def __init__(
@@ -97,7 +128,7 @@ class HospitalNode:
         schema: DatasetSchema,
         data: TabularData,
         *,
-        log: Callable[[str], None] | None = None,
+        log: Callable[..., None] | None = None,
         max_model_parameters: int = DEFAULT_MAX_MODEL_PARAMETERS,
     ) -> None:
         self.fed = fed
@@ -107,8 +138,10 @@ class HospitalNode:
         self.dataset_name = dataset_name
         self.schema = schema
         self.data = data
-        self.log = log or (lambda _msg: None)
+        self.log = log or _log_event
         self._plans: dict[int, TrainingPlan] = {}
+        self._aggregate: tuple[tuple, dict] | None = None  # the last aggregate fetched (see aggregate())
+        self._identity_confirmed: int | None = None  # chain epoch in which owner and schema were confirmed
 
     # -- plan and admission ----------------------------------------------------
 
@@ -121,11 +154,21 @@ class HospitalNode:
         return self._plans[proposal_id]
 
     def admission(self, proposal_id: int) -> AdmissionCheck:
-        """Whether this node may train for the proposal; if not, the rule that refuses it."""
-        return admission.check(
+        """Whether this node may train for the proposal; if not, the rule that refuses it.
+
+        A registered dataset's owner and schema hash never change, so once the chain has
+        confirmed them they are not asked for again (until the chain is reverted); the
+        proposal and the dataset's policy are checked every time.
+        """
+        confirmed = self._identity_confirmed == self.fed.chain.epoch
+        check = admission.check(
             self.fed, self.dataset_name, proposal_id,
-            owner=self.identity.address, local_schema_hash=schema_hash(self.schema),
+            owner=None if confirmed else self.identity.address,
+            local_schema_hash=None if confirmed else schema_hash(self.schema),
         )
+        if check:
+            self._identity_confirmed = self.fed.chain.epoch
+        return check
 
     def fits(self, plan: TrainingPlan) -> tuple[bool, str]:
         """``(True, "")`` when the plan's model is within what this node holds."""
@@ -137,24 +180,67 @@ class HospitalNode:
 
     # -- models ----------------------------------------------------------------
 
+    def closed_aggregate(self, proposal_id: int, round_: int) -> tuple[str, bytes] | None:
+        """``(cid, sha256)`` of round ``round_``'s aggregate if it closed, else None.
+
+        Read from the RoundClosed event in the connection's read model (folded
+        incrementally: no contract call, nothing re-read).
+        """
+        rec = self.fed.read_model().round(proposal_id, round_)
+        if rec is None or rec.closed is None:
+            return None
+        return rec.closed["aggregate_cid"], bytes.fromhex(rec.closed["aggregate_sha256"].removeprefix("0x"))
+
+    def aggregate(self, proposal_id: int, round_: int) -> dict:
+        """Round ``round_``'s aggregate, fetched and checked against its on-chain hash.
+
+        The last one is kept: the node evaluates it after the round and starts
+        the next round from it, and a closed round's aggregate never changes.
+        Callers must not modify the tensors.
+        """
+        closed = self.closed_aggregate(proposal_id, round_)
+        if closed is None:
+            raise FedchainError(f"round {round_} of proposal {proposal_id} has not closed: no aggregate yet")
+        key = (proposal_id, round_, *closed)
+        if self._aggregate is None or self._aggregate[0] != key:
+            raw = fetch_document(self.store, closed[0], closed[1], max_size=model_size(self.plan(proposal_id).model))
+            self._aggregate = (key, bytes_to_state_dict(raw))
+        return self._aggregate[1]
+
     def global_state(self, proposal_id: int, round_: int):
         """The model round ``round_`` starts from: the last closed aggregate before it."""
         plan = self.plan(proposal_id)
         for r in range(round_ - 1, 0, -1):
-            info = self.fed.rounds.round_info(proposal_id, r)
-            if info.phase.name == "CLOSED":
-                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256,
-                                     max_size=model_size(plan.model))
-                return bytes_to_state_dict(raw)
+            if self.closed_aggregate(proposal_id, r) is not None:
+                return self.aggregate(proposal_id, r)
         return initial_state(plan.model, plan.seed)
+
+    def coordinator_key(self) -> bytes | None:
+        """The coordinator's X25519 key from the member events, or None when it is not a member."""
+        rm = self.fed.read_model()
+        member = rm.members.get(rm.coordinator or "")
+        return bytes.fromhex(member.key.removeprefix("0x")) if member is not None and member.active else None
 
     # -- the two things a node does per round ----------------------------------
 
     def train_and_commit(self, proposal_id: int, round_: int) -> RoundOutcome:
         """Train on the local split and commit the sealed update, or refuse."""
+        job = self.prepare(proposal_id, round_)
+        if isinstance(job, RoundOutcome):
+            return job
+        return self.commit(job, job.train())
+
+    def prepare(self, proposal_id: int, round_: int) -> "TrainingJob | RoundOutcome":
+        """Everything before training that reads the chain or the store: admission, the plan, the
+        model size, the split and the starting model. A refusal comes back as its outcome.
+
+        :meth:`TrainingJob.train` then touches neither, so a caller may run it on another thread
+        while this node, or another, talks to the chain; :meth:`commit` finishes the round.
+        """
         check = self.admission(proposal_id)
         if not check:
-            self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {check.words}")
+            self.log(f"refusing round {round_} of proposal {proposal_id} for dataset {self.dataset_name!r}: "
+                     f"{check.words}", level=logging.WARNING, proposal=proposal_id, round=round_)
             return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=check.words)
         try:
             plan = self.plan(proposal_id)
@@ -163,21 +249,33 @@ class HospitalNode:
         else:
             ok, reason = self.fits(plan)
         if not ok:
-            self.log(f"[{self.dataset_name}] refusing round {round_} of proposal {proposal_id}: {reason}")
+            self.log(f"refusing round {round_} of proposal {proposal_id} for dataset {self.dataset_name!r}: "
+                     f"{reason}", level=logging.WARNING, proposal=proposal_id, round=round_)
             return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
-        start = self.global_state(proposal_id, round_)
-        result = train_local(start, plan, train, config=train_config(plan, round_), dataset_seed_key=self.dataset_name)
+        config = train_config(plan, round_)
+        self.log(f"training round {round_} of proposal {proposal_id} on {train.n_rows} rows "
+                 f"({config.local_epochs} epoch(s), batch {config.batch_size})", proposal=proposal_id, round=round_)
+        return TrainingJob(proposal_id, round_, plan, train, self.global_state(proposal_id, round_), self.dataset_name)
+
+    def commit(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
+        """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain."""
+        plan, proposal_id, round_ = job.plan, job.proposal_id, job.round
         try:
-            recipients = recipients_for(self.fed, plan)
+            recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
         except Refused as exc:
             raise PolicyRefusal(str(exc)) from None
         done = commit_update(
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
             dataset=self.dataset_name, payload=state_dict_to_bytes(result.state_dict),
-            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted just above
+            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted in prepare()
         )
-        self.log(f"[{self.dataset_name}] committed round {round_}: {done.cid} ({result.n_samples} samples)")
+        m = result.metrics
+        self.log(f"committed round {round_}: {done.cid} ({result.n_samples} samples; train loss "
+                 f"{result.train_loss:.4f}, accuracy {m.get('accuracy', float('nan')):.3f})",
+                 proposal=proposal_id, round=round_, cid=done.cid, samples=result.n_samples,
+                 loss=round(result.train_loss, 6), accuracy=round(m.get("accuracy", float("nan")), 6),
+                 tx=done.tx.tx_hash)
         return RoundOutcome(
             proposal_id, round_, self.dataset_name, committed=True, cid=done.cid, sha256=done.sha256,
             n_samples=result.n_samples, train_metrics=result.metrics, gas_used=done.tx.gas_used,
@@ -186,12 +284,15 @@ class HospitalNode:
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
         plan = self.plan(proposal_id)
-        info = self.fed.rounds.round_info(proposal_id, round_)
-        raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256, max_size=model_size(plan.model))
+        model = self.aggregate(proposal_id, round_)
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
-        metrics = evaluate(bytes_to_state_dict(raw), plan, val)
+        metrics = evaluate(model, plan, val)
         value = metrics.get(evaluate_config(plan, round_).metric, metrics["accuracy"])
         self.fed.rounds.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
+        self.log(f"evaluated round {round_}'s global model on {val.n_rows} held-out rows: loss "
+                 f"{metrics.get('loss', float('nan')):.4f}, accuracy {metrics.get('accuracy', float('nan')):.3f}",
+                 proposal=proposal_id, round=round_, samples=val.n_rows,
+                 loss=round(metrics.get("loss", float("nan")), 6), accuracy=round(metrics.get("accuracy", float("nan")), 6))
         return metrics
 
 
@@ -202,67 +303,152 @@ def metric_to_ppm(value: float) -> int:
 
 # -- long-running service -------------------------------------------------------------
 
-class NodeService:
-    """Serve rounds as they open, woken by chain events (no busy polling)."""
+#: Reverts that mean "the chain moved on without us" (a deadline passed, another process
+#: with our key did it first): the step is dropped with a log line and the loop reads the
+#: chain again.
+MOVED_ON = frozenset({
+    "RoundsNotOpen", "RoundsDeadlinePassed", "RoundsAlreadyCommitted", "RoundsNotClosed", "RoundsAlreadyEvaluated",
+})
 
-    def __init__(self, node: HospitalNode, *, poll_seconds: float = 1.0) -> None:
+
+class NodeService:
+    """Serve rounds as they open; every step is decided from the chain, never from memory.
+
+    Each pass reads the chain's events (the read model) and does what is due:
+    commit to an open round this member has not committed to (before its
+    deadline), and evaluate a closed round it committed to whose global metric is
+    not recorded yet. So a node stopped at any point and started again redoes
+    nothing that is on chain and misses nothing that is still due. An unreachable
+    chain node or store is waited for inside the transports (their retry policy);
+    a step the chain refuses because it moved on (deadline passed, already done)
+    is dropped with a log line.
+
+    ``proposals``: serve exactly these; None: every proposal that targets this
+    node's dataset and is approved or still in its vote. :meth:`serve` returns when
+    none of them has anything left to do.
+    """
+
+    def __init__(self, node: HospitalNode, *, poll_seconds: float = 1.0,
+                 proposals: Sequence[int] | None = None) -> None:
         self.node = node
         self.poll = poll_seconds
+        self.only = list(dict.fromkeys(int(p) for p in proposals)) if proposals else None
         self.refused: dict[int, str] = {}
         self.outcomes: list[RoundOutcome] = []
-        self._evaluated: set[tuple[int, int]] = set()
+        self._said: set[tuple] = set()
+        self._dataset_hex: str | None = None
 
-    def _proposals(self, only: int | None) -> list[int]:
-        fed = self.node.fed
-        ids = [only] if only is not None else range(1, fed.proposals.proposal_count() + 1)
-        out = []
-        for pid in ids:
-            p = fed.proposals.proposal(pid)
-            if p is not None and p.state.name == "APPROVED" and fed.registry.dataset_id(self.node.dataset_name) in p.targets:
-                out.append(pid)
-        return out
+    # -- helpers -----------------------------------------------------------------
+
+    def _once(self, key: tuple, msg: str, *args, level: int = logging.INFO, **fields) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self.node.log(msg % args if args else msg, level=level, **fields)
+
+    @property
+    def dataset_hex(self) -> str:
+        if self._dataset_hex is None:
+            self._dataset_hex = "0x" + self.node.fed.registry.dataset_id(self.node.dataset_name).hex()
+        return self._dataset_hex
+
+    def _ours(self, rm, pid: int) -> bool:
+        p = rm.proposals.get(pid)
+        return p is not None and self.dataset_hex in p.targets
+
+    def proposals(self, rm, head: int) -> list[int]:
+        """The proposals to look at now (see the class docstring)."""
+        if self.only is not None:
+            return list(self.only)
+        return [pid for pid in sorted(rm.proposals)
+                if self._ours(rm, pid) and progress.stage(rm, pid, head).pending]
+
+    # -- one pass ------------------------------------------------------------------
 
     def step(self, pid: int) -> bool:
         """Do what is due for one proposal; True when nothing is left to do for it."""
-        node, fed = self.node, self.node.fed
+        fed = self.node.fed
+        rm = fed.read_model()
+        head = fed.chain.block_number
+        stage = progress.stage(rm, pid, head)
+        if stage is not progress.Stage.APPROVED:
+            if stage is progress.Stage.VOTING:
+                self._once(("voting", pid), "proposal %d is in its vote: waiting for it to be approved", pid,
+                           proposal=pid)
+                return False
+            self._once(("stage", pid), "proposal %d is %s: nothing to do", pid, stage.value, proposal=pid)
+            return True
+        if not self._ours(rm, pid):
+            self._once(("target", pid), "proposal %d does not target dataset %r: nothing to do", pid,
+                       self.node.dataset_name, proposal=pid)
+            return True
         if pid in self.refused:
             return True
-        p = fed.proposals.proposal(pid)
-        me = node.identity.address.lower()
-        finished = True
-        for r in range(1, p.rounds + 1):
-            info = fed.rounds.round_info(pid, r)
-            phase = info.phase.name
-            if phase == "NONE":
-                return False  # rounds open in order: nothing later exists yet
-            committed = fed.rounds.commitment_of(pid, r, me) is not None
-            if phase == "OPEN":
-                finished = False
-                if not committed and fed.chain.block_number <= info.deadline:
-                    out = node.train_and_commit(pid, r)
+        me = self.node.identity.address.lower()
+        total = rm.proposals[pid].rounds
+        last = progress.last_round(rm, pid)
+        if last is None:
+            self._once(("wait-open", pid), "proposal %d approved: waiting for round 1 to open", pid, proposal=pid)
+            return False
+        for r in range(1, last.round + 1):
+            rr = rm.round(pid, r)
+            if rr is None:
+                continue
+            committed = any(c.member == me for c in rr.commits)
+            ph = progress.phase(rr)
+            if ph == "open" and not committed:
+                if head > rr.deadline:
+                    self._once(("late", pid, r), "round %d of proposal %d passed its deadline (block %d) "
+                               "before this node committed", r, pid, rr.deadline, proposal=pid, round=r)
+                    continue
+                lifecycle.set_activity(f"training round {r} of proposal {pid}")
+                out = self._guard(pid, r, "commit", lambda: self.node.train_and_commit(pid, r))
+                if out is not None:
                     self.outcomes.append(out)
                     if not out.committed:
                         self.refused[pid] = out.reason
                         return True
-            elif phase == "CLOSED" and committed and (pid, r) not in self._evaluated:
-                if not fed.rounds.has_evaluated(pid, r, me):
-                    node.evaluate_and_submit(pid, r)
-                self._evaluated.add((pid, r))
-        return finished
+            elif ph == "closed" and committed and rr.global_metric_ppm is None \
+                    and not any(e.member == me for e in rr.evaluations):
+                lifecycle.set_activity(f"evaluating round {r} of proposal {pid}")
+                self._guard(pid, r, "evaluation", lambda: self.node.evaluate_and_submit(pid, r))
+        lifecycle.set_activity("waiting for the chain")
+        return last.round >= total and progress.phase(last) != "open"
 
-    def serve(self, proposal: int | None = None, *, exit_when_done: bool = True, timeout: float | None = None) -> None:
+    def _guard(self, pid: int, r: int, what: str, fn):
+        """Run one step; a refusal because the chain moved on is logged and dropped."""
+        try:
+            return fn()
+        except ChainRevert as exc:
+            if exc.error not in MOVED_ON:
+                raise
+            self.node.log(f"{what} for round {r} of proposal {pid} not needed any more: {exc}",
+                          level=logging.WARNING, proposal=pid, round=r)
+        except TransactionConflict as exc:
+            self.node.log(f"{what} for round {r} of proposal {pid} dropped: {exc}", level=logging.WARNING,
+                          proposal=pid, round=r)
+        return None
+
+    def serve(self, proposal: int | Sequence[int] | None = None, *, exit_when_done: bool = True,
+              timeout: float | None = None) -> None:
+        """Step until nothing is left (``exit_when_done``) or forever; waits through :func:`lifecycle.sleep`.
+
+        ``proposal`` (one id or several) overrides the constructor's ``proposals``.
+        """
+        if proposal is not None:
+            self.only = [proposal] if isinstance(proposal, int) else list(proposal)
         fed = self.node.fed
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen = fed.chain.block_number
         while True:
-            pids = self._proposals(proposal)
-            done = [self.step(pid) for pid in pids]
-            if exit_when_done and pids and all(done):
+            lifecycle.check()
+            head = fed.chain.block_number
+            rm = fed.read_model()
+            active = [pid for pid in self.proposals(rm, head) if not self.step(pid)]
+            if exit_when_done and not active:
                 return
             if deadline is not None and time.monotonic() > deadline:
                 raise FedchainError(f"node {self.node.dataset_name}: gave up waiting after {timeout:.0f} s")
-            fed.wait_for_events(from_block=seen + 1, timeout=max(self.poll * 10, 5.0), poll_interval=self.poll)
-            seen = fed.chain.block_number
+            lifecycle.set_activity("waiting for the chain")
+            progress.wait_for_block(fed.chain, head, self.poll)
 
 
 def max_model_parameters(raw: dict, source) -> int:
@@ -277,28 +463,40 @@ def max_model_parameters(raw: dict, source) -> int:
     return value
 
 
-def run_node(config_path, *, proposal: int | None = None, exit_when_done: bool = True) -> None:
-    """``fedchain node run``: load the config, connect, serve."""
+def run_node(config_path, *, proposals: Sequence[int] | None = None, exit_when_done: bool = True,
+             log_json: bool | None = None) -> None:
+    """``fedchain node run``: load the config, connect, serve until nothing is left (see :class:`NodeService`).
 
-    console = Console()
-
+    Raises :class:`~fedchain.lifecycle.StopRequested` when a signal stopped it (after
+    saying so), and the transports' ``ChainUnavailable`` / ``StoreUnavailable`` when a
+    peer stayed unreachable for the whole retry horizon; the CLI maps each to its exit code.
+    """
     cfg = load_role_config(config_path, extra_sections={"dataset", "limits"})
     ds = cfg.section("dataset")
     max_params = max_model_parameters(cfg.raw, cfg.source)
     for key in ("name", "csv", "schema"):
         if key not in ds:
             raise ConfigError(f"{cfg.source}: [dataset] needs {key} = ...")
+    json_lines = cfg.log_json if log_json is None else log_json
+    logs.setup(role="node", json_lines=json_lines, level=cfg.log_level.upper())
     identity = cfg.identity.load()
+    dev = is_dev_identity(identity)
+    logs.setup(role="node", who=logs.identity_label(identity.name, identity.address, dev), dev=dev,
+               json_lines=json_lines, level=cfg.log_level.upper())
     schema = load_schema(cfg.path(ds["schema"]))
     data = load_dataset(cfg.path(ds["csv"]), schema)
-    chain = Chain.connect(cfg.chain_url)
-    fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
-    with open_store(cfg.store) as store:
-        node = HospitalNode(fed, store, identity, ds["name"], schema, data, max_model_parameters=max_params,
-                            log=lambda msg: console.print(msg, markup=False, highlight=False))
-        console.print(f"node {identity.name} ({identity.address}) serving dataset {ds['name']!r} "
-                      f"({data.n_rows} rows) on {cfg.chain_url}")
-        svc = NodeService(node, poll_seconds=cfg.poll_seconds)
-        svc.serve(proposal, exit_when_done=exit_when_done)
-        for pid, why in svc.refused.items():
-            console.print(f"[yellow]refused proposal {pid}:[/] {why}")
+    with lifecycle.handling(log):
+        chain = Chain.connect(cfg.chain_url, retry=cfg.retry)
+        fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
+        with open_store(cfg.store, retry=cfg.retry) as store:
+            node = HospitalNode(fed, store, identity, ds["name"], schema, data, max_model_parameters=max_params)
+            svc = NodeService(node, poll_seconds=cfg.poll_seconds, proposals=proposals)
+            progress.check_proposals_exist(fed, svc.only)
+            serving = f"proposal(s) {', '.join(map(str, svc.only))}" if svc.only else "every proposal that targets it"
+            logs.event(log, "%sserving dataset %r (%d rows) on %s, store %s: %s",
+                       "DEV ONLY identity (public key): " if dev else "", ds["name"], data.n_rows, cfg.chain_url,
+                       cfg.store, serving, address=identity.address, dataset=ds["name"])
+            svc.serve(exit_when_done=exit_when_done)
+            for pid, why in svc.refused.items():
+                logs.event(log, "refused proposal %d: %s", pid, why, level=logging.WARNING, proposal=pid)
+            logs.event(log, "done: nothing left to do for %s", serving.replace("every", "any"))

@@ -5,14 +5,16 @@ plan, the local data, the round index and the hospital's dataset key. Two
 runs -- in the same process or on different machines with the same torch
 build -- produce bit-identical state dicts because
 
-* the model is rebuilt from the registry and loaded with the global state
-  (no global RNG involved);
+* the model's architecture is built from the registry with uninitialized
+  storage (:func:`fedchain.models.empty_model`; no seeded initialization, no
+  global RNG) and loaded with the global state;
 * minibatch order comes from a local ``torch.Generator`` seeded with
   ``plan.derive_seed("train", round, dataset_seed_key)``, so different
   hospitals and rounds shuffle differently but reproducibly;
 * training runs with one intra-op thread and
   ``torch.use_deterministic_algorithms(True)``; both settings are restored
-  afterwards (:func:`deterministic_torch`).
+  afterwards (:func:`deterministic_torch`), also when several threads train
+  at once (a simulation trains one hospital while another commits).
 
 Features are preprocessed as the plan says
 (:func:`node.dataset.apply_preprocessing`) before training and evaluation.
@@ -27,6 +29,7 @@ every round. Rounds are the chain's, from 1.
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -37,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedchain.errors import ConfigError, FedchainError
-from fedchain.models import build_model
+from fedchain.models import all_finite, empty_model
 from fedchain.node.dataset import TabularData, apply_preprocessing
 from fedchain.plan import OptimizerSpec, SGDSpec, TrainConfig, TrainingPlan
 
@@ -64,19 +67,36 @@ class LocalResult:
     metrics: dict[str, float] = field(default_factory=dict)  # evaluate() of the new weights on the training data
 
 
+_det_lock = threading.Lock()
+_det_users = 0
+_det_saved: tuple[int, bool, bool] = (1, False, False)
+
+
 @contextmanager
 def deterministic_torch() -> Iterator[None]:
-    """One intra-op thread and deterministic algorithms; restored on exit."""
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    """One intra-op thread and deterministic algorithms; restored when the last user leaves.
+
+    Both settings are process-wide, so users are counted: several threads may
+    train at once (each stays deterministic) and the settings from before the
+    first one entered come back after the last one left.
+    """
+    global _det_users, _det_saved
+    with _det_lock:
+        if _det_users == 0:
+            _det_saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                          torch.is_deterministic_algorithms_warn_only_enabled())
+            torch.set_num_threads(1)
+            torch.use_deterministic_algorithms(True)
+        _det_users += 1
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(det, warn_only=warn_only)
-        torch.set_num_threads(threads)
+        with _det_lock:
+            _det_users -= 1
+            if _det_users == 0:
+                threads, det, warn_only = _det_saved
+                torch.use_deterministic_algorithms(det, warn_only=warn_only)
+                torch.set_num_threads(threads)
 
 
 def client_seed(plan: TrainingPlan, server_round: int, dataset_seed_key: str) -> int:
@@ -85,8 +105,8 @@ def client_seed(plan: TrainingPlan, server_round: int, dataset_seed_key: str) ->
 
 
 def load_global_model(plan: TrainingPlan, global_state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """The plan's model holding ``global_state`` (names and shapes checked)."""
-    model = build_model(plan.model, plan.seed)
+    """The plan's model holding a copy of ``global_state`` (names and shapes checked)."""
+    model = empty_model(plan.model)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(global_state))
     unexpected = sorted(set(global_state) - set(expected))
@@ -183,11 +203,12 @@ def train_local(
                     f"training diverged on {train_data.source} (loss is {last_epoch_loss}); "
                     "try a smaller optimizer.lr"
                 )
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    for name, t in state.items():
-        if not torch.isfinite(t).all():
-            raise TrainingError(f"training produced non-finite weights in {name}; try a smaller optimizer.lr")
-    metrics = evaluate(state, plan, train_data)
+        # The model is ours alone and dropped here: its parameters become the result, uncopied.
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        for name, t in state.items():
+            if not all_finite(t):
+                raise TrainingError(f"training produced non-finite weights in {name}; try a smaller optimizer.lr")
+        metrics = _evaluate_model(model, plan, train_data)
     return LocalResult(state, n, last_epoch_loss, metrics)
 
 
@@ -198,14 +219,18 @@ def evaluate(state: Mapping[str, torch.Tensor], plan: TrainingPlan, data: Tabula
     ``auc`` is left out when it is undefined (a single-class sample)."""
     _check_data(plan, data, "evaluation data")
     with deterministic_torch():
-        model = load_global_model(plan, state)
-        model.eval()
-        with torch.no_grad():
-            logits = model(apply_preprocessing(plan, data.features)).to(torch.float64)
-            y = data.labels
-            loss = float(F.cross_entropy(logits, y))
-            accuracy = float((logits.argmax(dim=1) == y).to(torch.float64).mean())
-            probs = torch.softmax(logits, dim=1)
+        return _evaluate_model(load_global_model(plan, state), plan, data)
+
+
+def _evaluate_model(model: nn.Module, plan: TrainingPlan, data: TabularData) -> dict[str, float]:
+    """:func:`evaluate` of a model already built (inside :func:`deterministic_torch`)."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(apply_preprocessing(plan, data.features)).to(torch.float64)
+        y = data.labels
+        loss = float(F.cross_entropy(logits, y))
+        accuracy = float((logits.argmax(dim=1) == y).to(torch.float64).mean())
+        probs = torch.softmax(logits, dim=1)
     metrics = {"accuracy": accuracy, "loss": loss}
     if plan.model.n_classes == 2 and 0 < int(y.sum()) < data.n_rows:
         metrics["auc"] = float(roc_auc_score(y.numpy(), probs[:, 1].numpy()))

@@ -3,7 +3,7 @@
 * one namespace: the role folders install as ``fedchain.*`` and nothing else is
   importable at top level;
 * the layering of ``[tool.importlinter]`` in pyproject.toml holds (``lint-imports``
-  on the package as it is installed): cli > (node | coordinator) > usecases >
+  on the package as it is installed): cli > console > (node | coordinator) > usecases >
   (contracts | ipfs) > core; only the chain bindings import web3 / eth_tester;
 * the contract's core list names every core module (a new module cannot slip past it);
 * imports sit at module top unless a comment says why; no import cycle.
@@ -127,7 +127,8 @@ def test_lint_imports_keeps_every_contract(layout):
 
 
 @pytest.mark.parametrize("module,bad_import,contract", [
-    ("node/runner.py", "import fedchain.coordinator.runner", "cli > (node | coordinator)"),
+    ("node/runner.py", "import fedchain.coordinator.runner", "cli > console > (node | coordinator)"),
+    ("coordinator/runner.py", "import fedchain.console", "cli > console > (node | coordinator)"),
     ("plan.py", "import fedchain.usecases", "the core imports no layer above it"),
     ("usecases/admission.py", "import web3", "only the chain bindings import web3"),
 ])
@@ -140,7 +141,7 @@ def test_lint_imports_catches_a_violation(tmp_path, module, bad_import, contract
 
 
 def test_the_core_list_names_every_core_module():
-    above = {"fedchain.cli", "fedchain.node", "fedchain.coordinator", "fedchain.usecases", "fedchain.contracts",
+    above = {"fedchain.cli", "fedchain.console", "fedchain.node", "fedchain.coordinator", "fedchain.usecases", "fedchain.contracts",
              "fedchain.ipfs"}
     tops = {".".join(m.split(".")[:2]) for m in MODULES if m != "fedchain"}
     core = next(c for c in LINT["contracts"] if c["id"] == "core")

@@ -11,7 +11,9 @@ Two recorded runs are shared by the module:
 
 Tamper tests copy a run folder, change one thing (the trail is data; the
 store is content-addressed) and check that the replay names the discrepancy
-in the round it belongs to, and only there.
+in the round it belongs to, and only there. (An edited trail is also caught by
+anchoring it to the chain: ``tests/adversarial/test_trail_*.py``; here the
+round-level checks are exercised on their own.)
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from pathlib import Path
 
 import pytest
 
-from fedchain.coordinator.audit.replay import DISCREPANCY, FAILED_ROUND, VERIFIED, replay_live, replay_trail
+from fedchain.coordinator.audit.anchor import ANCHORED, check_offline
+from fedchain.coordinator.audit.replay import (
+    CLOSED,
+    DISCREPANCY,
+    FAILED,
+    UNVERIFIABLE,
+    VERIFIED,
+    replay_live,
+    replay_trail,
+)
 from fedchain.coordinator.audit.trail import export_trail, read_trail
 from fedchain.cli import main as cli_main
 from fedchain.content import fetch_document, pin_document
@@ -121,13 +132,18 @@ def problems(report, round_: int) -> str:
     return "\n".join(by_round(report)[round_].problems)
 
 
-def assert_only_round_flagged(report, round_: int) -> None:
+def assert_only_round_flagged(report, round_: int, status: str = DISCREPANCY) -> None:
     rounds = by_round(report)
-    assert rounds[round_].status == DISCREPANCY
+    assert rounds[round_].status == status, (rounds[round_].problems, rounds[round_].unverifiable)
     assert not report.ok
     for r, v in rounds.items():
         if r != round_:
-            assert v.status in (VERIFIED, FAILED_ROUND) and not v.problems, (r, v.problems)
+            assert v.status == VERIFIED and not v.problems and not v.unverifiable, (r, v.problems, v.unverifiable)
+
+
+def checkpoint(run_dir: Path) -> str:
+    """The hash of the last block of a demo run's chain, as the demo printed it."""
+    return json.loads((run_dir / "summary.json").read_text())["checkpoint"]["hash"]
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +171,10 @@ def test_demo_trail_replays_verified_without_the_chain(demo_run, tmp_path, capsy
     shutil.copytree(demo_run / "store", d / "store")
     summary = json.loads((demo_run / "summary.json").read_text())
 
-    report = replay_trail(read_trail(d / "trail.jsonl"), LocalStore(d / "store"), dev_identity(AUDITOR_DEV))
+    trail = read_trail(d / "trail.jsonl")
+    anchor = check_offline(trail, checkpoint(demo_run))
+    assert anchor.status == ANCHORED, anchor.detail
+    report = replay_trail(trail, LocalStore(d / "store"), dev_identity(AUDITOR_DEV), anchor=anchor)
     assert report.ok and not report.governance
     assert [v.round for v in report.rounds] == list(range(1, DEMO_ROUNDS + 1))
     for v, s in zip(report.rounds, summary["rounds"]):
@@ -167,7 +186,7 @@ def test_demo_trail_replays_verified_without_the_chain(demo_run, tmp_path, capsy
 
     capsys.readouterr()
     code = cli_main(["audit", "replay", "--trail", str(d / "trail.jsonl"), "--store", str(d / "store"),
-                     "--auditor-dev", str(AUDITOR_DEV)])
+                     "--auditor-dev", str(AUDITOR_DEV), "--checkpoint", checkpoint(demo_run)])
     out = _squash(capsys.readouterr().out)
     assert code == 0
     assert out.count("VERIFIED") >= DEMO_ROUNDS
@@ -176,9 +195,17 @@ def test_demo_trail_replays_verified_without_the_chain(demo_run, tmp_path, capsy
 
 
 def test_cli_finds_store_and_auditor_beside_the_trail(run, capsys):
-    code = cli_main(["audit", "replay", "--trail", str(run.trail)])
+    code = cli_main(["audit", "replay", "--trail", str(run.trail), "--checkpoint", checkpoint(run.dir)])
     assert code == 0
     assert f"{DEMO_ROUNDS}/{DEMO_ROUNDS} rounds VERIFIED" in _squash(capsys.readouterr().out)
+
+
+def test_cli_without_an_anchor_is_unverifiable_unless_allowed(run, capsys):
+    """No checkpoint and no node: nothing ties the trail to the chain, so it is not VERIFIED (exit 1)."""
+    assert cli_main(["audit", "replay", "--trail", str(run.trail)]) == 1
+    out = _squash(capsys.readouterr().out)
+    assert "trail UNANCHORED" in out and "overall UNVERIFIABLE" in out
+    assert cli_main(["audit", "replay", "--trail", str(run.trail), "--allow-unverifiable"]) == 0
 
 
 def test_cli_exits_nonzero_and_names_the_discrepancy(run, capsys):
@@ -208,8 +235,9 @@ def test_same_seed_gives_the_same_aggregates(demo_run, tmp_path):
 # ---------------------------------------------------------------- (a) update blobs
 
 
-def test_corrupted_update_block_is_named(run):
-    """Rewrite the block file of an included update: the store refuses it, the auditor cannot open it."""
+def test_corrupted_update_block_is_unverifiable_not_rightly_rejected(run):
+    """Rewrite the block file of an included update in the auditor's copy: its own store is corrupt, which says
+    nothing about the member's bytes -- the round is UNVERIFIABLE (named), never VERIFIED and never blamed."""
     c = run.commitment(2, "hospital-b")["args"]
     path = run.store.block_path(c["cid"])
     block = bytearray(path.read_bytes())
@@ -217,20 +245,21 @@ def test_corrupted_update_block_is_named(run):
     path.write_bytes(bytes(block))
 
     report = run.replay()
-    assert_only_round_flagged(report, 2)
-    text = problems(report, 2)
+    assert_only_round_flagged(report, 2, UNVERIFIABLE)
+    text = "\n".join(by_round(report)[2].unverifiable)
     who = c["member"].lower()
-    assert f"update of {who} ({c['cid']}) fails verification but was not rejected" in text
-    assert "corrupt" in text
-    assert "only 2 verifiable update(s); the plan needs 3" in text
+    assert f"update of {who} ({c['cid']}) was included but cannot be checked" in text
+    assert "could not deliver it" in text
+    assert "the aggregate cannot be recomputed" in text
 
 
-def test_missing_update_block_is_named(run):
+def test_missing_update_block_is_unverifiable(run):
     c = run.commitment(3, "hospital-c")["args"]
     run.store.block_path(c["cid"]).unlink()
     report = run.replay()
-    assert_only_round_flagged(report, 3)
-    assert f"update of {c['member'].lower()} ({c['cid']}) fails verification but was not rejected" in problems(report, 3)
+    assert_only_round_flagged(report, 3, UNVERIFIABLE)
+    assert (f"update of {c['member'].lower()} ({c['cid']}) was included but cannot be checked: the blob is missing "
+            "from the auditor's store") in by_round(report)[3].unverifiable
 
 
 def test_commitment_pointing_at_another_blob_is_named(run):
@@ -245,7 +274,7 @@ def test_commitment_pointing_at_another_blob_is_named(run):
     run.edit(fn)
     report = run.replay()
     assert_only_round_flagged(report, 2)
-    assert f"update of {old['member'].lower()} ({old['cid']}) fails verification but was not rejected" in problems(report, 2)
+    assert f"update of {old['member'].lower()} ({old['cid']}) was included but fails verification: BAD_ENVELOPE" in problems(report, 2)
 
 
 def test_commitment_hash_not_matching_the_blob_is_named(run):
@@ -258,7 +287,7 @@ def test_commitment_hash_not_matching_the_blob_is_named(run):
     run.edit(fn)
     report = run.replay()
     text = problems(report, 1)
-    assert "fails verification but was not rejected" in text and "does not match its on-chain hash" in text
+    assert "was included but fails verification: HASH_MISMATCH" in text
     assert by_round(report)[1].status == DISCREPANCY
 
 
@@ -267,17 +296,18 @@ def test_rejection_of_an_update_that_verifies_is_named(run):
     doc = run.scores_doc(2)
     victim = run.member("hospital-a")
     doc["included"] = [d for d in doc["included"] if d["participant"] != victim]
-    doc["rejected"] = {victim: "HashMismatch: made up"}
+    doc["rejected"] = {victim: {"code": "HASH_MISMATCH", "detail": "made up"}}
     run.pin_scores(2, doc)
     report = run.replay()
     assert_only_round_flagged(report, 2)
-    assert f"update of {victim} was rejected (HashMismatch: made up) but verifies" in problems(report, 2)
+    assert f"was rejected as HASH_MISMATCH but it verifies" in problems(report, 2)
+    assert victim in problems(report, 2)
 
 
 def test_rejection_of_an_update_nobody_committed_is_named(run):
     doc = run.scores_doc(3)
     outsider = run.member("hospital-d")  # sat out by policy: no commitment
-    doc["rejected"] = {outsider: "EnvelopeError: made up"}
+    doc["rejected"] = {outsider: {"code": "BAD_ENVELOPE", "detail": "made up"}}
     run.pin_scores(3, doc)
     report = run.replay()
     assert_only_round_flagged(report, 3)
@@ -292,7 +322,7 @@ def test_update_verifying_but_missing_from_the_scores_document_is_named(run):
     run.pin_scores(1, doc)
     report = run.replay()
     assert_only_round_flagged(report, 1)
-    assert f"update of {victim} verifies but the scores document does not include it" in problems(report, 1)
+    assert f"update of {victim} verifies but the scores document neither includes nor rejects it" in problems(report, 1)
 
 
 # ---------------------------------------------------------------- (b) aggregates
@@ -318,12 +348,21 @@ def test_aggregate_that_the_updates_do_not_give_is_named(run):
     assert "contribution score" not in problems(report, 2)
 
 
-def test_aggregate_missing_from_the_store_is_named(run):
+def test_aggregate_missing_from_the_store_is_recomputed_and_its_cid_checked(run):
+    """The auditor re-derives the aggregate's bytes and CID itself: a store that lost it changes nothing."""
     c = run.closed(3)
     run.store.block_path(c["aggregateCid"]).unlink()
     report = run.replay()
-    assert_only_round_flagged(report, 3)
-    assert f"aggregate {c['aggregateCid']}:" in problems(report, 3)
+    assert by_round(report)[3].status == VERIFIED
+
+
+def test_aggregate_cid_that_does_not_name_the_aggregate_is_named(run):
+    """Right sha256, wrong CID (round 1's aggregate): members fetching the model by CID would get another one."""
+    other = run.closed(1)["aggregateCid"]
+    run.point_round_at(2, aggregateCid=other)
+    report = run.replay()
+    assert_only_round_flagged(report, 2)
+    assert f"the aggregate CID {other} does not name the aggregate" in problems(report, 2)
 
 
 # ---------------------------------------------------------------- (c) scores
@@ -465,7 +504,8 @@ def test_vote_after_the_voter_left_is_named(run):
     vote = next(r for r in run.events("Voted") if r["args"]["voter"].lower() == voter)
 
     def fn(recs):
-        removed = {"kind": "event", "block": vote["block"] - 1, "timestamp": vote["timestamp"] - 1,
+        removed = {"kind": "event", "block": vote["block"] - 1, "block_hash": vote["block_hash"],
+                   "timestamp": vote["timestamp"] - 1,
                    "tx": "0x" + "55" * 32, "log_index": 0, "contract": "Consortium", "event": "MemberRemoved",
                    "args": {"account": vote["args"]["voter"]}, "gas_used": 0}
         recs.insert(recs.index(vote), removed)
@@ -648,20 +688,21 @@ def live(tmp_path_factory) -> Live:
 
 
 def _verdicts(report):
-    return [(v.proposal_id, v.round, v.status, v.problems, v.aggregate_cid, v.participants, v.rejected, v.scores)
-            for v in report.rounds]
+    return [(v.proposal_id, v.round, v.outcome, v.status, v.problems, v.unverifiable, v.aggregate_cid,
+             v.participants, v.rejected, v.scores) for v in report.rounds]
 
 
 def test_live_chain_replay_verifies(live):
     report = replay_live(live.fed, live.store, live.auditor)
     assert report.ok, (report.governance, [(v.round, v.problems) for v in report.rounds])
     v = by_round(report)
-    assert [v[r].status for r in (1, 2, 3, 4)] == [VERIFIED, VERIFIED, FAILED_ROUND, VERIFIED]
+    assert [v[r].status for r in (1, 2, 3, 4)] == [VERIFIED] * 4
+    assert [v[r].outcome for r in (1, 2, 3, 4)] == [CLOSED, CLOSED, FAILED, CLOSED]
     addrs = [m.address.lower() for m in live.members]
     assert v[1].participants == sorted(addrs) and v[4].participants == sorted(addrs)
     # The coordinator rightly rejected hospital-d's replayed update; the auditor agrees.
     assert v[2].participants == sorted(addrs[:3])
-    assert list(v[2].rejected) == [addrs[3]]
+    assert v[2].rejected == {addrs[3]: "BAD_ENVELOPE"}
     for r in (1, 2, 4):
         info = live.fed.rounds.round_info(live.pid, r)
         assert v[r].aggregate_cid == info.aggregate_cid
@@ -681,8 +722,9 @@ def test_live_replay_names_a_missing_update(live, tmp_path):
     c = live.fed.rounds.commitments(live.pid, 4)[0]
     store.block_path(c.cid).unlink()
     report = replay_live(live.fed, store, live.auditor)
-    assert not report.ok
-    assert f"update of {c.member.lower()} ({c.cid}) fails verification but was not rejected" in problems(report, 4)
+    assert not report.ok and by_round(report)[4].status == UNVERIFIABLE
+    assert (f"update of {c.member.lower()} ({c.cid}) was included but cannot be checked: the blob is missing"
+            in "\n".join(by_round(report)[4].unverifiable))
     assert by_round(report)[1].status == VERIFIED
 
 
@@ -701,7 +743,7 @@ def test_server_optimizer_state_carries_over_in_replay(live, tmp_path):
     v = by_round(report)
     assert "aggregate differs" in problems(report, 1)
     assert "aggregate differs" in problems(report, 2)
-    assert v[3].status == FAILED_ROUND
+    assert v[3].outcome == FAILED
 
 
 def test_coordinator_including_a_rejected_update_is_named(live, tmp_path):
@@ -715,12 +757,14 @@ def test_coordinator_including_a_rejected_update_is_named(live, tmp_path):
     run.pin_scores(2, doc)
     report = run.replay()
     assert_only_round_flagged(report, 2)
-    assert f"update of {bad} ({c['cid']}) fails verification but was not rejected" in problems(report, 2)
+    assert f"update of {bad} ({c['cid']}) was included but fails verification: BAD_ENVELOPE" in problems(report, 2)
 
 
 def test_exported_live_trail_replays_through_the_cli(live, capsys):
+    head = read_trail(live.dir / "trail.jsonl").checkpoints[-1]
+    assert head[1] == live.fed.chain.block_hash(head[0]).lower()
     code = cli_main(["audit", "replay", "--trail", str(live.dir / "trail.jsonl"), "--store", str(live.store.root),
-                     "--auditor-dev", str(AUDITOR_DEV)])
+                     "--auditor-dev", str(AUDITOR_DEV), "--checkpoint", live.fed.chain.block_hash(head[0])])
     out = _squash(capsys.readouterr().out)
     assert code == 0, out
-    assert "3/4 rounds VERIFIED" in out and "FAILED" in out
+    assert "4/4 rounds VERIFIED" in out and "FAILED" in out and "trail ANCHORED" in out

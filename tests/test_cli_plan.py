@@ -148,7 +148,7 @@ BROKEN = [
         (10, "metric", "'auc' is only defined for binary models"),
     ]),
     ("unknown-strategy", "p.toml", edit({26: 'name = "scaffold"'}), [
-        (26, "strategy.name", "unknown value 'scaffold' (expected one of: fedavg, fedprox, fedadam, fedyogi)"),
+        (26, "strategy.name", "unknown value 'scaffold' (expected one of: fedavg, fedprox, fedadam, fedyogi, median, trimmed_mean, krum, multikrum)"),
     ]),
     ("fedprox-and-adam", "p.toml", edit({21: 'name = "adam"', 26: 'name = "fedprox"'}), [
         (23, "optimizer.momentum", "unknown key for optimizer 'adam'"),
@@ -278,8 +278,9 @@ def test_show_says_what_members_vote_on(tmp_path):
     assert code == 0, err
     topics = dict(line.split(None, 1) for line in out.splitlines())
     plan = load_plan(path)
-    assert set(topics) == {"plan", "purpose", "model", "data", "rounds", "training", "strategy", "evaluation",
-                           "privacy", "seed", "sha256"}
+    assert set(topics) == {"plan", "purpose", "model", "data", "rounds", "training", "strategy", "defences",
+                           "evaluation", "privacy", "seed", "sha256"}
+    assert topics["defences"] == "none besides the strategy itself"
     assert "fully connected network, 30 inputs, hidden layers 6000, 3000, 2 classes" in topics["model"]
     assert "18,195,002 parameters (72.8 MB as float32)" in topics["model"]
     assert "RAISES the model limit to 30,000,000 parameters (consortium default 20,000,000)" in topics["model"]

@@ -40,7 +40,8 @@ def test_demo_end_to_end(tmp_path, capsys):
 
     # The run folder is self-sufficient: a fresh replay from it verifies every round.
     assert (out / "report.html").exists() and "VERIFIED" in (out / "report.html").read_text()
-    assert main(["audit", "replay", "--trail", str(out / "trail.jsonl")]) == 0
+    assert main(["audit", "replay", "--trail", str(out / "trail.jsonl"),
+                 "--checkpoint", summary["checkpoint"]["hash"]]) == 0
     assert "5/5 rounds VERIFIED" in capsys.readouterr().out
 
 

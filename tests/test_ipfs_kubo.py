@@ -20,6 +20,7 @@ from fedchain.ipfs import (
     compute_cid,
 )
 from fedchain.ipfs.daemon import free_port
+from fedchain.retry import RetryPolicy
 
 pytestmark = [
     pytest.mark.ipfsd,
@@ -130,7 +131,7 @@ def test_concurrent_readers(kubo_store):
 
 def test_daemon_down_is_store_unavailable_quickly():
     port = free_port()  # nothing listens there
-    store = KuboStore(f"/ip4/127.0.0.1/tcp/{port}", retries=2, retry_delay=0.1)
+    store = KuboStore(f"/ip4/127.0.0.1/tcp/{port}", retry=RetryPolicy(horizon=0.5, first_wait=0.1, max_wait=0.2))
     t0 = time.monotonic()
     with pytest.raises(StoreUnavailable) as info:
         store.put(b"hello")
@@ -150,7 +151,7 @@ def test_hung_daemon_is_store_unavailable_within_timeout():
         srv.bind(("127.0.0.1", 0))
         srv.listen(8)
         port = srv.getsockname()[1]
-        store = KuboStore(f"http://127.0.0.1:{port}", timeout=1.0, connect_timeout=1.0, retries=1)
+        store = KuboStore(f"http://127.0.0.1:{port}", timeout=1.0, connect_timeout=1.0)
         t0 = time.monotonic()
         with pytest.raises(StoreUnavailable, match="timed out"):
             store.get(UNKNOWN)

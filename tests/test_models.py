@@ -114,3 +114,50 @@ def test_spec_dict_is_validated():
 def test_spec_object_and_dict_agree():
     spec = parse_model_spec(MLP)
     assert _digest(initial_state(spec, 9)) == _digest(initial_state(MLP, 9))
+
+
+def test_seeded_init_is_the_documented_formula():
+    # Every tensor is ((u * 2 - 1) * 1/sqrt(fan_in)) of float64 uniforms from its own derived seed, cast once.
+    from fedchain.plan import derive_seed
+
+    spec = MLP | {"hidden": [300]}
+    state = initial_state(spec, 21)
+    for name, fan_in in (("hidden.0.weight", 4), ("hidden.0.bias", 4), ("out.weight", 300), ("out.bias", 300)):
+        gen = torch.Generator().manual_seed(derive_seed(21, "init", name))
+        u = torch.rand(state[name].shape, generator=gen, dtype=torch.float64)
+        assert torch.equal(state[name], ((u * 2.0 - 1.0) * (1.0 / fan_in**0.5)).to(torch.float32)), name
+
+
+def test_initial_state_is_a_fresh_copy_each_call():
+    a = initial_state(MLP, 4)
+    for t in a.values():
+        t.add_(1.0)
+    b = initial_state(MLP, 4)
+    assert _digest(b) == _digest(build_model(MLP, 4).state_dict())
+    assert _digest(a) != _digest(b)
+
+
+@pytest.mark.parametrize("spec", [LOGREG, MLP, CNN], ids=["logreg", "mlp", "cnn"])
+def test_empty_model_takes_any_state(spec):
+    from fedchain.models import empty_model
+
+    state = initial_state(spec, 8)
+    model = empty_model(spec)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in state.items()}
+    model.load_state_dict(state)
+    assert _digest(model.state_dict()) == _digest(state)
+    assert list(model.buffers()) == []
+
+
+def test_all_finite_sees_every_nan_and_infinity():
+    from fedchain.models import all_finite
+
+    t = torch.randn(64, 33)
+    assert all_finite(t) and all_finite(torch.empty(0)) and all_finite(torch.tensor(3.0))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for where in ((0, 0), (63, 32), (17, 5)):
+            u = t.clone()
+            u[where] = bad
+            assert not all_finite(u), (bad, where)
+    assert not all_finite(torch.full((5,), float("nan")))
+    assert not all_finite(torch.tensor([float("inf"), float("-inf")]))

@@ -255,13 +255,24 @@ def test_write_report_is_atomic(tmp_path):
         write_report(tmp_path / "sub" / "report.html" / "x.html", "<p>no</p>")
 
 
+_CONTRACT_OF = {
+    "CoordinatorChanged": "Consortium", "MemberAdmitted": "Consortium", "DatasetRegistered": "DatasetRegistry",
+    "PolicySet": "DatasetRegistry", "ProposalSubmitted": "Proposals", "Voted": "Proposals",
+    "ProposalFinalized": "Proposals",
+}
+
+
 def _write_trail(path: Path, events: list[TrailEvent]) -> None:
+    """A trail file of the synthetic events (each with its contract and a made-up block hash: unanchored)."""
+    names = ("Consortium", "DatasetRegistry", "Proposals", "Rounds")
     header = {"kind": "header", "format": TRAIL_FORMAT, "chain_id": 31337, "deploy_block": 1,
-              "addresses": {"Rounds": "0x" + "77" * 20}, "params": PARAMS}
+              "addresses": {n: "0x%040x" % (i + 0x77) for i, n in enumerate(names)}, "params": PARAMS}
     with open(path, "w") as f:
         f.write(json.dumps(header) + "\n")
         for ev in events:
-            f.write(json.dumps(ev.to_record()) + "\n")
+            rec = ev.to_record()
+            rec.update(contract=_CONTRACT_OF.get(ev.event, "Rounds"), block_hash=h32(f"block {ev.block}"))
+            f.write(json.dumps(rec) + "\n")
         f.write(json.dumps({"kind": "checkpoint", "to_block": 10_000}) + "\n")
 
 

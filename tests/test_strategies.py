@@ -188,6 +188,58 @@ def test_fedavg_equals_hand_computed_weighted_mean():
         assert torch.equal(out[k], ref.float())
 
 
+def test_streamed_mean_is_bit_for_bit_the_float64_sum_of_products():
+    """WeightedMean adds in place, one update at a time; its float64 mean is exactly
+    sum(w.double() * n) / total in canonical order, also for sample counts whose
+    product is not exact (they take the separate-multiply path)."""
+    from fedchain.coordinator.strategies.base import MAX_EXACT_SAMPLES, WeightedMean, weighted_mean
+
+    g = {"a": torch.zeros(257, 33), "b": torch.zeros(5)}
+    gen = torch.Generator().manual_seed(5)
+
+    def updates_with(counts):
+        return [
+            ClientUpdate(ADDR[i % 4], f"d{i}", n, {k: torch.randn(v.shape, generator=gen) for k, v in g.items()})
+            for i, n in enumerate(counts)
+        ]
+
+    def reference(updates):
+        ordered = sorted(updates, key=lambda u: u.key)
+        total = float(sum(u.n_samples for u in updates))
+        out = {}
+        for k in g:
+            acc = torch.zeros(g[k].shape, dtype=torch.float64)
+            for u in ordered:
+                acc = acc + u.state[k].double() * float(u.n_samples)
+            out[k] = acc / total
+        return out
+
+    for counts in ([1, 977, 12_345, 3, 40_001], [7, MAX_EXACT_SAMPLES + 12_345, 2**40 + 3, 5]):
+        updates = updates_with(counts)
+        ref = reference(updates)
+        out = weighted_mean(g, list(reversed(updates)))
+        for k in g:
+            assert out[k].dtype == torch.float64 and torch.equal(out[k], ref[k]), (counts, k)
+
+    updates = updates_with([3, 5, 8, 13])
+    ordered = sorted(updates, key=lambda u: u.key)
+    total = 29
+    mean = WeightedMean(g)
+    mean.add(ordered[1])
+    with pytest.raises(AggregationError, match="canonical order"):
+        mean.add(ordered[0])
+    with pytest.raises(AggregationError, match="two results"):
+        mean.add(ordered[1])
+    for u in ordered[2:]:
+        mean.add(u)
+    assert mean.count == 3 and mean.total == total - ordered[0].n_samples
+    mean.result()
+    with pytest.raises(AggregationError, match="already taken"):
+        mean.result()
+    with pytest.raises(AggregationError, match="no updates"):
+        WeightedMean(g).result()
+
+
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_order_independence(name):
     plan = make_plan(STRATEGIES[name])

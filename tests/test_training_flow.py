@@ -2,7 +2,7 @@
 
 Runs hospital nodes and the coordinator in-process on the embedded chain
 (eth-tester) with the embedded store; the multi-process run on anvil + js-ipfs
-is in ``test_network.py``.
+is in ``test_faults_outages.py`` (with chain and IPFS restarts).
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import pytest
 
 from fedchain.cli.simulation import Simulation
 from fedchain.contracts.bindings import ChainRevert, Policy, Vote
-from fedchain.coordinator.audit.history import History
-from fedchain.coordinator.audit.replay import Replayer
-from fedchain.coordinator.audit.trail import chain_events
+from fedchain.coordinator.audit.replay import UNVERIFIABLE, replay_live
 from fedchain.coordinator.runner import Coordinator, CoordinatorService, NotApproved
 from fedchain.content import HashMismatch, pin_document
 from fedchain.plan import PlanHashMismatch, verify_plan_bytes
@@ -24,6 +22,7 @@ from fedchain.serialize import bytes_to_state_dict
 from fedchain.ipfs.store import BlockCorrupt
 from fedchain.node.runner import HospitalNode
 from fedchain.usecases.refusals import sentence
+from fedchain.validation import Reason
 
 N = 3
 
@@ -211,13 +210,15 @@ def test_tampered_update_is_rejected_and_the_round_still_closes(world):
     _corrupt(world.store, outcomes[1].cid)
     closed = world.coordinator.close_round(pid, 1)
     assert closed.closed
-    assert world.members[1].address in closed.rejected and "BlockCorrupt" in closed.rejected[world.members[1].address]
+    rejection = closed.rejected[world.members[1].address]
+    assert rejection.code == Reason.NOT_FOUND and "could not deliver it intact" in rejection.detail
     assert sorted(closed.participants) == sorted([world.members[0].address, world.members[2].address])
-    # The auditor agrees the rejection was justified and the aggregate is right.
-    history = History(chain_events(world.fed, world.fed.deployment.deploy_block), world.fed.deployment.params)
-    report = Replayer(history, world.store, world.auditor, chain_id=world.fed.deployment.chain_id,
-                      rounds_address=world.fed.addresses["Rounds"]).run()
-    assert report.ok, report
+    # The auditor (reading the same corrupt store) cannot judge the rejected update -- it says so, and
+    # never counts it as rightly rejected -- and finds the aggregate of the other two right.
+    report = replay_live(world.fed, world.store, world.auditor)
+    (v,) = report.rounds
+    assert v.status == UNVERIFIABLE and not v.problems, v
+    assert "the auditor cannot check it" in v.unverifiable[0] and "could not deliver it" in v.unverifiable[0]
 
 
 def test_update_claimed_by_another_member_is_rejected(world):
@@ -231,7 +232,8 @@ def test_update_claimed_by_another_member_is_rejected(world):
     closed = world.coordinator.close_round(pid, 1)
     assert closed.closed
     reason = closed.rejected[world.members[2].address]
-    assert "Envelope" in reason and "sender" in reason.lower()
+    assert reason.code == Reason.BAD_ENVELOPE and "sender" in reason.detail
+    assert replay_live(world.fed, world.store, world.auditor).ok
 
 
 def test_round_fails_when_too_few_valid_updates_remain(world):
@@ -291,9 +293,7 @@ def test_a_restarted_coordinator_resumes_server_optimizer_state(world):
     world.coordinator = Coordinator(world.fed.as_(world.coord.account), world.store, world.coord)
     _, closed = world.run_round(pid, 3)
     assert closed.closed
-    history = History(chain_events(world.fed, world.fed.deployment.deploy_block), world.fed.deployment.params)
-    report = Replayer(history, world.store, world.auditor, chain_id=world.fed.deployment.chain_id,
-                      rounds_address=world.fed.addresses["Rounds"]).run()
+    report = replay_live(world.fed, world.store, world.auditor)
     assert [v.status for v in report.rounds] == ["VERIFIED"] * 3, report
 
 
@@ -305,9 +305,7 @@ def test_an_update_stays_valid_when_its_sender_rotates_keys_before_the_close(wor
     world.nodes[0].fed.consortium.set_x25519_key(b"\x07" * 32)  # rotated after committing
     closed = world.coordinator.close_round(pid, 1)
     assert closed.closed and closed.rejected == {} and len(closed.participants) == N
-    history = History(chain_events(world.fed, world.fed.deployment.deploy_block), world.fed.deployment.params)
-    report = Replayer(history, world.store, world.auditor, chain_id=world.fed.deployment.chain_id,
-                      rounds_address=world.fed.addresses["Rounds"]).run()
+    report = replay_live(world.fed, world.store, world.auditor)
     assert report.ok, report
 
 

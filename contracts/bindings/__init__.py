@@ -11,7 +11,9 @@ Modules:
   the four clients, events, the per-connection read model;
 * :mod:`~fedchain.contracts.bindings.clients` - one thin client per contract;
 * :mod:`~fedchain.contracts.bindings.codec` - ids and hashes, JSON-friendly values,
-  custom-error decoding.
+  custom-error decoding;
+* :mod:`~fedchain.contracts.bindings.proofs` - raw block headers and receipts off a node,
+  and offline decoding of raw logs (what anchors an exported audit trail).
 
 Typical use::
 
@@ -33,6 +35,8 @@ from fedchain.contracts.errors import (
     ChainError,
     ChainRevert,
     ChainUnavailable,
+    TransactionConflict,
+    WouldSend,
     policy_reason,
 )
 from fedchain.contracts.models import (
@@ -66,6 +70,6 @@ __all__ = [
     "DEV_FUNDING_WEI", "DEV_MNEMONIC", "DEV_PRIVATE_KEYS", "DatasetInfo", "Deployment", "DeploymentError",
     "ERROR_PHRASES", "Evaluation", "Fedchain", "FounderSpec", "MemberInfo", "MotionInfo", "MotionKind",
     "MotionState", "POLICY_REASONS", "Policy", "ProposalInfo", "ProposalState", "RoundInfo", "RoundPhase",
-    "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash", "dataset_id",
-    "policy_reason", "purpose_hash",
+    "TransactionConflict", "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash",
+    "dataset_id", "WouldSend", "policy_reason", "purpose_hash",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 
 from web3 import Web3
 
+from fedchain.contracts.proofs import encode_header
 
 
 class Backend(ABC):
@@ -29,13 +30,28 @@ class Backend(ABC):
     url: str
     #: The web3 instance everything else uses.
     w3: Web3
+    #: Whether a block already seen can be replaced without :meth:`Chain.revert` (a node that
+    #: reorganizes, or an anvil reverted by someone else): readers then re-check block hashes.
+    may_reorg: bool = True
 
     @abstractmethod
     def gas_limit(self, tx: dict[str, Any]) -> int:
         """Simulate ``tx`` against the pending block and return the gas limit to send it with.
 
         Raises the backend's own exception when the simulation reverts (see :meth:`revert_data`).
+        A backend whose :meth:`send_raw` refuses a reverting transaction before it is mined
+        may skip the simulation.
         """
+
+    def simulate(self, tx: dict[str, Any]) -> int:
+        """Simulate ``tx`` against the pending block — always, also where :meth:`gas_limit` may skip
+        it — and return the gas limit; raises the backend's own exception when it reverts (a dry
+        run, such as the console's, must see the revert without sending anything)."""
+        return self.gas_limit(tx)
+
+    def send_raw(self, raw: bytes) -> Any:
+        """Send a signed transaction; returns its hash. Raises the backend's exception if it is refused."""
+        return self.w3.eth.send_raw_transaction(raw)
 
     def revert_data(self, exc: BaseException) -> bytes | None:
         """Revert data carried by an exception of this backend, if any (``b""`` for a bare revert)."""
@@ -47,6 +63,12 @@ class Backend(ABC):
         if isinstance(data, (bytes, bytearray)):
             return bytes(data)
         return None
+
+    def raw_header(self, number: int) -> tuple[bytes, bytes]:
+        """Block ``number``'s header as the RLP its hash is computed over (rebuilt from the JSON-RPC
+        block), and the block hash the node reports for it."""
+        block = self.w3.eth.get_block(int(number))
+        return encode_header(dict(block)), bytes(block["hash"])
 
     @abstractmethod
     def fund(self, addresses: list[str], wei: int) -> None:

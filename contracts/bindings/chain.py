@@ -5,12 +5,24 @@ raw, so dev keys and keystores behave the same everywhere. Before sending, each
 transaction is simulated against the pending block (see the backends); a revert
 becomes :class:`~fedchain.contracts.errors.ChainRevert` with the custom error's name
 and decoded arguments, identically on every backend. Unreachable nodes raise
-:class:`~fedchain.contracts.errors.ChainUnavailable`.
+:class:`~fedchain.contracts.errors.ChainUnavailable` once the connection's
+:class:`~fedchain.retry.RetryPolicy` gives up (the JSON-RPC provider retries
+every request; see :mod:`~fedchain.contracts.bindings.rpc`).
+
+A sent transaction survives the node going away: its signed bytes are kept
+until its receipt arrives, and if the node comes back without it (a restarted
+anvil keeps mined blocks, not its pending pool) the same bytes are sent again
+- same nonce, same hash, so it can be mined at most once. Another transaction
+of the same account taking that nonce (a second process with the same key)
+raises :class:`~fedchain.contracts.errors.TransactionConflict`: the caller
+re-reads the chain and finds the work done, or not.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -18,22 +30,33 @@ import requests
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3.contract.contract import ContractConstructor, ContractFunction
-from web3.exceptions import ProviderConnectionError, TimeExhausted
+from web3.exceptions import ProviderConnectionError, TransactionNotFound
 
 from fedchain.contracts.bindings.backend import Backend
 from fedchain.contracts.bindings.codec import addr, as_account, b32, decode_revert, hexstr
 from fedchain.contracts.bindings.deployment import Fedchain
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
-from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable
+from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable, TransactionConflict
 from fedchain.contracts.models import Deployment, DeploymentError, FounderSpec, TxResult
+from fedchain import lifecycle
 from fedchain.errors import FedchainError
 # DEV ONLY: anvil's ten public dev keys, defined once with the identities.
 from fedchain.identity import DEV_PRIVATE_KEYS
+from fedchain.retry import RetryPolicy
 
 #: Balance given to each dev account where the node does not prefund them (eth-tester).
 DEV_FUNDING_WEI = 10_000 * 10**18
-#: How often a pending transaction's receipt is asked for (anvil mines within milliseconds).
+#: How often a pending transaction's receipt is asked for: first (anvil mines within
+#: milliseconds), then doubling up to the second value.
 RECEIPT_POLL_SECONDS = 0.01
+RECEIPT_POLL_MAX_SECONDS = 0.25
+#: How often a transaction still without a receipt is looked for in the node's pool.
+PRESENCE_CHECK_SECONDS = 2.0
+#: What the node answers when it already has a transaction, or its nonce is used.
+_KNOWN = ("already known", "known transaction", "already imported", "nonce too low", "replacement transaction",
+          "nonce has already been used", "underpriced")
+
+log = logging.getLogger("fedchain.chain")
 
 CONNECTION_ERRORS = (
     requests.exceptions.ConnectionError,
@@ -43,8 +66,11 @@ CONNECTION_ERRORS = (
 )
 
 
-def open_backend(url: str, *, timeout: float = 30.0) -> Backend:
-    """The backend for ``url``: ``eth-tester://`` (a new in-process chain) or ``http(s)://host:port``."""
+def open_backend(url: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None) -> Backend:
+    """The backend for ``url``: ``eth-tester://`` (a new in-process chain) or ``http(s)://host:port``.
+
+    ``retry`` (JSON-RPC only; default :meth:`RetryPolicy.brief`) says how long to ride out an
+    unreachable node."""
     if url.startswith("eth-tester://"):
         # py-evm is loaded only when an embedded chain is asked for.
         from fedchain.contracts.bindings.tester import TesterBackend
@@ -53,7 +79,7 @@ def open_backend(url: str, *, timeout: float = 30.0) -> Backend:
     if url.startswith(("http://", "https://")):
         from fedchain.contracts.bindings.rpc import RpcBackend  # symmetric with the lazy import above
 
-        return RpcBackend(url, timeout=timeout)
+        return RpcBackend(url, timeout=timeout, retry=retry)
     raise ChainUnavailable(url, "unsupported URL (use eth-tester:// or http(s)://host:port)")
 
 
@@ -77,9 +103,14 @@ class Chain:
         self.dev_accounts: list[LocalAccount] = [Account.from_key(k) for k in DEV_PRIVATE_KEYS]
 
     @classmethod
-    def connect(cls, url: str = "eth-tester://", *, timeout: float = 30.0) -> "Chain":
-        """Connect by URL: ``eth-tester://`` (new in-process chain) or ``http(s)://host:port``."""
-        chain = cls(open_backend(url, timeout=timeout))
+    def connect(cls, url: str = "eth-tester://", *, timeout: float = 30.0, retry: RetryPolicy | None = None) -> "Chain":
+        """Connect by URL: ``eth-tester://`` (new in-process chain) or ``http(s)://host:port``.
+
+        ``timeout``: seconds to wait for one answer; ``retry``: how long to keep retrying a
+        node that does not answer (default: a couple of seconds; role processes pass their
+        configured policy, minutes).
+        """
+        chain = cls(open_backend(url, timeout=timeout, retry=retry))
         chain.chain_id  # noqa: B018 - probe: raises ChainUnavailable
         with chain.guard():
             chain.backend.fund([a.address for a in chain.dev_accounts], DEV_FUNDING_WEI)
@@ -183,38 +214,110 @@ class Chain:
         simulation (or of the mined transaction) raises :class:`ChainRevert`.
         """
         with self._lock, self.guard():
-            nonce = self._nonce(account.address)
-            params: dict[str, Any] = {"from": account.address, "nonce": nonce, "chainId": self.chain_id,
-                                      **self._fees()}
-            if isinstance(action, dict):
-                tx = {**params, **action}
-                tx.setdefault("value", value)
-            else:
-                # a placeholder gas limit keeps build_transaction from estimating on its own
-                tx = action.build_transaction({**params, "value": value, "gas": 1})
-            call = {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+            tx, call = self._transaction(account, action, value)
+            tx["gas"] = self._simulate(call)
+            signed = account.sign_transaction(tx)
+            self._broadcast(signed.raw_transaction, signed.hash)
+            receipt = self._await_receipt(signed.raw_transaction, signed.hash)
+            if receipt["status"] != 1:
+                raise self._replay_failure(call, receipt)
+        return receipt
+
+    def simulate(
+        self,
+        account: LocalAccount,
+        action: ContractFunction | ContractConstructor | dict[str, Any],
+        *,
+        value: int = 0,
+    ) -> int:
+        """Simulate ``action`` as :meth:`send` does before signing, and send nothing.
+
+        Returns the gas limit the transaction would be sent with; a revert raises
+        :class:`ChainRevert` exactly as :meth:`send` would (the contract's own
+        custom error, asked of the pending block).
+        """
+        with self._lock, self.guard():
+            _tx, call = self._transaction(account, action, value)
             try:
-                tx["gas"] = self.backend.gas_limit(call)
+                return self.backend.simulate(call)
             except CONNECTION_ERRORS:
                 raise
             except Exception as exc:  # noqa: BLE001 - a revert, or the node refused the transaction
                 raise self._rejection(exc) from None
-            signed = account.sign_transaction(tx)
+
+    def _transaction(self, account: LocalAccount, action: Any, value: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The unsigned transaction (no gas limit yet) and the call that simulates it."""
+        nonce = self._nonce(account.address)
+        params: dict[str, Any] = {"from": account.address, "nonce": nonce, "chainId": self.chain_id, **self._fees()}
+        if isinstance(action, dict):
+            tx = {**params, **action}
+            tx.setdefault("value", value)
+        else:
+            # a placeholder gas limit keeps build_transaction from estimating on its own
+            tx = action.build_transaction({**params, "value": value, "gas": 1})
+        return tx, {k: tx[k] for k in ("from", "to", "data", "value") if k in tx}
+
+    def _simulate(self, call: dict[str, Any]) -> int:
+        try:
+            return self.backend.gas_limit(call)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a revert, or the node refused the transaction
+            raise self._rejection(exc) from None
+
+    def _has_transaction(self, tx_hash: bytes) -> bool:
+        try:
+            self.w3.eth.get_transaction(tx_hash)
+        except TransactionNotFound:
+            return False
+        return True
+
+    def _broadcast(self, raw: bytes, tx_hash: bytes) -> None:
+        """Send signed bytes; a node that already has this very transaction is fine."""
+        try:
+            self.backend.send_raw(raw)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            message = str(getattr(exc, "message", None) or exc).lower()
+            if any(k in message for k in _KNOWN):
+                if self._has_transaction(tx_hash):
+                    return  # ours, sent before the connection broke: pending or mined
+                raise TransactionConflict(
+                    f"transaction {hexstr(tx_hash)} was not taken: another transaction of the same account "
+                    f"used its nonce ({message[:120]})"
+                ) from None
+            raise self._rejection(exc) from None
+
+    def _await_receipt(self, raw: bytes, tx_hash: bytes) -> Any:
+        """The receipt of a sent transaction, sending it again if the node lost it (see the module docstring)."""
+        since = checked = time.monotonic()  # since: when the node last took the transaction
+        poll = RECEIPT_POLL_SECONDS
+        while True:
+            asked = time.monotonic()
             try:
-                tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-            except CONNECTION_ERRORS:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise self._rejection(exc) from None
-            try:
-                receipt = self.w3.eth.wait_for_transaction_receipt(
-                    tx_hash, timeout=self.tx_timeout, poll_latency=RECEIPT_POLL_SECONDS
-                )
-            except TimeExhausted:
-                raise ChainError(f"transaction {hexstr(tx_hash)} not mined within {self.tx_timeout:.0f}s") from None
-            if receipt["status"] != 1:
-                raise self._replay_failure(call, receipt)
-        return receipt
+                return self.w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                pass
+            now = time.monotonic()
+            rode_out = now - asked > PRESENCE_CHECK_SECONDS  # the request waited out an unreachable node
+            if rode_out or now - checked >= PRESENCE_CHECK_SECONDS:
+                checked = now
+                if not self._has_transaction(tx_hash):
+                    try:
+                        return self.w3.eth.get_transaction_receipt(tx_hash)  # mined in between
+                    except TransactionNotFound:
+                        pass
+                    log.warning("transaction %s is no longer known to %s (node restarted?); sending it again",
+                                hexstr(tx_hash), self.url)
+                    self._broadcast(raw, tx_hash)
+                    since = time.monotonic()
+                elif rode_out:
+                    since = now  # an outage does not count against the timeout
+            if now - since > self.tx_timeout:
+                raise ChainError(f"transaction {hexstr(tx_hash)} not mined within {self.tx_timeout:.0f}s")
+            lifecycle.sleep(poll)
+            poll = min(poll * 2, RECEIPT_POLL_MAX_SECONDS)
 
     def _nonce(self, address: str) -> int:
         try:

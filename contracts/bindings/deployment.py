@@ -30,6 +30,7 @@ from web3.contract.contract import ContractEvent, ContractFunction
 from fedchain.contracts.bindings.clients import ConsortiumClient, ProposalsClient, RegistryClient, RoundsClient
 from fedchain.contracts.bindings.codec import addr, as_account, hexstr, jsonify_args
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
+from fedchain.contracts.errors import WouldSend
 from fedchain.contracts.models import ChainEvent, Deployment, TxResult
 from fedchain.contracts.readmodel import ReadModel
 from fedchain.errors import FedchainError
@@ -59,6 +60,7 @@ class Fedchain:
         self.chain = chain
         self.deployment = deployment
         self.account = account
+        self.dry = False  # see dry_run()
         self.contracts: dict[str, Contract] = {
             name: chain.w3.eth.contract(
                 address=addr(deployment.addresses[name]), abi=load_artifact(name)["abi"], decode_tuples=True
@@ -84,6 +86,20 @@ class Fedchain:
         other = object.__new__(Fedchain)
         other.__dict__.update(self.__dict__)
         other.account = as_account(account)
+        other._clients()
+        return other
+
+    def dry_run(self) -> "Fedchain":
+        """The same deployment and signer, where sending only simulates.
+
+        Every transaction is simulated against the pending block as :meth:`send`
+        would before signing; a refusal raises the contract's :class:`ChainRevert`,
+        acceptance raises :class:`~fedchain.contracts.errors.WouldSend` carrying the
+        function and arguments that would have been signed. Nothing is signed or sent.
+        """
+        other = object.__new__(Fedchain)
+        other.__dict__.update(self.__dict__)
+        other.dry = True
         other._clients()
         return other
 
@@ -119,6 +135,11 @@ class Fedchain:
 
     def send(self, fn: ContractFunction) -> TxResult:
         """Send ``contract.functions.f(...)`` as the signer; the result carries its decoded events."""
+        if self.dry:
+            gas = self.chain.simulate(self.signer(), fn)
+            contract = self._by_address[str(fn.address).lower()]
+            raise WouldSend(contract, fn.fn_name, jsonify_args(fn.abi["inputs"], dict(
+                zip((i["name"] for i in fn.abi["inputs"]), fn.args)), contract), self.signer().address, gas)
         receipt = self.chain.send(self.signer(), fn)
         tx_hash = hexstr(receipt["transactionHash"])
         self.chain.tx_gas.setdefault(tx_hash, int(receipt["gasUsed"]))
@@ -148,6 +169,7 @@ class Fedchain:
             contract=contract,
             event=data["event"],
             args=jsonify_args(event.abi["inputs"], data["args"], contract),
+            block_hash=hexstr(data["blockHash"]).lower(),
         )
 
     def _with_details(self, events: list[ChainEvent]) -> list[ChainEvent]:
@@ -226,15 +248,17 @@ class Fedchain:
         """The read model of this deployment, brought up to the latest block.
 
         Kept per connection: each call folds only the events of blocks mined since the
-        previous one (two cheap requests when nothing happened). It starts over when
+        previous one (two cheap requests when nothing happened; one on the embedded
+        chain, whose history only :meth:`Chain.revert` rewrites). It starts over when
         the chain was reverted to a snapshot or the last folded block was replaced.
         Events in it carry no timestamps or gas (0); the audit reads those itself.
         """
         idx = self._index
+        may_reorg = self.chain.backend.may_reorg
         with idx.lock:
             head = self.chain.block_number
             stale = idx.epoch != self.chain.epoch or head < idx.block
-            if not stale and idx.block >= 0 and self.chain.block_hash(idx.block) != idx.block_hash:
+            if not stale and may_reorg and idx.block >= 0 and self.chain.block_hash(idx.block) != idx.block_hash:
                 stale = True
             if stale:
                 idx.reset(self.chain.epoch)
@@ -242,5 +266,5 @@ class Fedchain:
                 start = max(idx.block + 1, self.deployment.deploy_block)
                 idx.model.apply_all(self.iter_events(start, head, details=False))
                 idx.block = head
-                idx.block_hash = self.chain.block_hash(head)
+                idx.block_hash = self.chain.block_hash(head) if may_reorg else ""
             return idx.model

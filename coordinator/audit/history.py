@@ -37,11 +37,48 @@ from fedchain.coordinator.audit.trail import TrailEvent
 
 
 class History(ReadModel):
-    """Everything the events say, folded in chain order, with the deploy parameters."""
+    """Everything the events say, folded in chain order, with the deploy parameters.
+
+    On top of the read model it keeps what the audit judges a round's close,
+    fail and metric by: the close's block timestamp (policies expire by time),
+    who failed a round, and how many evaluations had been submitted when the
+    global metric was recorded (the metric must be their mean).
+    """
 
     def __init__(self, events: Iterable[TrailEvent], params: dict | None = None) -> None:
         self.params = params or {}
+        #: (proposal, round) -> timestamp of the block the round closed or failed in.
+        self.ended_at: dict[tuple[int, int], int] = {}
+        #: (proposal, round) -> lower-case address of whoever marked the round Failed.
+        self.failed_by: dict[tuple[int, int], str] = {}
+        #: (proposal, round) -> number of evaluations folded when the global metric was recorded.
+        self.metric_basis: dict[tuple[int, int], int] = {}
         super().__init__(events)
+
+    def _on_RoundClosed(self, ev, a):
+        super()._on_RoundClosed(ev, a)
+        self.ended_at[(int(a["proposalId"]), int(a["round"]))] = ev.timestamp
+
+    def _on_RoundFailed(self, ev, a):
+        super()._on_RoundFailed(ev, a)
+        key = (int(a["proposalId"]), int(a["round"]))
+        self.ended_at[key] = ev.timestamp
+        self.failed_by[key] = str(a.get("by", "")).lower()
+
+    def _on_GlobalMetricRecorded(self, ev, a):
+        super()._on_GlobalMetricRecorded(ev, a)
+        key = (int(a["proposalId"]), int(a["round"]))
+        r = self.rounds.get(key)
+        if r is not None:
+            self.metric_basis.setdefault(key, len(r.evaluations))
+
+    def coordinator_at(self, block: int) -> str | None:
+        """The coordinator's address as of ``block`` (None before the first CoordinatorChanged)."""
+        current = None
+        for b, addr in self.coordinators:
+            if b <= block:
+                current = addr
+        return current
 
     # -- invariants -----------------------------------------------------------
 

@@ -1,20 +1,45 @@
-"""Replay: re-derive every aggregate and score and compare bytes with the chain.
+"""Replay: re-derive every round from the committed bytes and judge what the coordinator did.
 
-For every proposal and round in the history (live chain or exported trail):
+Every round gets one of three verdicts:
 
-* the plan is fetched by CID and must hash to the on-chain value;
-* every committed update is fetched, its sha256 checked against the
-  commitment, decrypted with the auditor key (the envelope binds chain,
-  contract, proposal, round and sender) and deserialized;
-* the updates the coordinator used (the scores document lists them, and the
-  document itself must hash to the value recorded at close) must be exactly the
-  updates that verify — a rejected update must really fail verification;
+* **VERIFIED** -- every check below ran and passed;
+* **DISCREPANCY** -- something the coordinator (or the record) claims is not
+  what the bytes and events give; each problem is a sentence naming it;
+* **UNVERIFIABLE** -- nothing contradicts the record, but the auditor could not
+  check all of it, and each reason says why: the auditor is not a recipient of
+  the plan's updates, a blob is missing from (or corrupt in) the auditor's
+  store, the store is unreachable, a starting model or server state could not
+  be re-derived. "Could not check" is never counted as "rightly rejected".
+
+For every proposal, rounds in order:
+
+* the plan is fetched by CID (or read from the trail's copy) and must hash to
+  the on-chain value;
+* every committed update is judged exactly as the coordinator judges it
+  (:mod:`fedchain.coordinator.collect`): the dataset's policy at the close
+  block (``NOT_ADMITTED``), the CID's syntax, fetch bounded and hash-checked,
+  envelope v2 opened with the exact expected recipients (the coordinator's key
+  on chain at the commitment and the plan's auditors), validation against the
+  plan's model. The outcome is compared with the scores document: an included
+  update must verify, a rejected one must fail with the **same code**, and no
+  committed update may be left out without a code. A ``NOT_FOUND`` rejection of
+  an update the auditor can fetch is UNVERIFIABLE (whether it was available at
+  close cannot be re-derived later), as is any update the auditor cannot fetch;
 * the aggregation is re-run with the plan's strategy, in round order (server
-  optimizer state carries over), and the resulting model bytes must hash to
-  the aggregate sha256 recorded at close; contribution scores are recomputed
-  and compared;
+  optimizer state carries over); the result's sha256 and CID must be the ones
+  recorded at close (so the aggregate need not even be in the store); the
+  contribution scores are recomputed and the scores document rebuilt byte for
+  byte;
+* the coordinator's discretion: a round closed before its deadline while a
+  target dataset whose policy admitted the proposal had not committed; a round
+  the coordinator failed although enough updates verify; a recorded global
+  metric that is not the strategy's ``aggregate_evaluate`` of the evaluations
+  submitted before it;
 * governance invariants (approved proposal, members, policies at the block,
-  vote counts, quorum) are checked from the events.
+  vote counts, quorum) from the events.
+
+Where the events come from matters too: :mod:`fedchain.coordinator.audit.anchor`
+ties an exported trail to the chain (``ReplayReport.anchor``).
 
 Replay never retrains, so it costs a fraction of the original run.
 """
@@ -23,66 +48,115 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Mapping
 
+from rich.markup import escape
 from rich.table import Table
 
-from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, fetch_model
+from fedchain.content import MAX_DOCUMENT_SIZE, HashMismatch, fetch_document
+from fedchain.coordinator.audit.anchor import ANCHORED, UNANCHORED, AnchorVerdict
 from fedchain.coordinator.audit.history import History, RoundRecord
 from fedchain.coordinator.audit.trail import Trail, chain_events
-from fedchain.coordinator.runner import SCORES_FORMAT, Commitment, scores_document
-from fedchain.coordinator.strategies.base import ClientUpdate
-from fedchain.coordinator.strategies.registry import from_spec
+from fedchain.coordinator.collect import (
+    Outcome,
+    StoreFailure,
+    StoreOutage,
+    UpdateJob,
+    check_updates,
+    cid_rejection,
+)
+from fedchain.coordinator.runner import PPM, SCORES_FORMAT, Commitment, scores_document
+from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult
+from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
-from fedchain.errors import FedchainError
+from fedchain.errors import ContentUnavailable, FedchainError
+from fedchain.ipfs.store import StoreError
+from fedchain.ipfs.unixfs import compute_cid
 from fedchain.models import initial_state
-from fedchain.plan import MAX_PLAN_BYTES, sha256_hex, verify_plan_bytes
-from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from fedchain.validation import model_size, update_size_limit
+from fedchain.plan import MAX_PLAN_BYTES, evaluate_config, sha256_hex, verify_plan_bytes
+from fedchain.serialize import bytes_to_state_dict, json_depth, state_dict_to_bytes
+from fedchain.validation import Accepted, Reason, Rejection, model_layout, model_size
 
 VERIFIED = "VERIFIED"
 DISCREPANCY = "DISCREPANCY"
-FAILED_ROUND = "FAILED (no aggregate)"
-OPEN_ROUND = "OPEN (not closed yet)"
+UNVERIFIABLE = "UNVERIFIABLE"
+#: What the chain says happened to a round (``RoundVerdict.outcome``).
+CLOSED, FAILED, OPEN = "CLOSED", "FAILED", "OPEN"
+#: A scores document nests 3 levels (document, list or map, entry).
+SCORES_MAX_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Unverifiable:
+    """The auditor could not judge one update; ``why`` says what it lacked."""
+
+    why: str
 
 
 @dataclass
 class RoundVerdict:
     proposal_id: int
     round: int
-    status: str
-    problems: list[str] = field(default_factory=list)
+    outcome: str = OPEN
+    problems: list[str] = field(default_factory=list)  # discrepancies
+    unverifiable: list[str] = field(default_factory=list)  # what could not be checked, and why
     aggregate_cid: str = ""
     participants: list[str] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # participant -> code, as the coordinator published
     scores: dict[str, float] = field(default_factory=dict)
 
     @property
+    def status(self) -> str:
+        if self.problems:
+            return DISCREPANCY
+        return UNVERIFIABLE if self.unverifiable else VERIFIED
+
+    @property
     def ok(self) -> bool:
-        return not self.problems
+        return self.status == VERIFIED
 
 
 @dataclass
 class ReplayReport:
     rounds: list[RoundVerdict] = field(default_factory=list)
     governance: list[str] = field(default_factory=list)
+    anchor: AnchorVerdict = field(default_factory=lambda: AnchorVerdict(UNANCHORED, "no anchor was checked"))
+
+    @property
+    def status(self) -> str:
+        """DISCREPANCY if anything contradicts the record, else UNVERIFIABLE if anything went unchecked."""
+        if self.governance or self.anchor.status == DISCREPANCY or any(v.status == DISCREPANCY for v in self.rounds):
+            return DISCREPANCY
+        if self.anchor.status != ANCHORED or any(v.status == UNVERIFIABLE for v in self.rounds):
+            return UNVERIFIABLE
+        return VERIFIED
 
     @property
     def ok(self) -> bool:
-        return not self.governance and all(v.ok for v in self.rounds)
+        return self.status == VERIFIED
+
+    def passes(self, *, allow_unverifiable: bool = False) -> bool:
+        """VERIFIED; or, when the caller accepts it, UNVERIFIABLE (but never a DISCREPANCY)."""
+        return self.status == VERIFIED or (allow_unverifiable and self.status == UNVERIFIABLE)
 
 
 class Replayer:
     """Replays a :class:`History` against a content store with an auditor identity."""
 
-    def __init__(self, history: History, store, auditor, *, chain_id: int, rounds_address: str) -> None:
+    def __init__(self, history: History, store, auditor, *, chain_id: int, rounds_address: str,
+                 documents: Mapping[str, dict] | None = None, anchor: AnchorVerdict | None = None,
+                 fetch_budget: float | None = None) -> None:
         self.h = history
         self.store = store
         self.auditor = auditor
         self.chain_id = chain_id
         self.rounds_address = rounds_address
+        self.documents = dict(documents or {})
+        self.anchor = anchor or AnchorVerdict(UNANCHORED, "the events were not checked against the chain")
+        self.fetch_budget = fetch_budget
 
     def run(self) -> ReplayReport:
-        report = ReplayReport(governance=list(self.h.problems))
+        report = ReplayReport(governance=list(self.h.problems), anchor=self.anchor)
         for p in self.h.proposals.values():
             report.governance.extend(self.h.proposal_problems(p))
         by_proposal: dict[int, list[RoundRecord]] = {}
@@ -94,35 +168,93 @@ class Replayer:
 
     # -- one proposal, rounds in order ----------------------------------------------
 
+    def _plan(self, p):
+        """The plan from the store, else from the trail's copy; hash-checked either way."""
+        try:
+            data = fetch_document(self.store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES)
+        except ContentUnavailable:
+            doc = self.documents.get(p.plan_cid)
+            if not isinstance(doc, dict) or not isinstance(doc.get("content"), str):
+                raise
+            data = doc["content"].encode()
+        return verify_plan_bytes(data, p.plan_sha256)
+
     def _replay_proposal(self, pid: int, recs: list[RoundRecord]) -> list[RoundVerdict]:
         p = self.h.proposals.get(pid)
-        verdicts: list[RoundVerdict] = []
+        verdicts = [RoundVerdict(pid, r.round, _outcome(r)) for r in recs]
         if p is None:
-            return [RoundVerdict(pid, r.round, DISCREPANCY, [f"round of proposal {pid}, which was never submitted"])
-                    for r in recs]
+            for v in verdicts:
+                v.problems.append(f"round of proposal {pid}, which was never submitted")
+            return verdicts
         try:
-            plan = verify_plan_bytes(fetch_document(self.store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES),
-                                     p.plan_sha256)
+            plan = self._plan(p)
+        except (ContentUnavailable, StoreError) as exc:
+            for v in verdicts:
+                v.unverifiable.append(f"the plan {p.plan_cid} is not in the auditor's store ({type(exc).__name__})")
+            return verdicts
         except FedchainError as exc:
-            return [RoundVerdict(pid, r.round, DISCREPANCY, [f"plan {p.plan_cid}: {exc}"]) for r in recs]
-        strategy = from_spec(plan.strategy, min_participants=plan.min_participants)
-        global_state = initial_state(plan.model, plan.seed)
-        for rec in recs:
-            v = RoundVerdict(pid, rec.round, VERIFIED)
+            for v in verdicts:
+                v.problems.append(f"plan {p.plan_cid}: {exc}")
+            return verdicts
+        ctx = _ProposalContext(plan)
+        if ("0x" + self.auditor.x25519_public.hex()) not in {k.lower() for k in plan.auditors}:
+            ctx.not_recipient = "the auditor's key is not one of the plan's auditors, so it is not a recipient of any update"
+        for rec, v in zip(recs, verdicts):
             v.problems.extend(self.h.round_governance_problems(rec))
-            if rec.closed is None:
-                v.status = FAILED_ROUND if rec.failed_block is not None else OPEN_ROUND
-                if v.problems:
-                    v.status = DISCREPANCY
-                verdicts.append(v)
-                continue
-            global_state = self._replay_closed(plan, strategy, global_state, rec, v)
-            if v.problems:
-                v.status = DISCREPANCY
-            verdicts.append(v)
+            if rec.closed is not None:
+                self._replay_closed(ctx, rec, v)
+                self._check_metric(ctx, rec, v)
+            elif rec.failed_block is not None:
+                self._replay_failed(ctx, rec, v)
         return verdicts
 
-    def _replay_closed(self, plan, strategy, global_state, rec: RoundRecord, v: RoundVerdict):
+    # -- each update, as the coordinator judges it ---------------------------------
+
+    def _derive(self, ctx: "_ProposalContext", rec: RoundRecord, at_block: int, at_time: int) -> list[Outcome | Unverifiable]:
+        """The auditor's outcome for every commitment of ``rec``, judged as at ``at_block`` / ``at_time``."""
+        p = self.h.proposals[rec.proposal_id]
+        out: list[Outcome | Unverifiable | None] = [None] * len(rec.commits)
+        jobs: list[UpdateJob] = []
+        recipients_of: dict[str, list[bytes]] = {}
+        for i, c in enumerate(rec.commits):
+            d = self.h.datasets.get(c.dataset_id)
+            refusal = self.h.policy_refusal(d, p, at_block, at_time) if d is not None else "NO_POLICY"
+            if refusal:
+                out[i] = Rejection(Reason.NOT_ADMITTED, f"policy: {refusal}")
+                continue
+            bad = cid_rejection(c.cid)
+            if bad is not None:
+                out[i] = bad
+                continue
+            if ctx.not_recipient:
+                out[i] = Unverifiable(ctx.not_recipient)
+                continue
+            coordinator = self.h.coordinator_at(c.block)
+            member = self.h.members.get(coordinator) if coordinator else None
+            if member is None:
+                out[i] = Unverifiable("the coordinator had no encryption key on chain, so the recipients "
+                                      "the update had to be sealed for are unknown")
+                continue
+            key = str(i)
+            recipients_of[key] = [bytes.fromhex(member.key_at(c.block).removeprefix("0x")), *ctx.auditor_keys]
+            jobs.append(UpdateJob(key=key, cid=c.cid, sha256=c.sha256, ctx=EnvelopeContext(
+                chain_id=self.chain_id, contract=self.rounds_address, proposal_id=rec.proposal_id,
+                round=rec.round, sender=c.member)))
+        # One batch per distinct recipient set (normally one: the coordinator's key rarely changes mid-round).
+        groups: dict[tuple[bytes, ...], list[UpdateJob]] = {}
+        for job in jobs:
+            groups.setdefault(tuple(recipients_of[job.key]), []).append(job)
+        for recipients, group in groups.items():
+            try:
+                results = check_updates(self.store, group, self.auditor, ctx.layout, list(recipients),
+                                        budget=self.fetch_budget)
+            except StoreOutage:
+                results = {job.key: Unverifiable("the auditor's store is unreachable") for job in group}
+            for key, outcome in results.items():
+                out[int(key)] = _as_auditor(outcome)
+        return out  # type: ignore[return-value]
+
+    def _replay_closed(self, ctx: "_ProposalContext", rec: RoundRecord, v: RoundVerdict) -> None:
         closed = rec.closed
         v.aggregate_cid = closed["aggregate_cid"]
         if closed["committed"] != len(rec.commits):
@@ -130,56 +262,91 @@ class Replayer:
                 f"round closed with {closed['committed']} commitment(s) on chain, "
                 f"but the event history holds {len(rec.commits)}"
             )
-        # The scores document: which updates the coordinator used and which it rejected.
-        try:
-            doc = json.loads(fetch_document(self.store, closed["scores_cid"], closed["scores_sha256"],
-                                            max_size=MAX_DOCUMENT_SIZE))
-            if doc.get("format") != SCORES_FORMAT:
-                raise FedchainError(f"not a {SCORES_FORMAT} document")
-        except (FedchainError, ValueError) as exc:
-            v.problems.append(f"scores document {closed['scores_cid']}: {exc}")
-            doc = {"included": [], "rejected": {}, "scores": {}}
-        used = {(d["participant"], d["dataset"]) for d in doc.get("included", [])}
-        claimed_rejected = dict(doc.get("rejected", {}))
-        v.rejected = claimed_rejected
+        self._check_early_close(rec, v)
+        doc = self._scores_doc(closed, v)
+        if doc is None:  # nothing to compare the updates with
+            self._skip_round(ctx, rec, closed, v)
+            return
+        included, claimed = self._claims(doc, v)
+        v.rejected = {m: str(r.code) for m, r in claimed.items()}
+        derived = self._derive(ctx, rec, rec.closed_block, self.h.ended_at.get((rec.proposal_id, rec.round), 0))
 
-        updates = []
-        verified: list = []
+        updates: list[ClientUpdate] = []
+        used: list = []
         committed_keys = set()
-        for c in rec.commits:
+        cannot_aggregate: list[str] = []
+        for c, got in zip(rec.commits, derived):
             name = self.h.dataset_name(c.dataset_id)
             committed_keys.add((c.member, name))
-            try:
-                state = self._open_update(plan, rec, c)
-            except FedchainError as exc:
-                if c.member in claimed_rejected:
-                    continue  # rightly rejected: it fails for the auditor too
-                v.problems.append(f"update of {c.member} ({c.cid}) fails verification but was not rejected: {exc}")
+            who = f"update of {c.member} ({c.cid})"
+            is_included = (c.member, name) in included
+            if is_included and c.member in claimed:
+                v.problems.append(f"{who} is both included and rejected by the scores document")
                 continue
-            if c.member in claimed_rejected:
-                v.problems.append(f"update of {c.member} was rejected ({claimed_rejected[c.member]}) but verifies")
+            if is_included:
+                if isinstance(got, Accepted):
+                    updates.append(ClientUpdate(c.member, name, c.n_samples, got.state))
+                    used.append(c)
+                elif isinstance(got, Rejection):
+                    v.problems.append(f"{who} was included but fails verification: {got.code} ({got.detail})")
+                else:
+                    v.unverifiable.append(f"{who} was included but cannot be checked: {got.why}")
+                    cannot_aggregate.append(c.member)
                 continue
-            if (c.member, name) not in used:
-                v.problems.append(f"update of {c.member} verifies but the scores document does not include it")
-            updates.append(ClientUpdate(c.member, name, c.n_samples, state))
-            verified.append(c)
-        for member, dataset in sorted(used - committed_keys):
+            if c.member in claimed:
+                said = claimed[c.member]
+                if isinstance(got, Rejection) and got.code == Reason.NOT_ADMITTED:
+                    pass  # its dataset's policy no longer admitted the proposal: left out, whatever the code said
+                elif said.code == Reason.NOT_ADMITTED:
+                    v.problems.append(f"{who} was rejected as NOT_ADMITTED, but the policy of "
+                                      f"{name} admitted the proposal when the round closed")
+                elif isinstance(got, Rejection):
+                    if got.code != said.code:
+                        v.problems.append(f"{who} was rejected as {said.code}, but it fails with {got.code} "
+                                          f"({got.detail})")
+                elif isinstance(got, Accepted):
+                    if said.code == Reason.NOT_FOUND:
+                        v.unverifiable.append(f"{who} was rejected as NOT_FOUND but the auditor can fetch it and it "
+                                              "verifies: whether it was available when the round closed cannot be "
+                                              "re-derived")
+                    else:
+                        v.problems.append(f"{who} was rejected as {said.code} but it verifies")
+                else:
+                    v.unverifiable.append(f"{who} was rejected as {said.code}; the auditor cannot check it: {got.why}")
+                continue
+            if isinstance(got, Accepted):
+                v.problems.append(f"update of {c.member} verifies but the scores document neither includes "
+                                  "nor rejects it")
+            else:
+                v.problems.append(f"{who} was left out of the scores document without a reason code")
+        for member, dataset in sorted(included - committed_keys):
             v.problems.append(f"the scores document includes an update of {member} for {dataset}, "
                               "but no such commitment is in the event history")
-        for member in sorted(set(claimed_rejected) - {m for m, _ in committed_keys}):
+        for member in sorted(set(claimed) - {m for m, _ in committed_keys}):
             v.problems.append(f"the scores document rejects an update of {member}, "
                               "but no commitment by that member is in the event history")
         v.participants = sorted(u.participant for u in updates)
+        self._check_aggregate(ctx, rec, v, doc, claimed, updates, used, cannot_aggregate)
 
-        # The aggregate.
+    def _check_aggregate(self, ctx, rec, v, doc, claimed, updates, used, cannot_aggregate) -> None:
+        closed = rec.closed
+        plan, strategy = ctx.plan, ctx.strategy
+        if cannot_aggregate or ctx.lost_state or ctx.global_state is None:
+            why = (f"the update(s) of {', '.join(cannot_aggregate)} cannot be checked" if cannot_aggregate
+                   else ctx.lost_state or "the round's starting model is not available")
+            v.unverifiable.append(f"the aggregate cannot be recomputed: {why}")
+            self._skip_round(ctx, rec, closed, v)
+            return
         if len(updates) < plan.min_participants:
             v.problems.append(f"only {len(updates)} verifiable update(s); the plan needs {plan.min_participants}")
-            return self._chain_aggregate(plan, closed, v) or global_state
+            self._skip_round(ctx, rec, closed, v)
+            return
         try:
-            new_global = strategy.aggregate_train(rec.round, global_state, updates)
+            new_global = strategy.aggregate_train(rec.round, ctx.global_state, updates)
         except FedchainError as exc:
             v.problems.append(f"aggregation failed: {exc}")
-            return self._chain_aggregate(plan, closed, v) or global_state
+            self._skip_round(ctx, rec, closed, v)
+            return
         model_bytes = state_dict_to_bytes(new_global)
         recomputed = sha256_hex(model_bytes)
         if recomputed.lower() != closed["aggregate_sha256"].lower():
@@ -187,68 +354,225 @@ class Replayer:
                 f"aggregate differs from what the committed updates give: chain sha256 {closed['aggregate_sha256']}, "
                 f"recomputed {recomputed}"
             )
+            chain_model = self._chain_aggregate(plan, closed, v)
+            ctx.global_state = chain_model if chain_model is not None else new_global
+        else:
+            if compute_cid(model_bytes) != closed["aggregate_cid"]:
+                v.problems.append(f"the aggregate CID {closed['aggregate_cid']} does not name the aggregate "
+                                  f"(its CID is {compute_cid(model_bytes)})")
+            ctx.global_state = bytes_to_state_dict(model_bytes)
         # Contribution scores.
         scores = strategy.contribution_scores(updates)
         v.scores = scores
-        recorded = {k.lower(): float(s) for k, s in doc.get("scores", {}).items()}
+        recorded = {k.lower(): s for k, s in doc.get("scores", {}).items()} if isinstance(doc.get("scores"), dict) else {}
         for member in sorted(set(scores) | set(recorded)):
             a, b = recorded.get(member), scores.get(member)
-            if a is None or b is None or abs(a - round(b, 12)) > 1e-12:
+            if not isinstance(a, (int, float)) or isinstance(a, bool) or b is None or abs(a - round(b, 12)) > 1e-12:
                 v.problems.append(f"contribution score of {member}: recorded {a}, recomputed {b}")
-        doc_bytes = scores_document(rec.proposal_id, rec.round, scores, verified_as_commitments(verified, self.h), claimed_rejected)
+        doc_bytes = scores_document(rec.proposal_id, rec.round, scores, _as_commitments(used, self.h), claimed)
         if not any("contribution score" in p for p in v.problems) and sha256_hex(doc_bytes).lower() != closed["scores_sha256"].lower():
             v.problems.append("scores document differs from the recomputed one (same scores, different content)")
-        # The next round starts from the aggregate the chain recorded (checked above).
-        return self._chain_aggregate(plan, closed, v) or new_global
+
+    def _skip_round(self, ctx, rec, closed, v) -> None:
+        """The round's aggregation was not re-run: continue from the chain's aggregate (server state is lost)."""
+        if ctx.stateful:
+            ctx.lost_state = ctx.lost_state or (f"the server optimizer state after round {rec.round} "
+                                                "could not be re-derived")
+        ctx.global_state = self._chain_aggregate(ctx.plan, closed, v)
 
     def _chain_aggregate(self, plan, closed, v: RoundVerdict):
         try:
             return bytes_to_state_dict(fetch_document(self.store, closed["aggregate_cid"], closed["aggregate_sha256"],
                                                       max_size=model_size(plan.model)))
+        except HashMismatch as exc:
+            v.problems.append(f"aggregate {closed['aggregate_cid']}: {exc}")
+        except (ContentUnavailable, StoreError):
+            v.unverifiable.append(f"the aggregate {closed['aggregate_cid']} is not in the auditor's store: "
+                                  "the next round's starting model is unknown")
         except FedchainError as exc:
             v.problems.append(f"aggregate {closed['aggregate_cid']}: {exc}")
+        return None
+
+    # -- the scores document ----------------------------------------------------------
+
+    def _scores_doc(self, closed, v: RoundVerdict) -> dict | None:
+        try:
+            raw = fetch_document(self.store, closed["scores_cid"], closed["scores_sha256"], max_size=MAX_DOCUMENT_SIZE)
+            if json_depth(raw) > SCORES_MAX_DEPTH:  # before the parser recurses (see fedchain.serialize.json_depth)
+                raise FedchainError(f"nested deeper than a scores document ({SCORES_MAX_DEPTH} levels)")
+            doc = json.loads(raw)
+        except (ContentUnavailable, StoreError):
+            v.unverifiable.append(f"the scores document {closed['scores_cid']} is not in the auditor's store")
             return None
+        except (FedchainError, ValueError, RecursionError) as exc:
+            v.problems.append(f"scores document {closed['scores_cid']}: {exc}")
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != SCORES_FORMAT:
+            v.problems.append(f"scores document {closed['scores_cid']}: not a {SCORES_FORMAT} document")
+            return None
+        return doc
 
-    def _open_update(self, plan, rec: RoundRecord, c):
-        member = self.h.members.get(c.member)
-        if member is None:
-            raise FedchainError(f"{c.member} has no registered key")
-        ctx = EnvelopeContext(chain_id=self.chain_id, contract=self.rounds_address,
-                              proposal_id=rec.proposal_id, round=rec.round, sender=c.member)
-        return fetch_model(self.store, c.cid, c.sha256, ctx, self.auditor,
-                           max_size=update_size_limit(plan.model, 1 + len(plan.auditors)))
+    def _claims(self, doc: dict, v: RoundVerdict) -> tuple[set[tuple[str, str]], dict[str, Rejection]]:
+        """(included (member, dataset) pairs, {member: Rejection}) as the scores document states them."""
+        included: set[tuple[str, str]] = set()
+        claimed: dict[str, Rejection] = {}
+        for d in doc.get("included", []) if isinstance(doc.get("included"), list) else []:
+            if isinstance(d, dict) and isinstance(d.get("participant"), str) and isinstance(d.get("dataset"), str):
+                included.add((d["participant"].lower(), d["dataset"]))
+            else:
+                v.problems.append("scores document: an included entry is malformed")
+        rejected = doc.get("rejected", {})
+        if not isinstance(rejected, dict):
+            v.problems.append("scores document: 'rejected' is not an object")
+            return included, claimed
+        for member, entry in rejected.items():
+            code = entry.get("code") if isinstance(entry, dict) else None
+            detail = entry.get("detail") if isinstance(entry, dict) else None
+            try:
+                claimed[member.lower()] = Rejection(Reason(code), detail if isinstance(detail, str) else "")
+            except ValueError:
+                v.problems.append(f"scores document: the rejection of {member} has no known reason code ({code!r})")
+        return included, claimed
+
+    # -- the coordinator's discretion --------------------------------------------------
+
+    def _check_early_close(self, rec: RoundRecord, v: RoundVerdict) -> None:
+        """Closed before the deadline while a dataset whose policy admitted the proposal had not committed."""
+        if rec.closed_block is None or rec.closed_block > rec.deadline:
+            return
+        p = self.h.proposals[rec.proposal_id]
+        ts = self.h.ended_at.get((rec.proposal_id, rec.round), 0)
+        committed = {c.dataset_id for c in rec.commits}
+        for did in p.targets:
+            d = self.h.datasets.get(did)
+            if d is None or did in committed:
+                continue
+            owner = self.h.members.get(d.owner)
+            if owner is None or not owner.member_at(rec.closed_block):
+                continue
+            if not self.h.policy_refusal(d, p, rec.closed_block, ts):
+                v.problems.append(f"closed at block {rec.closed_block}, before the deadline (block {rec.deadline}), "
+                                  f"while dataset {d.name}, whose policy admitted the proposal, had not committed")
+
+    def _replay_failed(self, ctx: "_ProposalContext", rec: RoundRecord, v: RoundVerdict) -> None:
+        """A round the coordinator failed must not have had min_participants valid updates."""
+        key = (rec.proposal_id, rec.round)
+        by = self.h.failed_by.get(key, "")
+        coordinator = self.h.coordinator_at(rec.failed_block)
+        need = ctx.plan.min_participants
+        if by != coordinator or len(rec.commits) < need:
+            return  # anyone may fail a round with too few commitments: the contract checked that
+        derived = self._derive(ctx, rec, rec.failed_block, self.h.ended_at.get(key, 0))
+        valid = sum(1 for d in derived if isinstance(d, Accepted))
+        unknown = [d.why for d in derived if isinstance(d, Unverifiable)]
+        if valid >= need:
+            v.problems.append(f"the coordinator failed the round at block {rec.failed_block} although {valid} "
+                              f"committed update(s) verify (the plan needs {need})")
+        elif valid + len(unknown) >= need:
+            v.unverifiable.append(f"the coordinator failed the round with {valid} verifiable update(s) of the {need} "
+                                  f"needed; {len(unknown)} cannot be checked ({unknown[0]})")
+
+    def _check_metric(self, ctx: "_ProposalContext", rec: RoundRecord, v: RoundVerdict) -> None:
+        """The recorded global metric must be the strategy's mean of the evaluations submitted before it."""
+        if rec.global_metric_ppm is None:
+            return
+        basis = rec.evaluations[: self.h.metric_basis.get((rec.proposal_id, rec.round), len(rec.evaluations))]
+        if not basis:
+            v.problems.append(f"a global metric ({rec.global_metric_ppm} ppm) was recorded before any evaluation "
+                              "was submitted")
+            return
+        metric = evaluate_config(ctx.plan, rec.round).metric
+        try:
+            results = [EvaluateResult(e.member, self.h.dataset_name(e.dataset_id), e.n_samples,
+                                      {metric: e.metric_ppm / PPM}) for e in basis]
+            value = ctx.strategy.aggregate_evaluate(rec.round, results)[metric]
+        except FedchainError as exc:
+            v.problems.append(f"the recorded global metric cannot be the evaluations' mean: {exc}")
+            return
+        expected = int(round(value * PPM))
+        if expected != rec.global_metric_ppm:
+            v.problems.append(f"global metric recorded as {rec.global_metric_ppm} ppm, but the {len(basis)} "
+                              f"evaluation(s) submitted before it give {expected} ppm")
 
 
-def verified_as_commitments(commits, history: History):
+class _ProposalContext:
+    """What replaying one proposal carries from round to round."""
+
+    def __init__(self, plan) -> None:
+        self.plan = plan
+        self.layout = model_layout(plan.model)
+        self.auditor_keys = [bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors]
+        self.strategy = for_plan(plan)
+        self.stateful = bool(self.strategy.state())
+        self.global_state = initial_state(plan.model, plan.seed)
+        self.lost_state = ""
+        self.not_recipient = ""
+
+
+def _outcome(rec: RoundRecord) -> str:
+    if rec.closed is not None:
+        return CLOSED
+    return FAILED if rec.failed_block is not None else OPEN
+
+
+def _as_auditor(outcome) -> Outcome | Unverifiable:
+    """The coordinator's outcome types as the auditor reads them: absence or a store failure proves nothing."""
+    if isinstance(outcome, Unverifiable):
+        return outcome
+    if isinstance(outcome, StoreFailure):
+        return Unverifiable(f"the auditor's store could not deliver it ({outcome.why})")
+    if isinstance(outcome, Rejection) and outcome.code == Reason.NOT_FOUND:
+        return Unverifiable("the blob is missing from the auditor's store")
+    return outcome
+
+
+def _as_commitments(commits, history: History) -> list[Commitment]:
     return [Commitment(c.member, history.dataset_name(c.dataset_id), c.cid, c.sha256, c.n_samples) for c in commits]
 
 
 # -- entry points ------------------------------------------------------------------
 
-def replay_trail(trail: Trail, store, auditor) -> ReplayReport:
+def replay_trail(trail: Trail, store, auditor, *, anchor: AnchorVerdict | None = None) -> ReplayReport:
     history = History(trail.events, trail.header.get("params"))
-    return Replayer(history, store, auditor, chain_id=trail.chain_id,
-                    rounds_address=trail.addresses["Rounds"]).run()
+    return Replayer(history, store, auditor, chain_id=trail.chain_id, rounds_address=trail.addresses["Rounds"],
+                    documents=trail.documents, anchor=anchor).run()
 
 
 def replay_live(fed, store, auditor) -> ReplayReport:
     history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
     return Replayer(history, store, auditor, chain_id=fed.deployment.chain_id,
-                    rounds_address=fed.deployment.addresses["Rounds"]).run()
+                    rounds_address=fed.deployment.addresses["Rounds"],
+                    anchor=AnchorVerdict(ANCHORED, f"events read from the node at {fed.chain.url}")).run()
+
+
+_STYLE = {VERIFIED: "green", DISCREPANCY: "red", UNVERIFIABLE: "yellow"}
 
 
 def print_report(report: ReplayReport, console) -> None:
     t = Table(title="audit replay")
-    for col in ("proposal", "round", "verdict", "participants", "aggregate CID"):
+    for col in ("proposal", "round", "chain", "verdict", "participants", "aggregate CID"):
         t.add_column(col)
     for v in report.rounds:
-        style = "green" if v.ok and v.status == VERIFIED else ("red" if not v.ok else "yellow")
-        t.add_row(str(v.proposal_id), str(v.round), f"[{style}]{v.status}[/]", str(len(v.participants)), v.aggregate_cid)
+        t.add_row(str(v.proposal_id), str(v.round), v.outcome, f"[{_STYLE[v.status]}]{v.status}[/]",
+                  str(len(v.participants)), v.aggregate_cid)
     console.print(t)
     for v in report.rounds:
         for p in v.problems:
-            console.print(f"[red]proposal {v.proposal_id} round {v.round}:[/] {p}")
+            console.print(f"[red]proposal {v.proposal_id} round {v.round}:[/] {escape(p)}")
+        for u in v.unverifiable:
+            console.print(f"[yellow]proposal {v.proposal_id} round {v.round} unverifiable:[/] {escape(u)}")
     for g in report.governance:
-        console.print(f"[red]governance:[/] {g}")
-    n_ok = sum(1 for v in report.rounds if v.ok and v.status == VERIFIED)
-    console.print(f"{n_ok}/{len(report.rounds)} rounds VERIFIED" + ("" if report.ok else " — [red]discrepancies found[/]"))
+        console.print(f"[red]governance:[/] {escape(g)}")
+    a = report.anchor
+    console.print(f"[{_STYLE.get(a.status, 'yellow')}]trail {a.status}[/]: {escape(a.detail)}")
+    n_ok = sum(1 for v in report.rounds if v.ok)
+    n_unv = sum(1 for v in report.rounds if v.status == UNVERIFIABLE)
+    n_bad = sum(1 for v in report.rounds if v.status == DISCREPANCY)
+    parts = [f"{n_ok}/{len(report.rounds)} rounds VERIFIED"]
+    if n_unv:
+        parts.append(f"{n_unv} UNVERIFIABLE")
+    if n_bad:
+        parts.append(f"{n_bad} with a DISCREPANCY")
+    tail = {VERIFIED: "", UNVERIFIABLE: " — [yellow]not everything could be checked[/]",
+            DISCREPANCY: " — [red]discrepancies found[/]"}[report.status]
+    console.print(", ".join(parts) + f"; overall {report.status}" + tail)

@@ -3,8 +3,20 @@
 :func:`render_report` turns a :class:`~coordinator.audit.history.History`
 (and, when the replay ran, its :class:`~coordinator.audit.replay.ReplayReport`)
 into a single HTML page: a verdict banner, the per-round verdict table, plots
-(accuracy, participants, contribution scores, votes, gas) and the governance
-record (members, datasets with their policies, proposals).
+(validation metric, participants, contribution scores, votes, gas) and the
+governance record (members, datasets with their policies, proposals).
+
+Words the page uses with one meaning each: a **member** is any organisation
+in the consortium (the coordinator's organisation is one); a **data holder**
+is a member that registered a dataset (the hospitals). The metric recorded
+each round is a **validation** metric -- each data holder scores the
+aggregate on its own held-out rows, the coordinator records the
+sample-weighted mean -- never a test on independent data. Headline numbers
+come from each proposal's last **closed** round. A **contribution score** is a
+data holder's share of the round's training samples
+(:data:`fedchain.modelcard.SCORE_MEANING`). When the caller passes the
+approved plans (``plans``, verified against their on-chain hashes) the page
+names each proposal's model, strategy and metric.
 
 The page loads nothing: styles are inline, the plots are SVG documents made by
 matplotlib and embedded as ``data:`` images, there is no script, and a
@@ -50,10 +62,12 @@ from fedchain.coordinator.audit.history import (
     RoundRecord,
 )
 from fedchain.errors import FedchainError
+from fedchain.modelcard import SCORE_MEANING
 
 # Kept in step with coordinator.audit.replay (not imported: replay pulls in torch).
 VERIFIED = "VERIFIED"
 DISCREPANCY = "DISCREPANCY"
+UNVERIFIABLE = "UNVERIFIABLE"
 
 _ADDRESS = re.compile(r"(?<![0-9a-zA-Z])0x[0-9a-fA-F]{40}(?![0-9a-fA-F])")  # not a prefix of a hash
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -181,6 +195,8 @@ def _status_class(status: str) -> str:
         return "ok"
     if status == DISCREPANCY:
         return "bad"
+    if status == UNVERIFIABLE:
+        return "warn"
     if status.startswith("FAILED"):
         return "warn"
     if status.startswith("OPEN"):
@@ -223,10 +239,18 @@ def _legend_outside(ax, handles, labels) -> None:
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
+def _metric_of(plans: dict, pid: int) -> str | None:
+    plan = plans.get(pid)
+    return getattr(plan, "metric", None)
+
+
 class _Plots:
     def __init__(self, history: History, keys: list[tuple[int, int]], verdicts: dict, names: _Names,
-                 member_order: list[str]) -> None:
+                 member_order: list[str], plans: dict | None = None) -> None:
         self.h = history
+        metrics = {_metric_of(plans or {}, pid) for pid, _r in keys}
+        #: the validation metric's name when every plotted proposal names the same one (else a generic word)
+        self.metric = metrics.pop() if len(metrics) == 1 and None not in metrics else None
         self.keys = keys
         self.verdicts = verdicts
         self.names = names
@@ -294,16 +318,21 @@ class _Plots:
         if not all(math.isnan(g) for g in glob):
             h = self._line(ax, glob, color="#111111", lw=2.6, marker="D", ms=6, label="g", zorder=5)
             handles.insert(0, h)
-            labels.insert(0, "global model (coordinator)")
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-        lo = min([v for v in glob + [x for ys in per.values() for x in ys] if not math.isnan(v)] + [1.0])
-        hi = max([v for v in glob + [x for ys in per.values() for x in ys] if not math.isnan(v)] + [1.0])
-        ax.set_ylim(max(0.0, math.floor(lo * 10) / 10 - 0.05), hi + (0.02 if hi > 1.0 else 0.0))
-        ax.set_ylabel("accuracy")
-        ax.set_title("Accuracy of the aggregated model after each round")
+            labels.insert(0, "sample-weighted mean (recorded on chain)")
+        values = [v for v in glob + [x for ys in per.values() for x in ys] if not math.isnan(v)]
+        if self.metric == "loss":
+            ax.set_ylim(0.0, max(values + [0.0]) * 1.1 or 1.0)
+        else:
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+            lo, hi = min(values + [1.0]), max(values + [1.0])
+            ax.set_ylim(max(0.0, math.floor(lo * 10) / 10 - 0.05), hi + (0.02 if hi > 1.0 else 0.0))
+        what = f"validation {self.metric}" if self.metric else "validation metric"
+        ax.set_ylabel(what)
+        ax.set_title(f"{what[0].upper()}{what[1:]} of the aggregated model after each round")
         self._round_axis(ax)
         _legend_outside(ax, handles, labels)
-        return _svg_img(fig, "Line chart: accuracy of the global model and at each hospital, per round")
+        return _svg_img(fig, f"Line chart: {what} of the aggregated model, at each data holder and their "
+                             "sample-weighted mean, per round")
 
     def participants(self) -> str | None:
         if not self.keys:
@@ -327,7 +356,7 @@ class _Plots:
             handles.append(h)
             labels.append("minimum the plan requires")
         ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel("hospitals")
+        ax.set_ylabel("data holders")
         ax.set_title("Participants per round")
         self._round_axis(ax)
         _legend_outside(ax, handles, labels)
@@ -360,8 +389,8 @@ class _Plots:
             handles.append(ax.bar(xs, ys, width * 0.92, color=self.color.get(member, "#607d8b")))
             labels.append(self.names.label(member))
         ax.axhline(0, color="#455a64", lw=0.8)
-        ax.set_ylabel("contribution score")
-        ax.set_title("Contribution score of each hospital per round (recomputed by the replay)")
+        ax.set_ylabel("contribution score (share of samples)")
+        ax.set_title("Contribution score of each data holder per round (recomputed by the replay)")
         self._round_axis(ax)
         _legend_outside(ax, handles, labels)
         return _svg_img(fig, "Grouped bar chart: contribution score of each hospital per round")
@@ -391,8 +420,8 @@ class _Plots:
         ax.grid(False)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        fig.colorbar(im, ax=ax, label="contribution score", shrink=0.9, pad=0.02)
-        ax.set_title("Contribution score of each hospital per round (recomputed by the replay)")
+        fig.colorbar(im, ax=ax, label="contribution score (share of samples)", shrink=0.9, pad=0.02)
+        ax.set_title("Contribution score of each data holder per round (recomputed by the replay)")
         return _svg_img(fig, "Heat map: contribution score of each hospital (rows) per round (columns)")
 
     def votes(self, eligible: dict[int, int]) -> str | None:
@@ -464,6 +493,7 @@ nav a { margin-right: 14px; color: var(--info); text-decoration: none; }
 .banner { border-radius: 8px; padding: 14px 18px; margin: 18px 0; font-size: 17px; font-weight: 600; border: 1px solid; }
 .banner.ok { background: var(--ok-bg); color: var(--ok); border-color: #a8d5b5; }
 .banner.bad { background: var(--bad-bg); color: var(--bad); border-color: #f1b0ab; }
+.banner.warn { background: var(--warn-bg); color: var(--warn); border-color: #f0d08a; }
 .banner.neutral { background: #eef1f5; color: #34414f; border-color: var(--line); }
 .banner small { display: block; font-weight: 400; font-size: 14px; color: #34414f; margin-top: 4px; }
 .cards { display: flex; flex-wrap: wrap; gap: 12px; margin: 8px 0 4px; }
@@ -524,14 +554,41 @@ def _eligible(history: History, p: ProposalRecord) -> int:
     return sum(1 for m in history.members.values() if m.member_at(p.block) and m.joined_block < p.block)
 
 
+def _last_closed(history: History, pid: int) -> tuple[RoundRecord | None, RoundRecord | None]:
+    """The proposal's last closed round, and its last closed round with a recorded metric (None: none)."""
+    closed = [r for (p, _n), r in sorted(history.rounds.items()) if p == pid and r.closed is not None]
+    measured = [r for r in closed if r.global_metric_ppm is not None]
+    return (closed[-1] if closed else None), (measured[-1] if measured else None)
+
+
+def _metric_value(ppm: int, metric: str | None) -> str:
+    return f"{ppm / 1e6:.4f}" if metric == "loss" else f"{ppm / 1e4:.1f}%"
+
+
+def _model_words(plan) -> str:
+    """'logreg, 62 parameters · strategy fedavg · metric accuracy' for a plan (duck-typed: TrainingPlan)."""
+    params = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in plan.strategy.params().items())
+    return (f"{plan.model.kind}, {plan.model.size.parameters:,} parameters · strategy {plan.strategy.name}"
+            + (f" ({params})" if params else "") + f" · metric {plan.metric}")
+
+
+def data_holders(history: History) -> set[str]:
+    """Members that registered a dataset (the hospitals); the coordinator's organisation need not be one."""
+    return {d.owner for d in history.datasets.values()}
+
+
 def render_report(history: History, report=None, *, title: str, member_names: dict[str, str] | None = None,
-                  subtitle: str | None = None, note: str | None = None) -> str:
+                  subtitle: str | None = None, note: str | None = None, plans: dict | None = None) -> str:
     """One self-contained HTML page for ``history`` (and the replay ``report``, if it ran).
 
     ``member_names`` names addresses the chain does not (or overrides it);
     ``subtitle`` says where the data came from; ``note`` explains why there is
-    no replay, if there is none.
+    no replay, if there is none; ``plans`` maps proposal ids to their approved
+    :class:`~fedchain.plan.TrainingPlan` (verified against the chain, see
+    :mod:`fedchain.coordinator.audit.plans`), to name each proposal's model,
+    strategy and metric.
     """
+    plans = dict(plans or {})
 
     names = _Names(history, member_names)
     member_order = [a for a, _m in sorted(history.members.items(), key=lambda kv: (kv[1].joined_block, kv[1].seq, kv[0]))]
@@ -550,7 +607,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
         round_problems = {k: history.round_governance_problems(r) for k, r in history.rounds.items()}
 
     with matplotlib.rc_context(_RC):
-        plots = _Plots(history, keys, verdicts, names, member_order)
+        plots = _Plots(history, keys, verdicts, names, member_order, plans)
         img_acc = plots.accuracy()
         img_part = plots.participants()
         img_scores = plots.scores()
@@ -575,24 +632,38 @@ def render_report(history: History, report=None, *, title: str, member_names: di
     n_failed = sum(1 for r in history.rounds.values() if r.closed is None and r.failed_block is not None)
     n_open = len(history.rounds) - n_closed - n_failed
     if report is not None:
-        n_ok = sum(1 for v in report.rounds if v.ok and v.status == VERIFIED)
-        n_bad = sum(1 for v in report.rounds if not v.ok)
-        if not keys and not governance_problems:
+        n_ok = sum(1 for v in report.rounds if v.status == VERIFIED)
+        n_bad = sum(1 for v in report.rounds if v.status == DISCREPANCY)
+        n_unv = sum(1 for v in report.rounds if v.status == UNVERIFIABLE)
+        anchor = report.anchor
+        anchor_html = f'<br>Trail {_e(anchor.status)}: {names.rich(anchor.detail)}'
+        if not keys and not governance_problems and report.status != DISCREPANCY:
             w('<div class="banner neutral">No rounds yet: nothing to replay.'
-              '<small>The governance record below was checked and shows no problems.</small></div>\n')
-        elif report.ok:
+              f'<small>The governance record below was checked and shows no problems.{anchor_html}</small></div>\n')
+        elif report.status == VERIFIED:
             w(f'<div class="banner ok">All checks passed: {n_ok} of {len(report.rounds)} round(s) VERIFIED, '
               'no governance problems.<small>The auditor re-ran every aggregation from the committed, encrypted updates '
-              'and obtained exactly the bytes recorded on chain.</small></div>\n')
+              f'and obtained exactly the bytes recorded on chain.{anchor_html}</small></div>\n')
+        elif report.status == UNVERIFIABLE:
+            what = []
+            if n_unv:
+                what.append(f"{n_unv} round(s) UNVERIFIABLE")
+            if anchor.status != "ANCHORED":
+                what.append(f"the trail is {anchor.status}")
+            w(f'<div class="banner warn">Nothing contradicts the record, but not everything could be checked: '
+              f'{_e(", ".join(what))}.<small>{n_ok} of {len(report.rounds)} round(s) VERIFIED. Each round says what '
+              f'the auditor could not check and why.{anchor_html}</small></div>\n')
         else:
             what = []
             if n_bad:
                 what.append(f"{n_bad} round(s) with a DISCREPANCY")
             if governance_problems:
                 what.append(f"{len(governance_problems)} governance problem(s)")
+            if anchor.status == DISCREPANCY:
+                what.append("a trail that is not the chain's")
             w(f'<div class="banner bad">Discrepancies found: {_e(", ".join(what))}.'
               f'<small>{n_ok} of {len(report.rounds)} round(s) VERIFIED. Each problem is listed below; '
-              'please forward this report to the consortium\'s audit contact.</small></div>\n')
+              f'please forward this report to the consortium\'s audit contact.{anchor_html}</small></div>\n')
     else:
         why = note or "The rounds were not replayed (no content store or auditor key was available)."
         n_found = len(governance_problems) + sum(len(v) for v in round_problems.values())
@@ -603,17 +674,28 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             w(f'<div class="banner neutral">Not replayed: the page shows what the chain records, with the governance '
               f'checks the events alone allow.<small>{_e(why)}</small></div>\n')
 
-    n_members = sum(1 for m in history.members.values() if m.left_block is None)
+    active = {a for a, m in history.members.items() if m.left_block is None}
+    holders = data_holders(history) & active
     n_approved = sum(1 for p in history.proposals.values() if p.final_state == APPROVED)
     total_gas = sum(r.gas for r in history.rounds.values())
-    latest = next((history.rounds[k].global_metric_ppm for k in reversed(keys)
-                   if k in history.rounds and history.rounds[k].global_metric_ppm is not None), None)
+    # Headline metrics: each proposal's last closed round (held-out validation rows, not a test set).
+    measured = [(pid, m) for pid in sorted(history.proposals) if (m := _last_closed(history, pid)[1]) is not None]
+    if not measured:
+        metric_cards = [("—", "validation metric of the last closed round (none closed yet)")]
+    elif len(measured) > 3:
+        metric_cards = [(str(len(measured)), "proposals with a trained model: each one's validation metric is in "
+                                             "the proposals table")]
+    else:
+        metric_cards = [(_metric_value(m.global_metric_ppm, _metric_of(plans, pid)),
+                         f"validation {_metric_of(plans, pid) or 'metric'} of proposal #{pid}, round {m.round} "
+                         "(its last closed round with a metric)") for pid, m in measured]
     cards = [
-        (str(n_members), "member hospitals"),
+        (str(len(active)), "members (every organisation, the coordinator's included)"),
+        (str(len(holders)), "data holders (members with a registered dataset)"),
         (str(len(history.datasets)), "datasets registered"),
         (f"{n_approved} / {len(history.proposals)}", "proposals approved"),
         (str(len(history.rounds)), f"rounds ({n_closed} closed, {n_failed} failed, {n_open} open)"),
-        ("—" if latest is None else f"{latest / 1e4:.1f}%", "latest global accuracy"),
+        *metric_cards,
         (f"{total_gas:,}", "gas used by rounds"),
     ]
     w('<div class="cards">' + "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(t)}</span></div>' for v, t in cards)
@@ -626,11 +708,15 @@ def render_report(history: History, report=None, *, title: str, member_names: di
           'its fingerprint (sha256) against the chain, decrypted it with the auditor key, re-ran the aggregation and '
           'the contribution scores, and compared the result with what the coordinator published.</p>\n')
         w('<ul class="legend">'
-          '<li><span class="badge ok">VERIFIED</span> the recomputed model and scores are identical to the ones on chain.</li>'
+          '<li><span class="badge ok">VERIFIED</span> every check ran and passed: each rejection has the reason the '
+          'bytes give, the recomputed model and scores are identical to the ones on chain, and the round was closed '
+          '(or failed) when the rules allow.</li>'
           '<li><span class="badge bad">DISCREPANCY</span> something does not match; the problems column says what.</li>'
-          '<li><span class="badge warn">FAILED</span> the round collected too few updates and produced no model '
-          '(not by itself an integrity problem).</li>'
-          '<li><span class="badge info">OPEN</span> the round has not closed yet.</li></ul>\n')
+          '<li><span class="badge warn">UNVERIFIABLE</span> nothing contradicts the record, but the auditor could not '
+          'check all of it (an update missing from its store, not sealed for it, ...); the problems column says '
+          'what and why.</li></ul>\n'
+          '<p class="explain">Under each verdict: what the chain says happened to the round (closed, failed with no '
+          'model, or still open) and its blocks.</p>\n')
     else:
         w('<p class="explain">Status as recorded on chain. Without the replay the aggregates are not re-derived; '
           'the problems column shows only the governance checks (approved proposal, membership, dataset policy, '
@@ -650,6 +736,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             else:
                 status = _chain_status(r) if r is not None else "UNKNOWN"
             probs = round_problems.get(k, [])
+            cannot = list(v.unverifiable) if v is not None else []
             cls = _status_class(status)
             if probs and cls == "ok":
                 cls = "bad"
@@ -666,13 +753,16 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             cid = (v.aggregate_cid if v is not None and v.aggregate_cid else
                    (r.closed["aggregate_cid"] if r is not None and r.closed else ""))
             cid_html = f'<code class="cid">{_e(_clean(cid))}</code>' if cid else '<span class="explain">—</span>'
-            prob_html = _problems_html(probs, names) or '<span class="explain">none</span>'
+            prob_html = (_problems_html(probs, names) + _problems_html([f"not checked: {c}" for c in cannot], names)
+                         or '<span class="explain">none</span>')
             row_cls = ' class="bad"' if cls == "bad" or probs else ""
             blocks = ""
             if r is not None:
                 end = r.closed_block if r.closed_block is not None else r.failed_block
                 blocks = (f"blocks {_e(r.opened_block)}–{_e(end)}" if end is not None
                           else f"opened at block {_e(r.opened_block)}")
+                if report is not None:
+                    blocks = f"{_e(_chain_status(r).split(' ')[0].lower())}, {blocks}"
                 blocks = f'<div class="explain small">{blocks}</div>'
             w(f'<tr id="round-{pid}-{rnd}"{row_cls}><td>#{pid}</td><td class="num">{rnd}</td>'
               f'<td><span class="badge {cls}">{_e(status)}</span>{blocks}</td><td>{part_html}</td>'
@@ -693,14 +783,15 @@ def render_report(history: History, report=None, *, title: str, member_names: di
         w(_empty("No rounds yet: the accuracy, participation and contribution charts appear here once the first "
                  "training round opens.") + "\n")
     else:
-        w(_figure(img_acc, "Black: accuracy of the aggregated (global) model reported by the coordinator. Dashed: "
-                  "accuracy each hospital measured on its own data (on-chain metric in parts per million, shown as "
-                  "a percentage).", "No evaluations recorded yet."))
-        w(_figure(img_part, "How many hospitals committed an update in each round"
+        w(_figure(img_acc, "Validation metric, not a test: after each closed round every data holder scores the "
+                  "aggregated model on its own held-out validation rows (dashed lines) and the coordinator records "
+                  "their sample-weighted mean on chain (black). Values are stored on chain in parts per million.",
+                  "No evaluations recorded yet."))
+        w(_figure(img_part, "How many data holders committed an update in each round"
                   + (", how many of those updates the replay could verify," if verdicts else ",")
                   + " and the minimum the approved plan requires.", no_rounds))
-        w(_figure(img_scores, "How much each hospital's update helped the aggregated model in each round, as "
-                  "recomputed by the auditor's replay. Higher is a larger contribution." + plots.score_note,
+        w(_figure(img_scores, "Contribution scores as recomputed by the auditor's replay: " + SCORE_MEANING
+                  + plots.score_note,
                   "Contribution scores come from the replay, which did not run." if report is None
                   else "No contribution scores yet: no round has closed."))
 
@@ -721,11 +812,24 @@ def render_report(history: History, report=None, *, title: str, member_names: di
     if not history.members:
         w(_empty("No members admitted yet.") + "\n")
     else:
-        w('<table><thead><tr><th>Hospital</th><th>Address</th><th class="num">Joined (block)</th>'
+        w('<p class="explain">Every organisation in the consortium is a member and votes; a data holder is a member '
+          'that registered a dataset. The coordinator\'s organisation is a member (nodes read its encryption key '
+          'from the member registry) and holds no data unless it registered some.</p>\n')
+        w('<table><thead><tr><th>Member</th><th>Role</th><th>Address</th><th class="num">Joined (block)</th>'
           '<th class="num">Left (block)</th><th class="num">Key changes</th></tr></thead><tbody>\n')
+        owned: dict[str, int] = {}
+        for d in history.datasets.values():
+            owned[d.owner] = owned.get(d.owner, 0) + 1
+        coordinators = {c for _b, c in history.coordinators}
         for addr in member_order:
             m = history.members[addr]
-            w(f'<tr><td><bdi class="who">{_e(_clean(m.name, 60))}</bdi></td><td><code>{_e(addr)}</code></td>'
+            roles = []
+            if owned.get(addr):
+                roles.append(f"data holder ({owned[addr]} dataset{'s' if owned[addr] > 1 else ''})")
+            if addr in coordinators:
+                roles.append("runs the coordinator")
+            w(f'<tr><td><bdi class="who">{_e(_clean(m.name, 60))}</bdi></td><td>{_e(", ".join(roles) or "member")}</td>'
+              f'<td><code>{_e(addr)}</code></td>'
               f'<td class="num">{_e(m.joined_block)}</td><td class="num">{"—" if m.left_block is None else _e(m.left_block)}</td>'
               f'<td class="num">{len(m.keys) - 1}</td></tr>\n')
         w("</tbody></table>\n")
@@ -769,9 +873,9 @@ def render_report(history: History, report=None, *, title: str, member_names: di
     if not history.proposals:
         w(_empty("No proposals submitted yet.") + "\n")
     else:
-        w('<table><thead><tr><th class="num">#</th><th>Purpose</th><th>Proposed by</th><th>Datasets</th>'
-          '<th class="num">Rounds</th><th class="num">Min. hospitals</th><th>Votes (yes / no / abstain)</th>'
-          '<th>State</th></tr></thead><tbody>\n')
+        w('<table><thead><tr><th class="num">#</th><th>Purpose</th><th>Model and strategy</th><th>Proposed by</th>'
+          '<th>Datasets</th><th class="num">Rounds</th><th class="num">Min. data holders</th>'
+          '<th>Votes (yes / no / abstain)</th><th>State</th><th>Last closed round</th></tr></thead><tbody>\n')
         for p in sorted(history.proposals.values(), key=lambda p: p.id):
             state = _proposal_state(p)
             cls = {"Approved": "ok", "Rejected": "bad", "Cancelled": "neutral"}.get(state, "info")
@@ -780,12 +884,27 @@ def render_report(history: History, report=None, *, title: str, member_names: di
             ab = sum(1 for v in p.votes.values() if v == "abstain")
             targets = ", ".join(f"<bdi class=\"nowrap\">{_e(_clean(history.dataset_name(t), 40))}</bdi>" if t in history.datasets
                                 else f'<code title="{_e(t)}">{_e(_short_hash(t))}</code>' for t in p.targets)
+            plan = plans.get(p.id)
+            model_html = (_e(_model_words(plan)) if plan is not None
+                          else '<span class="explain">plan not available to this report</span>')
+            last_closed, measured_round = _last_closed(history, p.id)
+            metric = _metric_of(plans, p.id)
+            if last_closed is None:
+                last_html = '<span class="explain">none</span>'
+            elif measured_round is None:
+                last_html = f'round {last_closed.round} <span class="explain">(metric not recorded yet)</span>'
+            else:
+                last_html = (f"round {measured_round.round}: validation {_e(metric or 'metric')} "
+                             f"{_e(_metric_value(measured_round.global_metric_ppm, metric))}")
+                if last_closed.round != measured_round.round:
+                    last_html += (f' <span class="explain">(round {last_closed.round} closed; its metric is not '
+                                  "recorded yet)</span>")
             w(f'<tr><td class="num">{p.id}</td><td>{_e(_clean(p.purpose, 160))}'
               f'<div class="explain small">plan <code class="cid">{_e(_clean(p.plan_cid))}</code></div></td>'
-              f'<td>{names.chips([p.proposer])}</td>'
+              f'<td>{model_html}</td><td>{names.chips([p.proposer])}</td>'
               f"<td>{targets or '—'}</td><td class=\"num\">{p.rounds}</td><td class=\"num\">{p.min_participants}</td>"
               f"<td>{yes} / {no} / {ab} <span class=\"explain\">of {eligible[p.id]} eligible</span></td>"
-              f'<td><span class="badge {cls}">{_e(state)}</span></td></tr>\n')
+              f'<td><span class="badge {cls}">{_e(state)}</span></td><td>{last_html}</td></tr>\n')
         w("</tbody></table>\n")
     if img_votes is not None:
         w(_figure(img_votes, "Votes cast on each proposal. Grey: abstentions; light grey: eligible members who did "

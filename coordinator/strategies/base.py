@@ -25,13 +25,22 @@ of the plan's model and seed), as Flower passes initial arrays.
 robust aggregation rules or server-side differential privacy can wrap any
 strategy, one file each, overriding only the verb they change.
 
-Determinism: updates are validated, then sorted by the canonical key
-``(participant address lowercased, dataset id)``; the weighted mean is
-accumulated in float64 in that order and the result cast to float32 at the
-end. The same set of updates therefore gives the same bytes whatever order
-they arrived in. Updates whose tensor names, shapes or dtypes differ from the
-global state, or which contain NaN/inf, are rejected with an
-:class:`AggregationError` naming the participant.
+Determinism: updates are sorted by the canonical key ``(participant address
+lowercased, dataset id)``; the weighted mean is accumulated in float64 in
+that order and the result cast to float32 at the end. The same set of updates
+therefore gives the same bytes whatever order they arrived in. Updates whose
+tensor names, shapes or dtypes differ from the global state, or which contain
+NaN/inf, are rejected with an :class:`AggregationError` naming the
+participant.
+
+Speed and memory: :class:`WeightedMean` accumulates one update at a time,
+in place (``acc += n * w`` in one pass over each tensor; ``n * w`` of a
+float32 weight and an integer sample count below 2**29 is exact in float64,
+so this is bit-for-bit the sum of products in canonical order; a larger
+claimed count rounds its product separately, as before), and keeps
+nothing of an update once it is added. A caller that knows the round's keys
+before it has the tensors (the coordinator reads the commitments from the
+chain first) feeds updates in canonical order and holds one at a time.
 
 Server state (FedAdam, FedYogi) is exposed by :meth:`Strategy.state` /
 :meth:`Strategy.load_state` as a flat ``dict[str, Tensor]`` so it can be
@@ -40,6 +49,8 @@ checkpointed with safetensors; stateless strategies return ``{}``.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -48,14 +59,17 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 
 from fedchain.errors import ConfigError, FedchainError
+from fedchain.models import all_finite
 from fedchain.plan import EvaluateConfig, StrategySpec, TrainConfig
 
 __all__ = [
     "AggregationError",
     "ClientUpdate",
+    "Decision",
     "EvaluateResult",
     "Strategy",
     "StrategyWrapper",
+    "WeightedMean",
     "canonical_order",
     "check_update",
     "weighted_mean",
@@ -74,19 +88,58 @@ class AggregationError(FedchainError):
 
 @dataclass(frozen=True, eq=False)
 class ClientUpdate:
-    """One hospital dataset's trained weights for a round."""
+    """One hospital dataset's trained weights for a round.
+
+    ``weight`` is its weight in a weighted mean: the sample count unless a
+    wrapper (FoolsGold, a weight cap) set another one.
+    """
 
     participant: str  # 0x-prefixed 20-byte address
     dataset_id: str
     n_samples: int
     state: Mapping[str, torch.Tensor]
+    weight: float | None = None
 
     def __post_init__(self) -> None:
         _check_identity(self.participant, self.dataset_id, self.n_samples)
+        if self.weight is not None and (isinstance(self.weight, bool) or not isinstance(self.weight, (int, float))
+                                        or not math.isfinite(self.weight) or self.weight < 0):
+            raise AggregationError(f"participant {self.participant}: weight must be a finite number >= 0, "
+                                   f"got {self.weight!r}", self.participant)
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.participant.lower(), self.dataset_id)
+
+    @property
+    def mean_weight(self) -> float:
+        """The weight this update gets in a weighted mean."""
+        return float(self.n_samples if self.weight is None else self.weight)
+
+    def replace(self, **changes: Any) -> "ClientUpdate":
+        """The same update with some fields changed (a clipped state, a new weight)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a defence did to one update in a round, for the scores document and replay.
+
+    ``action`` is ``"excluded"``, ``"clipped"``, ``"reweighted"`` or ``"trimmed"``;
+    ``reason`` a stable code (``KRUM_NOT_SELECTED``, ``NORM_BOUND``, ``FOOLSGOLD``,
+    ``WEIGHT_CAP``, ``TRIMMED``); ``value`` the number behind it (a Krum score, the
+    update's norm, its new weight, the share of its coordinates trimmed).
+    """
+
+    participant: str
+    dataset_id: str
+    action: str
+    reason: str
+    value: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"participant": self.participant.lower(), "dataset": self.dataset_id, "action": self.action,
+                "reason": self.reason, "value": round(float(self.value), 12)}
 
 
 @dataclass(frozen=True)
@@ -162,27 +215,90 @@ def check_update(global_state: Mapping[str, torch.Tensor], update: ClientUpdate)
                 f"expected {ref.dtype}",
                 who,
             )
-        if not torch.isfinite(t).all():
+        if not all_finite(t):
             raise AggregationError(f"participant {who} (dataset {update.dataset_id}): tensor {name} has NaN/inf", who)
+
+
+#: Sample counts up to this keep ``n * w`` exact in float64 (24-bit float32 mantissa + 29 bits);
+#: larger (claimed) counts take a slower path that rounds the product on its own.
+MAX_EXACT_SAMPLES = 2**29
+
+
+class WeightedMean:
+    """The sample-weighted mean of updates, accumulated one update at a time.
+
+    Updates must come in canonical order (:func:`canonical_order`: ascending
+    ``key``, no duplicates); each is checked against the global state
+    (:func:`check_update`) and added in place into float64 accumulators, so
+    the result is the same bits as summing the products in that order, and
+    only the accumulators and one scratch tensor (float64) are held.
+    """
+
+    def __init__(self, global_state: Mapping[str, torch.Tensor]) -> None:
+        self.global_state = global_state
+        self._acc = {name: torch.zeros(global_state[name].shape, dtype=torch.float64) for name in sorted(global_state)}
+        self._scratch = torch.empty(max((a.numel() for a in self._acc.values()), default=0), dtype=torch.float64)
+        self._weights: list[float] = []
+        self.count = 0
+        self._last: tuple[str, str] | None = None
+
+    def add(self, update: ClientUpdate) -> None:
+        """Check ``update`` and add ``mean_weight * weights`` (after every update of a smaller key)."""
+        if self._acc is None:
+            raise AggregationError("the mean was already taken; start a new WeightedMean")
+        if self._last is not None and update.key <= self._last:
+            if update.key == self._last:
+                raise AggregationError(
+                    f"participant {update.participant} sent two results for dataset {update.dataset_id!r}",
+                    update.participant,
+                )
+            raise AggregationError(
+                f"updates must be added in canonical order: {update.key} after {self._last}", update.participant
+            )
+        check_update(self.global_state, update)
+        weight = update.mean_weight
+        exact = update.weight is None and update.n_samples <= MAX_EXACT_SAMPLES
+        for name, acc in self._acc.items():
+            # widen into a reused buffer first: torch's mixed float32 + float64 add is not vectorized
+            wide = self._scratch[: acc.numel()].view(acc.shape)
+            wide.copy_(update.state[name].detach())
+            if exact:
+                acc.add_(wide, alpha=update.n_samples)  # n * w is exact, so fused or not, the same bits
+            else:  # an inexact product (a large count, a wrapper's weight): round it on its own, as a
+                acc.add_(wide.mul_(weight))  # separate multiply, so every CPU gets the same bits
+        self._weights.append(weight)
+        self.count += 1
+        self._last = update.key
+
+    @property
+    def total(self) -> float:
+        """The sum of the weights added so far (correctly rounded; exact for sample counts)."""
+        return math.fsum(self._weights)
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The float64 mean (the accumulators, divided in place; the object is spent)."""
+        if self._acc is None:
+            raise AggregationError("the mean was already taken")
+        if not self.count:
+            raise AggregationError("no updates to aggregate")
+        total = self.total
+        if not total > 0:
+            raise AggregationError("the updates' weights sum to zero")
+        out = {name: acc.div_(total) for name, acc in self._acc.items()}
+        self._acc = self._scratch = None
+        return out
 
 
 def weighted_mean(
     global_state: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]
 ) -> dict[str, torch.Tensor]:
-    """Sample-weighted mean of the updates, float64, canonical order."""
+    """Sample-weighted mean of the updates, float64, canonical order (see :class:`WeightedMean`)."""
     if not updates:
         raise AggregationError("no updates to aggregate")
-    ordered = canonical_order(updates)
-    for u in ordered:
-        check_update(global_state, u)
-    total = sum(u.n_samples for u in ordered)
-    out: dict[str, torch.Tensor] = {}
-    for name in sorted(global_state):
-        acc = torch.zeros(global_state[name].shape, dtype=torch.float64)
-        for u in ordered:
-            acc += u.state[name].detach().to(torch.float64) * float(u.n_samples)
-        out[name] = acc / float(total)
-    return out
+    mean = WeightedMean(global_state)
+    for u in canonical_order(updates):
+        mean.add(u)
+    return mean.result()
 
 
 def check_round(server_round: Any) -> int:
@@ -205,6 +321,8 @@ class Strategy(ABC):
         if isinstance(min_participants, bool) or not isinstance(min_participants, int) or min_participants < 1:
             raise ConfigError(f"min_participants must be a positive integer, got {min_participants!r}")
         self.min_participants = min_participants
+        #: What the defences did to each update in the last ``aggregate_train`` (canonical order).
+        self.last_decisions: list[Decision] = []
 
     @classmethod
     def from_spec(cls, spec: StrategySpec, *, min_participants: int = 1) -> "Strategy":
@@ -303,6 +421,15 @@ class StrategyWrapper(Strategy):
 
     def contribution_scores(self, updates):
         return self.inner.contribution_scores(updates)
+
+    @property
+    def last_decisions(self) -> list[Decision]:  # type: ignore[override]
+        """The wrapper's own decisions of the last round, then the inner strategy's."""
+        return [*self._own_decisions, *self.inner.last_decisions]
+
+    @last_decisions.setter
+    def last_decisions(self, value: list[Decision]) -> None:
+        self._own_decisions = list(value)
 
     def skip_to(self, server_round):
         self.inner.skip_to(server_round)

@@ -5,7 +5,9 @@ sample-weighted mean of the participants' models.
 It also carries what every strategy here shares: the round and config
 checks of the configure verbs, the participant quorum, and the
 sample-weighted evaluation mean. Server-side variants override
-``_server_update`` (the step from the float64 mean to the new weights)."""
+``_server_update`` (the step from the float64 mean to the new weights);
+robust rules override ``_aggregate`` (the whole step from the updates to the
+new weights)."""
 
 from __future__ import annotations
 
@@ -73,9 +75,18 @@ class FedAvg(Strategy):
                 f"round {server_round}: {len(participants)} participant(s) sent updates, "
                 f"at least {self.min_participants} are needed"
             )
-        mean = weighted_mean(arrays, updates)
-        new = self._server_update(server_round, arrays, mean)
+        self.last_decisions = []
+        new = self._aggregate(server_round, arrays, updates)
         return {k: new[k].to(torch.float32).contiguous() for k in arrays}
+
+    def _aggregate(
+        self, server_round: int, arrays: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]
+    ) -> dict[str, torch.Tensor]:
+        """The new global weights (float64): the weighted mean, then the server step.
+
+        Robust rules override this (and may fill ``last_decisions``); the checks and
+        the final cast to float32 stay in :meth:`aggregate_train`."""
+        return self._server_update(server_round, arrays, weighted_mean(arrays, updates))
 
     def _server_update(
         self, server_round: int, arrays: Mapping[str, torch.Tensor], mean: dict[str, torch.Tensor]

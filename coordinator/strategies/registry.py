@@ -7,18 +7,24 @@ the names the plan validator accepts (``fedchain.plan.STRATEGIES``).
 from __future__ import annotations
 
 from fedchain.errors import ConfigError
-from fedchain.plan import StrategySpec
+from fedchain.plan import Robust, StrategySpec, TrainingPlan
 
 from fedchain.coordinator.strategies.base import Strategy
 from fedchain.coordinator.strategies.fedadam import FedAdam
 from fedchain.coordinator.strategies.fedavg import FedAvg
 from fedchain.coordinator.strategies.fedprox import FedProx
 from fedchain.coordinator.strategies.fedyogi import FedYogi
+from fedchain.coordinator.strategies.foolsgold import FoolsGold
+from fedchain.coordinator.strategies.krum import Krum, MultiKrum
+from fedchain.coordinator.strategies.median import FedMedian
+from fedchain.coordinator.strategies.normbound import NormBound
+from fedchain.coordinator.strategies.trimmedmean import FedTrimmedMean
+from fedchain.coordinator.strategies.weightcap import WeightCap
 
-__all__ = ["STRATEGY_CLASSES", "known_strategies", "from_spec"]
+__all__ = ["STRATEGY_CLASSES", "known_strategies", "from_spec", "wrap_robust", "for_plan"]
 
 STRATEGY_CLASSES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (FedAvg, FedProx, FedAdam, FedYogi)
+    cls.name: cls for cls in (FedAvg, FedProx, FedAdam, FedYogi, FedMedian, FedTrimmedMean, Krum, MultiKrum)
 }
 
 
@@ -34,3 +40,20 @@ def from_spec(spec: StrategySpec, *, min_participants: int = 1) -> Strategy:
             f"unknown strategy {getattr(spec, 'name', spec)!r} (known: {', '.join(STRATEGY_CLASSES)})"
         )
     return cls.from_spec(spec, min_participants=min_participants)
+
+
+def wrap_robust(strategy: Strategy, robust: Robust) -> Strategy:
+    """``strategy`` inside the plan's defences; the updates meet them in this order:
+    norm bound, FoolsGold, weight cap, then the strategy."""
+    if robust.max_weight_share is not None:
+        strategy = WeightCap(strategy, max_share=robust.max_weight_share)
+    if robust.foolsgold:
+        strategy = FoolsGold(strategy)
+    if robust.norm_bound is not None:
+        strategy = NormBound(strategy, bound=robust.norm_bound)
+    return strategy
+
+
+def for_plan(plan: TrainingPlan) -> Strategy:
+    """The strategy a plan asks for, inside its ``[robust]`` defences (fresh server state)."""
+    return wrap_robust(from_spec(plan.strategy, min_participants=plan.min_participants), plan.robust)

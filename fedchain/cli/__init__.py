@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from fedchain.cli import audit, governance, infra, plan, roles
+from fedchain.cli import audit, console as console_cli, governance, infra, models, plan, roles, simulate, stats
 from fedchain.cli.common import console, err_console
 from fedchain.errors import FedchainError
 
@@ -35,6 +35,10 @@ def _register() -> None:
     roles.register(app)
     audit.register(app)
     plan.register(app)
+    console_cli.register(app)
+    stats.register(app)
+    models.register(app)
+    simulate.register(app)
 
 
 _register()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,6 +10,7 @@ import typer
 from rich.console import Console
 
 from fedchain import identity as ident
+from fedchain.config import read_password
 from fedchain.contracts.bindings import Chain, Deployment
 from fedchain.errors import ConfigError
 from fedchain.ipfs import open_store
@@ -45,11 +45,8 @@ def load_identity_from_options(identity: Optional[Path], dev: Optional[int]):
 
     if identity is not None and dev is not None:
         raise ConfigError("give either --identity or --dev, not both")
-    if identity is not None:
-        password = os.environ.get("FEDCHAIN_PASSWORD")
-        if password is None:
-            password = typer.prompt(f"password for {identity}", hide_input=True)
-        return ident.load_identity(identity, password)
+    if identity is not None:  # $FEDCHAIN_PASSWORD, else a prompt on a terminal (never without one)
+        return ident.load_identity(identity, read_password(str(identity)))
     if dev is not None:
         err_console.print(f"[yellow]DEV ONLY:[/] acting as well-known dev account {dev}")
         return ident.dev_identity(dev)

@@ -30,8 +30,10 @@ from fedchain.cli.common import console
 from fedchain.cli.simulation import Simulation
 from fedchain.contracts.bindings import Policy, Vote
 from fedchain.coordinator.audit import export_trail
+from fedchain.coordinator.audit.anchor import check_offline
 from fedchain.coordinator.audit.history import History
 from fedchain.coordinator.audit.replay import Replayer
+from fedchain.coordinator.audit.plans import plans_from_documents
 from fedchain.coordinator.audit.report import render_report, write_report
 from fedchain.coordinator.audit.trail import read_trail
 from fedchain.errors import ConfigError, FedchainError
@@ -65,6 +67,7 @@ class DemoResult:
     federated_accuracy: float = 0.0
     excluded: list[str] = field(default_factory=list)
     proposal_id: int = 0
+    checkpoint: tuple[int, str] = (0, "")  # the last block the trail covers and its hash
     governance_gas: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -167,9 +170,12 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     result.pooled_accuracy = train_pooled(plan, participating, sim.data.test)["accuracy"]
     result.federated_accuracy = result.rounds[-1].test_accuracy
     fed = sim.fed()
-    export_trail(fed, sim.store, run_dir / "trail.jsonl")
+    end = sim.chain.block_number
+    (run_dir / "trail.jsonl").unlink(missing_ok=True)  # a fresh chain: never append to an earlier run's trail
+    export_trail(fed, sim.store, run_dir / "trail.jsonl", to_block=end)
+    result.checkpoint = (end, sim.chain.block_hash(end))
     if report:
-        _write_report(run_dir, sim.store, fed, sim.auditor, say)
+        _write_report(run_dir, sim.store, result.checkpoint[1], sim.auditor, say)
     result.seconds = time.perf_counter() - t0
     _write_summary(result, prop.plan_cid)
     if not quiet:
@@ -177,21 +183,24 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     return result
 
 
-def _write_report(run_dir: Path, store, fed, auditor, say) -> None:
-    """Replay the run from its exported trail and write report.html with the verdicts."""
+def _write_report(run_dir: Path, store, checkpoint: str, auditor, say) -> None:
+    """Replay the run from its exported trail (anchored to the last block's hash) and write report.html."""
     trail = read_trail(run_dir / "trail.jsonl")
     history = History(trail.events, trail.header.get("params"))
-    verdicts = Replayer(history, store, auditor, chain_id=trail.chain_id,
-                        rounds_address=trail.addresses["Rounds"]).run()
-    write_report(run_dir / "report.html", render_report(history, verdicts, title="fedchain demo: audit report"))
+    verdicts = Replayer(history, store, auditor, chain_id=trail.chain_id, rounds_address=trail.addresses["Rounds"],
+                        documents=trail.documents, anchor=check_offline(trail, checkpoint)).run()
+    write_report(run_dir / "report.html", render_report(history, verdicts, title="fedchain demo: audit report",
+                                                        plans=plans_from_documents(history, trail.documents)))
     n_ok = sum(1 for v in verdicts.rounds if v.ok)
-    say(f"audit replay: {n_ok}/{len(verdicts.rounds)} rounds VERIFIED — report in [cyan]{run_dir / 'report.html'}[/]")
+    say(f"audit replay: {n_ok}/{len(verdicts.rounds)} rounds VERIFIED, trail {verdicts.anchor.status} — "
+        f"report in [cyan]{run_dir / 'report.html'}[/]")
 
 
 def _write_summary(result: DemoResult, plan_cid: str) -> None:
     summary = {
         "proposal": result.proposal_id,
         "plan_cid": plan_cid,
+        "checkpoint": {"block": result.checkpoint[0], "hash": result.checkpoint[1]},
         "excluded": result.excluded,
         "pooled_test_accuracy": result.pooled_accuracy,
         "federated_test_accuracy": result.federated_accuracy,
@@ -232,4 +241,6 @@ def _print_summary(result: DemoResult, names, members) -> None:
     )
     console.print(f"done in {result.seconds:.1f} s — artifacts in [cyan]{result.run_dir}[/] "
                   f"(summary.json, trail.jsonl, report.html, store/)")
-    console.print(f"verify it yourself: fedchain audit replay --trail {result.run_dir / 'trail.jsonl'}")
+    console.print(f"the chain ended at block {result.checkpoint[0]}, hash {result.checkpoint[1]}")
+    console.print(f"verify it yourself: fedchain audit replay --trail {result.run_dir / 'trail.jsonl'} "
+                  f"--checkpoint {result.checkpoint[1]}")

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -393,6 +394,9 @@ def ipfs_up(home: HomeOpt = None) -> None:
         return
     daemon = JsIpfsDaemon(repo=home / "ipfs-repo", log_file=home / "ipfs.log", detached=True)
     daemon.start()
+    if not cfg.store.startswith("local:") and cfg.store != daemon.api_addr:
+        err_console.print(f"[yellow]the daemon's API is now {daemon.api_addr}, not {escape(cfg.store)} (that port "
+                          "was taken): restart running nodes and coordinators so they use it[/]")
     cfg.processes["ipfs"] = daemon.pid
     cfg.store = daemon.api_addr
     cfg.save(home)
@@ -401,8 +405,17 @@ def ipfs_up(home: HomeOpt = None) -> None:
 
 @ipfs_app.command("down")
 @friendly
-def ipfs_down(home: HomeOpt = None) -> None:
-    """Stop the local js-ipfs daemon and switch the store back to the embedded one."""
+def ipfs_down(
+    home: HomeOpt = None,
+    embedded: Annotated[bool, typer.Option(
+        "--switch-to-embedded", help="Also point the network's store back at the embedded one (HOME/store).")] = False,
+) -> None:
+    """Stop the local js-ipfs daemon; its repo and address stay for the next 'ipfs up'.
+
+    Running nodes and coordinators wait for the daemon to come back
+    (their \\[retry] horizon). With --switch-to-embedded the network's store
+    becomes the embedded one instead (content pinned in the daemon is not there).
+    """
 
     home = resolve_home(home).resolve()
     cfg = NetworkConfig.load(home)
@@ -412,7 +425,9 @@ def ipfs_down(home: HomeOpt = None) -> None:
     else:
         stop_pid(pid, sig=signal.SIGTERM)
         console.print(f"stopped js-ipfs (pid {pid}); its repo stays in {home / 'ipfs-repo'}")
-    cfg.store = f"local:{home / 'store'}"
+    if embedded:
+        cfg.store = f"local:{home / 'store'}"
+        console.print(f"the network's store is now the embedded one: {cfg.store}")
     cfg.save(home)
 
 
@@ -431,10 +446,18 @@ def identity_create(
 
     if path.exists():
         raise ConfigError(f"{path} exists; refusing to overwrite an identity")
-    password = os.environ.get("FEDCHAIN_PASSWORD") or typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    password = os.environ.get("FEDCHAIN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():  # getpass would warn and read the password from a pipe
+            raise ConfigError(f"no password for {path}: set $FEDCHAIN_PASSWORD (there is no terminal to ask on)")
+        password = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
     ident = create_identity(path, name, password)
     console.print(f"created {path}: {escape(ident.name)} {ident.address}")
     console.print(f"  x25519 public key 0x{ident.x25519_public.hex()}")
+    console.print(f"  for a founders file: fedchain identity founders {escape(str(path))} … > founders.json",
+                  highlight=False, soft_wrap=True)
+    console.print(f"  as an auditor, in a plan: {escape(_auditor_line(ident.x25519_public.hex()))}", highlight=False,
+                  soft_wrap=True)
 
 
 @identity_app.command("show")
@@ -459,3 +482,90 @@ def identity_show(
     else:
         for k, v in pub.items():
             console.print(f"{k:<8} {escape(str(v))}")
+        console.print(f"{'plan':<8} {escape(_auditor_line(pub['x25519']))}   "
+                      "[dim]# in a plan: lets this identity audit (replay) its rounds[/]", highlight=False,
+                      soft_wrap=True)
+
+
+def _auditor_line(x25519_hex: str) -> str:
+    """The plan line naming this key as an auditor (any identity's X25519 key can audit; no membership needed)."""
+    return f'auditors = ["0x{x25519_hex.lower().removeprefix("0x")}"]'
+
+
+MAX_PUBLIC_FILE_BYTES = 64 << 10  # a keystore or an 'identity show --json' output is well under 1 kB
+MAX_MEMBER_NAME_BYTES = 64  # Consortium.MAX_NAME_BYTES
+
+
+class FoundersError(ConfigError):
+    """A founders input is not a keystore or a public identity, or the founders clash."""
+
+
+def _public_entries(path: Path) -> list[dict[str, Any]]:
+    """The public identities in ``path``: a keystore, an 'identity show --json' output, or a list of those."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_PUBLIC_FILE_BYTES + 1)
+    except OSError as exc:
+        raise FoundersError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_PUBLIC_FILE_BYTES:
+        raise FoundersError(f"{path}: larger than {MAX_PUBLIC_FILE_BYTES} bytes; not a keystore or public identity")
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise FoundersError(f"{path}: not JSON (expected a keystore or 'fedchain identity show --json' output)") from None
+    if isinstance(doc, dict) and "fedchain_identity" in doc:
+        return [read_public(path)]
+    entries = doc if isinstance(doc, list) else [doc]
+    for e in entries:
+        if not isinstance(e, dict) or not {"name", "address", "x25519"} <= set(e):
+            raise FoundersError(f"{path}: expected a keystore or {{name, address, x25519}} "
+                                "(as printed by 'fedchain identity show --json')")
+    return entries
+
+
+def _founder(entry: dict[str, Any], source: Path, allow_dev: bool) -> dict[str, str]:
+    name, address, key = entry.get("name"), entry.get("address"), entry.get("x25519")
+    if not isinstance(name, str) or not name.strip() or len(name.encode()) > MAX_MEMBER_NAME_BYTES:
+        raise FoundersError(f"{source}: a member name is 1 to {MAX_MEMBER_NAME_BYTES} bytes, not {name!r}")
+    if not isinstance(address, str) or not is_address(address):
+        raise FoundersError(f"{source} ({name}): not an address: {address!r}")
+    try:
+        raw_key = bytes.fromhex(str(key).removeprefix("0x"))
+    except ValueError:
+        raw_key = b""
+    if len(raw_key) != 32:
+        raise FoundersError(f"{source} ({name}): an X25519 public key is 0x and 64 hex digits, not {key!r}")
+    if str(entry.get("dev_only", "")).lower() in ("true", "1") and not allow_dev:
+        raise FoundersError(f"{source} ({name}) is a DEV ONLY identity whose private keys are public; "
+                            "it cannot found a real consortium (--allow-dev for a local experiment)")
+    return {"name": name, "address": to_checksum_address(address), "x25519": "0x" + raw_key.hex()}
+
+
+@identity_app.command("founders")
+@friendly
+def identity_founders(
+    files: Annotated[list[Path], typer.Argument(help="Keystores (public part read, no password) or "
+                                                     "'fedchain identity show --json' outputs, one per founder.")],
+    allow_dev: Annotated[bool, typer.Option("--allow-dev", help="DEV ONLY: accept public dev identities.")] = False,
+) -> None:
+    """Print a founders file (JSON) for 'fedchain chain up --founders' from the founders' public identities.
+
+    Example: fedchain identity founders keys/*.json > founders.json
+    """
+    founders: list[dict[str, str]] = []
+    seen_address: dict[str, Path] = {}
+    seen_key: dict[str, Path] = {}
+    for path in files:
+        for entry in _public_entries(path):
+            f = _founder(entry, path, allow_dev)
+            if f["address"] in seen_address:
+                raise FoundersError(f"{f['address']} ({f['name']}) appears twice: in {seen_address[f['address']]} "
+                                    f"and {path}")
+            if f["x25519"] in seen_key:
+                raise FoundersError(f"{path} ({f['name']}) has the same X25519 key as {seen_key[f['x25519']]}: "
+                                    "every member needs its own key")
+            seen_address[f["address"]], seen_key[f["x25519"]] = path, path
+            founders.append(f)
+    typer.echo(json.dumps(founders, indent=2))
+    err_console.print(f"{len(founders)} founder(s); start the chain with 'fedchain chain up --founders FILE "
+                      "--coordinator ADDRESS'", highlight=False, soft_wrap=True)

@@ -13,32 +13,48 @@ that may import ``node`` and ``coordinator`` side by side).
 Identities (DEV ONLY, public keys): hospital ``i`` is dev account ``i``, the
 coordinator is dev account ``n``, the auditor ``n + 1``; accounts beyond anvil's
 ten are derived from the same mnemonic and funded before use.
+
+Large consortia: the contract takes at most ``MAX_FOUNDERS`` founding members, so
+hospitals beyond the first ``MAX_FOUNDERS - 1`` (the coordinator is a founder too)
+are admitted afterwards the way any member is: an admission motion, voted by
+enough members to pass the consortium's quorum and approval threshold, finalized
+after its voting period (motions are batched so each batch fits in one period).
+Plans get a round deadline long enough for every hospital's commitment (one block
+each on a chain that mines per transaction).
+
+Scale: 100 hospitals x 5 rounds of the demo model run on a 2-core machine
+(``fedchain simulate --hospitals 100``); everything is one process, so the chain,
+the store and training share it.
 """
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from fedchain.contracts.bindings import Chain, Deployment, Fedchain, FounderSpec, Policy, Vote
 from fedchain.coordinator.runner import Coordinator, RoundResult
 from fedchain.errors import FedchainError
-from fedchain.identity import Identity, dev_identity
+from fedchain.identity import Identity, dev_identity, require_chain_allows
 from fedchain.ipfs.local import LocalStore
 from fedchain.ipfs.store import ContentStore
 from fedchain.node.dataset import TabularData, load_dataset
-from fedchain.node.runner import HospitalNode
+from fedchain.node.runner import HospitalNode, RoundOutcome, TrainingJob
 from fedchain.plan import TrainingPlan
 from fedchain.sample_data import DemoData, make_demo_data
 from fedchain.schema import DatasetSchema, load_schema
-from fedchain.usecases import datasets, proposals
+from fedchain.usecases import datasets, members as motions, proposals
 
 #: Extra blocks in the voting period beyond one per voter (a chain that mines a
 #: block per transaction would otherwise end the vote before the last voter).
 VOTING_MARGIN_BLOCKS = 3
 #: DEV: what an identity beyond the chain's prefunded accounts is given for gas (100 ETH).
 FUNDING_WEI = 100 * 10**18
+#: ``Consortium.MAX_FOUNDERS``: founding members the contract accepts (a test keeps them equal).
+MAX_FOUNDERS = 64
 
 
 @dataclass
@@ -87,20 +103,22 @@ class Simulation:
         """Deploy a consortium of ``hospitals`` members plus its coordinator on ``chain_url``."""
         if hospitals < 1:
             raise FedchainError("a simulation needs at least one hospital")
+        chain = Chain.connect(chain_url)
+        ops = dev_identity(hospitals, name="consortium-ops")
+        require_chain_allows(ops, chain.chain_id)  # DEV ONLY keys act on dev chains only
         root.mkdir(parents=True, exist_ok=True)
         data = make_demo_data(root / "data", n_hospitals=hospitals, seed=seed)
         members = [dev_identity(i, name=h.name) for i, h in enumerate(data.hospitals)]
-        ops = dev_identity(hospitals, name="consortium-ops")
         auditor = dev_identity(hospitals + 1, name="auditor")
-        chain = Chain.connect(chain_url)
         funded = {a.address for a in chain.dev_accounts}
         for ident in members + [ops]:
             if ident.address not in funded:  # DEV: accounts beyond the ten the chain prefunds
                 chain.fund(ident.address, FUNDING_WEI)
         voters = len(members) + 1
+        founders = members[: MAX_FOUNDERS - 1] + [ops]
         deployment = chain.deploy(
             chain.dev_accounts[0],
-            founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in members + [ops]],
+            founders=[FounderSpec(m.name, m.address, m.x25519_public) for m in founders],
             coordinator=ops.address,
             voting_period_blocks=voting_period_blocks or voters + VOTING_MARGIN_BLOCKS,
             quorum_bps=quorum_bps,
@@ -110,10 +128,42 @@ class Simulation:
             store = LocalStore(root / "store", fsync=fsync)
         sim = cls(root=root, chain=chain, store=store, data=data, members=members, ops=ops, auditor=auditor,
                   deployment=deployment)
+        sim.admit(members[MAX_FOUNDERS - 1 :], voters=founders)
         for h in data.hospitals:
             sim.schemas[h.name] = load_schema(h.schema_path)
             sim.datasets[h.name] = load_dataset(h.csv_path, sim.schemas[h.name])
         return sim
+
+    def admit(self, newcomers: list[Identity], *, voters: list[Identity]) -> None:
+        """Admit ``newcomers`` as members by motion: proposed and voted YES by ``voters`` (members).
+
+        Each motion gets the YES votes its quorum and approval threshold need;
+        motions go in batches whose votes fit in one voting period, then the
+        chain is mined past their deadlines and they are finalized.
+        """
+        if not newcomers:
+            return
+        rules = self.fed().consortium.voting_params()
+        pending = list(newcomers)
+        while pending:
+            eligible = self.fed().consortium.member_count()
+            need = max(1, math.ceil(eligible * rules.quorum_bps / 10_000))
+            if need > len(voters):
+                raise FedchainError(f"{len(voters)} voters cannot reach a quorum of {need} members")
+            size = max(1, rules.voting_period_blocks // need)  # every vote of the batch lands before its deadline
+            batch, pending = pending[:size], pending[size:]
+            ids = [motions.propose_admit(self.fed(voters[0]), m.name, m.address, m.x25519_public).value
+                   for m in batch]
+            for motion_id in ids:
+                for v in voters[:need]:
+                    self.gas.setdefault("vote motion", motions.vote(self.fed(v), motion_id, True).gas_used)
+            last = self.fed().consortium.motion(ids[-1]).deadline
+            self.chain.mine(max(0, last - self.chain.block_number + 1))
+            for motion_id in ids:
+                motions.finalize(self.fed(voters[0]), motion_id)
+        missing = [m.name for m in newcomers if not self.fed().consortium.is_member(m.address)]
+        if missing:
+            raise FedchainError(f"admission motions did not pass for {', '.join(missing)}")
 
     @property
     def names(self) -> list[str]:
@@ -136,8 +186,15 @@ class Simulation:
             )
             self.gas[f"register {h.name}"] = done.tx.gas_used
 
+    @property
+    def round_blocks(self) -> int:
+        """Blocks a round must stay open for every hospital to commit (one block per transaction)."""
+        return len(self.members) + 2 * VOTING_MARGIN_BLOCKS
+
     def plan(self, base: TrainingPlan, **changes: Any) -> TrainingPlan:
-        """``base`` with this consortium's auditor named (and ``changes`` applied)."""
+        """``base`` with this consortium's auditor named, a round deadline long enough for every
+        hospital (:attr:`round_blocks`, unless ``changes`` sets one) and ``changes`` applied."""
+        changes.setdefault("round_deadline_blocks", max(base.round_deadline_blocks, self.round_blocks))
         return base.with_changes(auditors=["0x" + self.auditor.x25519_public.hex()], **changes)
 
     def approve(
@@ -177,18 +234,36 @@ class Simulation:
 
     def run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
                   *, progress=None) -> SimRound:
-        """Open, let every node train and commit (or refuse), close, evaluate, record the metric."""
+        """Open, let every node train and commit (or refuse), close, evaluate, record the metric.
+
+        Nodes commit in their order, but training overlaps the chain: while one node seals, pins
+        and commits on this thread, the next one trains on a worker thread (training touches
+        neither the chain nor the store, and is deterministic on any thread).
+        """
         gas = coordinator.open_round(proposal_id, round_).gas_used
         refused, committed = {}, []
-        for n in nodes:
-            if progress is not None:
-                progress(f"round {round_}: {n.dataset_name} training")
-            outcome = n.train_and_commit(proposal_id, round_)
-            if outcome.committed:
-                gas += outcome.gas_used
-                committed.append(n.dataset_name)
-            else:
-                refused[n.dataset_name] = outcome.reason
+
+        def finish(node: HospitalNode, job: TrainingJob, training: Future) -> None:
+            nonlocal gas
+            outcome = node.commit(job, training.result())
+            gas += outcome.gas_used
+            committed.append(node.dataset_name)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-train") as trainer:
+            pending = None
+            for n in nodes:
+                if progress is not None:
+                    progress(f"round {round_}: {n.dataset_name} training")
+                job = n.prepare(proposal_id, round_)
+                if isinstance(job, RoundOutcome):
+                    refused[n.dataset_name] = job.reason
+                    continue
+                training = trainer.submit(job.train)
+                if pending is not None:
+                    finish(*pending)
+                pending = (n, job, training)
+            if pending is not None:
+                finish(*pending)
         info = self.fed().rounds.round_info(proposal_id, round_)
         if info.committed < len(self.fed().proposals.proposal(proposal_id).targets):
             # The chain lets a round close early only once every target committed: DEV, mine to the deadline.

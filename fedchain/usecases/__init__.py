@@ -12,16 +12,20 @@ tests call these; none of them repeats the steps.
 * :mod:`~fedchain.usecases.members` — membership motions;
 * :mod:`~fedchain.usecases.admission` — ``check`` whether a dataset may be used
   for a proposal, and if not the rule that refuses it;
-* :mod:`~fedchain.usecases.refusals` — the stable refusal codes and their one wording.
+* :mod:`~fedchain.usecases.refusals` — the stable refusal codes and their one wording;
+* :mod:`~fedchain.usecases.preflight` — ``ask`` the contracts whether they would accept
+  an action now (a dry run of the use case itself: nothing is signed or sent).
+* :mod:`~fedchain.usecases.models` — the trained models: every closed round's
+  aggregate (``closed_models``, ``select``) and fetching one verified (``pull_to_file``).
 
 The hospital node's and the coordinator's own use cases (train-seal-pin-commit an
 update; collect-verify-aggregate-close a round) live with those roles, on top of
 this layer (:mod:`fedchain.node.commit`, :mod:`fedchain.coordinator.runner`).
 """
 
-from fedchain.usecases import admission, datasets, members, proposals, refusals
+from fedchain.usecases import admission, datasets, members, models, preflight, proposals, refusals
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused, phrase, sentence
 
-__all__ = ["AdmissionCheck", "Refused", "admission", "datasets", "members", "phrase", "proposals", "refusals",
-           "sentence"]
+__all__ = ["AdmissionCheck", "Refused", "admission", "datasets", "members", "models", "phrase", "preflight", "proposals",
+           "refusals", "sentence"]

@@ -132,6 +132,10 @@ class Governance(Protocol):
     @property
     def deployment(self) -> Deployment: ...
 
+    def dry_run(self) -> "Governance":
+        """The same deployment and signer where sending only simulates (see :mod:`~fedchain.usecases.preflight`)."""
+        ...
+
 
 __all__ = [
     "Admission", "Consortium", "Governance", "MotionKind", "MotionState", "Policy", "ProposalInfo",

@@ -1,0 +1,114 @@
+"""The coordinator's discretion, made visible to replay.
+
+The contract lets the coordinator close a round as soon as ``min_participants``
+committed, fail it after the deadline whatever came in, and record any global
+metric; it checks a dataset's policy only at commitment. Before, replay saw none
+of this: a coordinator could close early to shut out a hospital still training,
+fail a round that had enough valid updates, publish a flattering metric, or
+aggregate an update whose dataset's owner revoked it before the close -- and
+every round verified. Now each is a DISCREPANCY naming it, and the honest
+coordinator rejects a withdrawn dataset's update (``NOT_ADMITTED``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from adversary import LyingCoordinator, make_world
+from fedchain.coordinator.audit.replay import DISCREPANCY, FAILED, VERIFIED
+from fedchain.usecases import datasets
+from fedchain.validation import Reason
+
+ALL = (0, 1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = make_world(tmp_path_factory.mktemp("coord-discretion"), rounds=1)  # 4 hospitals, 3 needed
+    w.open(1)
+    w.commit_honest(1, (0, 1, 2))
+    w.save("three in")  # round 1 open, hospital-d (admitted) not committed yet
+    w.commit_honest(1, (3,))
+    w.save("all in")
+    return w
+
+
+def deadline(world) -> int:
+    return world.fed.rounds.round_info(world.pid, 1).deadline
+
+
+def test_closing_early_while_an_admitted_hospital_is_still_training_is_named(world):
+    world.restore("three in")  # hospital-d's policy admits the proposal; it has not committed yet
+    assert world.coord.close_round(world.pid, 1).closed
+    v = world.verdict(1)
+    assert v.status == DISCREPANCY
+    assert (f"before the deadline (block {deadline(world)}), while dataset {world.sim.names[3]}, whose policy admitted "
+            "the proposal, had not committed") in "\n".join(v.problems)
+
+
+def test_closing_at_the_deadline_without_a_hospital_is_fine(world):
+    world.restore("three in")
+    world.sim.chain.mine(deadline(world) - world.sim.chain.block_number + 1)
+    assert world.coord.close_round(world.pid, 1).closed
+    assert world.verdict(1).status == VERIFIED
+
+
+def test_failing_a_round_that_had_enough_valid_updates_is_named(world):
+    world.restore("three in")
+    world.sim.chain.mine(deadline(world) - world.sim.chain.block_number + 1)
+    world.coord.fail_round(world.pid, 1)  # the contract lets the coordinator fail any round after its deadline
+    v = world.verdict(1)
+    assert v.outcome == FAILED and v.status == DISCREPANCY
+    assert "although 3 committed update(s) verify (the plan needs 3)" in "\n".join(v.problems)
+
+
+def test_a_global_metric_that_is_not_the_evaluations_mean_is_named(world):
+    world.restore("all in")
+    assert world.coord.close_round(world.pid, 1).closed
+    world.evaluate(1, ALL)
+    flattering = 999_000
+    world.sim.fed(world.sim.ops).rounds.record_global_metric(world.pid, 1, flattering)
+    v = world.verdict(1)
+    assert v.status == DISCREPANCY
+    assert f"global metric recorded as {flattering} ppm, but the 4 evaluation(s) submitted before it give" in \
+        "\n".join(v.problems)
+
+
+def test_the_recorded_metric_of_an_honest_coordinator_verifies(world):
+    world.restore("all in")
+    assert world.coord.close_round(world.pid, 1).closed
+    world.evaluate(1, (0, 1))
+    world.coord.record_metric(world.pid, 1)
+    world.evaluate(1, (2, 3))  # evaluations after the record do not count for it
+    assert world.verdict(1).status == VERIFIED
+
+
+def test_a_metric_recorded_before_any_evaluation_is_named(world):
+    world.restore("all in")
+    assert world.coord.close_round(world.pid, 1).closed
+    world.sim.fed(world.sim.ops).rounds.record_global_metric(world.pid, 1, 900_000)
+    assert "was recorded before any evaluation was submitted" in "\n".join(world.verdict(1).problems)
+
+
+def _revoke_after_commit(world):
+    datasets.revoke(world.sim.fed(world.member(3)), world.sim.names[3])  # the owner withdraws its dataset
+
+
+def test_an_update_whose_dataset_was_revoked_before_the_close_is_rejected(world):
+    world.restore("all in")
+    _revoke_after_commit(world)
+    res = world.coord.close_round(world.pid, 1)
+    assert res.closed and res.rejected[world.address(3)].code == Reason.NOT_ADMITTED
+    assert "revoked" in res.rejected[world.address(3)].detail
+    assert world.verdict(1).status == VERIFIED
+
+
+def test_aggregating_an_update_whose_dataset_was_revoked_before_the_close_is_named(world):
+    world.restore("all in", LyingCoordinator, skip_policy=True)
+    _revoke_after_commit(world)
+    res = world.coord.close_round(world.pid, 1)
+    assert res.closed and world.address(3) in res.participants
+    v = world.verdict(1)
+    assert v.status == DISCREPANCY
+    assert f"update of {world.address(3).lower()}" in "\n".join(v.problems)
+    assert "was included but fails verification: NOT_ADMITTED" in "\n".join(v.problems)

@@ -1,0 +1,111 @@
+"""The in-process consortium at scale and ``fedchain simulate``: members beyond the founders are
+admitted by motion, plans give every hospital time to commit, and the command runs rounds for real
+and refuses what it cannot run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import fedchain.cli.simulation as simulation
+from fedchain.cli import main
+from fedchain.cli.simulate import run_simulation
+from fedchain.cli.simulation import Simulation
+from fedchain.contracts.bindings import Chain, FounderSpec
+from fedchain.identity import dev_identity
+from fedchain.plan import MAX_DATASETS
+from fedchain.sample_data import demo_plan
+
+
+def test_founder_limit_is_the_contracts():
+    chain = Chain.connect("eth-tester://")
+    ident = dev_identity(0, name="one")
+    dep = chain.deploy(chain.dev_accounts[0], founders=[FounderSpec("one", ident.address, ident.x25519_public)],
+                       coordinator=ident.address)
+    fed = chain.attach(dep)
+    assert int(fed.consortium.call("MAX_FOUNDERS")) == simulation.MAX_FOUNDERS
+
+
+def test_members_beyond_the_founder_limit_are_admitted_by_motion(tmp_path, monkeypatch):
+    # A founder limit of 3 (2 hospitals + the coordinator): hospitals 3 and 4 join by motion,
+    # voted by enough founders for the quorum, and then train like the others.
+    monkeypatch.setattr(simulation, "MAX_FOUNDERS", 3)
+    sim = Simulation.create(tmp_path, hospitals=4, seed=3, fsync=False)
+    fed = sim.fed()
+    assert [m.address for m in fed.consortium.members()] == [m.address for m in sim.members[:2]] + [
+        sim.ops.address] + [m.address for m in sim.members[2:]]
+    rm = fed.read_model()
+    admitted = [mo for mo in rm.motions.values() if mo.final_state == "Approved"]
+    assert sorted(mo.target for mo in admitted) == sorted(m.address.lower() for m in sim.members[2:])
+    for mo in admitted:  # each motion had the votes its quorum needed, all from earlier members
+        assert len(mo.votes) * 10_000 >= mo.eligible * 5000 and all(mo.votes.values())
+    sim.register_datasets()
+    pid = sim.approve(sim.plan(demo_plan(sim.data.hospitals, seed=3), rounds=1))
+    done = sim.run_round(pid, 1, sim.nodes(), sim.coordinator())
+    assert done.result.closed and sorted(done.committed) == sorted(sim.names)
+
+
+def test_plans_leave_every_hospital_time_to_commit(tmp_path):
+    sim = Simulation.create(tmp_path, hospitals=2, seed=3, fsync=False)
+    base = demo_plan(sim.data.hospitals, seed=3)
+    assert sim.plan(base).round_deadline_blocks == max(base.round_deadline_blocks, sim.round_blocks)
+    sim.members = sim.members * 30  # as if 60 hospitals
+    assert sim.plan(base).round_deadline_blocks == sim.round_blocks > len(sim.members)
+    assert sim.plan(base, round_deadline_blocks=7).round_deadline_blocks == 7  # a plan's explicit choice stays
+
+
+def test_simulate_command_runs_rounds_and_writes_its_summary(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["simulate", "--hospitals", "3", "--rounds", "2", "--out", str(out), "--no-fsync", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert printed == summary
+    assert summary["hospitals"] == 3 and [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert all(r["committed"] == 3 and r["refused"] == 0 and r["gas"] > 0 for r in summary["rounds"])
+    assert all(0.5 < r["validation_metric"] <= 1.0 for r in summary["rounds"])
+    assert 0.8 < summary["test_accuracy"] <= 1.0 and summary["blocks"] > 0
+
+
+def test_simulate_mlp_trains_the_model_it_names(tmp_path):
+    s = run_simulation(hospitals=2, rounds=1, out=tmp_path, model="mlp", hidden=(8, 4), local_epochs=1, fsync=False)
+    assert s.model_parameters == 30 * 8 + 8 + 8 * 4 + 4 + 4 * 2 + 2
+    assert s.rounds[0].committed == 2
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--hospitals", "1"], "--hospitals must be from 2"),
+        (["--hospitals", str(MAX_DATASETS + 1)], f"at most {MAX_DATASETS} datasets"),
+        (["--rounds", "0"], "--rounds must be at least 1"),
+        (["--model", "transformer"], "--model must be one of logreg, mlp"),
+        (["--model", "mlp", "--hidden", "8,x"], "--hidden takes comma-separated integers"),
+    ],
+)
+def test_simulate_refuses_what_it_cannot_run(tmp_path, capsys, args, words):
+    out = tmp_path / "run"
+    assert main(["simulate", "--out", str(out), *args]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert words in err
+    assert not (out / "summary.json").exists()
+
+
+@pytest.mark.anvil
+def test_simulate_on_anvil(tmp_path, anvil_node):
+    # The same consortium and rounds over JSON-RPC: the node's own simulation, signed raw transactions.
+    s = run_simulation(hospitals=2, rounds=2, chain_url=anvil_node.url, out=tmp_path, fsync=False)
+    assert s.chain == anvil_node.url
+    assert [r.committed for r in s.rounds] == [2, 2] and all(r.gas > 0 for r in s.rounds)
+    assert 0.8 < s.test_accuracy <= 1.0
+
+
+def test_simulate_refuses_a_chain_that_is_not_a_dev_chain(tmp_path, monkeypatch):
+    # The simulation's identities are public dev keys: on any other chain it stops before writing anything.
+    import fedchain.identity as identity
+
+    monkeypatch.setattr(identity, "DEV_CHAIN_IDS", {31337: "anvil"})  # as if eth-tester were a real chain
+    out = tmp_path / "run"
+    with pytest.raises(identity.DevKeyOnRealChain, match="DEV ONLY"):
+        run_simulation(hospitals=2, rounds=1, out=out)
+    assert not out.exists()
