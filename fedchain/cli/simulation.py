@@ -54,7 +54,7 @@ VOTING_MARGIN_BLOCKS = 3
 #: DEV: what an identity beyond the chain's prefunded accounts is given for gas (100 ETH).
 FUNDING_WEI = 100 * 10**18
 #: ``Consortium.MAX_FOUNDERS``: founding members the contract accepts (a test keeps them equal).
-MAX_FOUNDERS = 64
+MAX_FOUNDERS = 128
 
 
 @dataclass
