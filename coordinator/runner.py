@@ -52,7 +52,7 @@ from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, S
 from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import ConfigError, FedchainError
-from fedchain.identity import is_dev_identity
+from fedchain.identity import is_dev_identity, require_chain_allows
 from fedchain.ipfs import open_store
 from fedchain.models import initial_state
 from fedchain.plan import (
@@ -577,6 +577,7 @@ def run_coordinator(config_path, *, proposals: Sequence[int] | None = None, exit
                json_lines=json_lines, level=cfg.log_level.upper())
     with lifecycle.handling(log):
         chain = Chain.connect(cfg.chain_url, retry=cfg.retry)
+        require_chain_allows(identity, chain.chain_id)  # DEV ONLY keys act on dev chains only
         fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
         with open_store(cfg.store, retry=cfg.retry) as store:
             coord = Coordinator(fed, store, identity, fetch_budget=float(budget))

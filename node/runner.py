@@ -39,7 +39,7 @@ from fedchain.config import load_role_config
 from fedchain.content import fetch_document
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
 from fedchain.errors import ConfigError, FedchainError
-from fedchain.identity import is_dev_identity
+from fedchain.identity import is_dev_identity, require_chain_allows
 from fedchain.ipfs import open_store
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, recipients_for
@@ -487,6 +487,7 @@ def run_node(config_path, *, proposals: Sequence[int] | None = None, exit_when_d
     data = load_dataset(cfg.path(ds["csv"]), schema)
     with lifecycle.handling(log):
         chain = Chain.connect(cfg.chain_url, retry=cfg.retry)
+        require_chain_allows(identity, chain.chain_id)  # DEV ONLY keys act on dev chains only
         fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
         with open_store(cfg.store, retry=cfg.retry) as store:
             node = HospitalNode(fed, store, identity, ds["name"], schema, data, max_model_parameters=max_params)

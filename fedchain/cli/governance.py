@@ -37,7 +37,7 @@ from fedchain.content import fetch_document
 from fedchain.contracts.bindings import dataset_id, purpose_hash
 from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable, reason_code
 from fedchain.errors import ConfigError, FedchainError
-from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity, read_public
+from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity, read_public, require_chain_allows
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, precheck_commit, recipients_for
 from fedchain.node.dataset import load_dataset
@@ -249,6 +249,7 @@ def _session(home: Optional[Path]):
 def _acting(home: Optional[Path], identity: Optional[Path], dev: Optional[int]):
     me = load_identity_from_options(identity, dev)
     s = _session(home)
+    require_chain_allows(me, s.fed.chain.chain_id)  # DEV ONLY keys sign on dev chains only
     _current["signer"] = me.address
     return s, me, s.fed.as_(me.account)
 

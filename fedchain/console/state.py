@@ -21,7 +21,7 @@ from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document
 from fedchain.contracts.bindings import Chain, Deployment, Fedchain, purpose_hash
 from fedchain.contracts.readmodel import ReadModel
 from fedchain.errors import FedchainError
-from fedchain.identity import Identity
+from fedchain.identity import Identity, require_chain_allows
 from fedchain.ipfs import open_store
 from fedchain.plan import TrainingPlan
 from fedchain.usecases import proposals as uc_proposals
@@ -118,6 +118,8 @@ class ConsoleState:
                  home: Path | None = None, read_only: bool = False) -> None:
         self.chain = chain
         self.deployment = deployment
+        if identity is not None:
+            require_chain_allows(identity, chain.chain_id)  # DEV ONLY keys sign on dev chains only
         self.fed: Fedchain = chain.attach(deployment)
         self.store_url = store_url
         self.identity = identity
