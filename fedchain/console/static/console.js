@@ -9,7 +9,9 @@
   var last = {
     events: Number(body.dataset.events),
     audit: Number(body.dataset.audit),
-    block: null
+    // the block this page was rendered at: a deadline passed between the render and the
+    // first pulse must still refresh the page
+    block: body.dataset.head ? Number(body.dataset.head) : null
   };
   var busy = false, again = false;
 
