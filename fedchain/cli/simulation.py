@@ -238,7 +238,8 @@ class Simulation:
 
         Nodes commit in their order, but training overlaps the chain: while one node seals, pins
         and commits on this thread, the next one trains on a worker thread (training touches
-        neither the chain nor the store, and is deterministic on any thread).
+        neither the chain nor the store, and is deterministic on any thread). A node object that
+        offers only ``train_and_commit`` (an adversary in tests or demos) runs it in its turn.
         """
         gas = coordinator.open_round(proposal_id, round_).gas_used
         refused, committed = {}, []
@@ -254,6 +255,14 @@ class Simulation:
             for n in nodes:
                 if progress is not None:
                     progress(f"round {round_}: {n.dataset_name} training")
+                if not hasattr(n, "prepare"):  # a node that only offers train_and_commit (an adversary): in turn
+                    outcome = n.train_and_commit(proposal_id, round_)
+                    if outcome.committed:
+                        gas += outcome.gas_used
+                        committed.append(n.dataset_name)
+                    else:
+                        refused[n.dataset_name] = outcome.reason
+                    continue
                 job = n.prepare(proposal_id, round_)
                 if isinstance(job, RoundOutcome):
                     refused[n.dataset_name] = job.reason

@@ -1,12 +1,13 @@
 """The coordinator's discretion, made visible to replay.
 
-The contract lets the coordinator close a round as soon as ``min_participants``
-committed, fail it after the deadline whatever came in, and record any global
-metric; it checks a dataset's policy only at commitment. Before, replay saw none
-of this: a coordinator could close early to shut out a hospital still training,
-fail a round that had enough valid updates, publish a flattering metric, or
-aggregate an update whose dataset's owner revoked it before the close -- and
-every round verified. Now each is a DISCREPANCY naming it, and the honest
+The contract lets the coordinator fail a round after the deadline whatever came
+in and record any global metric; it checks a dataset's policy only at commitment.
+Before, replay saw none of this: a coordinator could close early to shut out a
+hospital still training, fail a round that had enough valid updates, publish a
+flattering metric, or aggregate an update whose dataset's owner revoked it
+before the close -- and every round verified. Closing early is now refused by the
+chain (``RoundsEarlyClose``: before the deadline only once every target
+committed); each of the others is a DISCREPANCY naming it, and the honest
 coordinator rejects a withdrawn dataset's update (``NOT_ADMITTED``).
 """
 
@@ -16,6 +17,7 @@ import pytest
 
 from adversary import LyingCoordinator, make_world
 from fedchain.coordinator.audit.replay import DISCREPANCY, FAILED, VERIFIED
+from fedchain.contracts.errors import ChainRevert
 from fedchain.usecases import datasets
 from fedchain.validation import Reason
 
@@ -37,13 +39,13 @@ def deadline(world) -> int:
     return world.fed.rounds.round_info(world.pid, 1).deadline
 
 
-def test_closing_early_while_an_admitted_hospital_is_still_training_is_named(world):
+def test_closing_early_while_an_admitted_hospital_is_still_training_is_refused(world):
+    """Once named by the replay only; now the chain refuses it (``RoundsEarlyClose``), and the round stays open."""
     world.restore("three in")  # hospital-d's policy admits the proposal; it has not committed yet
-    assert world.coord.close_round(world.pid, 1).closed
-    v = world.verdict(1)
-    assert v.status == DISCREPANCY
-    assert (f"before the deadline (block {deadline(world)}), while dataset {world.sim.names[3]}, whose policy admitted "
-            "the proposal, had not committed") in "\n".join(v.problems)
+    with pytest.raises(ChainRevert) as exc:
+        world.coord.close_round(world.pid, 1)
+    assert exc.value.error == "RoundsEarlyClose"
+    assert world.fed.rounds.round_info(world.pid, 1).phase.name == "OPEN"
 
 
 def test_closing_at_the_deadline_without_a_hospital_is_fine(world):

@@ -27,6 +27,7 @@ from fedchain.node.train import evaluate, train_local
 from fedchain.plan import train_config
 from fedchain.sample_data import demo_plan
 from fedchain.serialize import state_dict_to_bytes
+from fedchain.usecases.refusals import Refused
 from fixtures_chain import ROWS, cid, reverts, sha
 
 OVER_CLAIM = 2**62
@@ -156,10 +157,18 @@ def test_over_claim_by_one_of_five_hospitals_reverts_and_honest_weight_keeps_acc
     coord = sim.coordinator()
     coord.open_round(pid, 1)
 
-    # The over-claim is refused by the chain, through the node's own commit use case ...
-    with pytest.raises(ChainRevert) as info:
+    # The over-claim is refused by the node's own commit use case before anything is pinned ...
+    pinned = set(sim.store.pins())
+    with pytest.raises(Refused) as refused:
         flipper.train_and_commit(pid, 1)
+    assert refused.value.code == "TOO_MANY_SAMPLES"
+    assert set(sim.store.pins()) == pinned
+    # ... and by the chain when a member goes around it, straight to the contract.
     rows = sim.datasets[flipper.dataset_name].n_rows
+    with pytest.raises(ChainRevert) as info:
+        sim.fed(sim.members[1]).rounds.commit_update(pid, 1, flipper.dataset_name,
+                                                     "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", "ab" * 32,
+                                                     OVER_CLAIM)
     assert info.value.error == "RoundsSampleCountTooHigh"
     assert info.value.args_dict["sampleCount"] == OVER_CLAIM and info.value.args_dict["rowCount"] == rows
     assert sim.fed().rounds.commitment_of(pid, 1, sim.members[1].address) is None

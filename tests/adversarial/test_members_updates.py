@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 
 from adversary import bad_update, make_world
+from fedchain.contracts.errors import ChainRevert
 from fedchain.coordinator.audit.replay import VERIFIED
 from fedchain.coordinator.runner import CoordinatorService
 from fedchain.validation import Reason
@@ -80,9 +81,10 @@ def test_an_update_the_auditor_cannot_open_is_rejected(world):
     assert "recipients" in res.rejected[world.address(ATTACKER)].detail
 
 
-def test_a_commitment_that_is_not_a_cid_is_rejected_for_everyone_alike(world):
+def test_a_commitment_that_is_not_a_cid_is_refused_by_the_chain(world):
+    """Once rejected by the coordinator and replay alike (a path in the CID slot); now the chain refuses it."""
     world.restore("honest in")
-    world.commit_raw(ATTACKER, 1, "../../etc/passwd", "ab" * 32)
-    res = world.coord.close_round(world.pid, 1)
-    _closed_without(world, res, Reason.NOT_FOUND)
-    assert res.rejected[world.address(ATTACKER)].detail == "the committed CID is not a CID"
+    with pytest.raises(ChainRevert) as exc:
+        world.commit_raw(ATTACKER, 1, "../../etc/passwd", "ab" * 32)
+    assert exc.value.error == "RoundsInvalidCid"
+    assert world.fed.rounds.round_info(world.pid, 1).committed == 3  # only the honest three
