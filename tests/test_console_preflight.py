@@ -10,6 +10,7 @@ from fedchain.usecases import preflight, proposals
 
 
 def test_an_accepted_vote_names_what_would_be_signed_and_sends_nothing(system):
+    system.register(system.A, "ds-a")  # a proposal can name registered datasets only
     pid = system.propose(system.A, ["ds-a"])
     head = system.chain.block_number
     answer = preflight.ask(system.B, lambda g: proposals.vote(g, pid, "yes"))
@@ -22,6 +23,7 @@ def test_an_accepted_vote_names_what_would_be_signed_and_sends_nothing(system):
 
 
 def test_a_refusal_is_the_contracts_named_error(system):
+    system.register(system.A, "ds-a")  # a proposal can name registered datasets only
     pid = system.propose(system.A, ["ds-a"])
     system.B.proposals.vote(pid, Vote.YES)
     again = preflight.ask(system.B, lambda g: proposals.vote(g, pid, "no"))
@@ -44,6 +46,7 @@ def test_a_use_case_refusal_is_reported_too(system):
 
 
 def test_a_dry_run_deployment_never_sends(system):
+    system.register(system.A, "ds-a")  # a proposal can name registered datasets only
     pid = system.propose(system.A, ["ds-a"])
     with pytest.raises(WouldSend):
         system.B.dry_run().proposals.vote(pid, Vote.YES)

@@ -380,6 +380,8 @@ def test_pull_refuses_an_aggregate_the_chain_does_not_vouch_for(trained, tmp_pat
     for r, (cid, sha, _why) in enumerate(forgeries, start=1):
         ops.rounds.open_round(pid, r)
         member.rounds.commit_update(pid, r, sim.names[0], real.cid, real.sha256, 10)  # what it holds is moot here
+        # the others sit out: the round closes at its deadline (the chain refuses an earlier close)
+        sim.chain.mine(max(0, ops.rounds.round_info(pid, r).deadline - sim.chain.block_number + 1))
         ops.rounds.close_round(pid, r, cid, sha, real.cid, real.sha256)
     for r, (_cid, _sha, why) in enumerate(forgeries, start=1):
         out = tmp_path / f"r{r}.safetensors"

@@ -36,10 +36,10 @@ def events():
         ch.emit("MemberAdmitted", account=addr, name=name, x25519=h32(f"k{i}"), seq=i + 1)
     for addr, did in DATASETS.items():
         ch.emit("DatasetRegistered", id=did, owner=addr, name=f"icu-{addr[2]}", metadataCid="bafymeta",
-                metadataSha256=h32("meta"), schemaHash=h32("schema"))
+                metadataSha256=h32("meta"), schemaHash=h32("schema"), rowCount=100)
     for pid, plan in ((1, PLAN_1), (2, PLAN_2)):
         ch.emit("ProposalSubmitted", id=pid, proposer=A, planCid=f"bafyplan{pid}", planSha256=plan.sha256,
-                purpose="diagnosis", purposeHash=h32("diagnosis"), targets=list(DATASETS.values()), rounds=plan.rounds,
+                purpose="diagnosis", purposeHash=h32("diagnosis"), targets=list(DATASETS.values()), owners=list(DATASETS), rounds=plan.rounds,
                 minParticipants=2, roundDuration=20, deadline=ch.block + 10, eligible=4)
         for voter in (A, B, C, OPS):
             ch.emit("Voted", id=pid, voter=voter, choice=1)
