@@ -326,9 +326,10 @@ def test_model_list_and_pull(trained, tmp_path):
     assert [(m["proposal"], m["round"], m["last"]) for m in listing] == [(pid, 1, False), (pid, 2, True)]
     assert [m["aggregate_cid"] for m in listing] == [r.result.aggregate_cid for r in rounds]
     assert listing[1]["validation_metric"] == pytest.approx(rounds[1].validation_metric, abs=1e-6)
-    assert listing[0]["released"] is None and listing[0]["strategy"] == "fedavg" and listing[0]["metric"] == "accuracy"
+    assert listing[0]["released"] is False and listing[0]["withdrawn"] == []
+    assert listing[0]["strategy"] == "fedavg" and listing[0]["metric"] == "accuracy"
     table = cli("model", "list", "--home", home).ok().out
-    assert "2 of 3 (last)" in table and "validation accuracy" in table and "no release vote" in table
+    assert "2 of 3 (last)" in table and "validation accuracy" in table and "release vote" in table
 
     out = tmp_path / "model.safetensors"
     r = cli("model", "pull", pid, "-o", out, "--home", home).ok()
@@ -431,6 +432,63 @@ def test_model_card(trained, tmp_path):
         "not an auditor of proposal")
     assert not (tmp_path / "no.json").exists()
     cli("model", "card", pid, "-o", out, "--home", home).fails("already exists")
+
+
+def test_release_by_vote_then_withdrawal(trained, tmp_path):
+    """Release through the CLI (the card checked against the chain), pull --released, then a revocation marks.
+
+    Runs after the other tests of the trained consortium: it revokes a dataset.
+    """
+    sim, pid, plan, rounds, home = trained
+    h = ("--home", home)
+    period = sim.fed().voting_period()
+    cli("model", "pull", pid, "-o", tmp_path / "none", "--released", *h).fails("has not released")
+
+    # A card that lies about the model (another aggregate's sha256) is refused before anything is sent ...
+    out = tmp_path / "card.json"
+    cli("model", "card", pid, "--no-pin", "-o", out, *h).ok()
+    lying = json.loads(out.read_text())
+    lying["model"]["aggregate_sha256"] = "0x" + "ab" * 32
+    (tmp_path / "lying.json").write_bytes(card_bytes(lying))
+    cli("model", "release", "propose", pid, "--card", tmp_path / "lying.json", "--dev", 0, *h).fails(
+        "does not describe the model", "model.aggregate_sha256")
+    # ... and a member who put one on chain directly gets no honest YES: the vote command checks the card.
+    pinned = pin_document(sim.store, card_bytes(lying))
+    bad = sim.fed(sim.members[1]).releases.propose_release(pid, 2, pinned.cid, pinned.sha256).value
+    cli("model", "release", "vote", bad, "yes", "--dev", 0, *h).fails("does not describe the model")
+    cli("model", "release", "vote", bad, "no", "--dev", 0, *h).ok()
+
+    r = cli("model", "release", "propose", pid, "--dev", 0, *h).ok()  # the card built from the chain, pinned
+    rid = int(re.search(r"release (\d+) proposed: round 2 of proposal", r.out).group(1))
+    for dev in (0, 1, 2):
+        cli("model", "release", "vote", rid, "yes", "--dev", dev, *h).ok()
+    cli("model", "release", "finalize", rid, "--dev", 0, *h).fails("voting period is still running")
+    sim.chain.mine(period)
+    assert "finalized: released" in cli("model", "release", "finalize", rid, "--dev", 0, *h).ok().out
+    listed = json.loads(cli("model", "release", "list", "--json", *h).ok().out)
+    assert [(x["release"], x["state"]) for x in listed] == [(bad, "voting"), (rid, "released")]
+    models = json.loads(cli("model", "list", "--json", *h).ok().out)
+    assert [(m["round"], m["released"]) for m in models] == [(1, False), (2, True)]
+    cli("model", "release", "propose", pid, "--dev", 1, *h).fails("already released")
+
+    got = tmp_path / "released.safetensors"
+    r = cli("model", "pull", pid, "-o", got, "--released", *h).ok()
+    assert f"released by vote {rid}" in r.out and "round 2 of 3" in r.out
+    assert sha256_hex(got.read_bytes()) == "0x" + bytes(sim.fed().rounds.round_info(pid, 2).aggregate_sha256).hex()
+    cli("model", "pull", pid, "-o", tmp_path / "r1", "--round", 1, "--released", *h).fails("has not released")
+
+    # The first hospital withdraws consent: both models (its updates are in rounds 1 and 2) are marked.
+    name = sim.names[0]
+    cli("model", "release", "mark", name, "--dev", 5, *h).fails("is not revoked")
+    r = cli("dataset", "revoke", name, "--yes", "--dev", 0, *h).ok()
+    assert r.out.count("marked withdrawn") == 2
+    models = json.loads(cli("model", "list", "--json", *h).ok().out)
+    assert [(m["round"], m["withdrawn"]) for m in models] == [(1, [name]), (2, [name])]
+    assert "WITHDRAWN" in cli("model", "list", *h).ok().out
+    cli("model", "pull", pid, "-o", tmp_path / "gone", "--released", *h).fails("marked withdrawn", name)
+    assert not (tmp_path / "gone").exists()
+    cli("model", "release", "propose", pid, "--round", 1, "--dev", 1, *h).fails("lineage was withdrawn")
+    assert "no model to mark" in cli("model", "release", "mark", name, "--dev", 5, *h).ok().out  # idempotent
 
 
 def test_card_markdown_escapes_member_text():

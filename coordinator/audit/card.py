@@ -196,7 +196,7 @@ def build_card(model: ReadModel, store, proposal_id: int, round_: int | None = N
             "parameters": plan.model.size.parameters, "in_features": plan.model.n_features,
             "n_classes": plan.model.n_classes, "last_closed_round": rec.last,
         },
-        "release": {"released": rec.released, "note": usecase_models.RELEASE_NOT_GOVERNED},
+        "release": {"released": None, "note": usecase_models.CARD_RELEASE_NOTE},
         "proposal": {
             "id": proposal_id, "name": plan.name, "purpose": p.purpose, "proposer": _who(model, p.proposer),
             "plan_cid": p.plan_cid, "plan_sha256": p.plan_sha256,
