@@ -12,6 +12,10 @@ from __future__ import annotations
 import pytest
 
 from fedchain.cli.simulation import Simulation
+from fedchain.coordinator.audit.history import History
+from fedchain.coordinator.audit.replay import replay_live
+from fedchain.coordinator.audit.report import render_report
+from fedchain.coordinator.audit.trail import chain_events
 from fedchain.contracts.bindings import ChainRevert, dataset_id
 from fedchain.sample_data import demo_plan
 from fedchain.usecases import datasets as uc_datasets
@@ -74,3 +78,11 @@ def test_revocation_mid_proposal_stops_the_node_and_marks_the_lineage(sim):
     with pytest.raises(ChainRevert) as info:
         sim.fed(sim.members[2]).releases.propose_release(pid, 3, cid("card"), sha("card"))
     assert info.value.error == "ReleasesModelWithdrawn"
+
+    # The report shows the marks; the replay still verifies every round (a mark changes no round).
+    fed = sim.fed()
+    history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
+    html = render_report(history, title="t")
+    assert "withdrawn</span> round(s) 1, 2, 3" in html and gone in html and later in html
+    report = replay_live(fed, sim.store, sim.auditor)
+    assert [(v.round, v.status) for v in report.rounds] == [(1, "VERIFIED"), (2, "VERIFIED"), (3, "VERIFIED")]
