@@ -22,7 +22,8 @@ from typing import Any, Iterable, Protocol
 
 __all__ = [
     "CommitRecord", "DatasetRecord", "EventLike", "EvaluationRecord", "MemberRecord", "MotionRecord",
-    "PolicyVersion", "ProposalRecord", "ReadModel", "ReleaseRecord", "RoundRecord", "WithdrawalRecord",
+    "PolicyVersion", "ProposalRecord", "ReadModel", "ReleaseRecord", "RoundRecord", "StatisticsRecord",
+    "WithdrawalRecord",
 ]
 
 #: State names as the trail and the audit spell them (IMemberVoting.VoteState).
@@ -232,6 +233,16 @@ class WithdrawalRecord:
     tx: str = ""
 
 
+@dataclass
+class StatisticsRecord:
+    """A proposal's statistics phase (``Statistics``): the sealed moments, then the published document."""
+
+    proposal_id: int
+    commits: list[CommitRecord] = field(default_factory=list)  # n_samples: the rows the moments cover
+    published: dict | None = None  # {"cid", "sha256", "committed"}
+    published_block: int | None = None
+
+
 class ReadModel:
     """Everything the events say, folded in chain order (see the module docstring)."""
 
@@ -247,6 +258,8 @@ class ReadModel:
         self.released: dict[tuple[int, int], int] = {}
         #: (proposal, round) -> its withdrawal marks, in chain order.
         self.withdrawals: dict[tuple[int, int], list[WithdrawalRecord]] = {}
+        #: proposal -> its statistics phase (only proposals that have one).
+        self.statistics: dict[int, StatisticsRecord] = {}
         self.problems: list[str] = []  # events that make no sense in order
         self.gas_by_tx: dict[str, int] = {}
         #: Highest block whose events were folded (-1: none yet).
@@ -510,3 +523,17 @@ class ReadModel:
             committed_round=int(a["committedRound"]), member=a["member"].lower(), by=a["by"].lower(),
             block=ev.block, tx=ev.tx,
         ))
+
+    def _on_MomentsCommitted(self, ev, a):
+        pid = int(a["proposalId"])
+        rec = self.statistics.setdefault(pid, StatisticsRecord(pid))
+        rec.commits.append(CommitRecord(
+            member=a["member"].lower(), dataset_id=_hex(a["datasetId"]), cid=a["cid"], sha256=_hex(a["momentsSha256"]),
+            n_samples=int(a["rowCount"]), block=ev.block, timestamp=ev.timestamp, tx=ev.tx,
+        ))
+
+    def _on_StatisticsPublished(self, ev, a):
+        pid = int(a["proposalId"])
+        rec = self.statistics.setdefault(pid, StatisticsRecord(pid))
+        rec.published = {"cid": a["cid"], "sha256": _hex(a["statisticsSha256"]), "committed": int(a["committed"])}
+        rec.published_block = ev.block

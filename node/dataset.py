@@ -290,4 +290,7 @@ def apply_preprocessing(plan: TrainingPlan, features: torch.Tensor) -> torch.Ten
         )
     if plan.preprocessing.standardize == "plan":
         return standardize(features, plan.preprocessing.mean, plan.preprocessing.std)
+    if plan.preprocessing.standardize == "federated":
+        raise ConfigError("the plan's standardization comes from its statistics phase: apply the published "
+                          "statistics first (fedchain.moments.with_statistics)")
     return features.to(torch.float32).contiguous()

@@ -508,3 +508,28 @@ class ReleasesClient(_Client):
         """How ``address`` voted on the release (None if it did not)."""
         choice = int(self.call("ballotOf", int(release_id), addr(address)))
         return Vote(choice) if choice else None
+
+
+class StatisticsClient(_Client):
+    """``Statistics``: the federated statistics phase (sealed moments, then the pooled statistics)."""
+
+    def commit_moments(self, proposal_id: int, dataset: str | bytes, cid: str, sha256: bytes | str,
+                       row_count: int) -> TxResult:
+        """Member: commit the sealed moments of a target dataset (before round 1 opens)."""
+        return self.transact("commitMoments", int(proposal_id), dataset_id(dataset), cid, b32(sha256, "sha256"),
+                             int(row_count))
+
+    def publish_statistics(self, proposal_id: int, cid: str, sha256: bytes | str) -> TxResult:
+        """Coordinator: publish the pooled statistics document."""
+        return self.transact("publishStatistics", int(proposal_id), cid, b32(sha256, "sha256"))
+
+    def phase_of(self, proposal_id: int) -> dict:
+        """``{"committed", "published", "cid", "sha256"}`` of a proposal's statistics phase."""
+        ph = self.call("phaseOf", int(proposal_id))
+        return {"committed": int(ph.committed), "published": bool(ph.published), "cid": ph.statisticsCid,
+                "sha256": bytes(ph.statisticsSha256)}
+
+    def moments_of(self, proposal_id: int, address: str) -> bytes | None:
+        """The moments commitment hash of ``address``, or None."""
+        value = bytes(self.call("momentsOf", int(proposal_id), addr(address)))
+        return None if value == ZERO32 else value

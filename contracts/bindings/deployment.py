@@ -9,6 +9,7 @@ one thin client per contract::
     fed.proposals    # proposals and votes
     fed.rounds       # rounds, commitments, evaluations
     fed.releases     # release votes on models, withdrawal marks
+    fed.statistics   # the federated statistics phase before training
 
 Events of all the contracts (:data:`~fedchain.contracts.build.CONTRACT_NAMES`) are read with web3 (``get_logs`` over their
 addresses, decoded by each contract's ``events.E().process_log``).
@@ -29,7 +30,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractEvent, ContractFunction
 
 from fedchain.contracts.bindings.clients import (
-    ConsortiumClient, ProposalsClient, RegistryClient, ReleasesClient, RoundsClient,
+    ConsortiumClient, ProposalsClient, RegistryClient, ReleasesClient, RoundsClient, StatisticsClient,
 )
 from fedchain.contracts.bindings.codec import addr, as_account, hexstr, jsonify_args
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
@@ -84,6 +85,7 @@ class Fedchain:
         self.proposals = ProposalsClient(self, self.contracts["Proposals"])
         self.rounds = RoundsClient(self, self.contracts["Rounds"])
         self.releases = ReleasesClient(self, self.contracts["Releases"])
+        self.statistics = StatisticsClient(self, self.contracts["Statistics"])
 
     def as_(self, account: LocalAccount | str | bytes) -> "Fedchain":
         """The same deployment signing as ``account`` (LocalAccount or private key); shares the index."""

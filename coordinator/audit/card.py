@@ -77,6 +77,9 @@ def _preprocessing_words(plan: TrainingPlan) -> str:
     if isinstance(plan.preprocessing, PlanStandardization):
         return (f"features standardized with the plan's agreed mean/std ({len(plan.preprocessing.mean)} features; "
                 "pooled values computed from the hospitals' shared moments)")
+    if plan.preprocessing.standardize == "federated":
+        return ("features standardized with the pooled mean/std of the statistics phase (each hospital's sealed "
+                "moments; the coordinator's statistics document on chain)")
     return "features used as they are (no standardization)"
 
 

@@ -288,7 +288,7 @@ def _only(rec: dict, allowed: set[str]) -> None:
 
 
 #: Contracts added to the deployment later: a trail exported from an older deployment does not name them.
-LATER_CONTRACTS = frozenset({"Releases"})
+LATER_CONTRACTS = frozenset({"Releases", "Statistics"})
 
 
 @lru_cache(maxsize=None)
