@@ -571,6 +571,12 @@ def readme_commands() -> list[str]:
     return out
 
 
+def rc_exact(line: str) -> str:
+    """The README command that is exactly ``line`` (comments included, spaces collapsed)."""
+    assert line in readme_commands(), f"no README command {line!r}"
+    return line
+
+
 def rc(prefix: str) -> str:
     """The one README command that starts with ``prefix``."""
     found = [c for c in readme_commands() if c.startswith(prefix)]
@@ -677,13 +683,11 @@ def test_bring_your_own_data_journey(tmp_path, monkeypatch, demo):
         j.run(rc("fedchain chain up"), "--port", str(free_port()))
         j.run(rc("fedchain ipfs up"))
 
-        # 4. datasets, 5. moments.
+        # 4. datasets.
         for short, name in HOSPITALS:
             j.run(_for(rc("fedchain dataset register st-mary-bc"), short, name))
         listed = j.run(rc("fedchain dataset list")).out
         assert all(f"{short}-bc" in listed for short, _ in HOSPITALS)
-        for short, name in HOSPITALS:
-            j.run(_for(rc("fedchain dataset moments"), short, name))
 
         # 6. the plan (edited as the README says), proposal, votes.
         j.run(rc("fedchain plan init"))
@@ -696,19 +700,18 @@ def test_bring_your_own_data_journey(tmp_path, monkeypatch, demo):
             (r"^rounds = .*$", "rounds = 2"),
             (r'^min_participants = .*$', "min_participants = 3"),
             (r'^in_features = .*$', "in_features = 30"),
+            (r'^standardize = "none"$', 'standardize = "federated"'),  # 5. the statistics phase
         ]:
             text, n = re.subn(old, new, text, count=1, flags=re.M)
             assert n == 1, old
         plan_toml.write_text(text)
-        j.run(rc("fedchain plan standardize"))
-        assert 'standardize = "plan"' in plan_toml.read_text()
         assert "valid plan 'bc-diagnosis'" in j.run(rc("fedchain plan validate")).out
-        j.run(rc("fedchain plan show"))
+        assert "statistics phase" in j.run(rc("fedchain plan show")).out
         j.run(rc("fedchain proposal submit"))
         for short, name in HOSPITALS:
             j.run(_for(rc("fedchain proposal vote 1 yes"), short, name))
         j.run("fedchain proposal vote 1 yes --identity keys/ops.json")
-        j.run(rc("fedchain chain mine"))
+        j.run(rc("fedchain chain mine 10 # DEV ONLY: end the voting"))
         assert "APPROVED" in j.run(rc("fedchain proposal finalize")).out.upper()
 
         # 7. nodes and coordinator, each its own process, configured with the README's TOML.
@@ -725,9 +728,12 @@ def test_bring_your_own_data_journey(tmp_path, monkeypatch, demo):
         trained_at = time.monotonic()
 
         # 8. the model.
-        listing = j.run(rc("fedchain model list")).out
+        logs = {n: (root / f"{n}.log").read_text() for n in procs}
+        assert "published the pooled statistics of proposal 1: 3 hospital(s), 0 left out" in logs["coordinator"]
+        assert all("committed the moments of" in logs[short] for short, _ in HOSPITALS)
+        listing = j.run(rc_exact("fedchain model list")).out
         assert "2 of 2 (last)" in listing and "validation accuracy" in listing
-        j.run(rc("fedchain model pull"))
+        j.run(rc("fedchain model pull 1 -o"))
         records = json.loads(cli("model", "list", "--json").ok().out)
         last = records[-1]
         assert (last["round"], last["last"]) == (2, True) and last["evaluations"] == 3
@@ -751,6 +757,25 @@ def test_bring_your_own_data_journey(tmp_path, monkeypatch, demo):
             buf = io.BytesIO()
             store.get_to(cid, buf)
         assert buf.getvalue() == (root / "card.json").read_bytes()
+
+        # 9. release by vote, then pull the released model.
+        r = j.run(rc("fedchain model release propose"))
+        assert "release 1 proposed: round 2 of proposal 1" in r.out
+        for short, name in HOSPITALS:
+            j.run(_for(rc("fedchain model release vote 1 yes"), short, name))
+        j.run("fedchain model release vote 1 yes --identity keys/ops.json")
+        j.run(rc("fedchain chain mine 10 # DEV ONLY: end the release"))
+        assert "finalized: released" in j.run(rc("fedchain model release finalize")).out
+        assert "released by vote 1" in j.run(rc("fedchain model pull 1 --released")).out
+        assert sha256_hex((root / "released.safetensors").read_bytes()) == last["aggregate_sha256"]
+
+        # 10. Lakeview withdraws consent: both models of its lineage are marked; replay still verifies.
+        r = j.run(rc("fedchain dataset revoke"))
+        assert r.out.count("marked withdrawn") == 2
+        assert "WITHDRAWN" in j.run(rc("fedchain model list --proposal 1")).out
+        cli("model", "pull", 1, "--released", "-o", "again.safetensors").fails("marked withdrawn", "lakeview-bc")
+        replay = j.run(rc("fedchain audit replay")).out
+        assert replay.count("VERIFIED") >= 2 and "DISCREPANCY" not in replay
     finally:
         for p in procs.values():
             if p.poll() is None:

@@ -44,6 +44,7 @@ from fedchain.serialize import sha256_file
 from fedchain.contracts.bindings import dataset_id as to_dataset_id
 from fedchain.usecases import models as uc_models
 from fedchain.usecases import releases as uc_releases
+from fedchain.usecases import statistics as uc_statistics
 from fedchain.usecases.proposals import fetch_plan
 
 model_app = typer.Typer(
@@ -206,7 +207,8 @@ def model_evaluate(
         if proposal not in model.proposals:
             raise ConfigError(f"no proposal {proposal} (there are {len(model.proposals)})")
         with s.store() as store:
-            p = fetch_plan(store, model.proposals[proposal])
+            # with a statistics phase, the plan as the nodes applied it: the published mean/std
+            p = uc_statistics.effective_plan(model, store, proposal, fetch_plan(store, model.proposals[proposal]))
             for name in p.datasets:  # the model was trained on these features, in this order
                 d = s.fed.registry.dataset(name)
                 meta = dataset_metadata(s, d) if d is not None else None
