@@ -360,7 +360,9 @@ def test_model_list_and_pull(trained, tmp_path):
 def test_pull_refuses_an_aggregate_the_chain_does_not_vouch_for(trained, tmp_path, anvil_node):
     """A coordinator closes rounds with a hash its CID does not have, or with an oversized blob: nothing is written."""
     sim, _pid, _plan, _rounds, home = trained
-    plan = sim.plan(demo_plan(sim.data.hospitals, seed=12), rounds=3, min_participants=1, name="forged")
+    # one target: the chain lets a round close before its deadline only once every target committed
+    plan = sim.plan(demo_plan(sim.data.hospitals, seed=12), rounds=3, min_participants=1, name="forged",
+                    datasets=[sim.names[0]])
     pid = sim.approve(plan)
     ops = sim.fed(sim.ops)
     good = state_dict_to_bytes(initial_state(plan.model, plan.seed))
@@ -466,7 +468,7 @@ def test_release_by_vote_then_withdrawal(trained, tmp_path):
     assert "finalized: released" in cli("model", "release", "finalize", rid, "--dev", 0, *h).ok().out
     listed = json.loads(cli("model", "release", "list", "--json", *h).ok().out)
     assert [(x["release"], x["state"]) for x in listed] == [(bad, "voting"), (rid, "released")]
-    models = json.loads(cli("model", "list", "--json", *h).ok().out)
+    models = json.loads(cli("model", "list", "--proposal", pid, "--json", *h).ok().out)
     assert [(m["round"], m["released"]) for m in models] == [(1, False), (2, True)]
     cli("model", "release", "propose", pid, "--dev", 1, *h).fails("already released")
 
@@ -476,12 +478,12 @@ def test_release_by_vote_then_withdrawal(trained, tmp_path):
     assert sha256_hex(got.read_bytes()) == "0x" + bytes(sim.fed().rounds.round_info(pid, 2).aggregate_sha256).hex()
     cli("model", "pull", pid, "-o", tmp_path / "r1", "--round", 1, "--released", *h).fails("has not released")
 
-    # The first hospital withdraws consent: both models (its updates are in rounds 1 and 2) are marked.
-    name = sim.names[0]
+    # The second hospital withdraws consent: both models (its updates are in rounds 1 and 2) are marked.
+    name = sim.names[1]
     cli("model", "release", "mark", name, "--dev", 5, *h).fails("is not revoked")
-    r = cli("dataset", "revoke", name, "--yes", "--dev", 0, *h).ok()
+    r = cli("dataset", "revoke", name, "--yes", "--dev", 1, *h).ok()
     assert r.out.count("marked withdrawn") == 2
-    models = json.loads(cli("model", "list", "--json", *h).ok().out)
+    models = json.loads(cli("model", "list", "--proposal", pid, "--json", *h).ok().out)
     assert [(m["round"], m["withdrawn"]) for m in models] == [(1, [name]), (2, [name])]
     assert "WITHDRAWN" in cli("model", "list", *h).ok().out
     cli("model", "pull", pid, "-o", tmp_path / "gone", "--released", *h).fails("marked withdrawn", name)
