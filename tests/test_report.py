@@ -64,14 +64,14 @@ def synthetic_events() -> list[TrailEvent]:
         ch.emit("MemberAdmitted", account=addr, name=name, x25519=h32(f"key-{i}"), seq=i + 1)
     for addr, did in DATASETS.items():
         ch.emit("DatasetRegistered", id=did, owner=addr, name=f"icu-{addr[2:6]}", metadataCid="bafymeta",
-                metadataSha256=h32("meta"), schemaHash=h32("schema"))
+                metadataSha256=h32("meta"), schemaHash=h32("schema"), rowCount=1000)
         ch.emit("PolicySet", id=did, version=1, policy={
             "purposes": [PURPOSE_HASH], "proposalIds": [], "anyApprovedProposal": True,
             "requesters": [], "expiry": 0, "maxEpsilonMilli": 0})
     # Proposal 1: approved unanimously.  Proposal 2: rejected (1 yes, 1 no, 1 abstain).
     for pid, purpose in ((1, PURPOSE), (2, "readmission risk")):
         ch.emit("ProposalSubmitted", id=pid, proposer=A, planCid=f"bafyplan{pid}", planSha256=h32(f"plan{pid}"),
-                purpose=purpose, purposeHash=h32(purpose), targets=list(DATASETS.values()), rounds=3,
+                purpose=purpose, purposeHash=h32(purpose), targets=list(DATASETS.values()), owners=list(DATASETS), rounds=3,
                 minParticipants=2, roundDuration=20, deadline=ch.block + 10, eligible=3)
     for voter in (A, B, C):
         ch.emit("Voted", id=1, voter=voter, choice=1)
