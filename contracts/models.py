@@ -249,6 +249,42 @@ class RoundInfo:
 
 
 @dataclass(frozen=True)
+class ReleaseInfo:
+    """A release vote on the model of (``proposal_id``, ``round``) under a model card (``Releases``)."""
+
+    id: int
+    proposal_id: int
+    round: int
+    proposer: str
+    state: ProposalState
+    aggregate_sha256: bytes
+    card_cid: str
+    card_sha256: bytes
+    created_at: int
+    deadline: int
+    eligible: int
+    yes: int
+    no: int
+    abstain: int
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Release and withdrawal state of one model: its Approved release id (0: none), its marks."""
+
+    release_id: int
+    withdrawals: int
+
+    @property
+    def released(self) -> bool:
+        return self.release_id != 0
+
+    @property
+    def withdrawn(self) -> bool:
+        return self.withdrawals != 0
+
+
+@dataclass(frozen=True)
 class UpdateCommitment:
     """One member's update commitment in a round, as its UpdateCommitted event recorded it."""
 
@@ -335,7 +371,7 @@ class TxResult:
 
 @dataclass
 class Deployment:
-    """Where the four contracts live and with which parameters they were deployed."""
+    """Where the contracts live and with which parameters they were deployed."""
 
     chain_id: int
     addresses: dict[str, str]

@@ -22,7 +22,8 @@ from typing import Any, Iterable, Protocol
 
 __all__ = [
     "CommitRecord", "DatasetRecord", "EventLike", "EvaluationRecord", "MemberRecord", "MotionRecord",
-    "PolicyVersion", "ProposalRecord", "ReadModel", "RoundRecord",
+    "PolicyVersion", "ProposalRecord", "ReadModel", "ReleaseRecord", "RoundRecord", "StatisticsRecord",
+    "WithdrawalRecord",
 ]
 
 #: State names as the trail and the audit spell them (IMemberVoting.VoteState).
@@ -197,6 +198,51 @@ class RoundRecord:
     txs: set[str] = field(default_factory=set, repr=False)
 
 
+@dataclass
+class ReleaseRecord:
+    """A release vote on one model (``Releases``)."""
+
+    id: int
+    proposal_id: int
+    round: int
+    proposer: str
+    aggregate_sha256: str
+    card_cid: str
+    card_sha256: str
+    block: int
+    deadline: int
+    eligible: int
+    votes: dict[str, str] = field(default_factory=dict)
+    final_state: str | None = None
+    final_counts: tuple[int, int, int] | None = None
+    final_block: int | None = None
+    cancelled_block: int | None = None
+
+
+@dataclass
+class WithdrawalRecord:
+    """A model marked because a dataset in its lineage was revoked (``Releases.markWithdrawn``)."""
+
+    proposal_id: int
+    round: int
+    dataset_id: str
+    committed_round: int
+    member: str
+    by: str
+    block: int
+    tx: str = ""
+
+
+@dataclass
+class StatisticsRecord:
+    """A proposal's statistics phase (``Statistics``): the sealed moments, then the published document."""
+
+    proposal_id: int
+    commits: list[CommitRecord] = field(default_factory=list)  # n_samples: the rows the moments cover
+    published: dict | None = None  # {"cid", "sha256", "committed"}
+    published_block: int | None = None
+
+
 class ReadModel:
     """Everything the events say, folded in chain order (see the module docstring)."""
 
@@ -207,6 +253,13 @@ class ReadModel:
         self.motions: dict[int, MotionRecord] = {}
         self.rounds: dict[tuple[int, int], RoundRecord] = {}
         self.coordinators: list[tuple[int, str]] = []
+        self.releases: dict[int, ReleaseRecord] = {}
+        #: (proposal, round) -> the Approved release of that model.
+        self.released: dict[tuple[int, int], int] = {}
+        #: (proposal, round) -> its withdrawal marks, in chain order.
+        self.withdrawals: dict[tuple[int, int], list[WithdrawalRecord]] = {}
+        #: proposal -> its statistics phase (only proposals that have one).
+        self.statistics: dict[int, StatisticsRecord] = {}
         self.problems: list[str] = []  # events that make no sense in order
         self.gas_by_tx: dict[str, int] = {}
         #: Highest block whose events were folded (-1: none yet).
@@ -432,3 +485,55 @@ class ReadModel:
         r = self._round_of(ev, a)
         if r is not None:
             r.global_metric_ppm = int(a["metricPpm"])
+
+    def _on_ReleaseProposed(self, ev, a):
+        rid = int(a["id"])
+        self.releases[rid] = ReleaseRecord(
+            id=rid, proposal_id=int(a["proposalId"]), round=int(a["round"]), proposer=a["proposer"].lower(),
+            aggregate_sha256=_hex(a["aggregateSha256"]), card_cid=a["cardCid"], card_sha256=_hex(a["cardSha256"]),
+            block=ev.block, deadline=int(a["deadline"]), eligible=int(a["eligible"]),
+        )
+
+    def _on_ReleaseVoted(self, ev, a):
+        r = self.releases.get(int(a["id"]))
+        if r is None:
+            self.problems.append(f"block {ev.block}: vote on unknown release {a['id']}")
+            return
+        r.votes[a["voter"].lower()] = CHOICES.get(int(a["choice"]), str(a["choice"]))
+
+    def _on_ReleaseFinalized(self, ev, a):
+        r = self.releases.get(int(a["id"]))
+        if r is None:
+            return
+        r.final_state = STATE_NAMES.get(int(a["state"]), str(a["state"]))
+        r.final_counts = (int(a["yes"]), int(a["no"]), int(a["abstain"]))
+        r.final_block = ev.block
+        if r.final_state == APPROVED:
+            self.released[(r.proposal_id, r.round)] = r.id
+
+    def _on_ReleaseCancelled(self, ev, a):
+        r = self.releases.get(int(a["id"]))
+        if r is not None:
+            r.cancelled_block = ev.block
+
+    def _on_ModelWithdrawn(self, ev, a):
+        key = (int(a["proposalId"]), int(a["round"]))
+        self.withdrawals.setdefault(key, []).append(WithdrawalRecord(
+            proposal_id=key[0], round=key[1], dataset_id=_hex(a["datasetId"]),
+            committed_round=int(a["committedRound"]), member=a["member"].lower(), by=a["by"].lower(),
+            block=ev.block, tx=ev.tx,
+        ))
+
+    def _on_MomentsCommitted(self, ev, a):
+        pid = int(a["proposalId"])
+        rec = self.statistics.setdefault(pid, StatisticsRecord(pid))
+        rec.commits.append(CommitRecord(
+            member=a["member"].lower(), dataset_id=_hex(a["datasetId"]), cid=a["cid"], sha256=_hex(a["momentsSha256"]),
+            n_samples=int(a["rowCount"]), block=ev.block, timestamp=ev.timestamp, tx=ev.tx,
+        ))
+
+    def _on_StatisticsPublished(self, ev, a):
+        pid = int(a["proposalId"])
+        rec = self.statistics.setdefault(pid, StatisticsRecord(pid))
+        rec.published = {"cid": a["cid"], "sha256": _hex(a["statisticsSha256"]), "committed": int(a["committed"])}
+        rec.published_block = ev.block

@@ -65,7 +65,9 @@ from fedchain.plan import (
     verify_plan_bytes,
 )
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
+from fedchain.coordinator.statistics import pool_moments
 from fedchain.usecases import progress
+from fedchain.usecases import statistics as uc_statistics
 from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout
 
 PPM = 1_000_000
@@ -167,6 +169,17 @@ class Coordinator:
                 fetch_document(self.store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES), p.plan_sha256
             )
         return self._plans[proposal_id]
+
+    def publish_statistics(self, proposal_id: int):
+        """The statistics phase: pool the committed moments, pin the statistics document, publish it on chain."""
+        pooled = pool_moments(self.fed.read_model(), self.store, self.fed.deployment, proposal_id, self.identity,
+                              self.recipients(proposal_id))
+        pinned = pin_document(self.store, pooled.document)
+        tx = self.fed.statistics.publish_statistics(proposal_id, pinned.cid, pinned.sha256)
+        self.log(f"published the pooled statistics of proposal {proposal_id}: {pooled.contributors} hospital(s), "
+                 f"{len(pooled.rejected)} left out; {pinned.cid}", proposal=proposal_id, round=0, cid=pinned.cid,
+                 tx=tx.tx_hash)
+        return tx
 
     def check_approved(self, proposal_id: int, round_: int) -> None:
         """Raise :class:`NotApproved` unless the chain approved this proposal and round."""
@@ -367,6 +380,7 @@ class Coordinator:
 MOVED_ON = frozenset({
     "RoundsOutOfOrder", "RoundsPreviousRoundOpen", "RoundsNotOpen", "RoundsNotClosed",
     "RoundsGlobalMetricAlreadyRecorded", "RoundsBeyondPlan", "RoundsEnoughParticipants", "RoundsDeadlineNotReached",
+    "StatisticsAlreadyPublished", "StatisticsTrainingStarted",
 })
 
 
@@ -468,6 +482,18 @@ class CoordinatorService:
         p = rm.proposals[pid]
         self._sync(pid, rm)
         last = progress.last_round(rm, pid)
+        if last is None and uc_statistics.has_phase(self.c.plan(pid)):
+            st = rm.statistics.get(pid)
+            if st is None or st.published is None:
+                n = len(st.commits) if st is not None else 0
+                deadline = (p.final_block or head) + self.c.plan(pid).round_deadline_blocks
+                if n >= max(self.expected(pid, 0), 1) or (head > deadline and n >= p.min_participants):
+                    lifecycle.set_activity(f"publishing the statistics of proposal {pid}")
+                    self._attempt(pid, 0, "publish the statistics of", lambda: self.c.publish_statistics(pid))
+                else:
+                    self._once(("stats", pid), f"proposal {pid}: statistics phase, waiting for the hospitals' "
+                               "moments", proposal=pid)
+                return False
         if last is None:
             lifecycle.set_activity(f"opening round 1 of proposal {pid}")
             self._attempt(pid, 1, "open", lambda: self.c.open_round(pid, 1))

@@ -10,8 +10,9 @@ time and nothing local.
 Sections (keys of the document):
 
 * ``model`` -- proposal, round, the aggregate's CID and sha256, kind and size;
-* ``release`` -- ``released`` is ``null`` until the consortium votes releases
-  on chain (then ``true``/``false``), with the sentence saying which;
+* ``release`` -- ``released`` is always ``null``: a card is what a release
+  vote approves (``Releases``, ``fedchain model release``), so the outcome is
+  on chain, not in the card; the sentence says so;
 * ``proposal`` -- plan name, purpose, proposer, plan CID/sha256, the vote;
 * ``training`` -- rounds approved/closed/failed, strategy and its parameters,
   optimizer, epochs, batch size, preprocessing, seed;

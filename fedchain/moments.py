@@ -45,7 +45,7 @@ from typing import Annotated, Any, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from fedchain.errors import ConfigError
-from fedchain.plan import MAX_FEATURES, parse_plan, standardization_from_moments
+from fedchain.plan import MAX_FEATURES, canonical_json, parse_plan, standardization_from_moments
 
 __all__ = [
     "MOMENTS_FORMAT",
@@ -58,6 +58,12 @@ __all__ = [
     "parse_moments",
     "read_moments",
     "combine_moments",
+    "STATISTICS_FORMAT",
+    "MAX_STATISTICS_BYTES",
+    "Statistics",
+    "statistics_document",
+    "parse_statistics",
+    "with_statistics",
     "preprocessing_toml",
     "set_preprocessing",
 ]
@@ -286,3 +292,65 @@ def set_preprocessing(toml_text: str, table: str, source: str = "<plan>") -> str
     parse_plan(text.encode("utf-8"), source=source, fmt="toml")  # PlanError with every problem, if any
     return text
 
+
+
+# --------------------------------------------------------------------------- the statistics phase
+
+#: Format of the coordinator's published statistics document.
+STATISTICS_FORMAT = "fedchain-statistics/1"
+#: Largest statistics document read back (128 contributors and 4096 features stay well below).
+MAX_STATISTICS_BYTES = 8 << 20
+
+
+class Statistics(BaseModel):
+    """The pooled statistics of a proposal's statistics phase, as the coordinator publishes them.
+
+    ``contributors``: the moments that went in, as committed on chain (member, dataset id, CID,
+    rows); ``rejected``: the committed moments left out and why (a code). Replay rebuilds the
+    document byte for byte from the committed moments.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal["fedchain-statistics/1"]
+    proposal: Annotated[int, Strict(), Field(ge=1)]
+    features: tuple[Annotated[str, Strict(), Field(min_length=1, max_length=128)], ...] = Field(
+        min_length=1, max_length=MAX_FEATURES)
+    n: Annotated[int, Strict(), Field(ge=1)]
+    mean: tuple[_Finite, ...]
+    std: tuple[Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)], ...]
+    contributors: tuple[dict[str, Any], ...]
+    rejected: tuple[dict[str, Any], ...] = ()
+
+
+def statistics_document(proposal_id: int, std: Standardization, contributors: Sequence[dict],
+                        rejected: Sequence[dict] = ()) -> bytes:
+    """The canonical bytes (RFC 8785) of the statistics document: what is pinned and hashed."""
+
+    doc = Statistics(format=STATISTICS_FORMAT, proposal=int(proposal_id), features=std.features, n=std.n_rows,
+                     mean=tuple(float(v) for v in std.mean), std=tuple(float(v) for v in std.std),
+                     contributors=tuple(contributors), rejected=tuple(rejected))
+    return canonical_json(doc.model_dump(mode="json"))
+
+
+def parse_statistics(data: bytes, source: str = "<statistics>") -> Statistics:
+    """A statistics document from untrusted bytes (bounded, strict)."""
+    if len(data) > MAX_STATISTICS_BYTES:
+        raise MomentsError(f"{source}: larger than a statistics document may be ({MAX_STATISTICS_BYTES:,} bytes)")
+    try:
+        doc = Statistics.model_validate_json(data)
+    except ValidationError as exc:
+        raise MomentsError(f"{source}: not a {STATISTICS_FORMAT} document ({_first_problem(exc)})") from None
+    if len(doc.mean) != len(doc.features) or len(doc.std) != len(doc.features):
+        raise MomentsError(f"{source}: mean and std must hold one value per feature")
+    return doc
+
+
+def with_statistics(plan: Any, stats: Statistics) -> Any:
+    """The plan as the nodes apply it: ``standardize = "federated"`` resolved to the published mean/std."""
+    if plan.preprocessing.standardize != "federated":
+        return plan
+    if len(stats.mean) != plan.model.n_features:
+        raise MomentsError(f"the published statistics have {len(stats.mean)} features but the plan's model takes "
+                           f"{plan.model.n_features}")
+    return plan.with_changes(preprocessing={"standardize": "plan", "mean": list(stats.mean), "std": list(stats.std)})

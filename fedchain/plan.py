@@ -48,7 +48,10 @@ hospitals. ``standardize = "plan"`` makes the plan carry agreed per-feature
 ``mean``/``std`` (computed once from aggregate moments every hospital shares,
 see :func:`standardization_from_moments`); each node then applies exactly the
 pooled-data scaling, which keeps federated accuracy close to centralised
-training. ``"none"`` leaves features untouched.
+training. ``"federated"`` computes the same pooled values in a governed
+statistics phase before round 1 (``Statistics`` contract, see
+:mod:`fedchain.moments`): the plan pins the procedure, the chain records the
+step, replay re-derives the result. ``"none"`` leaves features untouched.
 """
 
 from __future__ import annotations
@@ -585,6 +588,15 @@ class PlanStandardization(Preprocessing):
     )
 
 
+class FederatedStandardization(Preprocessing):
+    standardize: Literal["federated"] = Field(
+        description="A statistics phase before round 1: each node commits its feature moments (count, sums, sums "
+                    "of squares) sealed for the coordinator and the auditors; the coordinator publishes the pooled "
+                    "mean/std on chain, and every node scales features with it: (x - mean) / std. Replay "
+                    "re-derives it. No row leaves a hospital."
+    )
+
+
 def _standardize_tag(v: Any) -> Any:
     if isinstance(v, Mapping):
         return v.get("standardize", "none")
@@ -592,7 +604,8 @@ def _standardize_tag(v: Any) -> Any:
 
 
 AnyPreprocessing = Annotated[
-    Union[Annotated[NoStandardization, Tag("none")], Annotated[PlanStandardization, Tag("plan")]],
+    Union[Annotated[NoStandardization, Tag("none")], Annotated[PlanStandardization, Tag("plan")],
+          Annotated[FederatedStandardization, Tag("federated")]],
     Discriminator(_standardize_tag),
 ]
 
@@ -692,7 +705,8 @@ _UNIONS: dict[str, tuple[str, dict[str, type[_Table]]]] = {
     "strategy": ("name", {"fedavg": FedAvgSpec, "fedprox": FedProxSpec, "fedadam": FedAdamSpec,
                           "fedyogi": FedYogiSpec, "median": MedianSpec, "trimmed_mean": TrimmedMeanSpec,
                           "krum": KrumSpec, "multikrum": MultiKrumSpec}),
-    "preprocessing": ("standardize", {"none": NoStandardization, "plan": PlanStandardization}),
+    "preprocessing": ("standardize", {"none": NoStandardization, "plan": PlanStandardization,
+                                      "federated": FederatedStandardization}),
 }
 MODEL_KINDS = tuple(_UNIONS["model"][1])
 OPTIMIZERS = tuple(_UNIONS["optimizer"][1])

@@ -360,7 +360,10 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
     defence_words = "; ".join(defences) if defences else "none besides the strategy itself"
     pre = plan.preprocessing
     pre_words = ("features standardized with the plan's per-feature mean and std"
-                 if isinstance(pre, PlanStandardization) else "features used as they are")
+                 if isinstance(pre, PlanStandardization) else
+                 "a statistics phase before round 1: the pooled mean/std of every hospital's sealed feature moments, "
+                 "published on chain by the coordinator" if pre.standardize == "federated" else
+                 "features used as they are")
     auditors = (f"{len(plan.auditors)} auditor key(s) may also open them: " + ", ".join(plan.auditors)
                 if plan.auditors else "no auditor keys, so only the coordinator can open them")
     return [

@@ -290,4 +290,7 @@ def apply_preprocessing(plan: TrainingPlan, features: torch.Tensor) -> torch.Ten
         )
     if plan.preprocessing.standardize == "plan":
         return standardize(features, plan.preprocessing.mean, plan.preprocessing.std)
+    if plan.preprocessing.standardize == "federated":
+        raise ConfigError("the plan's standardization comes from its statistics phase, published on chain: "
+                          "give the proposal (model evaluate --proposal N) rather than the plan file")
     return features.to(torch.float32).contiguous()

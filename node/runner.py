@@ -36,14 +36,15 @@ from typing import Callable, Sequence
 
 from fedchain import lifecycle, logs
 from fedchain.config import load_role_config
-from fedchain.content import fetch_document
+from fedchain.content import fetch_document, seal_and_pin
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.identity import is_dev_identity, require_chain_allows
 from fedchain.ipfs import open_store
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, recipients_for
-from fedchain.node.dataset import TabularData, load_dataset, split_for_plan
+from fedchain.moments import moments_document
+from fedchain.node.dataset import TabularData, feature_moments, load_dataset, split_for_plan
 from fedchain.node.train import LocalResult, evaluate, train_local
 from fedchain.plan import (
     DEFAULT_MAX_MODEL_PARAMETERS,
@@ -57,6 +58,8 @@ from fedchain.plan import (
 from fedchain.schema import DatasetSchema, load_schema, schema_hash
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.usecases import admission, progress
+from fedchain.usecases import statistics as uc_statistics
+from fedchain.usecases.datasets import undo_pin
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused
 from fedchain.validation import model_size
@@ -139,19 +142,56 @@ class HospitalNode:
         self.schema = schema
         self.data = data
         self.log = log or _log_event
-        self._plans: dict[int, TrainingPlan] = {}
+        self._plans: dict[int | tuple, TrainingPlan] = {}
         self._aggregate: tuple[tuple, dict] | None = None  # the last aggregate fetched (see aggregate())
         self._identity_confirmed: int | None = None  # chain epoch in which owner and schema were confirmed
 
     # -- plan and admission ----------------------------------------------------
 
-    def plan(self, proposal_id: int) -> TrainingPlan:
-        """The proposal's plan, fetched by CID and verified against the chain."""
-        if proposal_id not in self._plans:
+    def signed_plan(self, proposal_id: int) -> TrainingPlan:
+        """The proposal's plan as voted, fetched by CID and verified against the chain."""
+        key = ("signed", proposal_id)
+        if key not in self._plans:
             p = self.fed.proposals.proposal(proposal_id)
             raw = fetch_document(self.store, p.plan_cid, p.plan_sha256, max_size=MAX_PLAN_BYTES)
-            self._plans[proposal_id] = verify_plan_bytes(raw, p.plan_sha256)
+            self._plans[key] = verify_plan_bytes(raw, p.plan_sha256)
+        return self._plans[key]
+
+    def plan(self, proposal_id: int) -> TrainingPlan:
+        """The plan as this node applies it: with a statistics phase, the published pooled mean/std in place of
+        ``"federated"`` (:class:`~fedchain.usecases.statistics.StatisticsPending` until it is published)."""
+        if proposal_id not in self._plans:
+            signed = self.signed_plan(proposal_id)
+            self._plans[proposal_id] = uc_statistics.effective_plan(self.fed.read_model(), self.store, proposal_id,
+                                                                    signed)
         return self._plans[proposal_id]
+
+    def commit_moments(self, proposal_id: int) -> RoundOutcome:
+        """The statistics phase: this dataset's moments (count, sums, sums of squares; no row), sealed for the
+        coordinator and the plan's auditors, pinned and committed to the Statistics contract."""
+        check = self.admission(proposal_id)
+        if not check:
+            self.log(f"refusing the statistics phase of proposal {proposal_id} for dataset {self.dataset_name!r}: "
+                     f"{check.words}", level=logging.WARNING, proposal=proposal_id, round=0)
+            return RoundOutcome(proposal_id, 0, self.dataset_name, committed=False, reason=check.words)
+        plan = self.signed_plan(proposal_id)
+        fm = feature_moments(self.data)
+        doc = moments_document(self.schema.feature_names, fm.n, fm.sums, fm.sums_sq)
+        try:
+            recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
+        except Refused as exc:
+            raise PolicyRefusal(str(exc)) from None
+        ctx = uc_statistics.moments_context(self.fed.deployment, proposal_id, self.identity.address)
+        sealed = seal_and_pin(self.store, doc.to_json().encode("utf-8"), ctx, self.identity, recipients)
+        try:
+            tx = self.fed.statistics.commit_moments(proposal_id, self.dataset_name, sealed.cid, sealed.sha256, fm.n)
+        except BaseException:
+            undo_pin(self.store, sealed.cid, True)
+            raise
+        self.log(f"committed the moments of {fm.n} rows for the statistics phase of proposal {proposal_id}: "
+                 f"{sealed.cid}", proposal=proposal_id, round=0, cid=sealed.cid, samples=fm.n, tx=tx.tx_hash)
+        return RoundOutcome(proposal_id, 0, self.dataset_name, committed=True, cid=sealed.cid, sha256=sealed.sha256,
+                            n_samples=fm.n, gas_used=tx.gas_used)
 
     def admission(self, proposal_id: int) -> AdmissionCheck:
         """Whether this node may train for the proposal; if not, the rule that refuses it.
@@ -308,6 +348,7 @@ def metric_to_ppm(value: float) -> int:
 #: chain again.
 MOVED_ON = frozenset({
     "RoundsNotOpen", "RoundsDeadlinePassed", "RoundsAlreadyCommitted", "RoundsNotClosed", "RoundsAlreadyEvaluated",
+    "StatisticsAlreadyCommitted", "StatisticsAlreadyPublished", "StatisticsTrainingStarted",
 })
 
 
@@ -386,6 +427,20 @@ class NodeService:
         me = self.node.identity.address.lower()
         total = rm.proposals[pid].rounds
         last = progress.last_round(rm, pid)
+        if uc_statistics.has_phase(self.node.signed_plan(pid)):
+            st = rm.statistics.get(pid)
+            if st is None or st.published is None:
+                if last is None and not (st and any(c.member == me for c in st.commits)):
+                    lifecycle.set_activity(f"statistics phase of proposal {pid}")
+                    out = self._guard(pid, 0, "moments", lambda: self.node.commit_moments(pid))
+                    if out is not None:
+                        self.outcomes.append(out)
+                        if not out.committed:
+                            self.refused[pid] = out.reason
+                            return True
+                self._once(("stats", pid), "proposal %d: waiting for the coordinator to publish the pooled "
+                           "statistics", pid, proposal=pid)
+                return False
         if last is None:
             self._once(("wait-open", pid), "proposal %d approved: waiting for round 1 to open", pid, proposal=pid)
             return False

@@ -3,7 +3,7 @@
 * ``anvil_node`` (session): one anvil started for the session and stopped at
   its end (skips the anvil tests if the binary is missing).
 * ``chain_backend`` (session, parametrized "eth-tester" / "anvil"): a connected
-  chain with the four contracts deployed once, plus a snapshot of that state.
+  chain with the contracts deployed once, plus a snapshot of that state.
 * ``system`` (function): a :class:`System` on that backend; the chain is
   reverted to the post-deploy snapshot after each test, so every test sees a
   fresh deployment without paying for one.

@@ -164,6 +164,10 @@ BROKEN = [
         (30, "preprocessing.mean", "has 2 values but the model takes 30 features"),
         (31, "preprocessing.std", "has 2 values but the model takes 30 features"),
     ]),
+    ("federated-with-values", "p.toml", edit(append=("", "[preprocessing]", 'standardize = "federated"',
+                                                     "mean = [0.0]")), [
+        (30, "preprocessing.mean", "unknown key"),
+    ]),
     ("seed-and-version", "p.toml", edit({9: "seed = -1", 12: "version = 1"}), [
         (9, "seed", "must be >= 0"),
         (12, "version", "unsupported plan version 1"),

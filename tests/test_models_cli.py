@@ -203,22 +203,21 @@ def test_standardize_into_leaves_an_invalid_result_unwritten(demo, tmp_path):
 def test_set_preprocessing_layouts(layout):
     table = '[preprocessing]\nstandardize = "plan"\nmean = [1.0, 2.0]\nstd = [1.0, 0.5]\n'
     base = template("logreg").replace("in_features = 30", "in_features = 2")
+    start = base.index("[preprocessing]\n")
+    block = base[start:base.index('standardize = "none"\n', start) + len('standardize = "none"\n')]
     if layout == "template":
         text = base
     elif layout == "no-table":
-        text = base.replace('[preprocessing]\n# standardize: Features are used as they are. Other choices: "plan" '
-                            '(mean, std).\nstandardize = "none"\n', "")
+        text = base.replace(block, "")
     elif layout == "last-table":
         a = base.index("# Feature preprocessing.")
         b = base.index("# Bounds voted on")
         text = base[:a] + base[b:] + "\n" + base[a:b]
     elif layout == "inline":
-        text = base.replace('[preprocessing]\n# standardize: Features are used as they are. Other choices: "plan" '
-                            '(mean, std).\nstandardize = "none"\n', "").replace(
+        text = base.replace(block, "").replace(
             'purpose = "diagnosis"', 'purpose = "diagnosis"\npreprocessing = { standardize = "none" }')
     else:
-        text = base.replace('[preprocessing]\n# standardize: Features are used as they are. Other choices: "plan" '
-                            '(mean, std).\nstandardize = "none"\n', "").replace(
+        text = base.replace(block, "").replace(
             'purpose = "diagnosis"', 'purpose = "diagnosis"\npreprocessing.standardize = "none"')
     assert tomllib.loads(text)  # the starting point is valid TOML
     if layout in ("inline", "dotted"):
@@ -326,9 +325,10 @@ def test_model_list_and_pull(trained, tmp_path):
     assert [(m["proposal"], m["round"], m["last"]) for m in listing] == [(pid, 1, False), (pid, 2, True)]
     assert [m["aggregate_cid"] for m in listing] == [r.result.aggregate_cid for r in rounds]
     assert listing[1]["validation_metric"] == pytest.approx(rounds[1].validation_metric, abs=1e-6)
-    assert listing[0]["released"] is None and listing[0]["strategy"] == "fedavg" and listing[0]["metric"] == "accuracy"
+    assert listing[0]["released"] is False and listing[0]["withdrawn"] == []
+    assert listing[0]["strategy"] == "fedavg" and listing[0]["metric"] == "accuracy"
     table = cli("model", "list", "--home", home).ok().out
-    assert "2 of 3 (last)" in table and "validation accuracy" in table and "no release vote" in table
+    assert "2 of 3 (last)" in table and "validation accuracy" in table and "release vote" in table
 
     out = tmp_path / "model.safetensors"
     r = cli("model", "pull", pid, "-o", out, "--home", home).ok()
@@ -360,7 +360,9 @@ def test_model_list_and_pull(trained, tmp_path):
 def test_pull_refuses_an_aggregate_the_chain_does_not_vouch_for(trained, tmp_path, anvil_node):
     """A coordinator closes rounds with a hash its CID does not have, or with an oversized blob: nothing is written."""
     sim, _pid, _plan, _rounds, home = trained
-    plan = sim.plan(demo_plan(sim.data.hospitals, seed=12), rounds=3, min_participants=1, name="forged")
+    # one target: the chain lets a round close before its deadline only once every target committed
+    plan = sim.plan(demo_plan(sim.data.hospitals, seed=12), rounds=3, min_participants=1, name="forged",
+                    datasets=[sim.names[0]])
     pid = sim.approve(plan)
     ops = sim.fed(sim.ops)
     good = state_dict_to_bytes(initial_state(plan.model, plan.seed))
@@ -433,6 +435,63 @@ def test_model_card(trained, tmp_path):
         "not an auditor of proposal")
     assert not (tmp_path / "no.json").exists()
     cli("model", "card", pid, "-o", out, "--home", home).fails("already exists")
+
+
+def test_release_by_vote_then_withdrawal(trained, tmp_path):
+    """Release through the CLI (the card checked against the chain), pull --released, then a revocation marks.
+
+    Runs after the other tests of the trained consortium: it revokes a dataset.
+    """
+    sim, pid, plan, rounds, home = trained
+    h = ("--home", home)
+    period = sim.fed().voting_period()
+    cli("model", "pull", pid, "-o", tmp_path / "none", "--released", *h).fails("has not released")
+
+    # A card that lies about the model (another aggregate's sha256) is refused before anything is sent ...
+    out = tmp_path / "card.json"
+    cli("model", "card", pid, "--no-pin", "-o", out, *h).ok()
+    lying = json.loads(out.read_text())
+    lying["model"]["aggregate_sha256"] = "0x" + "ab" * 32
+    (tmp_path / "lying.json").write_bytes(card_bytes(lying))
+    cli("model", "release", "propose", pid, "--card", tmp_path / "lying.json", "--dev", 0, *h).fails(
+        "does not describe the model", "model.aggregate_sha256")
+    # ... and a member who put one on chain directly gets no honest YES: the vote command checks the card.
+    pinned = pin_document(sim.store, card_bytes(lying))
+    bad = sim.fed(sim.members[1]).releases.propose_release(pid, 2, pinned.cid, pinned.sha256).value
+    cli("model", "release", "vote", bad, "yes", "--dev", 0, *h).fails("does not describe the model")
+    cli("model", "release", "vote", bad, "no", "--dev", 0, *h).ok()
+
+    r = cli("model", "release", "propose", pid, "--dev", 0, *h).ok()  # the card built from the chain, pinned
+    rid = int(re.search(r"release (\d+) proposed: round 2 of proposal", r.out).group(1))
+    for dev in (0, 1, 2):
+        cli("model", "release", "vote", rid, "yes", "--dev", dev, *h).ok()
+    cli("model", "release", "finalize", rid, "--dev", 0, *h).fails("voting period is still running")
+    sim.chain.mine(period)
+    assert "finalized: released" in cli("model", "release", "finalize", rid, "--dev", 0, *h).ok().out
+    listed = json.loads(cli("model", "release", "list", "--json", *h).ok().out)
+    assert [(x["release"], x["state"]) for x in listed] == [(bad, "voting"), (rid, "released")]
+    models = json.loads(cli("model", "list", "--proposal", pid, "--json", *h).ok().out)
+    assert [(m["round"], m["released"]) for m in models] == [(1, False), (2, True)]
+    cli("model", "release", "propose", pid, "--dev", 1, *h).fails("already released")
+
+    got = tmp_path / "released.safetensors"
+    r = cli("model", "pull", pid, "-o", got, "--released", *h).ok()
+    assert f"released by vote {rid}" in r.out and "round 2 of 3" in r.out
+    assert sha256_hex(got.read_bytes()) == "0x" + bytes(sim.fed().rounds.round_info(pid, 2).aggregate_sha256).hex()
+    cli("model", "pull", pid, "-o", tmp_path / "r1", "--round", 1, "--released", *h).fails("has not released")
+
+    # The second hospital withdraws consent: both models (its updates are in rounds 1 and 2) are marked.
+    name = sim.names[1]
+    cli("model", "release", "mark", name, "--dev", 5, *h).fails("is not revoked")
+    r = cli("dataset", "revoke", name, "--yes", "--dev", 1, *h).ok()
+    assert r.out.count("marked withdrawn") == 2
+    models = json.loads(cli("model", "list", "--proposal", pid, "--json", *h).ok().out)
+    assert [(m["round"], m["withdrawn"]) for m in models] == [(1, [name]), (2, [name])]
+    assert "WITHDRAWN" in cli("model", "list", *h).ok().out
+    cli("model", "pull", pid, "-o", tmp_path / "gone", "--released", *h).fails("marked withdrawn", name)
+    assert not (tmp_path / "gone").exists()
+    cli("model", "release", "propose", pid, "--round", 1, "--dev", 1, *h).fails("lineage was withdrawn")
+    assert "no model to mark" in cli("model", "release", "mark", name, "--dev", 5, *h).ok().out  # idempotent
 
 
 def test_card_markdown_escapes_member_text():
@@ -513,6 +572,12 @@ def readme_commands() -> list[str]:
             if line.strip().startswith("fedchain "):
                 out.append(" ".join(line.split()))
     return out
+
+
+def rc_exact(line: str) -> str:
+    """The README command that is exactly ``line`` (comments included, spaces collapsed)."""
+    assert line in readme_commands(), f"no README command {line!r}"
+    return line
 
 
 def rc(prefix: str) -> str:
@@ -621,13 +686,11 @@ def test_bring_your_own_data_journey(tmp_path, monkeypatch, demo):
         j.run(rc("fedchain chain up"), "--port", str(free_port()))
         j.run(rc("fedchain ipfs up"))
 
-        # 4. datasets, 5. moments.
+        # 4. datasets.
         for short, name in HOSPITALS:
             j.run(_for(rc("fedchain dataset register st-mary-bc"), short, name))
         listed = j.run(rc("fedchain dataset list")).out
         assert all(f"{short}-bc" in listed for short, _ in HOSPITALS)
-        for short, name in HOSPITALS:
-            j.run(_for(rc("fedchain dataset moments"), short, name))
 
         # 6. the plan (edited as the README says), proposal, votes.
         j.run(rc("fedchain plan init"))
@@ -640,19 +703,18 @@ def test_bring_your_own_data_journey(tmp_path, monkeypatch, demo):
             (r"^rounds = .*$", "rounds = 2"),
             (r'^min_participants = .*$', "min_participants = 3"),
             (r'^in_features = .*$', "in_features = 30"),
+            (r'^standardize = "none"$', 'standardize = "federated"'),  # 5. the statistics phase
         ]:
             text, n = re.subn(old, new, text, count=1, flags=re.M)
             assert n == 1, old
         plan_toml.write_text(text)
-        j.run(rc("fedchain plan standardize"))
-        assert 'standardize = "plan"' in plan_toml.read_text()
         assert "valid plan 'bc-diagnosis'" in j.run(rc("fedchain plan validate")).out
-        j.run(rc("fedchain plan show"))
+        assert "statistics phase" in j.run(rc("fedchain plan show")).out
         j.run(rc("fedchain proposal submit"))
         for short, name in HOSPITALS:
             j.run(_for(rc("fedchain proposal vote 1 yes"), short, name))
         j.run("fedchain proposal vote 1 yes --identity keys/ops.json")
-        j.run(rc("fedchain chain mine"))
+        j.run(rc("fedchain chain mine 10 # DEV ONLY: end the voting"))
         assert "APPROVED" in j.run(rc("fedchain proposal finalize")).out.upper()
 
         # 7. nodes and coordinator, each its own process, configured with the README's TOML.
@@ -669,9 +731,12 @@ def test_bring_your_own_data_journey(tmp_path, monkeypatch, demo):
         trained_at = time.monotonic()
 
         # 8. the model.
-        listing = j.run(rc("fedchain model list")).out
+        logs = {n: (root / f"{n}.log").read_text() for n in procs}
+        assert "published the pooled statistics of proposal 1: 3 hospital(s), 0 left out" in logs["coordinator"]
+        assert all("committed the moments of" in logs[short] for short, _ in HOSPITALS)
+        listing = j.run(rc_exact("fedchain model list")).out
         assert "2 of 2 (last)" in listing and "validation accuracy" in listing
-        j.run(rc("fedchain model pull"))
+        j.run(rc("fedchain model pull 1 -o"))
         records = json.loads(cli("model", "list", "--json").ok().out)
         last = records[-1]
         assert (last["round"], last["last"]) == (2, True) and last["evaluations"] == 3
@@ -695,6 +760,25 @@ def test_bring_your_own_data_journey(tmp_path, monkeypatch, demo):
             buf = io.BytesIO()
             store.get_to(cid, buf)
         assert buf.getvalue() == (root / "card.json").read_bytes()
+
+        # 9. release by vote, then pull the released model.
+        r = j.run(rc("fedchain model release propose"))
+        assert "release 1 proposed: round 2 of proposal 1" in r.out
+        for short, name in HOSPITALS:
+            j.run(_for(rc("fedchain model release vote 1 yes"), short, name))
+        j.run("fedchain model release vote 1 yes --identity keys/ops.json")
+        j.run(rc("fedchain chain mine 10 # DEV ONLY: end the release"))
+        assert "finalized: released" in j.run(rc("fedchain model release finalize")).out
+        assert "released by vote 1" in j.run(rc("fedchain model pull 1 --released")).out
+        assert sha256_hex((root / "released.safetensors").read_bytes()) == last["aggregate_sha256"]
+
+        # 10. Lakeview withdraws consent: both models of its lineage are marked; replay still verifies.
+        r = j.run(rc("fedchain dataset revoke"))
+        assert r.out.count("marked withdrawn") == 2
+        assert "WITHDRAWN" in j.run(rc("fedchain model list --proposal 1")).out
+        cli("model", "pull", 1, "--released", "-o", "again.safetensors").fails("marked withdrawn", "lakeview-bc")
+        replay = j.run(rc("fedchain audit replay")).out
+        assert replay.count("VERIFIED") >= 2 and "DISCREPANCY" not in replay
     finally:
         for p in procs.values():
             if p.poll() is None:

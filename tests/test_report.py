@@ -64,7 +64,7 @@ def synthetic_events() -> list[TrailEvent]:
         ch.emit("MemberAdmitted", account=addr, name=name, x25519=h32(f"key-{i}"), seq=i + 1)
     for addr, did in DATASETS.items():
         ch.emit("DatasetRegistered", id=did, owner=addr, name=f"icu-{addr[2:6]}", metadataCid="bafymeta",
-                metadataSha256=h32("meta"), schemaHash=h32("schema"), rowCount=100)
+                metadataSha256=h32("meta"), schemaHash=h32("schema"), rowCount=1000)
         ch.emit("PolicySet", id=did, version=1, policy={
             "purposes": [PURPOSE_HASH], "proposalIds": [], "anyApprovedProposal": True,
             "requesters": [], "expiry": 0, "maxEpsilonMilli": 0})

@@ -8,7 +8,7 @@ Modules:
   URL; :mod:`~fedchain.contracts.bindings.tester` (``eth-tester://``, in process) and
   :mod:`~fedchain.contracts.bindings.rpc` (``http(s)://``: anvil, geth, Besu);
 * :mod:`~fedchain.contracts.bindings.deployment` - :class:`Fedchain`, one deployment:
-  the four clients, events, the per-connection read model;
+  the clients, events, the per-connection read model;
 * :mod:`~fedchain.contracts.bindings.clients` - one thin client per contract;
 * :mod:`~fedchain.contracts.bindings.codec` - ids and hashes, JSON-friendly values,
   custom-error decoding;
@@ -48,12 +48,14 @@ from fedchain.contracts.models import (
     Evaluation,
     FounderSpec,
     MemberInfo,
+    ModelStatus,
     MotionInfo,
     MotionKind,
     MotionState,
     Policy,
     ProposalInfo,
     ProposalState,
+    ReleaseInfo,
     RoundInfo,
     RoundPhase,
     TxResult,
@@ -68,8 +70,8 @@ from fedchain.identity import DEV_MNEMONIC, DEV_PRIVATE_KEYS
 __all__ = [
     "Admission", "Chain", "ChainError", "ChainEvent", "ChainRevert", "ChainUnavailable",
     "DEV_FUNDING_WEI", "DEV_MNEMONIC", "DEV_PRIVATE_KEYS", "DatasetInfo", "Deployment", "DeploymentError",
-    "ERROR_PHRASES", "Evaluation", "Fedchain", "FounderSpec", "MemberInfo", "MotionInfo", "MotionKind",
-    "MotionState", "POLICY_REASONS", "Policy", "ProposalInfo", "ProposalState", "RoundInfo", "RoundPhase",
+    "ERROR_PHRASES", "Evaluation", "Fedchain", "FounderSpec", "MemberInfo", "ModelStatus", "MotionInfo", "MotionKind",
+    "MotionState", "POLICY_REASONS", "Policy", "ProposalInfo", "ProposalState", "ReleaseInfo", "RoundInfo", "RoundPhase",
     "TransactionConflict", "TxResult", "UpdateCommitment", "Vote", "VoteState", "VotingParams", "commitment_hash",
     "dataset_id", "WouldSend", "policy_reason", "purpose_hash",
 ]

@@ -358,7 +358,7 @@ class Chain:
         quorum_bps: int = 5000,
         approval_bps: int = 5001,
     ) -> Deployment:
-        """Deploy Consortium, Proposals, DatasetRegistry and Rounds; returns the :class:`Deployment`.
+        """Deploy Consortium, DatasetRegistry, Proposals, Rounds and Releases (CONTRACT_NAMES order); returns the :class:`Deployment`.
 
         ``quorum_bps``: minimum turnout (yes+no+abstain) in basis points of eligible
         members; ``approval_bps``: minimum yes/(yes+no) in basis points

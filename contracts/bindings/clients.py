@@ -23,10 +23,12 @@ from fedchain.contracts.models import (
     MemberInfo,
     MotionInfo,
     MotionKind,
+    ModelStatus,
     MotionState,
     Policy,
     ProposalInfo,
     ProposalState,
+    ReleaseInfo,
     RoundInfo,
     RoundPhase,
     TxResult,
@@ -442,3 +444,92 @@ class RoundsClient(_Client):
             )
             for e in (r.evaluations if r else [])
         ]
+
+
+class ReleasesClient(_Client):
+    """``Releases``: release votes on trained models, and marks of withdrawn consent."""
+
+    def propose_release(self, proposal_id: int, round: int, card_cid: str, card_sha256: bytes | str) -> TxResult:
+        """Member: propose releasing a closed round's model under a model card; ``value`` is the release id."""
+        result = self.transact("proposeRelease", int(proposal_id), int(round), card_cid,
+                               b32(card_sha256, "card_sha256"))
+        return _with(result, int(result.event("ReleaseProposed").args["id"]))
+
+    def vote(self, release_id: int, vote: Vote) -> TxResult:
+        """Vote YES / NO / ABSTAIN on a release."""
+        return self.transact("voteRelease", int(release_id), int(vote))
+
+    def finalize(self, release_id: int) -> TxResult:
+        """Finalize a release after its voting period (anyone); ``value`` is the ProposalState."""
+        result = self.transact("finalizeRelease", int(release_id))
+        return _with(result, ProposalState(result.event("ReleaseFinalized").args["state"]))
+
+    def cancel(self, release_id: int) -> TxResult:
+        """Withdraw a release proposal (its proposer, before any vote)."""
+        return self.transact("cancelRelease", int(release_id))
+
+    def mark_withdrawn(self, proposal_id: int, round: int, commitment: UpdateCommitment) -> TxResult:
+        """Mark the model of (``proposal_id``, ``round``) for ``commitment``'s (revoked) dataset (anyone).
+
+        ``commitment`` is an update of that dataset committed in a closed round up to ``round``
+        (as :meth:`RoundsClient.commitments` lists them); the contract re-hashes it.
+        """
+        c = commitment
+        return self.transact("markWithdrawn", int(proposal_id), int(round), b32(c.dataset, "dataset"), int(c.round),
+                             addr(c.member), c.cid, b32(c.sha256, "sha256"), int(c.sample_count))
+
+    def release(self, release_id: int) -> ReleaseInfo | None:
+        """Release ``release_id``, or None if unknown."""
+        r, t = self.call("release", int(release_id))
+        if t.state == 0:
+            return None
+        return ReleaseInfo(
+            id=int(release_id), proposal_id=int(r.proposalId), round=int(r.round), proposer=addr(r.proposer),
+            state=ProposalState(t.state), aggregate_sha256=bytes(r.aggregateSha256), card_cid=r.cardCid,
+            card_sha256=bytes(r.cardSha256), created_at=int(t.createdAt),
+            deadline=int(t.createdAt) + self.fed.voting_period(), eligible=int(t.eligible), yes=int(t.yes),
+            no=int(t.no), abstain=int(t.abstain),
+        )
+
+    def release_count(self) -> int:
+        """Number of release proposals."""
+        return int(self.call("releaseCount"))
+
+    def model_status(self, proposal_id: int, round: int) -> ModelStatus:
+        """Whether the model of (``proposal_id``, ``round``) is released (and by which release) and marked."""
+        m = self.call("modelStatus", int(proposal_id), int(round))
+        return ModelStatus(int(m.releaseId), int(m.withdrawals))
+
+    def is_marked(self, proposal_id: int, round: int, dataset: str | bytes) -> bool:
+        """Whether the model is marked for ``dataset``."""
+        return bool(self.call("isMarked", int(proposal_id), int(round), dataset_id(dataset)))
+
+    def vote_of(self, release_id: int, address: str) -> Vote | None:
+        """How ``address`` voted on the release (None if it did not)."""
+        choice = int(self.call("ballotOf", int(release_id), addr(address)))
+        return Vote(choice) if choice else None
+
+
+class StatisticsClient(_Client):
+    """``Statistics``: the federated statistics phase (sealed moments, then the pooled statistics)."""
+
+    def commit_moments(self, proposal_id: int, dataset: str | bytes, cid: str, sha256: bytes | str,
+                       row_count: int) -> TxResult:
+        """Member: commit the sealed moments of a target dataset (before round 1 opens)."""
+        return self.transact("commitMoments", int(proposal_id), dataset_id(dataset), cid, b32(sha256, "sha256"),
+                             int(row_count))
+
+    def publish_statistics(self, proposal_id: int, cid: str, sha256: bytes | str) -> TxResult:
+        """Coordinator: publish the pooled statistics document."""
+        return self.transact("publishStatistics", int(proposal_id), cid, b32(sha256, "sha256"))
+
+    def phase_of(self, proposal_id: int) -> dict:
+        """``{"committed", "published", "cid", "sha256"}`` of a proposal's statistics phase."""
+        ph = self.call("phaseOf", int(proposal_id))
+        return {"committed": int(ph.committed), "published": bool(ph.published), "cid": ph.statisticsCid,
+                "sha256": bytes(ph.statisticsSha256)}
+
+    def moments_of(self, proposal_id: int, address: str) -> bytes | None:
+        """The moments commitment hash of ``address``, or None."""
+        value = bytes(self.call("momentsOf", int(proposal_id), addr(address)))
+        return None if value == ZERO32 else value

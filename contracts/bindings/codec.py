@@ -146,7 +146,7 @@ def jsonify_args(inputs: list[Mapping[str, Any]], values: Mapping[str, Any], con
 
 @lru_cache(maxsize=1)
 def _error_table() -> dict[bytes, tuple[str, dict[str, Any]]]:
-    """4-byte selector -> (contract, error ABI) over the custom errors of all four contracts."""
+    """4-byte selector -> (contract, error ABI) over the custom errors of all the contracts."""
     table: dict[bytes, tuple[str, dict[str, Any]]] = {}
     for contract in CONTRACT_NAMES:
         for item in load_artifact(contract)["abi"]:

@@ -1,4 +1,4 @@
-"""The deployment object: the four contract clients, event reading and the per-connection index.
+"""The deployment object: the contract clients, event reading and the per-connection index.
 
 :class:`Fedchain` is one deployment on one :class:`~fedchain.contracts.bindings.chain.Chain`,
 optionally signing as one account (:meth:`Fedchain.as_`). Contract actions hang off
@@ -8,8 +8,10 @@ one thin client per contract::
     fed.registry     # datasets and policies
     fed.proposals    # proposals and votes
     fed.rounds       # rounds, commitments, evaluations
+    fed.releases     # release votes on models, withdrawal marks
+    fed.statistics   # the federated statistics phase before training
 
-Events of all four contracts are read with web3 (``get_logs`` over the four
+Events of all the contracts (:data:`~fedchain.contracts.build.CONTRACT_NAMES`) are read with web3 (``get_logs`` over their
 addresses, decoded by each contract's ``events.E().process_log``).
 :meth:`Fedchain.read_model` keeps one :class:`~fedchain.contracts.readmodel.ReadModel`
 per connection and deployment (shared by every ``as_`` copy) and folds only the
@@ -27,7 +29,9 @@ from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 from web3.contract.contract import ContractEvent, ContractFunction
 
-from fedchain.contracts.bindings.clients import ConsortiumClient, ProposalsClient, RegistryClient, RoundsClient
+from fedchain.contracts.bindings.clients import (
+    ConsortiumClient, ProposalsClient, RegistryClient, ReleasesClient, RoundsClient, StatisticsClient,
+)
 from fedchain.contracts.bindings.codec import addr, as_account, hexstr, jsonify_args
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
 from fedchain.contracts.errors import WouldSend
@@ -80,6 +84,8 @@ class Fedchain:
         self.registry = RegistryClient(self, self.contracts["DatasetRegistry"])
         self.proposals = ProposalsClient(self, self.contracts["Proposals"])
         self.rounds = RoundsClient(self, self.contracts["Rounds"])
+        self.releases = ReleasesClient(self, self.contracts["Releases"])
+        self.statistics = StatisticsClient(self, self.contracts["Statistics"])
 
     def as_(self, account: LocalAccount | str | bytes) -> "Fedchain":
         """The same deployment signing as ``account`` (LocalAccount or private key); shares the index."""
@@ -154,7 +160,7 @@ class Fedchain:
     # ---------------------------------------------------------------- events
 
     def decode_log(self, log: Any) -> ChainEvent | None:
-        """A raw log of one of the four contracts as a :class:`ChainEvent` (None if not ours)."""
+        """A raw log of one of the contracts as a :class:`ChainEvent` (None if not ours)."""
         contract = self._by_address.get(str(log["address"]).lower())
         if contract is None or not log["topics"]:
             return None
@@ -188,7 +194,7 @@ class Fedchain:
     def iter_events(
         self, from_block: int = 0, to_block: int | None = None, page_size: int = PAGE_BLOCKS, *, details: bool = True
     ) -> Iterator[ChainEvent]:
-        """Events of all four contracts in (block, log index) order, fetched ``page_size`` blocks at a time.
+        """Events of all the contracts (:data:`~fedchain.contracts.build.CONTRACT_NAMES`) in (block, log index) order, fetched ``page_size`` blocks at a time.
 
         With ``details`` (default) each event carries its block timestamp and its
         transaction's gas, at one extra request per distinct block and transaction.

@@ -8,7 +8,7 @@ The pure side (hashing, RLP, the receipts trie, the bloom) is
   node's block hash before it is returned;
 * :func:`raw_receipts` -- a block's receipts in their consensus encoding, in
   transaction order; checked against the header's receipts root;
-* :class:`LogDecoder` -- the four contracts' events decoded from raw logs with
+* :class:`LogDecoder` -- the contracts' events decoded from raw logs with
   their ABIs, offline (a provider-less ``Web3``), into the same JSON-friendly
   arguments :meth:`Fedchain.decode_log` gives.
 """
@@ -56,7 +56,7 @@ def raw_receipts(chain: Any, header: Header) -> list[bytes]:
 
 
 class LogDecoder:
-    """Decode raw logs of a deployment's four contracts, offline, as ``(contract, event, args)``."""
+    """Decode raw logs of a deployment's contracts, offline, as ``(contract, event, args)``."""
 
     def __init__(self, addresses: Mapping[str, str]) -> None:
         w3 = Web3()  # no provider: ABI decoding only

@@ -77,6 +77,9 @@ def _preprocessing_words(plan: TrainingPlan) -> str:
     if isinstance(plan.preprocessing, PlanStandardization):
         return (f"features standardized with the plan's agreed mean/std ({len(plan.preprocessing.mean)} features; "
                 "pooled values computed from the hospitals' shared moments)")
+    if plan.preprocessing.standardize == "federated":
+        return ("features standardized with the pooled mean/std of the statistics phase (each hospital's sealed "
+                "moments; the coordinator's statistics document on chain)")
     return "features used as they are (no standardization)"
 
 
@@ -196,7 +199,7 @@ def build_card(model: ReadModel, store, proposal_id: int, round_: int | None = N
             "parameters": plan.model.size.parameters, "in_features": plan.model.n_features,
             "n_classes": plan.model.n_classes, "last_closed_round": rec.last,
         },
-        "release": {"released": rec.released, "note": usecase_models.RELEASE_NOT_GOVERNED},
+        "release": {"released": None, "note": usecase_models.CARD_RELEASE_NOTE},
         "proposal": {
             "id": proposal_id, "name": plan.name, "purpose": p.purpose, "proposer": _who(model, p.proposer),
             "plan_cid": p.plan_cid, "plan_sha256": p.plan_sha256,

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Mapping
 
 from rich.markup import escape
@@ -66,6 +67,7 @@ from fedchain.coordinator.collect import (
     cid_rejection,
 )
 from fedchain.coordinator.runner import PPM, SCORES_FORMAT, Commitment, scores_document
+from fedchain.coordinator.statistics import pool_moments
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult
 from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
@@ -75,6 +77,7 @@ from fedchain.ipfs.unixfs import compute_cid
 from fedchain.models import initial_state
 from fedchain.plan import MAX_PLAN_BYTES, evaluate_config, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, json_depth, state_dict_to_bytes
+from fedchain.usecases.statistics import has_phase
 from fedchain.validation import Accepted, Reason, Rejection, model_layout, model_size
 
 VERIFIED = "VERIFIED"
@@ -145,8 +148,9 @@ class Replayer:
 
     def __init__(self, history: History, store, auditor, *, chain_id: int, rounds_address: str,
                  documents: Mapping[str, dict] | None = None, anchor: AnchorVerdict | None = None,
-                 fetch_budget: float | None = None) -> None:
+                 fetch_budget: float | None = None, statistics_address: str | None = None) -> None:
         self.h = history
+        self.statistics_address = statistics_address
         self.store = store
         self.auditor = auditor
         self.chain_id = chain_id
@@ -199,6 +203,8 @@ class Replayer:
         ctx = _ProposalContext(plan)
         if ("0x" + self.auditor.x25519_public.hex()) not in {k.lower() for k in plan.auditors}:
             ctx.not_recipient = "the auditor's key is not one of the plan's auditors, so it is not a recipient of any update"
+        if has_phase(plan) and verdicts:
+            self._check_statistics(pid, ctx, recs[0], verdicts[0])
         for rec, v in zip(recs, verdicts):
             v.problems.extend(self.h.round_governance_problems(rec))
             if rec.closed is not None:
@@ -207,6 +213,47 @@ class Replayer:
             elif rec.failed_block is not None:
                 self._replay_failed(ctx, rec, v)
         return verdicts
+
+    # -- the statistics phase ------------------------------------------------------
+
+    def _check_statistics(self, pid: int, ctx: "_ProposalContext", first: RoundRecord, v: RoundVerdict) -> None:
+        """A plan with a statistics phase: its pooled statistics were published before round 1 opened and are
+        exactly what the committed moments give (rebuilt byte for byte as the auditor)."""
+        st = self.h.statistics.get(pid)
+        if st is None or st.published is None or st.published_block is None:
+            v.problems.append("statistics phase: round 1 opened but no pooled statistics were published")
+            return
+        if first.round == 1 and first.opened_block <= st.published_block:
+            v.problems.append(f"statistics phase: round 1 opened (block {first.opened_block}) before the statistics "
+                              f"were published (block {st.published_block})")
+        if ctx.not_recipient:
+            v.unverifiable.append(f"statistics phase: {ctx.not_recipient}")
+            return
+        if self.statistics_address is None:
+            v.unverifiable.append("statistics phase: the Statistics contract's address is not known to this replay")
+            return
+        coordinator = self.h.coordinator_at(st.published_block)
+        member = self.h.members.get(coordinator) if coordinator else None
+        if member is None:
+            v.unverifiable.append("statistics phase: the coordinator had no encryption key on chain")
+            return
+        recipients = [bytes.fromhex(member.key_at(st.published_block).removeprefix("0x")), *ctx.auditor_keys]
+        where = SimpleNamespace(chain_id=self.chain_id, addresses={"Statistics": self.statistics_address})
+        try:
+            pooled = pool_moments(self.h, self.store, where, pid, self.auditor, recipients)
+        except (ContentUnavailable, StoreError) as exc:
+            v.unverifiable.append(f"statistics phase: a committed moments document is not available ({exc})")
+            return
+        except FedchainError as exc:
+            v.problems.append(f"statistics phase: the committed moments give no statistics ({exc}), yet some were "
+                              "published")
+            return
+        if pooled.rejected and any(r["code"] == "UNREADABLE" for r in pooled.rejected):
+            v.unverifiable.append("statistics phase: the auditor could not read every committed moments document")
+        digest = sha256_hex(pooled.document)
+        if digest != st.published["sha256"]:
+            v.problems.append(f"statistics phase: the published statistics (sha256 {st.published['sha256']}) are not "
+                              f"the pooled committed moments (sha256 {digest})")
 
     # -- each update, as the coordinator judges it ---------------------------------
 
@@ -535,14 +582,16 @@ def _as_commitments(commits, history: History) -> list[Commitment]:
 def replay_trail(trail: Trail, store, auditor, *, anchor: AnchorVerdict | None = None) -> ReplayReport:
     history = History(trail.events, trail.header.get("params"))
     return Replayer(history, store, auditor, chain_id=trail.chain_id, rounds_address=trail.addresses["Rounds"],
-                    documents=trail.documents, anchor=anchor).run()
+                    documents=trail.documents, anchor=anchor,
+                    statistics_address=trail.addresses.get("Statistics")).run()
 
 
 def replay_live(fed, store, auditor) -> ReplayReport:
     history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
     return Replayer(history, store, auditor, chain_id=fed.deployment.chain_id,
                     rounds_address=fed.deployment.addresses["Rounds"],
-                    anchor=AnchorVerdict(ANCHORED, f"events read from the node at {fed.chain.url}")).run()
+                    anchor=AnchorVerdict(ANCHORED, f"events read from the node at {fed.chain.url}"),
+                    statistics_address=fed.deployment.addresses.get("Statistics")).run()
 
 
 _STYLE = {VERIFIED: "green", DISCREPANCY: "red", UNVERIFIABLE: "yellow"}

@@ -572,6 +572,23 @@ def _model_words(plan) -> str:
             + (f" ({params})" if params else "") + f" · metric {plan.metric}")
 
 
+def _release_html(history: History, pid: int) -> str:
+    """The proposal's released models and the models marked withdrawn (a revoked dataset in their lineage)."""
+    parts = []
+    released = sorted(r for (p, r) in history.released if p == pid)
+    if released:
+        parts.append('<span class="badge ok">released</span> ' + ", ".join(
+            f"round {r} (vote #{history.released[(pid, r)]})" for r in released))
+    marked = sorted((r, ws) for (p, r), ws in history.withdrawals.items() if p == pid)
+    if marked:
+        datasets = sorted({history.dataset_name(w.dataset_id) for _r, ws in marked for w in ws})
+        parts.append('<span class="badge bad">withdrawn</span> round(s) ' + ", ".join(str(r) for r, _ws in marked)
+                     + ' <span class="explain">(consent withdrawn: '
+                     + ", ".join(f'<bdi class="nowrap">{_e(_clean(d, 40))}</bdi>' for d in datasets)
+                     + " revoked by its owner; a marked model is not released)</span>")
+    return "".join(f'<div class="small">{x}</div>' for x in parts)
+
+
 def data_holders(history: History) -> set[str]:
     """Members that registered a dataset (the hospitals); the coordinator's organisation need not be one."""
     return {d.owner for d in history.datasets.values()}
@@ -899,6 +916,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
                 if last_closed.round != measured_round.round:
                     last_html += (f' <span class="explain">(round {last_closed.round} closed; its metric is not '
                                   "recorded yet)</span>")
+            last_html += _release_html(history, p.id)
             w(f'<tr><td class="num">{p.id}</td><td>{_e(_clean(p.purpose, 160))}'
               f'<div class="explain small">plan <code class="cid">{_e(_clean(p.plan_cid))}</code></div></td>'
               f'<td>{model_html}</td><td>{names.chips([p.proposer])}</td>'

@@ -287,6 +287,10 @@ def _only(rec: dict, allowed: set[str]) -> None:
         raise _Bad(f"unknown field(s) {sorted(extra)}")
 
 
+#: Contracts added to the deployment later: a trail exported from an older deployment does not name them.
+LATER_CONTRACTS = frozenset({"Releases", "Statistics"})
+
+
 @lru_cache(maxsize=None)
 def _event_abis() -> dict[tuple[str, str], list[dict]]:
     out = {}
@@ -343,9 +347,10 @@ def _read_header(rec: dict, path: Path) -> dict:
     _int(rec, "chain_id")
     _int(rec, "deploy_block", hi=2**63)
     addresses = rec.get("addresses")
-    if not isinstance(addresses, dict) or set(addresses) != set(CONTRACT_NAMES):
-        raise _Bad(f"'addresses' must name exactly {sorted(CONTRACT_NAMES)}")
-    for k in CONTRACT_NAMES:
+    required = set(CONTRACT_NAMES) - LATER_CONTRACTS
+    if not isinstance(addresses, dict) or not required <= set(addresses) <= set(CONTRACT_NAMES):
+        raise _Bad(f"'addresses' must name {sorted(required)} (and may name {sorted(LATER_CONTRACTS)})")
+    for k in addresses:
         _str(addresses, k, _ADDRESS)
     params = rec.get("params", {})
     if not isinstance(params, dict):

@@ -572,9 +572,13 @@ def dataset_policy(
 def dataset_revoke(
     name: str,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    mark: Annotated[bool, typer.Option(help="Then mark every trained model whose lineage holds an update of it "
+                                            "(one transaction per model; anyone may do it later: "
+                                            "'fedchain model release mark').")] = True,
     home: HomeOpt = None, identity: IdentityOpt = None, dev: DevOpt = None,
 ) -> None:
-    """Revoke a dataset you own, for good: no proposal is admitted from now on."""
+    """Revoke a dataset you own, for good: no proposal is admitted from now on, and the models trained on it
+    are marked withdrawn (they can no longer be released or served as released)."""
     _, _, fed = _acting(home, identity, dev)
     d = _require_dataset(fed, name)
     if d.revoked:
@@ -583,6 +587,11 @@ def dataset_revoke(
         raise typer.Abort()
     tx = uc.datasets.revoke(fed, name)
     _tx_line(f"dataset {escape(name)!r} revoked", tx)
+    if mark:
+        for m in uc.releases.mark_withdrawn(fed, d.id):
+            ev = m.event("ModelWithdrawn").args
+            _tx_line(f"model of round {ev['round']} of proposal {ev['proposalId']} marked withdrawn "
+                     f"({escape(name)!r} committed in round {ev['committedRound']})", m)
 
 
 @dataset_app.command("list")

@@ -232,6 +232,13 @@ class Simulation:
     def coordinator(self) -> Coordinator:
         return Coordinator(self.fed(self.ops), self.store, self.ops)
 
+    def run_statistics(self, proposal_id: int, nodes: list[HospitalNode], coordinator: Coordinator) -> list:
+        """The statistics phase of a plan that declares one: every node commits its sealed moments (or refuses),
+        then the coordinator publishes the pooled statistics. Returns the nodes' outcomes."""
+        outcomes = [n.commit_moments(proposal_id) for n in nodes]
+        coordinator.publish_statistics(proposal_id)
+        return outcomes
+
     def run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
                   *, progress=None) -> SimRound:
         """Open, let every node train and commit (or refuse), close, evaluate, record the metric.

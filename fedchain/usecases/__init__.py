@@ -16,16 +16,19 @@ tests call these; none of them repeats the steps.
 * :mod:`~fedchain.usecases.preflight` — ``ask`` the contracts whether they would accept
   an action now (a dry run of the use case itself: nothing is signed or sent).
 * :mod:`~fedchain.usecases.models` — the trained models: every closed round's
-  aggregate (``closed_models``, ``select``) and fetching one verified (``pull_to_file``).
+  aggregate (``closed_models``, ``select``) and fetching one verified (``pull_to_file``);
+* :mod:`~fedchain.usecases.releases` — release a model by vote under its card
+  (``propose``, ``vote``, ``finalize``, ``cancel``, ``released_record``) and mark the
+  models of a revoked dataset's lineage (``mark_withdrawn``).
 
 The hospital node's and the coordinator's own use cases (train-seal-pin-commit an
 update; collect-verify-aggregate-close a round) live with those roles, on top of
 this layer (:mod:`fedchain.node.commit`, :mod:`fedchain.coordinator.runner`).
 """
 
-from fedchain.usecases import admission, datasets, members, models, preflight, proposals, refusals
+from fedchain.usecases import admission, datasets, members, models, preflight, proposals, refusals, releases
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused, phrase, sentence
 
 __all__ = ["AdmissionCheck", "Refused", "admission", "datasets", "members", "models", "phrase", "preflight", "proposals",
-           "refusals", "sentence"]
+           "refusals", "releases", "sentence"]

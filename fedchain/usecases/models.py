@@ -9,10 +9,10 @@ closed round of a proposal), and :func:`fetch_model_bytes` /
 on chain, and only a file that is exactly a model of the plan's layout.
 
 Release: a closed round's model is what training produced, not something the
-members have agreed to use. :attr:`ModelRecord.released` is ``None`` today
-("the consortium has no release vote"); a release vote on chain would set it to
-``True``/``False`` from its events here, and the commands that list, pull and
-describe models already show and carry the field.
+members have agreed to use. :attr:`ModelRecord.released` is ``True`` once a
+release vote on it was Approved (the ``Releases`` contract, see
+:mod:`fedchain.usecases.releases`); :attr:`ModelRecord.withdrawn` names the
+revoked datasets of its lineage for which it was marked.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from fedchain.usecases.ports import Store
 from fedchain.validation import Rejection, model_layout, validate_update
 
 __all__ = [
-    "RELEASE_NOT_GOVERNED",
+    "RELEASE_MEANING",
+    "CARD_RELEASE_NOTE",
     "ModelNotFound",
     "ModelUnusable",
     "ModelRecord",
@@ -41,8 +42,12 @@ __all__ = [
     "write_atomically",
 ]
 
-#: What :attr:`ModelRecord.released` = ``None`` means, in words.
-RELEASE_NOT_GOVERNED = "no release vote exists yet: a closed round's model is trained, not released"
+#: What :attr:`ModelRecord.released` means, in words.
+RELEASE_MEANING = ("released: the members approved the model by a release vote (fedchain model release); until then "
+                   "a closed round's model is trained, not released. withdrawn: a dataset of its lineage was revoked")
+#: What a model card says about release (a card is what a release vote approves, so it cannot say the outcome).
+CARD_RELEASE_NOTE = ("whether this model is released is recorded on chain (the Releases contract: fedchain model list), "
+                     "not in its card: a card is what a release vote approves")
 
 
 class ModelNotFound(ConfigError):
@@ -70,7 +75,8 @@ class ModelRecord:
     evaluations: int
     validation_metric: float | None  # the sample-weighted mean the coordinator recorded (plan.metric)
     last: bool  # the proposal's latest closed round
-    released: bool | None = None  # None: no release vote exists (see the module docstring)
+    released: bool = False  # an Approved release vote (see the module docstring)
+    withdrawn: tuple[str, ...] = ()  # names of the revoked datasets it is marked for
 
     def to_dict(self) -> dict:
         return {
@@ -79,6 +85,7 @@ class ModelRecord:
             "scores_cid": self.scores_cid, "scores_sha256": self.scores_sha256, "closed_block": self.closed_block,
             "committed": self.committed, "evaluations": self.evaluations,
             "validation_metric": self.validation_metric, "last": self.last, "released": self.released,
+            "withdrawn": list(self.withdrawn),
         }
 
 
@@ -91,6 +98,8 @@ def _record(model: ReadModel, r: RoundRecord, last: bool) -> ModelRecord:
         scores_cid=r.closed["scores_cid"], scores_sha256=r.closed["scores_sha256"], closed_block=r.closed_block,
         committed=len(r.commits), evaluations=len(r.evaluations),
         validation_metric=None if r.global_metric_ppm is None else r.global_metric_ppm / 1e6, last=last,
+        released=(r.proposal_id, r.round) in model.released,
+        withdrawn=tuple(model.dataset_name(w.dataset_id) for w in model.withdrawals.get((r.proposal_id, r.round), ())),
     )
 
 
