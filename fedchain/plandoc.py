@@ -46,7 +46,7 @@ __all__ = ["reference_markdown", "template", "describe", "TEMPLATE_KINDS"]
 TEMPLATE_KINDS = MODEL_KINDS
 
 # Tables of the plan, in the order the page and the templates show them.
-_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust")
+_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust", "contribution")
 _DISCRIMINATORS = {"model": "kind", "optimizer": "name", "strategy": "name", "preprocessing": "standardize"}
 
 
@@ -172,6 +172,9 @@ def reference_markdown() -> str:
             out += ["", "Optional table."]
         if len(variants) == 1:
             out += ["", *_field_rows(variants[0])]
+            if table == "contribution":
+                sub = _resolve(PLAN_JSON_SCHEMA["$defs"]["ValidationSet"])
+                out += ["", "### contribution.validation", "", sub.get("description", ""), "", *_field_rows(sub)]
             continue
         key = _DISCRIMINATORS[table]
         out += ["", f"`{key}` chooses one of: " + ", ".join(f'`"{_tag(v, table)}"`' for v in variants)
@@ -281,6 +284,13 @@ def template(kind: str = "logreg") -> str:
         if table == "limits":
             field = variants[0]["properties"]["max_parameters"]
             lines += _comment(field["description"]) + [f"# max_parameters = {field['default']}"]
+            continue
+        if table == "contribution":  # the data-free default; loo/shapley also name a validation set
+            for field in ("method", "permutations", "truncation", "metric"):
+                node_f = variants[0]["properties"][field]
+                lines += _comment(node_f["description"]) + [f"# {field} = {_toml(node_f['default'])}"]
+            lines += _comment("validation = { csv_cid, csv_sha256, size, schema_cid, schema_sha256 }: the public "
+                              "validation set loo and shapley evaluate on (see fedchain/docs/plan.md).")
             continue
         if table == "robust":  # every defence is optional and off by default: shown commented out
             for field, example in _EXAMPLE_ROBUST.items():
