@@ -20,9 +20,14 @@ number behind it), in canonical order.
   the round's published step ``new_global - global``, floored at 0;
 * ``loo`` and ``shapley``: a coalition ``S`` is worth the plan's metric on the
   **public validation set the plan names** (accuracy, or minus the mean
-  cross-entropy) of ``global + sample-weighted mean of S's deltas`` (the
-  updates as committed: a clipped attacker is judged by what it sent); the
-  empty coalition is worth the round's starting model. The coordinator holds
+  cross-entropy) of ``global + sum over S of n_i * delta_i / N``, where ``N``
+  counts the samples of *every* player: each member owns its part of the
+  sample-weighted step, the full coalition is the sample-weighted mean and the
+  empty one the round's starting model. So a member whose update is the global
+  model (a free-rider, ``delta = 0``) adds exactly nothing to any coalition --
+  a null player, score 0 -- instead of being paid for damping the step, as a
+  re-normalised mean of the coalition would pay it. Updates are judged as
+  committed (a clipped attacker by what it sent). The coordinator holds
   no patient data: the validation set is public data the consortium approved
   with the plan, pinned in its store by hash (and size-bounded), so every
   auditor evaluates the same rows with the same deterministic code
@@ -141,14 +146,14 @@ def score_round(plan: TrainingPlan, round_: int, global_state: Mapping[str, torc
         raise ValidationSetError(f"contribution method {spec.method!r} needs the plan's validation set")
     base = flatten(global_state)
 
+    everyone = float(sum(counts.values()))
+
     def value(coalition: frozenset[str]) -> float:
         if coalition:
-            total = 0
             acc = np.zeros_like(base)
             for m in sorted(coalition):  # fixed order: the same float64 sums everywhere
                 acc += deltas[m] * float(counts[m])
-                total += counts[m]
-            state = unflatten(base + acc / float(total), global_state)
+            state = unflatten(base + acc / everyone, global_state)
         else:
             state = {k: v.detach().to(torch.float64) for k, v in global_state.items()}
         metrics = evaluate_state({k: v.to(torch.float32) for k, v in state.items()}, plan, validation)

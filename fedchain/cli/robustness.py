@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from fedchain.cli.attacks import ATTACKS, Attack
 from fedchain.cli.simulation import Simulation
+from fedchain.content import pin_document
 from fedchain.contracts.bindings import Policy
 from fedchain.coordinator.audit.replay import replay_live
 from fedchain.errors import ConfigError, FedchainError
@@ -77,6 +78,7 @@ class Experiment:
     replay: list[str] = field(default_factory=list)  # verdict per round
     names: dict[str, str] = field(default_factory=dict)  # member address -> hospital name
     seconds: float = 0.0
+    sim: Simulation | None = field(default=None, repr=False)  # the consortium, for a caller that looks further
 
     @property
     def final_accuracy(self) -> float:
@@ -90,6 +92,25 @@ class Experiment:
         """Hospital names the rule excluded (or clipped, re-weighted) in a round, with the action."""
         return [f"{self.names.get(d['participant'], d['participant'][:10])} {d['action']}"
                 for d in r.decisions if d["action"] != "trimmed"]
+
+
+def public_validation(sim: Simulation) -> dict[str, Any]:
+    """Pin the simulation's global-test CSV and its schema as the plan's public validation set.
+
+    The demo's stand-in for a published reference set the consortium approves: no
+    hospital's rows. (Scores never change the model, so measuring the model's test
+    accuracy on the same rows leaks nothing into training.)
+    """
+    csv = Path(sim.data.test.csv_path).read_bytes()
+    schema = Path(sim.data.test.schema_path).read_bytes()
+    csv_cid, csv_sha = pin_document(sim.store, csv)
+    schema_cid, schema_sha = pin_document(sim.store, schema)
+    return {"csv_cid": csv_cid, "csv_sha256": _hex(csv_sha), "size": len(csv), "schema_cid": schema_cid,
+            "schema_sha256": _hex(schema_sha)}
+
+
+def _hex(sha: str) -> str:
+    return sha if sha.startswith("0x") else "0x" + sha
 
 
 def run_experiment(root: Path, *, hospitals: int = 6, attackers: int = 0, attack: str = "sign-flip",
@@ -108,6 +129,8 @@ def run_experiment(root: Path, *, hospitals: int = 6, attackers: int = 0, attack
     tables = rule_plan_tables(rule, hospitals)
     changes: dict[str, Any] = {"rounds": rounds, **tables}
     if contribution is not None:
+        if contribution.get("method", "similarity") != "similarity" and "validation" not in contribution:
+            contribution = {**contribution, "validation": public_validation(sim)}
         changes["contribution"] = contribution
     plan = sim.plan(base, **changes)
     pid = sim.approve(plan)
@@ -131,4 +154,5 @@ def run_experiment(root: Path, *, hospitals: int = 6, attackers: int = 0, attack
         report = replay_live(sim.fed(), sim.store, sim.auditor)
         out.replay = [v.status for v in report.rounds]
     out.seconds = time.perf_counter() - t0
+    out.sim = sim
     return out
