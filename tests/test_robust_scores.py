@@ -267,3 +267,23 @@ def test_the_validation_set_is_bounded_and_must_fit_the_plan(tmp_path):
     spec["csv_sha256"] = "0x" + "1" * 64
     with pytest.raises(FedchainError, match="does not match"):  # a swapped set does not hash to the plan's value
         load_validation_set(store, base.with_changes(contribution={"method": "loo", "validation": spec}))
+
+
+# ---------------------------------------------------------------- accumulated per member
+
+
+def test_scores_accumulate_per_member_with_the_defences_decisions(krum_attacked):
+    from fedchain.usecases import scores
+
+    sim = krum_attacked.sim
+    ledger = scores.accumulate(sim.fed().read_model(), sim.store)
+    assert ledger.rounds == [(1, r) for r in range(1, ROUNDS + 1)] and not ledger.unreadable
+    assert ledger.methods == {1: "similarity"}
+    for address, name in krum_attacked.names.items():
+        m = ledger.members[address]
+        assert m.total == pytest.approx(sum(r.scores[address] for r in krum_attacked.rounds))
+        assert m.excluded == (ROUNDS if name in krum_attacked.attackers else 0)
+        if name in krum_attacked.attackers:
+            assert m.total == 0.0
+    assert sum(m.total for m in ledger.members.values()) == pytest.approx(ROUNDS)
+    assert scores.accumulate(sim.fed().read_model(), sim.store, proposals=[2]).rounds == []
