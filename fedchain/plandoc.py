@@ -368,6 +368,17 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
     if robust.max_weight_share is not None:
         defences.append(f"no member gets more than {robust.max_weight_share:.0%} of the aggregation weight")
     defence_words = "; ".join(defences) if defences else "none besides the strategy itself"
+    c = plan.contribution
+    if c.method == "similarity":
+        contribution_words = ("each member's score is how closely its update points where the round's model went "
+                              "(data-free)")
+    else:
+        how = ("leave-one-out" if c.method == "loo"
+               else f"Shapley, estimated over {c.permutations} seeded orders (truncation {c.truncation:g})")
+        v = c.validation
+        assert v is not None  # the validator requires it for loo and shapley
+        contribution_words = (f"each member's score is its {how} value by {c.metric} on the public validation set "
+                              f"{v.csv_cid} ({v.size:,} bytes, sha256 {v.csv_sha256})")
     pre = plan.preprocessing
     pre_words = ("features standardized with the plan's per-feature mean and std"
                  if isinstance(pre, PlanStandardization) else "features used as they are")
@@ -385,6 +396,7 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
                      f"optimizer {opt_words}"),
         ("strategy", strategy_words),
         ("defences", defence_words),
+        ("contribution", contribution_words + "; a free-rider or an excluded update scores 0"),
         ("evaluation", f"each round's model is scored by {plan.metric} on the nodes' validation splits"),
         ("privacy", "rows never leave the hospitals; each update is encrypted for the coordinator; "
                     f"{auditors}; no differential-privacy noise is added"),

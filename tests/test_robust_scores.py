@@ -287,3 +287,15 @@ def test_scores_accumulate_per_member_with_the_defences_decisions(krum_attacked)
             assert m.total == 0.0
     assert sum(m.total for m in ledger.members.values()) == pytest.approx(ROUNDS)
     assert scores.accumulate(sim.fed().read_model(), sim.store, proposals=[2]).rounds == []
+
+
+def test_plan_show_names_the_contribution_method_and_validation_set():
+    from fedchain.plandoc import describe
+
+    base = demo_plan(seed=1)
+    assert "data-free" in dict(describe(base))["contribution"]
+    v = {"csv_cid": "Qm" + "a" * 44, "csv_sha256": "0x" + "ab" * 32, "size": 1234,
+         "schema_cid": "Qm" + "b" * 44, "schema_sha256": "0x" + "cd" * 32}
+    words = dict(describe(base.with_changes(contribution={"method": "shapley", "permutations": 30,
+                                                          "validation": v})))["contribution"]
+    assert "Shapley, estimated over 30 seeded orders" in words and v["csv_cid"] in words and "1,234 bytes" in words
