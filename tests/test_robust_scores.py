@@ -117,6 +117,16 @@ def test_multikrum_keeps_the_clean_accuracy_where_fedavg_falls_and_records_who_i
     assert clean.rounds[-1].decisions == [] and clean.replay == [VERIFIED] * ROUNDS
 
 
+@pytest.mark.parametrize("attack", ["scale", "label-flip"])
+def test_multikrum_excludes_boosted_and_label_flipping_hospitals_and_replay_agrees(clean, attack, tmp_path):
+    e = run_experiment(tmp_path / attack, rule="multikrum", attackers=2, attack=attack, rounds=ROUNDS)
+    bad = {a for a, n in e.names.items() if n in e.attackers}
+    for r in e.rounds:
+        assert {d["participant"] for d in r.decisions if d["action"] == "excluded"} == bad
+    assert abs(e.final_accuracy - clean.final_accuracy) <= 0.02
+    assert e.replay == [VERIFIED] * ROUNDS
+
+
 def test_the_published_document_holds_the_decisions(krum_attacked, tmp_path):
     audit = Audit(krum_attacked, tmp_path / "a")
     doc = audit.scores_doc(1)
