@@ -11,10 +11,12 @@ model. Three methods, chosen in the plan (``[contribution] method``):
 
 ``loo`` (leave-one-out)
     ``v(all) - v(all without i)``, where ``v(S)`` is the validation value of the
-    sample-weighted mean of coalition ``S``'s updates on a public validation set
-    the plan names (a CSV pinned in the store, its hash in the plan, voted on with
-    it). The coordinator holds no patient data; the validation set is public data
-    the consortium agreed to, so anyone re-evaluates it.
+    global model plus coalition ``S``'s part of the round's sample-weighted step
+    (:mod:`fedchain.coordinator.scoring`: a free-rider adds nothing to any
+    coalition) on a public validation set the plan names (a CSV pinned in the
+    store, its hash in the plan, voted on with it). The coordinator holds no
+    patient data; the validation set is public data the consortium agreed to, so
+    anyone re-evaluates it.
 
 ``shapley`` (truncated Monte Carlo, Ghorbani and Zou, "Data Shapley", ICML 2019)
     The average of each member's marginal value over ``permutations`` orders of

@@ -16,7 +16,9 @@ For each round ``r`` (1-based on chain) of an approved proposal the
    the round;
 4. aggregates the valid updates with the plan's strategy, pins the new
    global model (canonical safetensors, public to the consortium's store) and
-   a scores document (scores, the updates used, ``{participant: {code,
+   a scores document (each member's contribution score by the plan's
+   ``[contribution]`` method, what the defences did to each update with a
+   reason code and a number, the updates used, ``{participant: {code,
    detail}}`` for the rejected ones), and closes the round with both hashes --
    or reports that too few valid updates remain (the service marks the round
    Failed after its deadline);
@@ -48,7 +50,8 @@ from fedchain.coordinator.collect import (
     check_updates,
     public_rejection,
 )
-from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult, Strategy
+from fedchain.coordinator.scoring import RoundScores, load_validation_set, score_round
+from fedchain.coordinator.strategies.base import ClientUpdate, Decision, EvaluateResult, Strategy
 from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import ConfigError, FedchainError
@@ -71,7 +74,7 @@ from fedchain.usecases import statistics as uc_statistics
 from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout
 
 PPM = 1_000_000
-SCORES_FORMAT = "fedchain-scores/2"
+SCORES_FORMAT = "fedchain-scores/3"  # 3: method, values and the defences' decisions
 #: Seconds the coordinator waits for all of a round's updates together (see ``collect``).
 DEFAULT_FETCH_BUDGET = 120.0
 
@@ -110,25 +113,37 @@ class RoundResult:
     rejected: dict[str, Rejection] = field(default_factory=dict)  # participant -> code and public detail
     aggregate_cid: str = ""
     aggregate_sha256: str = ""
-    scores: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)  # member -> contribution share (sums to 1 or 0)
+    values: dict[str, float] = field(default_factory=dict)  # member -> the method's raw value
+    decisions: list[Decision] = field(default_factory=list)  # what the defences did, with reason codes
     scores_cid: str = ""
     gas_used: int = 0
+    aggregate_seconds: float = 0.0  # wall time of the strategy's aggregation (robust rules included)
     reason: str = ""
 
 
-def scores_document(proposal_id: int, round_: int, scores: dict[str, float],
+def scores_document(proposal_id: int, round_: int, scores: RoundScores,
                     included: list[Commitment], rejected: Mapping[str, Rejection]) -> bytes:
-    """Canonical JSON of a round's contribution scores (what is pinned and hashed on chain).
+    """Canonical JSON of a round's scores document (what is pinned and hashed on chain).
 
-    ``rejected`` maps each left-out participant to its :class:`~fedchain.validation.Rejection`:
-    the document records the stable code (what replay compares) and the short
-    public detail.
+    * ``method``, ``scores`` (member -> share of the positive contribution, the
+      number the report plots) and ``values`` (member -> the method's raw value;
+      see :mod:`fedchain.coordinator.scoring`);
+    * ``decisions``: what the plan's defences did to each update -- excluded,
+      clipped, re-weighted or trimmed, with the reason code and the number behind
+      it (a Krum score, a norm, a weight, a trimmed share);
+    * ``included``: the updates aggregated; ``rejected`` maps each left-out
+      participant to its :class:`~fedchain.validation.Rejection` (the stable code,
+      which replay compares, and the short public detail).
     """
     return canonical_json({
         "format": SCORES_FORMAT,
         "proposal": proposal_id,
         "round": round_,
-        "scores": {p: round(s, 12) for p, s in sorted(scores.items())},
+        "method": scores.method,
+        "scores": {p: round(s.share, 12) for p, s in sorted(scores.scores.items())},
+        "values": {p: round(s.value, 12) for p, s in sorted(scores.scores.items())},
+        "decisions": [d.to_dict() for d in scores.decisions],
         "included": sorted(
             ({"participant": c.participant.lower(), "dataset": c.dataset, "cid": c.cid, "n_samples": c.n_samples}
              for c in included),
@@ -159,6 +174,7 @@ class Coordinator:
         self._strategies: dict[int, Strategy] = {}
         self._globals: dict[int, dict] = {}
         self._names: dict[bytes, str] = {}
+        self._validation: dict[int, object] = {}
 
     # -- plan, approval, models --------------------------------------------------
 
@@ -231,6 +247,12 @@ class Coordinator:
             state = bytes_to_state_dict(raw)
             self.log(f"resumed round {r} of proposal {proposal_id} from the chain", proposal=proposal_id, round=r)
         self._globals[proposal_id] = state
+
+    def validation_set(self, proposal_id: int):
+        """The plan's public validation set (fetched once, by hash), or None when the plan names none."""
+        if proposal_id not in self._validation:
+            self._validation[proposal_id] = load_validation_set(self.store, self.plan(proposal_id))
+        return self._validation[proposal_id]
 
     def global_state(self, proposal_id: int) -> dict:
         self.strategy(proposal_id)
@@ -334,9 +356,18 @@ class Coordinator:
             why = f"{n_valid} participant(s) with valid updates, the plan needs {plan.min_participants}"
             return RoundResult(proposal_id, round_, closed=False, rejected=rejected, reason=why)
         updates = [ClientUpdate(c.participant, c.dataset, c.n_samples, state) for c, state in valid]
-        new_global = strategy.aggregate_train(round_, self.global_state(proposal_id), updates)
-        scores = strategy.contribution_scores(updates)
+        validation = self.validation_set(proposal_id)  # before aggregating: a missing set changes nothing
+        start = self.global_state(proposal_id)
+        t0 = time.perf_counter()
+        new_global = strategy.aggregate_train(round_, start, updates)
+        seconds = time.perf_counter() - t0
         model_bytes = state_dict_to_bytes(new_global)
+        scores = score_round(plan, round_, start, bytes_to_state_dict(model_bytes), updates,
+                             strategy.last_decisions, validation)
+        for d in scores.decisions:
+            self.log(f"round {round_}: {d.action} the update of {d.participant} ({d.reason} {d.value:.6g})",
+                     proposal=proposal_id, round=round_, participant=d.participant, action=d.action,
+                     reason=d.reason, value=d.value)
         agg_cid, agg_sha = pin_document(self.store, model_bytes)
         doc = scores_document(proposal_id, round_, scores, [c for c, _ in valid], rejected)
         sc_cid, sc_sha = pin_document(self.store, doc)
@@ -348,7 +379,8 @@ class Coordinator:
                  participants=len(valid), rejected=len(rejected))
         return RoundResult(
             proposal_id, round_, closed=True, participants=[c.participant for c, _ in valid], rejected=rejected,
-            aggregate_cid=agg_cid, aggregate_sha256=agg_sha, scores=scores, scores_cid=sc_cid, gas_used=tx.gas_used,
+            aggregate_cid=agg_cid, aggregate_sha256=agg_sha, scores=scores.shares, values=scores.values,
+            decisions=list(scores.decisions), scores_cid=sc_cid, gas_used=tx.gas_used, aggregate_seconds=seconds,
         )
 
     def fail_round(self, proposal_id: int, round_: int):

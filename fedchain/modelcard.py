@@ -20,8 +20,8 @@ Sections (keys of the document):
   the owner's metadata document), schema hash, the rounds it contributed to,
   the privacy budget its policy declares;
 * ``contributors`` -- per member and dataset: samples and contribution score
-  in each round (a score is the member's share of the round's training
-  samples, its weight in the aggregate; a round's scores sum to 1);
+  in each round (a score is the member's share of the round's measured
+  contribution, :data:`SCORE_MEANING`; a round's scores sum to 1);
 * ``rounds`` -- each round up to this one: state, participants, rejected
   updates and why, aggregate CID, validation metric;
 * ``metrics`` -- the plan's metric on each hospital's **validation** split (its
@@ -52,8 +52,10 @@ __all__ = ["CARD_FORMAT", "NOT_AUDITED", "SCORE_MEANING", "card_bytes", "card_sh
 CARD_FORMAT = "fedchain-model-card/1"
 NOT_AUDITED = "not audited"
 #: One line on what a contribution score is (the report and the card say the same).
-SCORE_MEANING = ("a contribution score is the hospital's share of the round's training samples -- its weight in "
-                 "the sample-weighted average; a round's scores sum to 1. It measures data volume, not quality.")
+SCORE_MEANING = ("a contribution score is the hospital's share of what the round's updates measurably contributed "
+                 "(by the plan's method: how closely its update pointed where the model went, or how much it "
+                 "improved the model on the plan's public validation set); a round's scores sum to 1, and a "
+                 "free-rider or an update the defences excluded scores 0.")
 
 
 def card_bytes(card: Mapping[str, Any]) -> bytes:

@@ -86,6 +86,9 @@ from fedchain.textpos import json_key_lines, line_of, toml_key_lines, too_deep
 
 __all__ = [
     "PLAN_VERSION",
+    "MAX_VALIDATION_BYTES",
+    "Contribution",
+    "ValidationSet",
     "MAX_PLAN_BYTES",
     "MAX_SEED",
     "DEFAULT_MAX_MODEL_PARAMETERS",
@@ -133,7 +136,7 @@ __all__ = [
     "standardization_from_moments",
 ]
 
-PLAN_VERSION = 3  # 2: canonical bytes by RFC 8785, [limits]; 3: [robust]
+PLAN_VERSION = 4  # 2: canonical bytes by RFC 8785, [limits]; 3: [robust]; 4: [contribution]
 MAX_PLAN_BYTES = 1 << 20  # plans are small; refuse anything absurd from IPFS
 MAX_SEED = (1 << 53) - 1  # RFC 8785 numbers are IEEE doubles: larger integers are not exact
 BYTES_PER_PARAMETER = 4  # models travel as float32
@@ -567,6 +570,49 @@ class Robust(_Table):
     )
 
 
+#: Largest public validation set a plan may name (the coordinator and every auditor fetch it).
+MAX_VALIDATION_BYTES = 8 << 20
+#: Most Monte Carlo orders a Shapley estimate may draw per round (each costs up to one evaluation per member).
+MAX_PERMUTATIONS = 1000
+_CID_PATTERN = r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{20,100})$"
+Sha256 = Annotated[str, Strict(), AfterValidator(str.lower), StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
+Cid = Annotated[str, Strict(), StringConstraints(pattern=_CID_PATTERN)]
+
+
+class ValidationSet(_Table):
+    """A public validation set the consortium approves with the plan (no patient data: e.g. a
+    published reference set). Pinned in the consortium's store; fetched by hash, size-bounded."""
+
+    csv_cid: Cid = Field(description="CID of the validation CSV in the consortium's store.")
+    csv_sha256: Sha256 = Field(description="sha256 of the CSV bytes (0x + 64 hex).")
+    size: Int = Field(ge=1, le=MAX_VALIDATION_BYTES,
+                      description=f"Exact size of the CSV in bytes (at most {MAX_VALIDATION_BYTES:,}).")
+    schema_cid: Cid = Field(description="CID of the CSV's dataset schema (JSON, as registered datasets have).")
+    schema_sha256: Sha256 = Field(description="sha256 of the schema's bytes (0x + 64 hex).")
+
+
+class Contribution(_Table):
+    """How each round's contribution scores are computed (recorded in the scores document, re-derived by replay)."""
+
+    method: Literal["similarity", "loo", "shapley"] = Field(
+        default="similarity",
+        description="similarity: cosine of each member's update with the round's step (data-free); loo: "
+                    "leave-one-out on the validation set; shapley: truncated Monte Carlo Shapley on it.",
+    )
+    permutations: Int = Field(default=20, ge=1, le=MAX_PERMUTATIONS,
+                              description="Orders drawn for a Shapley estimate (shapley only).")
+    truncation: Num = Field(default=0.0, ge=0, le=1,
+                            description="A marginal counts 0 once a coalition is this close to the full value "
+                                        "(shapley only).")
+    metric: Literal["accuracy", "loss"] = Field(
+        default="loss",
+        description="What a coalition's model is worth on the validation set: accuracy, or minus the mean "
+                    "cross-entropy (loss; finer-grained on small sets).",
+    )
+    validation: ValidationSet | None = Field(
+        default=None, description="The public validation set (required by loo and shapley).")
+
+
 class Preprocessing(_Table):
     """How every node transforms its features before training and evaluation."""
 
@@ -663,6 +709,8 @@ class TrainingPlan(_Table):
     )
     limits: Limits = Field(default_factory=Limits, description="Bounds voted on with the plan.")
     robust: Robust = Field(default_factory=Robust, description="Defences against poisoned updates.")
+    contribution: Contribution = Field(default_factory=Contribution,
+                                       description="How contribution scores are computed.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "TrainingPlan":
@@ -771,6 +819,7 @@ CROSS_FIELD_RULES = (
     "`min_participants` - `byzantine`.",
     "`robust.foolsgold` and `robust.max_weight_share` need a weighted strategy (not median, trimmed_mean, krum, "
     "multikrum); `robust.max_weight_share` x the number of datasets is at least 1.",
+    "`contribution.method = \"loo\"` or `\"shapley\"` needs `contribution.validation` (a public validation set).",
 )
 
 
@@ -806,6 +855,10 @@ def _plan_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
         if "limits" in p:
             out.extend(_size_rule(model, p["limits"].max_parameters, ("model",)))
     out.extend(_robust_rules(p))
+    contribution = p.get("contribution")
+    if contribution is not None and contribution.method != "similarity" and contribution.validation is None:
+        out.append(PlanProblem(("contribution", "validation"), f"is required by method {contribution.method!r} "
+                                                               "(a public validation set to evaluate coalitions on)"))
     return out
 
 

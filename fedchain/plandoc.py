@@ -46,7 +46,7 @@ __all__ = ["reference_markdown", "template", "describe", "TEMPLATE_KINDS"]
 TEMPLATE_KINDS = MODEL_KINDS
 
 # Tables of the plan, in the order the page and the templates show them.
-_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust")
+_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust", "contribution")
 _DISCRIMINATORS = {"model": "kind", "optimizer": "name", "strategy": "name", "preprocessing": "standardize"}
 
 
@@ -172,6 +172,9 @@ def reference_markdown() -> str:
             out += ["", "Optional table."]
         if len(variants) == 1:
             out += ["", *_field_rows(variants[0])]
+            if table == "contribution":
+                sub = _resolve(PLAN_JSON_SCHEMA["$defs"]["ValidationSet"])
+                out += ["", "### contribution.validation", "", sub.get("description", ""), "", *_field_rows(sub)]
             continue
         key = _DISCRIMINATORS[table]
         out += ["", f"`{key}` chooses one of: " + ", ".join(f'`"{_tag(v, table)}"`' for v in variants)
@@ -282,6 +285,13 @@ def template(kind: str = "logreg") -> str:
             field = variants[0]["properties"]["max_parameters"]
             lines += _comment(field["description"]) + [f"# max_parameters = {field['default']}"]
             continue
+        if table == "contribution":  # the data-free default; loo/shapley also name a validation set
+            for field in ("method", "permutations", "truncation", "metric"):
+                node_f = variants[0]["properties"][field]
+                lines += _comment(node_f["description"]) + [f"# {field} = {_toml(node_f['default'])}"]
+            lines += _comment("validation = { csv_cid, csv_sha256, size, schema_cid, schema_sha256 }: the public "
+                              "validation set loo and shapley evaluate on (see fedchain/docs/plan.md).")
+            continue
         if table == "robust":  # every defence is optional and off by default: shown commented out
             for field, example in _EXAMPLE_ROBUST.items():
                 lines += _comment(variants[0]["properties"][field]["description"]) + [f"# {field} = {_toml(example)}"]
@@ -358,6 +368,17 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
     if robust.max_weight_share is not None:
         defences.append(f"no member gets more than {robust.max_weight_share:.0%} of the aggregation weight")
     defence_words = "; ".join(defences) if defences else "none besides the strategy itself"
+    c = plan.contribution
+    if c.method == "similarity":
+        contribution_words = ("each member's score is how closely its update points where the round's model went "
+                              "(data-free)")
+    else:
+        how = ("leave-one-out" if c.method == "loo"
+               else f"Shapley, estimated over {c.permutations} seeded orders (truncation {c.truncation:g})")
+        v = c.validation
+        assert v is not None  # the validator requires it for loo and shapley
+        contribution_words = (f"each member's score is its {how} value by {c.metric} on the public validation set "
+                              f"{v.csv_cid} ({v.size:,} bytes, sha256 {v.csv_sha256})")
     pre = plan.preprocessing
     pre_words = ("features standardized with the plan's per-feature mean and std"
                  if isinstance(pre, PlanStandardization) else
@@ -378,6 +399,7 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
                      f"optimizer {opt_words}"),
         ("strategy", strategy_words),
         ("defences", defence_words),
+        ("contribution", contribution_words + "; a free-rider or an excluded update scores 0"),
         ("evaluation", f"each round's model is scored by {plan.metric} on the nodes' validation splits"),
         ("privacy", "rows never leave the hospitals; each update is encrypted for the coordinator; "
                     f"{auditors}; no differential-privacy noise is added"),

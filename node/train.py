@@ -17,7 +17,7 @@ build -- produce bit-identical state dicts because
   at once (a simulation trains one hospital while another commits).
 
 Features are preprocessed as the plan says
-(:func:`node.dataset.apply_preprocessing`) before training and evaluation.
+(:func:`fedchain.tabular.apply_preprocessing`) before training and evaluation.
 What a round's training does -- epochs, batch size, optimizer, and the
 FedProx proximal term ``mu/2 * ||w - w_global||^2`` -- comes only from the
 :class:`~fedchain.plan.TrainConfig` that :func:`fedchain.plan.train_config`
@@ -29,20 +29,17 @@ every round. Rounds are the chain's, from 1.
 from __future__ import annotations
 
 import math
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 from torch.nn import functional as F
 
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.models import all_finite, empty_model
-from fedchain.node.dataset import TabularData, apply_preprocessing
 from fedchain.plan import OptimizerSpec, SGDSpec, TrainConfig, TrainingPlan
+from fedchain.tabular import TabularData, apply_preprocessing, deterministic_torch, model_metrics
 
 __all__ = [
     "TrainingError",
@@ -65,38 +62,6 @@ class LocalResult:
     n_samples: int
     train_loss: float  # mean cross-entropy over the last local epoch (without the proximal term)
     metrics: dict[str, float] = field(default_factory=dict)  # evaluate() of the new weights on the training data
-
-
-_det_lock = threading.Lock()
-_det_users = 0
-_det_saved: tuple[int, bool, bool] = (1, False, False)
-
-
-@contextmanager
-def deterministic_torch() -> Iterator[None]:
-    """One intra-op thread and deterministic algorithms; restored when the last user leaves.
-
-    Both settings are process-wide, so users are counted: several threads may
-    train at once (each stays deterministic) and the settings from before the
-    first one entered come back after the last one left.
-    """
-    global _det_users, _det_saved
-    with _det_lock:
-        if _det_users == 0:
-            _det_saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
-                          torch.is_deterministic_algorithms_warn_only_enabled())
-            torch.set_num_threads(1)
-            torch.use_deterministic_algorithms(True)
-        _det_users += 1
-    try:
-        yield
-    finally:
-        with _det_lock:
-            _det_users -= 1
-            if _det_users == 0:
-                threads, det, warn_only = _det_saved
-                torch.use_deterministic_algorithms(det, warn_only=warn_only)
-                torch.set_num_threads(threads)
 
 
 def client_seed(plan: TrainingPlan, server_round: int, dataset_seed_key: str) -> int:
@@ -224,14 +189,4 @@ def evaluate(state: Mapping[str, torch.Tensor], plan: TrainingPlan, data: Tabula
 
 def _evaluate_model(model: nn.Module, plan: TrainingPlan, data: TabularData) -> dict[str, float]:
     """:func:`evaluate` of a model already built (inside :func:`deterministic_torch`)."""
-    model.eval()
-    with torch.no_grad():
-        logits = model(apply_preprocessing(plan, data.features)).to(torch.float64)
-        y = data.labels
-        loss = float(F.cross_entropy(logits, y))
-        accuracy = float((logits.argmax(dim=1) == y).to(torch.float64).mean())
-        probs = torch.softmax(logits, dim=1)
-    metrics = {"accuracy": accuracy, "loss": loss}
-    if plan.model.n_classes == 2 and 0 < int(y.sum()) < data.n_rows:
-        metrics["auc"] = float(roc_auc_score(y.numpy(), probs[:, 1].numpy()))
-    return metrics
+    return model_metrics(model, plan, data)

@@ -357,6 +357,22 @@ def test_model_list_and_pull(trained, tmp_path):
         "--home", home).fails("features differ", "order")
 
 
+def test_member_scores_accumulate_over_the_closed_rounds(trained):
+    """'fedchain member scores': each member's shares summed over the rounds, from the hash-checked documents."""
+    from fedchain.modelcard import SCORE_MEANING
+
+    sim, pid, plan, rounds, home = trained
+    out = " ".join(cli("member", "scores", "--home", home).ok().out.replace("│", " ").split())
+    assert "contribution scores over 2 closed round(s)" in out
+    assert SCORE_MEANING in out and f"proposal {pid}: similarity" in out
+    for m in sim.members:
+        total = sum(r.result.scores.get(m.address.lower(), 0.0) for r in rounds)
+        assert f"{m.address.lower()} {total:.3f} 2 {total / 2:.3f} 0 0" in out, (m.name, total)
+    assert "not counted" not in out
+    only = " ".join(cli("member", "scores", "--proposal", 99, "--home", home).ok().out.split())
+    assert "over 0 closed round(s)" in only
+
+
 def test_pull_refuses_an_aggregate_the_chain_does_not_vouch_for(trained, tmp_path, anvil_node):
     """A coordinator closes rounds with a hash its CID does not have, or with an oversized blob: nothing is written."""
     sim, _pid, _plan, _rounds, home = trained

@@ -88,7 +88,7 @@ def test_toml_plan_parses_with_defaults():
     # defaults are explicit in the canonical form
     doc = json.loads(plan.to_canonical_bytes())
     assert doc["optimizer"]["weight_decay"] == 0.0
-    assert doc["metric"] == "accuracy" and doc["version"] == PLAN_VERSION == 3
+    assert doc["metric"] == "accuracy" and doc["version"] == PLAN_VERSION == 4
     assert doc["limits"] == {"max_parameters": 20_000_000}
 
 
@@ -124,13 +124,15 @@ def test_sha256_is_pinned():
     # Guard against accidental changes to the canonical encoding (would change on-chain hashes).
     plan = plan_from_dict(base_dict())
     assert plan.to_canonical_bytes() == (
-        b'{"auditors":[],"batch_size":8,"datasets":["d1","d2"],"limits":{"max_parameters":20000000},'
+        b'{"auditors":[],"batch_size":8,'
+        b'"contribution":{"method":"similarity","metric":"loss","permutations":20,"truncation":0,"validation":null},'
+        b'"datasets":["d1","d2"],"limits":{"max_parameters":20000000},'
         b'"local_epochs":1,"metric":"accuracy",'
         b'"min_participants":1,"model":{"in_features":3,"kind":"logreg","n_classes":2},'
         b'"name":"bc-test","optimizer":{"lr":0.1,"momentum":0,"name":"sgd","weight_decay":0},'
         b'"preprocessing":{"standardize":"none"},"purpose":"diagnosis",'
         b'"robust":{"foolsgold":false,"max_weight_share":null,"norm_bound":null},"round_deadline_blocks":10,'
-        b'"rounds":3,"seed":1,"strategy":{"name":"fedavg"},"validation_fraction":0.2,"version":3}'
+        b'"rounds":3,"seed":1,"strategy":{"name":"fedavg"},"validation_fraction":0.2,"version":4}'
     )
     assert plan.sha256 == "0x" + hashlib.sha256(plan.to_canonical_bytes()).hexdigest()
 

@@ -178,7 +178,7 @@ def test_governance_section(page):
 
 def test_plots_embedded(page):
     svgs = _embedded_svgs(page)
-    assert len(svgs) == 5  # accuracy, participants, scores, votes, gas
+    assert len(svgs) == 6  # accuracy, participants, scores, accumulated scores, votes, gas
     for svg in svgs:
         root = ET.fromstring(svg)
         assert root.tag.endswith("svg")
@@ -242,7 +242,7 @@ def test_hostile_names_do_not_break_anything():
     lowered = html.lower()
     assert "<script" not in lowered and "<img src=x" not in lowered and "<i>" not in html
     assert "\u202e" not in html and "\x00" not in html
-    assert len(_embedded_svgs(html)) == 5
+    assert len(_embedded_svgs(html)) == 6
 
 
 def test_write_report_is_atomic(tmp_path):

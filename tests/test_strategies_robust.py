@@ -261,3 +261,23 @@ def test_show_words_the_defences_members_vote_on():
     plan = demo_plan(seed=2).with_changes(robust={"norm_bound": 3.0, "foolsgold": True, "max_weight_share": 0.4})
     words = dict(describe(plan))["defences"]
     assert "clipped to 3" in words and "FoolsGold" in words and "40%" in words
+
+
+def test_trimmed_counts_equal_a_stable_argsort_of_every_coordinate_ties_included():
+    """The fast count of who was trimmed breaks ties at a cut exactly as a stable sort in canonical order would."""
+    from fedchain.coordinator.strategies.trimmedmean import _trimmed_counts
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for trial in range(300):
+        n = int(rng.integers(3, 12))
+        k = int(rng.integers(1, (n + 1) // 2))
+        if n - 2 * k < 1:
+            continue
+        cols = (rng.integers(-2, 3, size=(40, n)).astype(float) if trial % 2 else rng.standard_normal((40, n)))
+        cols[rng.random(cols.shape) < 0.2] = 0.0  # many ties, at the cuts too
+        order = np.argsort(cols, axis=1, kind="stable")
+        expect = np.bincount(np.concatenate([order[:, :k], order[:, n - k:]], axis=1).reshape(-1), minlength=n)
+        assert (_trimmed_counts(cols, np.sort(cols, axis=1), k) == expect).all(), trial
+        checked += 1
+    assert checked > 200

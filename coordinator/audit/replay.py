@@ -28,8 +28,11 @@ For every proposal, rounds in order:
 * the aggregation is re-run with the plan's strategy, in round order (server
   optimizer state carries over); the result's sha256 and CID must be the ones
   recorded at close (so the aggregate need not even be in the store); the
-  contribution scores are recomputed and the scores document rebuilt byte for
-  byte;
+  defences' decisions (who was excluded, clipped, re-weighted, with reason code
+  and number) and the contribution scores (the plan's method; loo and shapley
+  re-evaluate coalitions on the plan's public validation set, fetched by hash)
+  are recomputed, each difference named, and the scores document rebuilt byte
+  for byte;
 * the coordinator's discretion: a round closed before its deadline while a
   target dataset whose policy admitted the proposal had not committed; a round
   the coordinator failed although enough updates verify; a recorded global
@@ -68,6 +71,7 @@ from fedchain.coordinator.collect import (
 )
 from fedchain.coordinator.runner import PPM, SCORES_FORMAT, Commitment, scores_document
 from fedchain.coordinator.statistics import pool_moments
+from fedchain.coordinator.scoring import load_validation_set, score_round
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult
 from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
@@ -106,7 +110,8 @@ class RoundVerdict:
     aggregate_cid: str = ""
     participants: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)  # participant -> code, as the coordinator published
-    scores: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)  # member -> contribution share, as recomputed
+    decisions: list[dict] = field(default_factory=list)  # the defences' decisions, as recomputed
 
     @property
     def status(self) -> str:
@@ -388,12 +393,14 @@ class Replayer:
             v.problems.append(f"only {len(updates)} verifiable update(s); the plan needs {plan.min_participants}")
             self._skip_round(ctx, rec, closed, v)
             return
+        start = ctx.global_state
         try:
-            new_global = strategy.aggregate_train(rec.round, ctx.global_state, updates)
+            new_global = strategy.aggregate_train(rec.round, start, updates)
         except FedchainError as exc:
             v.problems.append(f"aggregation failed: {exc}")
             self._skip_round(ctx, rec, closed, v)
             return
+        decisions = list(strategy.last_decisions)
         model_bytes = state_dict_to_bytes(new_global)
         recomputed = sha256_hex(model_bytes)
         if recomputed.lower() != closed["aggregate_sha256"].lower():
@@ -408,16 +415,46 @@ class Replayer:
                 v.problems.append(f"the aggregate CID {closed['aggregate_cid']} does not name the aggregate "
                                   f"(its CID is {compute_cid(model_bytes)})")
             ctx.global_state = bytes_to_state_dict(model_bytes)
-        # Contribution scores.
-        scores = strategy.contribution_scores(updates)
-        v.scores = scores
-        recorded = {k.lower(): s for k, s in doc.get("scores", {}).items()} if isinstance(doc.get("scores"), dict) else {}
-        for member in sorted(set(scores) | set(recorded)):
-            a, b = recorded.get(member), scores.get(member)
-            if not isinstance(a, (int, float)) or isinstance(a, bool) or b is None or abs(a - round(b, 12)) > 1e-12:
-                v.problems.append(f"contribution score of {member}: recorded {a}, recomputed {b}")
+        self._check_scores(ctx, rec, v, doc, claimed, updates, used, start, bytes_to_state_dict(model_bytes),
+                           decisions)
+
+    def _check_scores(self, ctx, rec, v, doc, claimed, updates, used, start, new_global, decisions) -> None:
+        """Decisions and contribution scores recomputed from the same inputs; each difference named."""
+        closed = rec.closed
+        validation = ctx.validation_set(self.store, v)
+        if validation is _MISSING:
+            return
+        try:
+            scores = score_round(ctx.plan, rec.round, start, new_global, updates, decisions, validation)
+        except FedchainError as exc:
+            v.problems.append(f"contribution scores cannot be computed: {exc}")
+            return
+        v.scores = scores.shares
+        v.decisions = [d.to_dict() for d in scores.decisions]
+        named = len(v.problems)
+        if doc.get("method") != scores.method:
+            v.problems.append(f"contribution method recorded as {doc.get('method')!r}, the plan says "
+                              f"{scores.method!r}")
+        recorded_decisions = doc.get("decisions") if isinstance(doc.get("decisions"), list) else []
+        for d in v.decisions:
+            if d not in recorded_decisions:
+                v.problems.append(f"the plan's rule {d['action']} the update of {d['participant']} ({d['reason']} "
+                                  f"{d['value']:.6g}), but the scores document does not record that decision")
+        for d in recorded_decisions:
+            if d not in v.decisions:
+                who = d.get("participant") if isinstance(d, dict) else d
+                v.problems.append(f"the scores document records a decision the plan's rule does not take: {d!r} "
+                                  f"(update of {who})")
+        for key, mine in (("scores", scores.shares), ("values", scores.values)):
+            raw = doc.get(key)
+            recorded = {str(k).lower(): x for k, x in raw.items()} if isinstance(raw, dict) else {}
+            for member in sorted(set(mine) | set(recorded)):
+                a, b = recorded.get(member), mine.get(member)
+                if not isinstance(a, (int, float)) or isinstance(a, bool) or b is None or abs(a - round(b, 12)) > 1e-12:
+                    what = "contribution score" if key == "scores" else f"contribution value ({scores.method})"
+                    v.problems.append(f"{what} of {member}: recorded {a}, recomputed {b}")
         doc_bytes = scores_document(rec.proposal_id, rec.round, scores, _as_commitments(used, self.h), claimed)
-        if not any("contribution score" in p for p in v.problems) and sha256_hex(doc_bytes).lower() != closed["scores_sha256"].lower():
+        if len(v.problems) == named and sha256_hex(doc_bytes).lower() != closed["scores_sha256"].lower():
             v.problems.append("scores document differs from the recomputed one (same scores, different content)")
 
     def _skip_round(self, ctx, rec, closed, v) -> None:
@@ -554,6 +591,33 @@ class _ProposalContext:
         self.global_state = initial_state(plan.model, plan.seed)
         self.lost_state = ""
         self.not_recipient = ""
+        self._validation = None
+        self._validation_loaded = False
+        self._validation_why = ""
+
+    def validation_set(self, store, v: "RoundVerdict"):
+        """The plan's validation set (None if it names none); ``_MISSING`` (and a reason on ``v``) if unusable."""
+        if not self._validation_loaded:
+            self._validation_loaded = True
+            try:
+                self._validation = load_validation_set(store, self.plan)
+            except (ContentUnavailable, StoreError) as exc:
+                self._validation = _MISSING
+                self._validation_why = (f"the plan's validation set is not in the auditor's store "
+                                        f"({type(exc).__name__}): contribution scores cannot be recomputed")
+            except FedchainError as exc:
+                self._validation = _MISSING
+                self._validation_why = f"the plan's validation set cannot be used: {exc}"
+        if self._validation is _MISSING:
+            if "cannot be used" in self._validation_why:
+                v.problems.append(self._validation_why)
+            else:
+                v.unverifiable.append(self._validation_why)
+        return self._validation
+
+
+#: The validation set could not be loaded (the reason is on the round's verdict).
+_MISSING = object()
 
 
 def _outcome(rec: RoundRecord) -> str:

@@ -13,8 +13,9 @@ each round is a **validation** metric -- each data holder scores the
 aggregate on its own held-out rows, the coordinator records the
 sample-weighted mean -- never a test on independent data. Headline numbers
 come from each proposal's last **closed** round. A **contribution score** is a
-data holder's share of the round's training samples
-(:data:`fedchain.modelcard.SCORE_MEANING`). When the caller passes the
+data holder's share of what the round's updates measurably contributed, by the
+plan's ``[contribution]`` method (:data:`fedchain.modelcard.SCORE_MEANING`);
+the page plots them per round and accumulated per data holder. When the caller passes the
 approved plans (``plans``, verified against their on-chain hashes) the page
 names each proposal's model, strategy and metric.
 
@@ -378,6 +379,26 @@ class _Plots:
             return self._score_bars(keys, members, table)
         return self._score_heatmap(keys, members, table)
 
+    def accumulated(self) -> str | None:
+        """Each data holder's scores summed over every round the replay recomputed (all proposals)."""
+        totals: dict[str, float] = {}
+        for k in self.keys:
+            v = self.verdicts.get(k)
+            for a, s in (v.scores.items() if v is not None else ()):
+                if math.isfinite(float(s)):
+                    totals[a.lower()] = totals.get(a.lower(), 0.0) + float(s)
+        if not totals:
+            return None
+        members = sorted(totals, key=lambda a: (-totals[a], a))
+        fig, ax = _new_fig(height=max(2.2, 0.34 * len(members) + 1.2))
+        ax.barh(range(len(members)), [totals[m] for m in members],
+                color=[self.color.get(m, "#607d8b") for m in members])
+        ax.set_yticks(range(len(members)), [self.names.label(m) for m in members])
+        ax.invert_yaxis()
+        ax.set_xlabel("accumulated contribution (rounds' worth)")
+        ax.set_title("Contribution of each data holder, summed over every round")
+        return _svg_img(fig, "Bar chart: each hospital's contribution scores summed over all rounds")
+
     def _score_bars(self, keys, members, table) -> str:
         fig, ax = _new_fig(height=3.4)
         group = 0.8
@@ -389,7 +410,7 @@ class _Plots:
             handles.append(ax.bar(xs, ys, width * 0.92, color=self.color.get(member, "#607d8b")))
             labels.append(self.names.label(member))
         ax.axhline(0, color="#455a64", lw=0.8)
-        ax.set_ylabel("contribution score (share of samples)")
+        ax.set_ylabel("contribution score (share of the round)")
         ax.set_title("Contribution score of each data holder per round (recomputed by the replay)")
         self._round_axis(ax)
         _legend_outside(ax, handles, labels)
@@ -420,7 +441,7 @@ class _Plots:
         ax.grid(False)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-        fig.colorbar(im, ax=ax, label="contribution score (share of samples)", shrink=0.9, pad=0.02)
+        fig.colorbar(im, ax=ax, label="contribution score (share of the round)", shrink=0.9, pad=0.02)
         ax.set_title("Contribution score of each data holder per round (recomputed by the replay)")
         return _svg_img(fig, "Heat map: contribution score of each hospital (rows) per round (columns)")
 
@@ -628,6 +649,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
         img_acc = plots.accuracy()
         img_part = plots.participants()
         img_scores = plots.scores()
+        img_total = plots.accumulated()
         img_votes = plots.votes(eligible)
         img_gas = plots.gas()
 
@@ -811,6 +833,10 @@ def render_report(history: History, report=None, *, title: str, member_names: di
                   + plots.score_note,
                   "Contribution scores come from the replay, which did not run." if report is None
                   else "No contribution scores yet: no round has closed."))
+        if img_total is not None:
+            w(_figure(img_total, "Accumulated contribution: each data holder's scores summed over every round "
+                      "the replay recomputed, across proposals (a round's scores sum to 1, so the total counts "
+                      "rounds' worth of contribution; a free-rider's stays at 0).", ""))
 
     # -- governance -----------------------------------------------------------------------
     w('<h2 id="governance">Governance</h2>\n')

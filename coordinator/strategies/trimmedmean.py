@@ -54,15 +54,35 @@ class FedTrimmedMean(FedAvg):
         n = len(ordered)
         k = math.floor(self.beta * n)  # beta < 0.5, so n - 2k >= 1 values stay in every coordinate
         columns = np.ascontiguousarray(deltas.T)  # one row per coordinate: sorting rows is cache-friendly
-        order = np.argsort(columns, axis=1, kind="stable")  # stable: ties keep the canonical order
-        kept = np.take_along_axis(columns, order[:, k:n - k], axis=1)
-        mean = np.add.reduce(kept, axis=1) / float(n - k - k)
+        ranked = np.sort(columns, axis=1)  # the kept values (and so the mean) do not depend on how ties are ordered
+        mean = np.add.reduce(ranked[:, k:n - k], axis=1) / float(n - k - k)
         if k:
-            trimmed = np.concatenate([order[:, :k], order[:, n - k:]], axis=1)
-            counts = np.bincount(trimmed.reshape(-1), minlength=n)
-            share = counts / float(columns.shape[0])
+            share = _trimmed_counts(columns, ranked, k) / float(columns.shape[0])
             self.last_decisions = [
                 Decision(u.participant, u.dataset_id, "trimmed", "TRIMMED", float(share[i]))
                 for i, u in enumerate(ordered)
             ]
         return unflatten(flatten(arrays) + mean, arrays)
+
+
+def _trimmed_counts(columns: np.ndarray, ranked: np.ndarray, k: int) -> np.ndarray:
+    """How many coordinates each update (column) had trimmed, ties at a cut broken by the canonical order.
+
+    The same counts as a stable argsort of every row, faster: a value below the
+    ``k``-th smallest (or above the ``k``-th largest) is trimmed; where the cut
+    value occurs exactly as often as the cut needs, every copy is trimmed; only
+    the rows with more copies at a cut than it takes are argsorted (stable, so the
+    update with the smaller canonical key is trimmed first).
+    """
+    n = columns.shape[1]
+    lo, hi = ranked[:, k - 1:k], ranked[:, n - k:n - k + 1]
+    low, high = columns <= lo, columns >= hi
+    ambiguous = (np.add.reduce(low, axis=1) != k) | (np.add.reduce(high, axis=1) != k)
+    counts = np.add.reduce(low | high, axis=0, dtype=np.int64)
+    rows = np.flatnonzero(ambiguous)
+    if rows.size:
+        counts -= np.add.reduce((low | high)[rows], axis=0, dtype=np.int64)
+        order = np.argsort(columns[rows], axis=1, kind="stable")
+        trimmed = np.concatenate([order[:, :k], order[:, n - k:]], axis=1)
+        counts += np.bincount(trimmed.reshape(-1), minlength=n)
+    return counts

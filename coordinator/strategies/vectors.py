@@ -55,7 +55,14 @@ def stack_deltas(
     for u in ordered:
         check_update(arrays, u)
     base = flatten(arrays)
-    return ordered, np.stack([flatten(u.state) - base for u in ordered])
+    rows = np.empty((len(ordered), base.size), dtype=np.float64)
+    for i, u in enumerate(ordered):  # written in place: float64(w) - base, as flatten(w) - base would give
+        at = 0
+        for k in sorted(arrays):
+            t = u.state[k].detach().reshape(-1).numpy()
+            np.subtract(t, base[at:at + t.size], out=rows[i, at:at + t.size], dtype=np.float64)
+            at += t.size
+    return ordered, rows
 
 
 def squared_norm(v: np.ndarray) -> float:

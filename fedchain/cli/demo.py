@@ -26,7 +26,9 @@ from pathlib import Path
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedchain.cli.attacks import ATTACKS, Attack
 from fedchain.cli.common import console
+from fedchain.cli.robustness import rule_plan_tables
 from fedchain.cli.simulation import Simulation
 from fedchain.contracts.bindings import Policy, Vote
 from fedchain.coordinator.audit import export_trail
@@ -57,6 +59,7 @@ class DemoRound:
     gas: int
     aggregate_cid: str
     seconds: float
+    decisions: list[str] = field(default_factory=list)  # "hospital-f excluded (KRUM_NOT_SELECTED 12.3)"
 
 
 @dataclass
@@ -70,6 +73,10 @@ class DemoResult:
     checkpoint: tuple[int, str] = (0, "")  # the last block the trail covers and its hash
     governance_gas: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    strategy: str = "fedavg"
+    attack: str = ""
+    attackers: list[str] = field(default_factory=list)
+    clean: "DemoResult | None" = None  # the same run without attackers (with --attackers)
 
 
 def _policies(names: list[str], proposer_address: str) -> dict[str, Policy]:
@@ -88,13 +95,32 @@ def _policies(names: list[str], proposer_address: str) -> dict[str, Policy]:
 
 
 def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: bool = False,
-             hospitals: int = 4, report: bool = True) -> DemoResult:
+             hospitals: int | None = None, report: bool = True, *, attackers: int = 0, attack: str = "sign-flip",
+             strategy: str | None = None) -> DemoResult:
     """Run the demo end to end and return its measurements (also written to the run folder).
 
-    ``hospitals`` in 4..MAX_HOSPITALS: the fourth always sits out (its policy
-    excludes the purpose); ``report`` writes ``report.html`` (with replay
-    verdicts) at the end.
+    ``hospitals`` in 4..MAX_HOSPITALS (default 4, or 7 with attackers): the
+    fourth always sits out (its policy excludes the purpose); ``report`` writes
+    ``report.html`` (with replay verdicts) at the end.
+
+    ``strategy`` names an aggregation rule of :data:`fedchain.cli.robustness.RULES`
+    (default FedAvg). ``attackers`` > 0: that many of the participating hospitals
+    (the last ones) run :class:`~fedchain.cli.attacks.AttackingNode` with
+    ``attack``; the same demo then runs again without attackers (into
+    ``<run>/clean``) and both accuracies are printed side by side with what the
+    rule excluded each round.
     """
+    if hospitals is None:
+        hospitals = 7 if attackers else MIN_HOSPITALS
+    if attack not in ATTACKS:
+        raise ConfigError(f"unknown attack {attack!r} (choose one of: {', '.join(ATTACKS)})")
+    if attackers < 0 or attackers > hospitals - 2:
+        raise ConfigError(f"--attackers must be from 0 to {hospitals - 2} with {hospitals} hospitals (one sits out "
+                          f"by policy and at least one must be honest), not {attackers}")
+    if strategy is not None:  # refuse a rule the demo's consortium cannot run before anything is written
+        demo_plan(seed=seed).with_changes(datasets=[f"h{i}" for i in range(hospitals)],
+                                          min_participants=hospitals - 1,
+                                          **rule_plan_tables(strategy, hospitals - 1))
     if not MIN_HOSPITALS <= hospitals <= MAX_HOSPITALS:
         raise ConfigError(
             f"the demo runs {MIN_HOSPITALS} to {MAX_HOSPITALS} hospitals (the fourth shows a policy refusal), "
@@ -128,7 +154,9 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         say(f"  {name}: {sim.datasets[name].n_rows} rows registered; purposes {', '.join(pol.purposes) or 'any'}")
 
     # --- proposal and vote --------------------------------------------------------------
-    plan = sim.plan(demo_plan(sim.data.hospitals, seed=seed), rounds=rounds)
+    rule = strategy or "fedavg"
+    plan = sim.plan(demo_plan(sim.data.hospitals, seed=seed), rounds=rounds,
+                    **(rule_plan_tables(rule, hospitals - 1) if strategy else {}))
     votes = {names[2]: Vote.NO, sim.ops.name: Vote.ABSTAIN}  # everyone else votes yes
     pid = sim.approve(plan, votes=votes)
     result.proposal_id = pid
@@ -137,8 +165,14 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         f"abstain {prop.abstain} → [bold]{prop.state.name}[/]")
 
     # --- rounds ----------------------------------------------------------------------
-    nodes = sim.nodes()
+    sits_out = names[3]  # its policy admits research only (see _policies)
+    result.strategy, result.attack = rule, attack if attackers else ""
+    result.attackers = [n for n in names if n != sits_out][-attackers:] if attackers else []
+    nodes = sim.nodes({n: Attack(attack) for n in result.attackers})
+    if result.attackers:
+        say(f"[red]malicious:[/] {', '.join(result.attackers)} ({attack}); aggregation rule [bold]{rule}[/]")
     coord = sim.coordinator()
+    by_addr = {m.address.lower(): n for m, n in zip(sim.members, names)}
     test_data = load_dataset(sim.data.test.csv_path, sim.data.test.schema_path)
     for n in nodes:
         check = n.admission(pid)
@@ -161,6 +195,8 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
                 round=r, participants=sorted(done.result.participants), refused=done.refused,
                 val_accuracy=done.validation_metric, test_accuracy=test_acc, gas=done.gas,
                 aggregate_cid=done.result.aggregate_cid, seconds=time.perf_counter() - t_round,
+                decisions=[f"{by_addr.get(d.participant.lower(), d.participant)} {d.action} ({d.reason} {d.value:.3g})"
+                           for d in done.result.decisions if d.action != "trimmed"],
             ))
             progress.update(task, advance=1, description=f"round {r}: test accuracy {test_acc:.3f}")
     result.governance_gas = dict(sim.gas)
@@ -176,11 +212,32 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     result.checkpoint = (end, sim.chain.block_hash(end))
     if report:
         _write_report(run_dir, sim.store, result.checkpoint[1], sim.auditor, say)
+    if attackers:
+        say("running the same demo without attackers, for comparison …")
+        result.clean = run_demo(out=run_dir / "clean", rounds=rounds, seed=seed, quiet=True, hospitals=hospitals,
+                                report=False, strategy=strategy)
     result.seconds = time.perf_counter() - t0
     _write_summary(result, prop.plan_cid)
     if not quiet:
         _print_summary(result, names, sim.members)
+        if result.clean is not None:
+            _print_attack(result)
     return result
+
+
+def _print_attack(result: DemoResult) -> None:
+    """Clean vs attacked accuracy per round, side by side, and what the rule did."""
+    clean = result.clean
+    assert clean is not None
+    t = Table(title=f"{len(result.attackers)} malicious ({result.attack}) vs clean, rule {result.strategy}")
+    for col in ("round", "clean test acc", "attacked test acc", "excluded / clipped by the rule"):
+        t.add_column(col)
+    for a, c in zip(result.rounds, clean.rounds):
+        t.add_row(str(a.round), f"{c.test_accuracy:.3f}", f"{a.test_accuracy:.3f}", "; ".join(a.decisions) or "-")
+    console.print(t)
+    diff = (result.federated_accuracy - clean.federated_accuracy) * 100
+    console.print(f"final global test accuracy: clean [bold]{clean.federated_accuracy:.3f}[/], attacked "
+                  f"[bold]{result.federated_accuracy:.3f}[/] ({diff:+.1f} points) with {result.strategy}")
 
 
 def _write_report(run_dir: Path, store, checkpoint: str, auditor, say) -> None:
@@ -206,11 +263,16 @@ def _write_summary(result: DemoResult, plan_cid: str) -> None:
         "federated_test_accuracy": result.federated_accuracy,
         "governance_gas": result.governance_gas,
         "seconds": round(result.seconds, 2),
+        "strategy": result.strategy,
+        "attack": result.attack,
+        "attackers": result.attackers,
+        "clean_test_accuracy": result.clean.federated_accuracy if result.clean else None,
         "rounds": [
             {
                 "round": r.round, "participants": r.participants, "refused": r.refused,
                 "validation_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy,
                 "gas": r.gas, "aggregate_cid": r.aggregate_cid, "seconds": round(r.seconds, 3),
+                "decisions": r.decisions,
             }
             for r in result.rounds
         ],

@@ -38,11 +38,13 @@ from fedchain.contracts.bindings import dataset_id, purpose_hash
 from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable, reason_code
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity, read_public, require_chain_allows
+from fedchain.modelcard import SCORE_MEANING
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, precheck_commit, recipients_for
 from fedchain.node.dataset import load_dataset
 from fedchain.plan import load_plan
 from fedchain.schema import load_schema
+from fedchain.usecases import scores as uc_scores
 
 member_app = typer.Typer(help="Consortium membership: list, admit or remove by vote.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Register datasets and manage their access policies.", no_args_is_help=True)
@@ -318,6 +320,31 @@ def member_list(
         f"voting: {vp.voting_period_blocks} blocks, quorum {vp.quorum_bps / 100:g}% of members, "
         f"approval {vp.approval_bps / 100:g}% of yes+no"
     )
+
+
+@member_app.command("scores")
+@friendly
+def member_scores(
+    proposal: Annotated[Optional[list[int]], typer.Option("--proposal", help="Only these proposals (repeatable).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Each member's contribution scores, accumulated over every closed round (and proposal)."""
+    s = _session(home)
+    fed = s.fed
+    names = {m.address.lower(): m.name for m in fed.consortium.members(include_removed=True)}
+    with s.store() as store:
+        ledger = uc_scores.accumulate(fed.read_model(), store, list(proposal) if proposal else None)
+    t = Table("member", "address", "total", "rounds", "mean per round", "excluded", "clipped",
+              title=f"contribution scores over {len(ledger.rounds)} closed round(s)")
+    for m in sorted(ledger.members.values(), key=lambda m: (-m.total, m.address)):
+        t.add_row(escape(names.get(m.address, "?")), m.address, f"{m.total:.3f}", str(m.rounds), f"{m.mean:.3f}",
+                  str(m.excluded), str(m.clipped))
+    console.print(t)
+    methods = ", ".join(f"proposal {pid}: {how}" for pid, how in sorted(ledger.methods.items())) or "no round yet"
+    console.print(f"{SCORE_MEANING} Methods: {methods}. Total = rounds' worth of contribution; "
+                  "verify every number with 'fedchain audit replay'.", soft_wrap=True)
+    for why in ledger.unreadable:
+        console.print(f"[yellow]not counted:[/] {escape(why)}")
 
 
 @member_app.command("motions")

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from fedchain.cli.attacks import Attack, AttackingNode
 from fedchain.contracts.bindings import Chain, Deployment, Fedchain, FounderSpec, Policy, Vote
 from fedchain.coordinator.runner import Coordinator, RoundResult
 from fedchain.errors import FedchainError
@@ -223,11 +224,18 @@ class Simulation:
 
     # -- rounds -------------------------------------------------------------------------------
 
-    def nodes(self) -> list[HospitalNode]:
-        return [
-            HospitalNode(self.fed(m), self.store, m, h.name, self.schemas[h.name], self.datasets[h.name])
-            for m, h in zip(self.members, self.data.hospitals)
-        ]
+    def nodes(self, attacks: Mapping[str, Attack] | None = None) -> list[HospitalNode]:
+        """One node per hospital; a hospital named in ``attacks`` runs an :class:`~fedchain.cli.attacks.AttackingNode`
+        (demo, tests and benchmarks only)."""
+        unknown = sorted(set(attacks or {}) - set(self.names))
+        if unknown:
+            raise FedchainError(f"no such hospital to attack from: {', '.join(unknown)}")
+        out: list[HospitalNode] = []
+        for m, h in zip(self.members, self.data.hospitals):
+            args = (self.fed(m), self.store, m, h.name, self.schemas[h.name], self.datasets[h.name])
+            attack = (attacks or {}).get(h.name)
+            out.append(AttackingNode(*args, attack=attack) if attack is not None else HospitalNode(*args))
+        return out
 
     def coordinator(self) -> Coordinator:
         return Coordinator(self.fed(self.ops), self.store, self.ops)

@@ -15,6 +15,8 @@ tests call these; none of them repeats the steps.
 * :mod:`~fedchain.usecases.refusals` — the stable refusal codes and their one wording;
 * :mod:`~fedchain.usecases.preflight` — ``ask`` the contracts whether they would accept
   an action now (a dry run of the use case itself: nothing is signed or sent).
+* :mod:`~fedchain.usecases.scores` — contribution scores accumulated per member over every
+  closed round (``accumulate``), from the scores documents the chain hashes;
 * :mod:`~fedchain.usecases.models` — the trained models: every closed round's
   aggregate (``closed_models``, ``select``) and fetching one verified (``pull_to_file``);
 * :mod:`~fedchain.usecases.releases` — release a model by vote under its card
