@@ -283,7 +283,7 @@ def test_show_says_what_members_vote_on(tmp_path):
     topics = dict(line.split(None, 1) for line in out.splitlines())
     plan = load_plan(path)
     assert set(topics) == {"plan", "purpose", "model", "data", "rounds", "training", "strategy", "defences",
-                           "evaluation", "privacy", "seed", "sha256"}
+                           "evaluation", "contribution", "privacy", "seed", "sha256"}
     assert topics["defences"] == "none besides the strategy itself"
     assert "fully connected network, 30 inputs, hidden layers 6000, 3000, 2 classes" in topics["model"]
     assert "18,195,002 parameters (72.8 MB as float32)" in topics["model"]
