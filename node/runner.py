@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from fedchain import lifecycle, logs
+from fedchain import he_round, lifecycle, logs
 from fedchain.config import load_role_config
 from fedchain.content import fetch_document
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
@@ -59,7 +59,7 @@ from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.usecases import admission, progress
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused
-from fedchain.validation import model_size
+from fedchain.validation import model_layout, model_size
 
 PPM = 1_000_000
 
@@ -140,6 +140,7 @@ class HospitalNode:
         self.data = data
         self.log = log or _log_event
         self._plans: dict[int, TrainingPlan] = {}
+        self._he_contexts: dict[int, tuple] = {}  # proposal -> (public CKKS context, model layout)
         self._aggregate: tuple[tuple, dict] | None = None  # the last aggregate fetched (see aggregate())
         self._identity_confirmed: int | None = None  # chain epoch in which owner and schema were confirmed
 
@@ -261,14 +262,18 @@ class HospitalNode:
     def commit(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
         """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain."""
         plan, proposal_id, round_ = job.plan, job.proposal_id, job.round
-        try:
-            recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
-        except Refused as exc:
-            raise PolicyRefusal(str(exc)) from None
+        if plan.mode == "he":  # a CKKS ciphertext under the plan's public context: no envelope
+            payload, recipients = self.encrypt_he(proposal_id, job, result), None
+        else:
+            try:
+                recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
+            except Refused as exc:
+                raise PolicyRefusal(str(exc)) from None
+            payload = state_dict_to_bytes(result.state_dict)
         done = commit_update(
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
-            dataset=self.dataset_name, payload=state_dict_to_bytes(result.state_dict),
-            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted in prepare()
+            dataset=self.dataset_name, payload=payload, n_samples=result.n_samples, recipients=recipients,
+            precheck=False, seal=plan.mode != "he",  # admitted in prepare()
         )
         m = result.metrics
         self.log(f"committed round {round_}: {done.cid} ({result.n_samples} samples; train loss "
@@ -280,6 +285,14 @@ class HospitalNode:
             proposal_id, round_, self.dataset_name, committed=True, cid=done.cid, sha256=done.sha256,
             n_samples=result.n_samples, train_metrics=result.metrics, gas_used=done.tx.gas_used,
         )
+
+    def encrypt_he(self, proposal_id: int, job: "TrainingJob", result: LocalResult) -> bytes:
+        """``mode = "he"``: the trained model, norm-bounded here, encrypted under the plan's public context."""
+        plan = job.plan
+        if proposal_id not in self._he_contexts:
+            self._he_contexts[proposal_id] = (he_round.load_public_context(self.store, plan), model_layout(plan.model))
+        public, layout = self._he_contexts[proposal_id]
+        return he_round.encrypt_update(public, result.state_dict, job.start, plan, layout)
 
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""

@@ -50,9 +50,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
+from fedchain import he_round
 from fedchain.content import MAX_DOCUMENT_SIZE, HashMismatch, fetch_document
 from fedchain.coordinator.audit.anchor import ANCHORED, UNANCHORED, AnchorVerdict
 from fedchain.coordinator.audit.history import History, RoundRecord
@@ -145,8 +147,11 @@ class Replayer:
 
     def __init__(self, history: History, store, auditor, *, chain_id: int, rounds_address: str,
                  documents: Mapping[str, dict] | None = None, anchor: AnchorVerdict | None = None,
-                 fetch_budget: float | None = None) -> None:
+                 fetch_budget: float | None = None, he_keys: Mapping[str, object] | None = None) -> None:
         self.h = history
+        #: ``mode = "he"``: decryptor keys the auditor holds, by their public context's sha256
+        #: (then the published model is also checked against the sum's decryption).
+        self.he_keys = {k.lower(): key for k, key in (he_keys or {}).items()}
         self.store = store
         self.auditor = auditor
         self.chain_id = chain_id
@@ -212,6 +217,8 @@ class Replayer:
 
     def _derive(self, ctx: "_ProposalContext", rec: RoundRecord, at_block: int, at_time: int) -> list[Outcome | Unverifiable]:
         """The auditor's outcome for every commitment of ``rec``, judged as at ``at_block`` / ``at_time``."""
+        if ctx.plan.mode == "he":
+            return self._derive_he(ctx, rec, at_block, at_time)
         p = self.h.proposals[rec.proposal_id]
         out: list[Outcome | Unverifiable | None] = [None] * len(rec.commits)
         jobs: list[UpdateJob] = []
@@ -253,6 +260,104 @@ class Replayer:
             for key, outcome in results.items():
                 out[int(key)] = _as_auditor(outcome)
         return out  # type: ignore[return-value]
+
+    def _derive_he(self, ctx: "_ProposalContext", rec: RoundRecord, at_block: int, at_time: int) -> list:
+        """``mode = "he"``: each commitment's ciphertext (as ``Accepted(state=EncryptedVector)``) or why
+        it is left out, exactly as :meth:`fedchain.coordinator.runner.Coordinator.collect_he` judges it.
+        Anyone can check a ciphertext: the auditor need not be a recipient of anything."""
+        p = self.h.proposals[rec.proposal_id]
+        public = ctx.he_public(self.store)
+        out: list = []
+        for c in rec.commits:
+            d = self.h.datasets.get(c.dataset_id)
+            refusal = self.h.policy_refusal(d, p, at_block, at_time) if d is not None else "NO_POLICY"
+            if refusal:
+                out.append(Rejection(Reason.NOT_ADMITTED, f"policy: {refusal}"))
+                continue
+            bad = cid_rejection(c.cid)
+            if bad is not None:
+                out.append(bad)
+                continue
+            if isinstance(public, str):
+                out.append(Unverifiable(public))
+                continue
+            try:
+                got = he_round.check_input(self.store, c.cid, c.sha256, public, ctx.layout)
+            except (ContentUnavailable, StoreError):
+                out.append(Unverifiable("the ciphertext is missing from the auditor's store"))
+                continue
+            out.append(got if isinstance(got, Rejection) else Accepted(state=got))  # type: ignore[arg-type]
+        return out
+
+    def _check_aggregate_he(self, ctx, rec, v, doc, claimed, updates, used, cannot_aggregate) -> None:
+        """Re-derive the encrypted sum from the committed ciphertexts; the decryptor's signed statement
+        must name it, the included inputs and the model closed on chain; with the decryptor's key,
+        the published model must be the sum's decryption within the stated tolerance."""
+        closed, plan = rec.closed, ctx.plan
+        need = max(2, plan.min_participants)
+        if cannot_aggregate:
+            v.unverifiable.append(f"the encrypted sum cannot be recomputed: the ciphertext(s) of "
+                                  f"{', '.join(cannot_aggregate)} cannot be checked")
+        elif len(updates) < need:
+            v.problems.append(f"only {len(updates)} verifiable ciphertext(s); mode he needs {need}")
+        else:
+            self._check_decryption(ctx, rec, v, doc, updates, used)
+        shares = he_round.fedavg_weights([u.n_samples for u in updates]) if updates else []
+        scores = {u.participant.lower(): w for u, w in zip(updates, shares)}
+        v.scores = scores
+        dec = doc.get("decryption") if isinstance(doc.get("decryption"), dict) else None
+        doc_bytes = scores_document(rec.proposal_id, rec.round, scores, _as_commitments(used, self.h), claimed,
+                                    decryption=dec)
+        if sha256_hex(doc_bytes).lower() != closed["scores_sha256"].lower():
+            v.problems.append("scores document differs from the recomputed one (weights, inputs or decryption)")
+        ctx.global_state = self._chain_aggregate(plan, closed, v)
+
+    def _check_decryption(self, ctx, rec, v, doc, updates, used) -> None:
+        closed, plan = rec.closed, ctx.plan
+        order = sorted(zip(updates, used), key=lambda uc: (uc[0].participant.lower(), uc[0].dataset_id))
+        public = ctx.he_public(self.store)
+        encrypted_sum = public.weighted_sum([u.state for u, _ in order],
+                                            he_round.fedavg_weights([u.n_samples for u, _ in order]))
+        sum_sha = sha256_hex(encrypted_sum.encode())
+        dec = doc.get("decryption")
+        if not isinstance(dec, dict):
+            v.problems.append("the scores document carries no decryption statement")
+            return
+        try:
+            he_round.verify_statement(dec.get("statement"), dec.get("signature"), plan.he.decryptor)
+        except he_round.HERoundError as exc:
+            v.problems.append(f"decryption statement: {exc}")
+            return
+        inputs = [he_round.HEInput(u.participant, u.dataset_id, c.cid, he_round._sha(c.sha256), c.n_samples)
+                  for u, c in order]
+        expected = he_round.statement_bytes(
+            chain_id=self.chain_id, rounds=self.rounds_address, proposal=rec.proposal_id, round_=rec.round,
+            context_sha256=plan.he.context_sha256, inputs=inputs, aggregate_sha256=sum_sha,
+            model_sha256=closed["aggregate_sha256"])
+        if expected.decode() != dec["statement"]:
+            said = json.loads(dec["statement"])
+            if said.get("aggregate_sha256") != sum_sha:
+                v.problems.append(f"the decryptor decrypted {said.get('aggregate_sha256')}, but the committed "
+                                  f"ciphertexts sum to {sum_sha}")
+            if said.get("model_sha256") != he_round._sha(closed["aggregate_sha256"]):
+                v.problems.append(f"the model closed on chain ({closed['aggregate_sha256']}) is not the one the "
+                                  f"decryptor published ({said.get('model_sha256')})")
+            if not any("decrypt" in p for p in v.problems):
+                v.problems.append("the decryption statement does not match the round (chain, contract, "
+                                  "proposal, round, context or inputs differ)")
+            return
+        key = self.he_keys.get(plan.he.context_sha256)
+        if key is None:
+            return  # without the secret key the chain of hashes and the signature is what can be checked
+        model = self._chain_aggregate(plan, closed, v)
+        if model is None:
+            return
+        values = key.decrypt(encrypted_sum)
+        published = he_round.to_vector(model, ctx.layout)
+        err = float(np.max(np.abs(values - published)))
+        bound = he_round.tolerance(float(np.max(np.abs(values))))
+        if err > bound:
+            v.problems.append(f"the published model differs from the decrypted sum by {err:.3g} (tolerance {bound:.3g})")
 
     def _replay_closed(self, ctx: "_ProposalContext", rec: RoundRecord, v: RoundVerdict) -> None:
         closed = rec.closed
@@ -329,6 +434,8 @@ class Replayer:
         self._check_aggregate(ctx, rec, v, doc, claimed, updates, used, cannot_aggregate)
 
     def _check_aggregate(self, ctx, rec, v, doc, claimed, updates, used, cannot_aggregate) -> None:
+        if ctx.plan.mode == "he":
+            return self._check_aggregate_he(ctx, rec, v, doc, claimed, updates, used, cannot_aggregate)
         closed = rec.closed
         plan, strategy = ctx.plan, ctx.strategy
         if cannot_aggregate or ctx.lost_state or ctx.global_state is None:
@@ -507,6 +614,18 @@ class _ProposalContext:
         self.global_state = initial_state(plan.model, plan.seed)
         self.lost_state = ""
         self.not_recipient = ""
+        self._he_public = None
+
+    def he_public(self, store):
+        """``mode = "he"``: the plan's public context, or a sentence saying why the auditor lacks it."""
+        if self._he_public is None:
+            try:
+                self._he_public = he_round.load_public_context(store, self.plan)
+            except (ContentUnavailable, StoreError):
+                self._he_public = "the plan's public CKKS context is not in the auditor's store"
+            except FedchainError as exc:
+                self._he_public = f"the plan's public CKKS context does not load: {exc}"
+        return self._he_public
 
 
 def _outcome(rec: RoundRecord) -> str:
@@ -532,17 +651,19 @@ def _as_commitments(commits, history: History) -> list[Commitment]:
 
 # -- entry points ------------------------------------------------------------------
 
-def replay_trail(trail: Trail, store, auditor, *, anchor: AnchorVerdict | None = None) -> ReplayReport:
+def replay_trail(trail: Trail, store, auditor, *, anchor: AnchorVerdict | None = None,
+                 he_keys: Mapping[str, object] | None = None) -> ReplayReport:
     history = History(trail.events, trail.header.get("params"))
     return Replayer(history, store, auditor, chain_id=trail.chain_id, rounds_address=trail.addresses["Rounds"],
-                    documents=trail.documents, anchor=anchor).run()
+                    documents=trail.documents, anchor=anchor, he_keys=he_keys).run()
 
 
-def replay_live(fed, store, auditor) -> ReplayReport:
+def replay_live(fed, store, auditor, *, he_keys: Mapping[str, object] | None = None) -> ReplayReport:
     history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
     return Replayer(history, store, auditor, chain_id=fed.deployment.chain_id,
                     rounds_address=fed.deployment.addresses["Rounds"],
-                    anchor=AnchorVerdict(ANCHORED, f"events read from the node at {fed.chain.url}")).run()
+                    anchor=AnchorVerdict(ANCHORED, f"events read from the node at {fed.chain.url}"),
+                    he_keys=he_keys).run()
 
 
 _STYLE = {VERIFIED: "green", DISCREPANCY: "red", UNVERIFIABLE: "yellow"}

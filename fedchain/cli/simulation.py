@@ -37,7 +37,10 @@ from typing import Any, Callable, Mapping
 
 from fedchain.contracts.bindings import Chain, Deployment, Fedchain, FounderSpec, Policy, Vote
 from fedchain.coordinator.runner import Coordinator, RoundResult
+from fedchain.content import pin_document
 from fedchain.errors import FedchainError
+from fedchain.he import DecryptorKey
+from fedchain.he_round import Decryptor, HEInput
 from fedchain.identity import Identity, dev_identity, require_chain_allows
 from fedchain.ipfs.local import LocalStore
 from fedchain.ipfs.store import ContentStore
@@ -55,6 +58,18 @@ VOTING_MARGIN_BLOCKS = 3
 FUNDING_WEI = 100 * 10**18
 #: ``Consortium.MAX_FOUNDERS``: founding members the contract accepts (a test keeps them equal).
 MAX_FOUNDERS = 128
+
+
+def he_commitments(fed: Fedchain, proposal_id: int, round_: int) -> list[HEInput]:
+    """A round's commitments as the chain recorded them (what a decryptor checks inputs against)."""
+    names: dict[bytes, str] = {}
+    out = []
+    for c in fed.rounds.commitments(proposal_id, round_):
+        if c.dataset not in names:
+            info = fed.registry.dataset(c.dataset)
+            names[c.dataset] = info.name if info is not None else "0x" + c.dataset.hex()
+        out.append(HEInput(c.member, names[c.dataset], c.cid, "0x" + bytes(c.sha256).hex(), c.sample_count))
+    return out
 
 
 @dataclass
@@ -83,6 +98,7 @@ class Simulation:
     datasets: dict[str, TabularData] = field(default_factory=dict)
     gas: dict[str, int] = field(default_factory=dict)
     _fed: Fedchain | None = field(default=None, repr=False)
+    decryptor: Decryptor | None = field(default=None, repr=False)  # mode = "he" (see he_plan)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -229,8 +245,30 @@ class Simulation:
             for m, h in zip(self.members, self.data.hospitals)
         ]
 
-    def coordinator(self) -> Coordinator:
-        return Coordinator(self.fed(self.ops), self.store, self.ops)
+    def coordinator(self, decryptor=None) -> Coordinator:
+        """The coordinator; under ``mode = "he"`` it reaches ``decryptor`` (default: the one
+        :meth:`he_plan` made) for each round's aggregate."""
+        return Coordinator(self.fed(self.ops), self.store, self.ops, decryptor=decryptor or self.decryptor)
+
+    def he_plan(self, base: TrainingPlan, *, decryptor: Identity | None = None, key: DecryptorKey | None = None,
+                remote: tuple[str, bytes, Callable] | None = None, **changes: Any) -> TrainingPlan:
+        """:meth:`plan` under ``mode = "he"``: ``decryptor`` (default the auditor) generates a CKKS key
+        pair (or uses ``key``), its public context is pinned and named in the plan, and
+        :attr:`decryptor` holds the secret key in this process. ``remote = (address, public context
+        bytes, decrypt)`` instead names a decryptor that runs elsewhere: this process never sees its key."""
+        if remote is not None:
+            address, public, self.decryptor = remote
+        else:
+            who = decryptor or self.auditor
+            key = key or DecryptorKey.generate()
+            address, public = who.address, key.public_context().encode()
+            self.decryptor = Decryptor(key, who.account, self.store, self.he_commitments)
+        pinned = pin_document(self.store, public)
+        return self.plan(base, mode="he", he={"decryptor": address, "context_cid": pinned.cid,
+                                             "context_sha256": "0x" + pinned.sha256}, **changes)
+
+    def he_commitments(self, proposal_id: int, round_: int) -> list[HEInput]:
+        return he_commitments(self.fed(), proposal_id, round_)
 
     def run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
                   *, progress=None) -> SimRound:
