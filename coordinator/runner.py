@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from fedchain import he_round, lifecycle, logs
+from fedchain import he_round, lifecycle, logs, secagg_round
 from fedchain.config import load_role_config
 from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, pin_document
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
@@ -68,7 +68,7 @@ from fedchain.plan import (
     verify_plan_bytes,
 )
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from fedchain.usecases import progress
+from fedchain.usecases import progress, secure_rounds
 from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout, model_size
 
 PPM = 1_000_000
@@ -325,6 +325,8 @@ class Coordinator:
         strategy = self.strategy(proposal_id)
         if plan.mode == "he":
             return self._close_he(proposal_id, round_, plan)
+        if plan.mode == "secagg":
+            return self._close_secagg(proposal_id, round_, plan)
         valid: list[tuple[Commitment, dict]] = []
         rejected: dict[str, Rejection] = {}
         for c, outcome in self.collect(proposal_id, round_):
@@ -356,6 +358,61 @@ class Coordinator:
             proposal_id, round_, closed=True, participants=[c.participant for c, _ in valid], rejected=rejected,
             aggregate_cid=agg_cid, aggregate_sha256=agg_sha, scores=scores, scores_cid=sc_cid, gas_used=tx.gas_used,
         )
+
+    # -- mode = "secagg" --------------------------------------------------------------
+
+    def phase_blocks(self, proposal_id: int) -> int:
+        """Blocks per secure-aggregation phase: the plan's, or a quarter of the round's deadline."""
+        plan = self.plan(proposal_id)
+        return plan.secagg.phase_blocks or max(1, (plan.round_deadline_blocks - 1) // 4)
+
+    def secagg_start(self, proposal_id: int, round_: int):
+        """Start the round's SecureRounds session (right after opening the round)."""
+        plan = self.plan(proposal_id)
+        n = len(self.fed.proposals.proposal(proposal_id).targets)
+        tx = self.fed.secure.start(proposal_id, round_, n - plan.secagg.max_dropouts, self.phase_blocks(proposal_id))
+        self.log(f"started the secure-aggregation session of round {round_} of proposal {proposal_id} "
+                 f"(threshold {n - plan.secagg.max_dropouts} of {n})", proposal=proposal_id, round=round_)
+        return tx
+
+    def _close_secagg(self, proposal_id: int, round_: int, plan: TrainingPlan) -> RoundResult:
+        """Conclude the session; if Completed, unmask the sum from the chain's messages, publish, close.
+        A Failed session publishes nothing (the round is failed after its deadline)."""
+        session = self.fed.secure.session(proposal_id, round_)
+        if session.stage.name == "RUNNING":
+            try:
+                self.fed.secure.conclude(proposal_id, round_)
+            except ChainRevert as exc:
+                if exc.error != "SecureRoundsTooEarly":
+                    raise
+                return RoundResult(proposal_id, round_, closed=False, reason="the secure-aggregation session is "
+                                                                             "not decided yet")
+            session = self.fed.secure.session(proposal_id, round_)
+        if session.stage.name != "COMPLETED":
+            why = (f"the secure-aggregation session {session.stage.name.lower()}: keys {session.advertised}, shares "
+                   f"{session.shared}, masked inputs {session.masked}, unmasking {session.unmasked}; threshold "
+                   f"{session.threshold}")
+            self.log(f"round {round_} of proposal {proposal_id}: {why}; nothing is published", level=logging.WARNING,
+                     proposal=proposal_id, round=round_)
+            return RoundResult(proposal_id, round_, closed=False, reason=why)
+        f, cfg = secure_rounds.config(self.fed, plan, proposal_id, round_)
+        msgs = [secure_rounds.phase_messages(self.fed, self.store, f, cfg, k) for k in range(4)]
+        result = secagg_round.reconstruct(cfg, *msgs)
+        model_bytes = state_dict_to_bytes(secagg_round.model_from_sum(result, self.layout(proposal_id)))
+        agg_cid, agg_sha = pin_document(self.store, model_bytes)
+        u3 = set(self.fed.secure.record(proposal_id, round_).masked)
+        used = [c for c in self.commitments(proposal_id, round_) if c.participant.lower() in u3]
+        weights = he_round.fedavg_weights([c.n_samples for c in used])
+        shares = {c.participant.lower(): w for c, w in zip(used, weights)}
+        sc_cid, sc_sha = pin_document(self.store, scores_document(proposal_id, round_, shares, used, {}))
+        tx = self.fed.rounds.close_round(proposal_id, round_, agg_cid, agg_sha, sc_cid, sc_sha)
+        self._globals[proposal_id] = bytes_to_state_dict(model_bytes)
+        self.log(f"closed round {round_} of proposal {proposal_id} under secagg: {agg_cid} (sum of {len(used)} "
+                 f"masked input(s), {session.unmasked} unmasking response(s))", proposal=proposal_id, round=round_,
+                 aggregate=agg_cid, participants=len(used))
+        return RoundResult(proposal_id, round_, closed=True, participants=[c.participant for c in used],
+                           aggregate_cid=agg_cid, aggregate_sha256=agg_sha, scores=shares, scores_cid=sc_cid,
+                           gas_used=tx.gas_used)
 
     # -- mode = "he" ------------------------------------------------------------------
 

@@ -27,7 +27,13 @@ from eth_account.signers.local import LocalAccount
 from web3.contract import Contract
 from web3.contract.contract import ContractEvent, ContractFunction
 
-from fedchain.contracts.bindings.clients import ConsortiumClient, ProposalsClient, RegistryClient, RoundsClient
+from fedchain.contracts.bindings.clients import (
+    ConsortiumClient,
+    ProposalsClient,
+    RegistryClient,
+    RoundsClient,
+    SecureRoundsClient,
+)
 from fedchain.contracts.bindings.codec import addr, as_account, hexstr, jsonify_args
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
 from fedchain.contracts.errors import WouldSend
@@ -80,6 +86,7 @@ class Fedchain:
         self.registry = RegistryClient(self, self.contracts["DatasetRegistry"])
         self.proposals = ProposalsClient(self, self.contracts["Proposals"])
         self.rounds = RoundsClient(self, self.contracts["Rounds"])
+        self.secure = SecureRoundsClient(self, self.contracts["SecureRounds"])
 
     def as_(self, account: LocalAccount | str | bytes) -> "Fedchain":
         """The same deployment signing as ``account`` (LocalAccount or private key); shares the index."""

@@ -75,6 +75,7 @@ from fedchain.errors import ContentUnavailable, FedchainError
 from fedchain.ipfs.store import StoreError
 from fedchain.ipfs.unixfs import compute_cid
 from fedchain.models import initial_state
+from fedchain.secagg_round import RoundFacts, message_bound, model_from_sum, reconstruct, round_config
 from fedchain.plan import MAX_PLAN_BYTES, evaluate_config, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, json_depth, state_dict_to_bytes
 from fedchain.validation import Accepted, Reason, Rejection, model_layout, model_size
@@ -147,8 +148,10 @@ class Replayer:
 
     def __init__(self, history: History, store, auditor, *, chain_id: int, rounds_address: str,
                  documents: Mapping[str, dict] | None = None, anchor: AnchorVerdict | None = None,
-                 fetch_budget: float | None = None, he_keys: Mapping[str, object] | None = None) -> None:
+                 fetch_budget: float | None = None, he_keys: Mapping[str, object] | None = None,
+                 secure_address: str = "") -> None:
         self.h = history
+        self.secure_address = secure_address  # the SecureRounds contract (mode = "secagg")
         #: ``mode = "he"``: decryptor keys the auditor holds, by their public context's sha256
         #: (then the published model is also checked against the sum's decryption).
         self.he_keys = {k.lower(): key for k, key in (he_keys or {}).items()}
@@ -359,7 +362,81 @@ class Replayer:
         if err > bound:
             v.problems.append(f"the published model differs from the decrypted sum by {err:.3g} (tolerance {bound:.3g})")
 
+    # -- mode = "secagg" ---------------------------------------------------------------
+
+    def _secagg_facts(self, ctx, rec: RoundRecord, session) -> RoundFacts:
+        p = self.h.proposals[rec.proposal_id]
+        rows = sum(self.h.datasets[t].row_count for t in p.targets if t in self.h.datasets)
+        return RoundFacts(self.chain_id, self.secure_address, rec.proposal_id, rec.round,
+                          bytes.fromhex(session.seed.removeprefix("0x")), tuple(p.target_owners), rows)
+
+    def _secagg_session_problems(self, ctx, rec: RoundRecord, session) -> list[str]:
+        """The session's parameters must be the plan's."""
+        plan, p = ctx.plan, self.h.proposals[rec.proposal_id]
+        want_t = len(p.targets) - plan.secagg.max_dropouts
+        want_p = plan.secagg.phase_blocks or max(1, (plan.round_deadline_blocks - 1) // 4)
+        out = []
+        if session.threshold != want_t:
+            out.append(f"the secure-aggregation session ran with threshold {session.threshold}, the plan gives {want_t}")
+        if session.phase_blocks != want_p:
+            out.append(f"the secure-aggregation phases lasted {session.phase_blocks} blocks, the plan gives {want_p}")
+        return out
+
+    def _replay_closed_secagg(self, ctx, rec: RoundRecord, v: RoundVerdict) -> None:
+        """Re-derive the unmasked sum bit for bit from the masked inputs and the revealed shares the chain
+        names; the model closed on chain must be its sample-weighted mean, over exactly U3."""
+        closed, plan = rec.closed, ctx.plan
+        v.aggregate_cid = closed["aggregate_cid"]
+        self._check_early_close(rec, v)
+        session = self.h.secure.get((rec.proposal_id, rec.round))
+        if session is None:
+            v.problems.append("the round closed under mode secagg, but no secure-aggregation session was started")
+            self._skip_round(ctx, rec, closed, v)
+            return
+        v.problems.extend(self._secagg_session_problems(ctx, rec, session))
+        if session.stage != "COMPLETED":
+            v.problems.append(f"the round closed although its secure-aggregation session is {session.stage.lower()}")
+            self._skip_round(ctx, rec, closed, v)
+            return
+        f = self._secagg_facts(ctx, rec, session)
+        commits = {c.member: c for c in rec.commits}
+        try:
+            cfg = round_config(f, plan, ctx.layout)
+            named = [session.messages[0], session.messages[1],
+                     {m: (commits[m].cid, commits[m].sha256) for m in session.masked if m in commits},
+                     session.messages[3]]
+            msgs = []
+            for phase, by_member in enumerate(named):
+                msgs.append({f.ids[m]: fetch_document(self.store, cid, sha, max_size=message_bound(cfg, phase))
+                             for m, (cid, sha) in by_member.items()})
+            result = reconstruct(cfg, *msgs)
+            model_bytes = state_dict_to_bytes(model_from_sum(result, ctx.layout))
+        except (ContentUnavailable, StoreError):
+            v.unverifiable.append("a secure-aggregation message is missing from the auditor's store")
+            self._skip_round(ctx, rec, closed, v)
+            return
+        except (FedchainError, KeyError) as exc:
+            v.problems.append(f"the sum cannot be re-derived from the messages on chain: {exc}")
+            self._skip_round(ctx, rec, closed, v)
+            return
+        recomputed = sha256_hex(model_bytes)
+        if recomputed.lower() != closed["aggregate_sha256"].lower():
+            v.problems.append(f"aggregate differs from the unmasked sum of the masked inputs: chain sha256 "
+                              f"{closed['aggregate_sha256']}, recomputed {recomputed}")
+        used = [commits[m] for m in session.masked if m in commits]
+        v.participants = sorted(c.member for c in used)
+        weights = he_round.fedavg_weights([c.n_samples for c in used])
+        scores = {c.member: w for c, w in zip(used, weights)}
+        v.scores = scores
+        doc_bytes = scores_document(rec.proposal_id, rec.round, scores, _as_commitments(used, self.h), {})
+        if sha256_hex(doc_bytes).lower() != closed["scores_sha256"].lower():
+            v.problems.append("scores document differs from the recomputed one (the masked inputs it lists or "
+                              "their weights)")
+        ctx.global_state = bytes_to_state_dict(model_bytes)
+
     def _replay_closed(self, ctx: "_ProposalContext", rec: RoundRecord, v: RoundVerdict) -> None:
+        if ctx.plan.mode == "secagg":
+            return self._replay_closed_secagg(ctx, rec, v)
         closed = rec.closed
         v.aggregate_cid = closed["aggregate_cid"]
         if closed["committed"] != len(rec.commits):
@@ -564,6 +641,13 @@ class Replayer:
     def _replay_failed(self, ctx: "_ProposalContext", rec: RoundRecord, v: RoundVerdict) -> None:
         """A round the coordinator failed must not have had min_participants valid updates."""
         key = (rec.proposal_id, rec.round)
+        if ctx.plan.mode == "secagg":  # whether it could complete is the session's outcome on chain
+            session = self.h.secure.get(key)
+            if session is not None:
+                v.problems.extend(self._secagg_session_problems(ctx, rec, session))
+                if session.stage == "COMPLETED":
+                    v.problems.append("the round was failed although its secure-aggregation session completed")
+            return
         by = self.h.failed_by.get(key, "")
         coordinator = self.h.coordinator_at(rec.failed_block)
         need = ctx.plan.min_participants
@@ -655,7 +739,8 @@ def replay_trail(trail: Trail, store, auditor, *, anchor: AnchorVerdict | None =
                  he_keys: Mapping[str, object] | None = None) -> ReplayReport:
     history = History(trail.events, trail.header.get("params"))
     return Replayer(history, store, auditor, chain_id=trail.chain_id, rounds_address=trail.addresses["Rounds"],
-                    documents=trail.documents, anchor=anchor, he_keys=he_keys).run()
+                    documents=trail.documents, anchor=anchor, he_keys=he_keys,
+                    secure_address=trail.addresses.get("SecureRounds", "")).run()
 
 
 def replay_live(fed, store, auditor, *, he_keys: Mapping[str, object] | None = None) -> ReplayReport:
@@ -663,7 +748,7 @@ def replay_live(fed, store, auditor, *, he_keys: Mapping[str, object] | None = N
     return Replayer(history, store, auditor, chain_id=fed.deployment.chain_id,
                     rounds_address=fed.deployment.addresses["Rounds"],
                     anchor=AnchorVerdict(ANCHORED, f"events read from the node at {fed.chain.url}"),
-                    he_keys=he_keys).run()
+                    he_keys=he_keys, secure_address=fed.deployment.addresses.get("SecureRounds", "")).run()
 
 
 _STYLE = {VERIFIED: "green", DISCREPANCY: "red", UNVERIFIABLE: "yellow"}

@@ -188,7 +188,8 @@ def _write_report(run_dir: Path, store, checkpoint: str, auditor, say) -> None:
     trail = read_trail(run_dir / "trail.jsonl")
     history = History(trail.events, trail.header.get("params"))
     verdicts = Replayer(history, store, auditor, chain_id=trail.chain_id, rounds_address=trail.addresses["Rounds"],
-                        documents=trail.documents, anchor=check_offline(trail, checkpoint)).run()
+                        documents=trail.documents, anchor=check_offline(trail, checkpoint),
+                        secure_address=trail.addresses.get("SecureRounds", "")).run()
     write_report(run_dir / "report.html", render_report(history, verdicts, title="fedchain demo: audit report",
                                                         plans=plans_from_documents(history, trail.documents)))
     n_ok = sum(1 for v in verdicts.rounds if v.ok)

@@ -270,14 +270,83 @@ class Simulation:
     def he_commitments(self, proposal_id: int, round_: int) -> list[HEInput]:
         return he_commitments(self.fed(), proposal_id, round_)
 
+    def secagg_plan(self, base: TrainingPlan, *, max_dropouts: int = 0, **changes: Any) -> TrainingPlan:
+        """:meth:`plan` under ``mode = "secagg"``, with phases long enough for every hospital's
+        transactions (two in the masked-input phase) and a round deadline after all four."""
+        p = 2 * len(self.members) + 4
+        changes.setdefault("round_deadline_blocks", 4 * p + self.round_blocks + 2)
+        return self.plan(base, mode="secagg", secagg={"max_dropouts": max_dropouts, "phase_blocks": p}, **changes)
+
+    def _mine_to(self, block: int) -> None:
+        """DEV: mine so that the next transaction lands in ``block`` or later."""
+        self.chain.mine(max(0, block - 1 - self.chain.block_number))
+
+    def run_secagg_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
+                         *, vanish: Mapping[str, int] | None = None, progress=None) -> SimRound:
+        """A ``mode = "secagg"`` round through the four SecureRounds phases, mining to each window.
+
+        ``vanish``: dataset -> the last phase (0..3) its node completes before it disappears
+        (-1: never shows up; 2: gone after its masked input). A round whose session fails is
+        failed on chain after the round's deadline, and nothing is published."""
+        vanish = dict(vanish or {})
+        say = progress or (lambda _m: None)
+        gas = coordinator.open_round(proposal_id, round_).gas_used
+        session_tx = coordinator.secagg_start(proposal_id, round_)
+        gas += session_tx.gas_used
+        refused, jobs = {}, {}
+        for n in nodes:
+            job = n.prepare(proposal_id, round_)
+            if isinstance(job, RoundOutcome):
+                refused[n.dataset_name] = job.reason
+            elif vanish.get(n.dataset_name, 3) >= 0:
+                jobs[n.dataset_name] = (n, job)
+        session = self.fed().secure.session(proposal_id, round_)
+        steps = [("advertising keys", lambda n, j: n.secagg_advertise(proposal_id, round_)),
+                 ("sharing keys", lambda n, j: n.secagg_share(proposal_id, round_)),
+                 ("training and masking", lambda n, j: n.secagg_mask(j, j.train())),
+                 ("unmasking", lambda n, j: n.secagg_unmask(proposal_id, round_))]
+        committed = []
+        for phase, (what, step) in enumerate(steps):
+            self._mine_to(session.window(phase)[0])
+            for name, (n, job) in jobs.items():
+                if vanish.get(name, 3) < phase:
+                    continue
+                say(f"round {round_}: {name} {what}")
+                done = step(n, job)
+                gas += done.gas_used
+                if phase == 2:
+                    committed.append(name)
+        say(f"round {round_}: unmasking the sum")
+        result = coordinator.close_round(proposal_id, round_)
+        if not result.closed and "not decided" in result.reason:
+            self._mine_to(session.window(3)[1] + 1)
+            result = coordinator.close_round(proposal_id, round_)
+        out = SimRound(round_, result, refused, committed)
+        if not result.closed:
+            info = self.fed().rounds.round_info(proposal_id, round_)
+            self._mine_to(info.deadline + 1)
+            coordinator.fail_round(proposal_id, round_)
+            return out
+        gas += result.gas_used
+        for name in committed:
+            n = jobs[name][0]
+            if vanish.get(name, 3) >= 3:
+                n.evaluate_and_submit(proposal_id, round_)
+        out.validation_metric = coordinator.record_metric(proposal_id, round_)
+        out.gas = gas
+        return out
+
     def run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
                   *, progress=None) -> SimRound:
         """Open, let every node train and commit (or refuse), close, evaluate, record the metric.
 
         Nodes commit in their order, but training overlaps the chain: while one node seals, pins
         and commits on this thread, the next one trains on a worker thread (training touches
-        neither the chain nor the store, and is deterministic on any thread).
+        neither the chain nor the store, and is deterministic on any thread). A ``secagg`` plan's
+        round goes through :meth:`run_secagg_round`.
         """
+        if coordinator.plan(proposal_id).mode == "secagg":
+            return self.run_secagg_round(proposal_id, round_, nodes, coordinator, progress=progress)
         gas = coordinator.open_round(proposal_id, round_).gas_used
         refused, committed = {}, []
 
