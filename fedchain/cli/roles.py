@@ -108,7 +108,9 @@ def demo(
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed for the data split and training.")] = 7,
     hospitals: Annotated[int, typer.Option(help="Number of hospitals (at least 4; the fourth sits out by policy).")] = 4,
+    mode: Annotated[str, typer.Option(help="How updates reach the aggregate: plain, secagg (secure aggregation "
+                                           "with on-chain phases) or he (CKKS homomorphic sum).")] = "plain",
 ) -> None:
     """Hospitals train one model on the embedded chain + store; prints a summary and writes an audit report."""
 
-    run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals)
+    run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals, mode=mode)
