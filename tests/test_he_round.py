@@ -113,10 +113,14 @@ def test_decryptor_refuses_what_it_must(he_run):
         with pytest.raises(he_round.HERoundError, match="refusing to decrypt"):
             dec.decrypt_round(dataclasses.replace(req, inputs=inputs[:1], aggregate_cid=single.cid,
                                                   aggregate_sha256=single.sha256))
-        # all inputs listed, but the ciphertext offered is one of them, not their weighted sum
+        # exactly the weighted "sum" of one input, listed alone: a sum must combine two or more
         public = he.PublicContext.decode(sim.store.get(plan.he.context_cid))
         lone = public.weighted_sum([he.EncryptedVector.decode(one)], [1.0]).encode()
         lone_pin = pin_document(sim.store, lone)
+        with pytest.raises(he_round.HERoundError, match="at least 2 distinct inputs"):
+            dec.decrypt_round(dataclasses.replace(req, inputs=inputs[:1], aggregate_cid=lone_pin.cid,
+                                                  aggregate_sha256=lone_pin.sha256))
+        # all inputs listed, but the ciphertext offered is one of them, not their weighted sum
         with pytest.raises(he_round.HERoundError, match="refusing to decrypt"):
             dec.decrypt_round(dataclasses.replace(req, aggregate_cid=lone_pin.cid, aggregate_sha256=lone_pin.sha256))
     finally:
