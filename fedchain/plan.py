@@ -642,7 +642,7 @@ class SecAggSettings(_Table):
     phase_blocks: Int = Field(
         default=0, ge=0, le=10_000_000,
         description="Blocks each of the four phases (advertise keys, share keys, masked input, unmasking) stays "
-                    "open. 0: round_deadline_blocks.",
+                    "open. 0: a quarter of round_deadline_blocks. The first three phases must end before the round's deadline.",
     )
 
 
@@ -827,8 +827,8 @@ CROSS_FIELD_RULES = (
     "needs only the weighted mean (fedavg, fedprox) and `robust.foolsgold` and `robust.max_weight_share` are off; "
     "`robust.norm_bound` is applied by each node to its own update before it is masked or encrypted.",
     "`mode = \"he\"` needs `he.decryptor`, `he.context_cid` and `he.context_sha256`.",
-    "`mode = \"secagg\"` needs 2 x (datasets - `secagg.max_dropouts`) > datasets, and datasets - "
-    "`secagg.max_dropouts` >= `min_participants`.",
+    "`mode = \"secagg\"` needs 2 x (datasets - `secagg.max_dropouts`) > datasets, datasets - "
+    "`secagg.max_dropouts` >= `min_participants`, and 3 x `secagg.phase_blocks` < `round_deadline_blocks`.",
 )
 
 
@@ -903,6 +903,11 @@ def _mode_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
         elif "min_participants" in p and t < p["min_participants"]:
             out.append(PlanProblem(("secagg", "max_dropouts"), f"is {d}: {n} - {d} = {t} survivors are fewer "
                                                                f"than min_participants = {p['min_participants']}"))
+    if mode == "secagg" and p.get("secagg") is not None and "round_deadline_blocks" in p:
+        pb, deadline = p["secagg"].phase_blocks, p["round_deadline_blocks"]
+        if 3 * pb >= deadline:
+            out.append(PlanProblem(("secagg", "phase_blocks"), f"is {pb}: three phases ({3 * pb} blocks) must end "
+                                                               f"before the round's deadline ({deadline} blocks)"))
     return out
 
 

@@ -60,6 +60,8 @@ def test_secagg_threshold_must_exceed_half_and_cover_min_participants():
     assert plan_from_dict(dict(d, secagg={"max_dropouts": 2})).secagg.max_dropouts == 2
     assert "exceed half" in _problems(dict(d, secagg={"max_dropouts": 3}))["secagg.max_dropouts"]
     assert "min_participants" in _problems(dict(d, min_participants=5, secagg={"max_dropouts": 2}))["secagg.max_dropouts"]
+    assert "deadline" in _problems(dict(d, round_deadline_blocks=30, secagg={"phase_blocks": 10}))["secagg.phase_blocks"]
+    assert plan_from_dict(dict(d, round_deadline_blocks=31, secagg={"phase_blocks": 10})).secagg.phase_blocks == 10
 
 
 def test_template_and_show_speak_of_modes():
