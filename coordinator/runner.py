@@ -23,6 +23,15 @@ For each round ``r`` (1-based on chain) of an approved proposal the
 5. after the nodes submitted their evaluations, records the sample-weighted
    mean metric on chain.
 
+Under ``mode = "he"`` step 3-4 become: fetch and check each committed CKKS
+ciphertext, sum them with the plan's public context (no secret key here), have the
+plan's decryptor (``decryptor=``) decrypt the sum, check its signed statement and
+publish the model with the statement in the scores document. Under ``mode =
+"secagg"`` the round also runs a ``SecureRounds`` session (:meth:`Coordinator.secagg_start`
+after opening); at close the session is concluded and, only if Completed, the sum
+is unmasked from the messages the chain names and published (a Failed session
+publishes nothing). See :mod:`fedchain.he_round` and :mod:`fedchain.secagg_round`.
+
 Everything in steps 3-5 is re-derived by ``audit replay`` (codes compared, the
 aggregate and scores recomputed, the metric recomputed from the evaluation
 events, the timing of a close or fail judged against the deadline).

@@ -19,6 +19,12 @@ an approved proposal that targets its dataset it
    coordinator and the plan's auditors, pins it, and commits CID, sha256 and
    sample count on chain.
 
+Under ``mode = "he"`` step 4 encrypts the (norm-bounded) model under the plan's
+public CKKS context instead of sealing it; under ``mode = "secagg"`` the round runs
+through the ``SecureRounds`` phases (:meth:`HospitalNode.secagg_advertise`,
+``secagg_share``, ``secagg_mask``, ``secagg_unmask``) and the committed update is
+the masked, sample-weighted model.
+
 After a round closes it evaluates the new global model on its held-out split
 and submits the metric on chain. Raw data never leaves this object.
 
