@@ -477,7 +477,7 @@ class Coordinator:
         weights = he_round.fedavg_weights([c.n_samples for c, _ in valid])
         encrypted_sum = self.public_context(proposal_id).weighted_sum([v for _, v in valid], weights)
         sum_cid, sum_sha = pin_document(self.store, encrypted_sum.encode())
-        inputs = tuple(he_round.HEInput(c.participant, c.dataset, c.cid, he_round._sha(c.sha256), c.n_samples)
+        inputs = tuple(he_round.HEInput(c.participant, c.dataset, c.cid, he_round.hex_sha256(c.sha256), c.n_samples)
                        for c, _ in valid)
         dec = self.decryptor(he_round.DecryptRequest(
             chain_id=self.fed.deployment.chain_id, rounds=self.fed.addresses["Rounds"], proposal=proposal_id,

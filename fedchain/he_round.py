@@ -81,6 +81,7 @@ __all__ = [
     "statement_bytes",
     "verify_statement",
     "tolerance",
+    "hex_sha256",
 ]
 
 STATEMENT_FORMAT = "fedchain-he-decryption/1"
@@ -208,7 +209,8 @@ class HEInput:
     n_samples: int
 
 
-def _sha(h: str | bytes) -> str:
+def hex_sha256(h: str | bytes) -> str:
+    """``0x`` + lower-case hex of a sha256 given as bytes or (0x-)hex text."""
     return ("0x" + bytes(h).hex()) if isinstance(h, (bytes, bytearray)) else "0x" + h.lower().removeprefix("0x")
 
 
@@ -223,11 +225,11 @@ def statement_bytes(*, chain_id: int, rounds: str, proposal: int, round_: int, c
         "rounds": rounds.lower(),
         "proposal": proposal,
         "round": round_,
-        "context_sha256": _sha(context_sha256),
-        "inputs": [f"{i.participant.lower()} {i.dataset} {i.cid} {_sha(i.sha256)} {i.n_samples}" for i in order],
+        "context_sha256": hex_sha256(context_sha256),
+        "inputs": [f"{i.participant.lower()} {i.dataset} {i.cid} {hex_sha256(i.sha256)} {i.n_samples}" for i in order],
         "weights": [repr(w) for w in weights],
-        "aggregate_sha256": _sha(aggregate_sha256),
-        "model_sha256": _sha(model_sha256),
+        "aggregate_sha256": hex_sha256(aggregate_sha256),
+        "model_sha256": hex_sha256(model_sha256),
     })
 
 
@@ -322,7 +324,7 @@ class Decryptor:
         seen = set()
         for i in req.inputs:
             c = on_chain.get((i.participant.lower(), i.dataset))
-            if c is None or (c.cid, _sha(c.sha256), c.n_samples) != (i.cid, _sha(i.sha256), i.n_samples):
+            if c is None or (c.cid, hex_sha256(c.sha256), c.n_samples) != (i.cid, hex_sha256(i.sha256), i.n_samples):
                 raise HERoundError(f"input of {i.participant} is not the commitment on chain")
             if i.participant.lower() in seen:
                 raise HERoundError(f"{i.participant} is listed twice")

@@ -331,7 +331,7 @@ class Replayer:
         except he_round.HERoundError as exc:
             v.problems.append(f"decryption statement: {exc}")
             return
-        inputs = [he_round.HEInput(u.participant, u.dataset_id, c.cid, he_round._sha(c.sha256), c.n_samples)
+        inputs = [he_round.HEInput(u.participant, u.dataset_id, c.cid, he_round.hex_sha256(c.sha256), c.n_samples)
                   for u, c in order]
         expected = he_round.statement_bytes(
             chain_id=self.chain_id, rounds=self.rounds_address, proposal=rec.proposal_id, round_=rec.round,
@@ -342,7 +342,7 @@ class Replayer:
             if said.get("aggregate_sha256") != sum_sha:
                 v.problems.append(f"the decryptor decrypted {said.get('aggregate_sha256')}, but the committed "
                                   f"ciphertexts sum to {sum_sha}")
-            if said.get("model_sha256") != he_round._sha(closed["aggregate_sha256"]):
+            if said.get("model_sha256") != he_round.hex_sha256(closed["aggregate_sha256"]):
                 v.problems.append(f"the model closed on chain ({closed['aggregate_sha256']}) is not the one the "
                                   f"decryptor published ({said.get('model_sha256')})")
             if not any("decrypt" in p for p in v.problems):
