@@ -287,6 +287,10 @@ def _only(rec: dict, allowed: set[str]) -> None:
         raise _Bad(f"unknown field(s) {sorted(extra)}")
 
 
+#: Contracts a trail may lack: those deployed after trails were first written (SecureRounds).
+OPTIONAL_CONTRACTS = frozenset({"SecureRounds"})
+
+
 @lru_cache(maxsize=None)
 def _event_abis() -> dict[tuple[str, str], list[dict]]:
     out = {}
@@ -343,9 +347,10 @@ def _read_header(rec: dict, path: Path) -> dict:
     _int(rec, "chain_id")
     _int(rec, "deploy_block", hi=2**63)
     addresses = rec.get("addresses")
-    if not isinstance(addresses, dict) or set(addresses) != set(CONTRACT_NAMES):
-        raise _Bad(f"'addresses' must name exactly {sorted(CONTRACT_NAMES)}")
-    for k in CONTRACT_NAMES:
+    required = set(CONTRACT_NAMES) - OPTIONAL_CONTRACTS
+    if not isinstance(addresses, dict) or not required <= set(addresses) <= set(CONTRACT_NAMES):
+        raise _Bad(f"'addresses' must name exactly {sorted(required)}, and may name {sorted(OPTIONAL_CONTRACTS)}")
+    for k in addresses:
         _str(addresses, k, _ADDRESS)
     params = rec.get("params", {})
     if not isinstance(params, dict):
