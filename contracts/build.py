@@ -42,7 +42,7 @@ SOLC_VERSION = "0.8.28"
 EVM_VERSION = "cancun"
 OPTIMIZER_RUNS = 200
 #: Deployable contracts, in deployment order.
-CONTRACT_NAMES = ("Consortium", "DatasetRegistry", "Proposals", "Rounds", "Releases", "Statistics")
+CONTRACT_NAMES = ("Consortium", "DatasetRegistry", "Proposals", "Rounds", "Releases", "Statistics", "SecureRounds")
 
 SETTINGS: dict[str, Any] = {
     "evmVersion": EVM_VERSION,

@@ -77,6 +77,37 @@ class RoundPhase(IntEnum):
     FAILED = 3
 
 
+class SessionStage(IntEnum):
+    """``ISecureRounds.Stage``."""
+
+    NONE = 0
+    RUNNING = 1
+    COMPLETED = 2
+    FAILED = 3
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A secure-aggregation session (``ISecureRounds.Session``)."""
+
+    proposal_id: int
+    round: int
+    start: int
+    phase_blocks: int
+    threshold: int
+    advertised: int
+    shared: int
+    masked: int
+    unmasked: int
+    stage: "SessionStage"
+    seed: bytes
+
+    def window(self, phase: int) -> tuple[int, int]:
+        """First and last block in which phase ``phase`` (0..3) accepts messages."""
+        first = self.start + phase * self.phase_blocks + 1
+        return first, first + self.phase_blocks - 1
+
+
 #: Solidity enum type (ABI ``internalType``) -> Python enum, for decoding. A VoteState
 #: emitted or raised by ``Consortium`` is a :class:`MotionState` (see ``codec``).
 SOLIDITY_ENUMS: dict[str, type[IntEnum]] = {
@@ -84,6 +115,7 @@ SOLIDITY_ENUMS: dict[str, type[IntEnum]] = {
     "enum IMemberVoting.Choice": Vote,
     "enum IConsortium.MotionKind": MotionKind,
     "enum IRounds.Phase": RoundPhase,
+    "enum ISecureRounds.Stage": SessionStage,
 }
 
 

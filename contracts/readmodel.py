@@ -243,6 +243,23 @@ class StatisticsRecord:
     published_block: int | None = None
 
 
+@dataclass
+class SecureSessionRecord:
+    """A secure-aggregation session (``SecureRounds``): its parameters and who sent what in each phase."""
+
+    proposal_id: int
+    round: int
+    start_block: int
+    threshold: int
+    phase_blocks: int
+    seed: str
+    #: phase (0 keys, 1 shares, 3 unmasking) -> member -> (cid, sha256), in chain order
+    messages: dict[int, dict[str, tuple[str, str]]] = field(default_factory=lambda: {0: {}, 1: {}, 3: {}})
+    masked: list[str] = field(default_factory=list)  # members whose masked input was marked (U3)
+    stage: str = "RUNNING"  # RUNNING, COMPLETED or FAILED
+    concluded_block: int | None = None
+
+
 class ReadModel:
     """Everything the events say, folded in chain order (see the module docstring)."""
 
@@ -252,6 +269,7 @@ class ReadModel:
         self.proposals: dict[int, ProposalRecord] = {}
         self.motions: dict[int, MotionRecord] = {}
         self.rounds: dict[tuple[int, int], RoundRecord] = {}
+        self.secure: dict[tuple[int, int], SecureSessionRecord] = {}
         self.coordinators: list[tuple[int, str]] = []
         self.releases: dict[int, ReleaseRecord] = {}
         #: (proposal, round) -> the Approved release of that model.
@@ -444,6 +462,33 @@ class ReadModel:
         if ev.tx not in r.txs:
             r.txs.add(ev.tx)
             r.gas += int(ev.gas_used or 0)
+
+    def _on_SessionStarted(self, ev, a):
+        key = (int(a["proposalId"]), int(a["round"]))
+        self.secure[key] = SecureSessionRecord(key[0], key[1], ev.block, int(a["threshold"]), int(a["phaseBlocks"]),
+                                               _hex(a["seed"]))
+
+    def _secure_of(self, ev, a) -> SecureSessionRecord | None:
+        s = self.secure.get((int(a["proposalId"]), int(a["round"])))
+        if s is None:
+            self.problems.append(f"block {ev.block}: {ev.event} for a secure session that never started")
+        return s
+
+    def _on_PhaseMessage(self, ev, a):
+        s = self._secure_of(ev, a)
+        if s is not None and int(a["phase"]) in s.messages:
+            s.messages[int(a["phase"])][a["member"].lower()] = (a["cid"], _hex(a["messageSha256"]))
+
+    def _on_MaskedInputMarked(self, ev, a):
+        s = self._secure_of(ev, a)
+        if s is not None:
+            s.masked.append(a["member"].lower())
+
+    def _on_SessionConcluded(self, ev, a):
+        s = self._secure_of(ev, a)
+        if s is not None:
+            s.stage = {2: "COMPLETED", 3: "FAILED"}.get(int(a["stage"]), str(a["stage"]))
+            s.concluded_block = ev.block
 
     def _on_RoundOpened(self, ev, a):
         key = (int(a["proposalId"]), int(a["round"]))

@@ -25,6 +25,15 @@ For each round ``r`` (1-based on chain) of an approved proposal the
 5. after the nodes submitted their evaluations, records the sample-weighted
    mean metric on chain.
 
+Under ``mode = "he"`` step 3-4 become: fetch and check each committed CKKS
+ciphertext, sum them with the plan's public context (no secret key here), have the
+plan's decryptor (``decryptor=``) decrypt the sum, check its signed statement and
+publish the model with the statement in the scores document. Under ``mode =
+"secagg"`` the round also runs a ``SecureRounds`` session (:meth:`Coordinator.secagg_start`
+after opening); at close the session is concluded and, only if Completed, the sum
+is unmasked from the messages the chain names and published (a Failed session
+publishes nothing). See :mod:`fedchain.he_round` and :mod:`fedchain.secagg_round`.
+
 Everything in steps 3-5 is re-derived by ``audit replay`` (codes compared, the
 aggregate and scores recomputed, the metric recomputed from the evaluation
 events, the timing of a close or fail judged against the deadline).
@@ -38,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
-from fedchain import lifecycle, logs
+from fedchain import he_round, lifecycle, logs, secagg_round
 from fedchain.config import load_role_config
 from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, pin_document
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
@@ -46,15 +55,19 @@ from fedchain.contracts.errors import policy_reason
 from fedchain.coordinator.collect import (
     DEFAULT_FETCH_WORKERS,
     Outcome,
+    StoreOutage,
     UpdateJob,
     check_updates,
+    cid_rejection,
     public_rejection,
 )
+from fedchain.coordinator.contributions import Score
 from fedchain.coordinator.scoring import RoundScores, load_validation_set, score_round
 from fedchain.coordinator.strategies.base import ClientUpdate, Decision, EvaluateResult, Strategy
 from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
-from fedchain.errors import ConfigError, FedchainError
+from fedchain.errors import ConfigError, ContentUnavailable, FedchainError
+from fedchain.ipfs.store import StoreError, StoreUnavailable
 from fedchain.identity import is_dev_identity, require_chain_allows
 from fedchain.ipfs import open_store
 from fedchain.models import initial_state
@@ -69,9 +82,9 @@ from fedchain.plan import (
 )
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.coordinator.statistics import pool_moments
-from fedchain.usecases import progress
+from fedchain.usecases import progress, secure_rounds
 from fedchain.usecases import statistics as uc_statistics
-from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout
+from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout, model_size
 
 PPM = 1_000_000
 SCORES_FORMAT = "fedchain-scores/3"  # 3: method, values and the defences' decisions
@@ -123,7 +136,8 @@ class RoundResult:
 
 
 def scores_document(proposal_id: int, round_: int, scores: RoundScores,
-                    included: list[Commitment], rejected: Mapping[str, Rejection]) -> bytes:
+                    included: list[Commitment], rejected: Mapping[str, Rejection],
+                    decryption: Mapping[str, str] | None = None) -> bytes:
     """Canonical JSON of a round's scores document (what is pinned and hashed on chain).
 
     * ``method``, ``scores`` (member -> share of the positive contribution, the
@@ -134,9 +148,13 @@ def scores_document(proposal_id: int, round_: int, scores: RoundScores,
       it (a Krum score, a norm, a weight, a trimmed share);
     * ``included``: the updates aggregated; ``rejected`` maps each left-out
       participant to its :class:`~fedchain.validation.Rejection` (the stable code,
-      which replay compares, and the short public detail).
+      which replay compares, and the short public detail);
+    * ``decryption`` (``mode = "he"``): the decryptor's signed statement
+      (``{"statement": ..., "signature": ...}``, see :mod:`fedchain.he_round`).
     """
+    extra = {"decryption": dict(decryption)} if decryption is not None else {}
     return canonical_json({
+        **extra,
         "format": SCORES_FORMAT,
         "proposal": proposal_id,
         "round": round_,
@@ -153,6 +171,15 @@ def scores_document(proposal_id: int, round_: int, scores: RoundScores,
     })
 
 
+def sample_scores(shares: Mapping[str, float]) -> RoundScores:
+    """Scores under ``secagg`` / ``he``: each member's share of the samples (method ``samples``).
+
+    The coordinator never sees one update in those modes, so no marginal value can be
+    measured and no defence decides anything; the weights are all it knows.
+    """
+    return RoundScores("samples", {m: Score(w, w) for m, w in shares.items()}, [])
+
+
 class Coordinator:
     """Drives rounds; ``fed`` is the contracts façade acting as the coordinator.
 
@@ -161,8 +188,12 @@ class Coordinator:
     """
 
     def __init__(self, fed, store, identity, *, log: Callable[..., None] | None = None,
-                 fetch_budget: float | None = DEFAULT_FETCH_BUDGET, fetch_workers: int = DEFAULT_FETCH_WORKERS) -> None:
+                 fetch_budget: float | None = DEFAULT_FETCH_BUDGET, fetch_workers: int = DEFAULT_FETCH_WORKERS,
+                 decryptor: Callable[[he_round.DecryptRequest], he_round.Decryption] | None = None) -> None:
         self.fed = fed
+        #: ``mode = "he"``: who decrypts the encrypted sum (the plan's decryptor, reached however the
+        #: deployment wires it); the coordinator itself never holds a CKKS secret key.
+        self.decryptor = decryptor
         self.store = store
         self.identity = identity
         self.log = log or _log_event
@@ -175,6 +206,7 @@ class Coordinator:
         self._globals: dict[int, dict] = {}
         self._names: dict[bytes, str] = {}
         self._validation: dict[int, object] = {}
+        self._he_public: dict[int, object] = {}
 
     # -- plan, approval, models --------------------------------------------------
 
@@ -225,9 +257,14 @@ class Coordinator:
         """
         strategy = self._strategies[proposal_id]
         state = self._globals[proposal_id]
+        plan = self.plan(proposal_id)
         for r in range(1, self.fed.rounds.last_round(proposal_id) + 1):
             info = self.fed.rounds.round_info(proposal_id, r)
             if info.phase.name != "CLOSED":
+                continue
+            if plan.mode != "plain":  # the updates are hidden; the mean strategies keep no server state
+                state = bytes_to_state_dict(fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256,
+                                                           max_size=model_size(plan.model)))
                 continue
             doc = json.loads(fetch_document(self.store, info.scores_cid, info.scores_sha256, max_size=MAX_DOCUMENT_SIZE))
             used = {(d["participant"], d["dataset"]) for d in doc["included"]}
@@ -341,6 +378,10 @@ class Coordinator:
         """Verify, aggregate, publish and close — or report that too few valid updates remain."""
         plan = self.plan(proposal_id)
         strategy = self.strategy(proposal_id)
+        if plan.mode == "he":
+            return self._close_he(proposal_id, round_, plan)
+        if plan.mode == "secagg":
+            return self._close_secagg(proposal_id, round_, plan)
         valid: list[tuple[Commitment, dict]] = []
         rejected: dict[str, Rejection] = {}
         for c, outcome in self.collect(proposal_id, round_):
@@ -381,6 +422,141 @@ class Coordinator:
             proposal_id, round_, closed=True, participants=[c.participant for c, _ in valid], rejected=rejected,
             aggregate_cid=agg_cid, aggregate_sha256=agg_sha, scores=scores.shares, values=scores.values,
             decisions=list(scores.decisions), scores_cid=sc_cid, gas_used=tx.gas_used, aggregate_seconds=seconds,
+        )
+
+    # -- mode = "secagg" --------------------------------------------------------------
+
+    def phase_blocks(self, proposal_id: int) -> int:
+        """Blocks per secure-aggregation phase: the plan's, or a quarter of the round's deadline."""
+        plan = self.plan(proposal_id)
+        return plan.secagg.phase_blocks or max(1, (plan.round_deadline_blocks - 1) // 4)
+
+    def secagg_start(self, proposal_id: int, round_: int):
+        """Start the round's SecureRounds session (right after opening the round)."""
+        plan = self.plan(proposal_id)
+        n = len(self.fed.proposals.proposal(proposal_id).targets)
+        tx = self.fed.secure.start(proposal_id, round_, n - plan.secagg.max_dropouts, self.phase_blocks(proposal_id))
+        self.log(f"started the secure-aggregation session of round {round_} of proposal {proposal_id} "
+                 f"(threshold {n - plan.secagg.max_dropouts} of {n})", proposal=proposal_id, round=round_)
+        return tx
+
+    def _close_secagg(self, proposal_id: int, round_: int, plan: TrainingPlan) -> RoundResult:
+        """Conclude the session; if Completed, unmask the sum from the chain's messages, publish, close.
+        A Failed session publishes nothing (the round is failed after its deadline)."""
+        session = self.fed.secure.session(proposal_id, round_)
+        if session.stage.name == "RUNNING":
+            try:
+                self.fed.secure.conclude(proposal_id, round_)
+            except ChainRevert as exc:
+                if exc.error != "SecureRoundsTooEarly":
+                    raise
+                return RoundResult(proposal_id, round_, closed=False, reason="the secure-aggregation session is "
+                                                                             "not decided yet")
+            session = self.fed.secure.session(proposal_id, round_)
+        if session.stage.name != "COMPLETED":
+            why = (f"the secure-aggregation session {session.stage.name.lower()}: keys {session.advertised}, shares "
+                   f"{session.shared}, masked inputs {session.masked}, unmasking {session.unmasked}; threshold "
+                   f"{session.threshold}")
+            self.log(f"round {round_} of proposal {proposal_id}: {why}; nothing is published", level=logging.WARNING,
+                     proposal=proposal_id, round=round_)
+            return RoundResult(proposal_id, round_, closed=False, reason=why)
+        f, cfg = secure_rounds.config(self.fed, plan, proposal_id, round_)
+        msgs = [secure_rounds.phase_messages(self.fed, self.store, f, cfg, k) for k in range(4)]
+        result = secagg_round.reconstruct(cfg, *msgs)
+        model_bytes = state_dict_to_bytes(secagg_round.model_from_sum(result, self.layout(proposal_id)))
+        agg_cid, agg_sha = pin_document(self.store, model_bytes)
+        u3 = set(self.fed.secure.record(proposal_id, round_).masked)
+        used = [c for c in self.commitments(proposal_id, round_) if c.participant.lower() in u3]
+        weights = he_round.fedavg_weights([c.n_samples for c in used])
+        shares = {c.participant.lower(): w for c, w in zip(used, weights)}
+        sc_cid, sc_sha = pin_document(self.store, scores_document(proposal_id, round_, sample_scores(shares), used, {}))
+        tx = self.fed.rounds.close_round(proposal_id, round_, agg_cid, agg_sha, sc_cid, sc_sha)
+        self._globals[proposal_id] = bytes_to_state_dict(model_bytes)
+        self.log(f"closed round {round_} of proposal {proposal_id} under secagg: {agg_cid} (sum of {len(used)} "
+                 f"masked input(s), {session.unmasked} unmasking response(s))", proposal=proposal_id, round=round_,
+                 aggregate=agg_cid, participants=len(used))
+        return RoundResult(proposal_id, round_, closed=True, participants=[c.participant for c in used],
+                           aggregate_cid=agg_cid, aggregate_sha256=agg_sha, scores=shares, scores_cid=sc_cid,
+                           gas_used=tx.gas_used)
+
+    # -- mode = "he" ------------------------------------------------------------------
+
+    def public_context(self, proposal_id: int):
+        """The plan's public CKKS context (hash-checked; a context with a secret key is refused)."""
+        if proposal_id not in self._he_public:
+            self._he_public[proposal_id] = he_round.load_public_context(self.store, self.plan(proposal_id))
+        return self._he_public[proposal_id]
+
+    def collect_he(self, proposal_id: int, round_: int) -> list[tuple[Commitment, object]]:
+        """Every commitment with its ciphertext, or the :class:`Rejection` that leaves it out
+        (policy at close, CID, size, hash, context, shape: what replay re-derives)."""
+        public, layout = self.public_context(proposal_id), self.layout(proposal_id)
+        out = []
+        for c in self.commitments(proposal_id, round_):
+            verdict = self.fed.registry.admits(c.dataset_id, proposal_id) if c.dataset_id is not None else None
+            if verdict is not None and not verdict.ok:
+                out.append((c, Rejection(Reason.NOT_ADMITTED, "the dataset's policy no longer admits the proposal "
+                                                              f"({policy_reason(verdict.reason)})")))
+                continue
+            bad = cid_rejection(c.cid)
+            if bad is not None:
+                out.append((c, bad))
+                continue
+            try:
+                out.append((c, he_round.check_input(self.store, c.cid, c.sha256, public, layout)))
+            except StoreUnavailable:
+                raise StoreOutage("the content store is unreachable; the round's updates cannot be checked now") from None
+            except (StoreError, ContentUnavailable):
+                out.append((c, Rejection(Reason.NOT_FOUND, "the coordinator could not fetch it")))
+        return out
+
+    def _close_he(self, proposal_id: int, round_: int, plan: TrainingPlan) -> RoundResult:
+        """Sum the ciphertexts (public context only), have the decryptor decrypt the sum, publish, close."""
+        if self.decryptor is None:
+            raise ConfigError("mode = \"he\": this coordinator has no way to reach the plan's decryptor")
+        valid, rejected = [], {}
+        for c, got in self.collect_he(proposal_id, round_):
+            if isinstance(got, Rejection):
+                rejected[c.participant] = got
+                self.log(f"rejected update of {c.participant} in round {round_}: {got.code} ({got.detail})",
+                         level=logging.WARNING, proposal=proposal_id, round=round_, participant=c.participant,
+                         code=got.code)
+            else:
+                valid.append((c, got))
+        n_valid = len({c.participant.lower() for c, _ in valid})
+        need = max(2, plan.min_participants)
+        if n_valid < need:
+            why = (f"{n_valid} participant(s) with valid ciphertexts, mode he needs {need} (the plan's "
+                   "min_participants, and never one alone)")
+            return RoundResult(proposal_id, round_, closed=False, rejected=rejected, reason=why)
+        valid.sort(key=lambda cv: (cv[0].participant.lower(), cv[0].dataset))
+        weights = he_round.fedavg_weights([c.n_samples for c, _ in valid])
+        encrypted_sum = self.public_context(proposal_id).weighted_sum([v for _, v in valid], weights)
+        sum_cid, sum_sha = pin_document(self.store, encrypted_sum.encode())
+        inputs = tuple(he_round.HEInput(c.participant, c.dataset, c.cid, he_round.hex_sha256(c.sha256), c.n_samples)
+                       for c, _ in valid)
+        dec = self.decryptor(he_round.DecryptRequest(
+            chain_id=self.fed.deployment.chain_id, rounds=self.fed.addresses["Rounds"], proposal=proposal_id,
+            round=round_, plan=plan, inputs=inputs, aggregate_cid=sum_cid, aggregate_sha256="0x" + sum_sha))
+        # What we publish is what the decryptor signed: check before closing.
+        doc = he_round.verify_statement(dec.statement, dec.signature, plan.he.decryptor)
+        if doc.get("model_sha256") != dec.model_sha256.lower() or doc.get("aggregate_sha256") != "0x" + sum_sha:
+            raise he_round.HERoundError("the decryptor's statement does not name the sum and the model it returned")
+        model_bytes = fetch_document(self.store, dec.model_cid, dec.model_sha256, max_size=model_size(plan.model))
+        shares = {c.participant.lower(): w for (c, _), w in zip(valid, weights)}
+        scores_doc = scores_document(proposal_id, round_, sample_scores(shares), [c for c, _ in valid], rejected,
+                                     decryption={"statement": dec.statement, "signature": dec.signature,
+                                                 "aggregate_cid": sum_cid})
+        sc_cid, sc_sha = pin_document(self.store, scores_doc)
+        tx = self.fed.rounds.close_round(proposal_id, round_, dec.model_cid, dec.model_sha256, sc_cid, sc_sha)
+        self._globals[proposal_id] = bytes_to_state_dict(model_bytes)
+        self.log(f"closed round {round_} of proposal {proposal_id} under he: {dec.model_cid} ({len(valid)} "
+                 f"ciphertext(s) summed, {len(rejected)} rejected)", proposal=proposal_id, round=round_,
+                 aggregate=dec.model_cid, participants=len(valid), rejected=len(rejected))
+        return RoundResult(
+            proposal_id, round_, closed=True, participants=[c.participant for c, _ in valid], rejected=rejected,
+            aggregate_cid=dec.model_cid, aggregate_sha256=dec.model_sha256, scores=shares, scores_cid=sc_cid,
+            gas_used=tx.gas_used,
         )
 
     def fail_round(self, proposal_id: int, round_: int):

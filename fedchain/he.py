@@ -379,6 +379,13 @@ class PublicContext:
             raise HEFormatError(f"{len(ev.chunks)} chunks for {ev.length} values")
         return [_load_chunk(self._ctx, self.params, blob, m, level, k) for k, (blob, m) in enumerate(zip(ev.chunks, lengths))]
 
+    def check(self, ev: EncryptedVector, length: int | None = None, level: int = 0) -> None:
+        """Parse every chunk of ``ev`` as :meth:`weighted_sum` would (raises :class:`HEError`), so one
+        bad input is found and left out before it can spoil a sum; ``length``: the values expected."""
+        if length is not None and isinstance(ev, EncryptedVector) and ev.length != length:
+            raise HEInputError(f"the ciphertext holds {ev.length} values, expected {length}")
+        self._load(ev, level)
+
     def weighted_sum(self, vectors: Sequence[EncryptedVector], weights: Sequence[float]) -> EncryptedVector:
         """``sum_i w_i * x_i`` on ciphertexts; weights in the clear, each > 0, summing to at most
         :data:`MAX_WEIGHT_SUM`.  Deterministic: the same inputs give the same bytes."""

@@ -118,6 +118,9 @@ __all__ = [
     "NoStandardization",
     "PlanStandardization",
     "Limits",
+    "AGGREGATION_MODES",
+    "SecAggSettings",
+    "HESettings",
     "TrainingPlan",
     "TrainConfig",
     "EvaluateConfig",
@@ -157,10 +160,16 @@ MAX_NESTING = 16  # a plan is three levels deep; the decoders recurse per level
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _KEY_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+_ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
+_SHA256_PATTERN = r"^0x[0-9a-f]{64}$"
+_CID_PATTERN = r"^[A-Za-z0-9]{46,100}$"
 PATTERN_WORDS = {
     _NAME_PATTERN: "letters, digits, '.', '_', '-' (1 to 64, the first a letter or digit)",
     _DATASET_PATTERN: "letters, digits, '.', '_', ':', '/', '-' (1 to 128, the first a letter or digit)",
     _KEY_PATTERN: "0x and 64 hex digits (a 32-byte x25519 public key)",
+    _ADDRESS_PATTERN: "0x and 40 hex digits (an Ethereum address)",
+    _SHA256_PATTERN: "0x and 64 lower-case hex digits (a sha256)",
+    _CID_PATTERN: "an IPFS CID (46 to 100 letters and digits)",
 }
 
 
@@ -316,6 +325,9 @@ Num = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 Name = Annotated[str, Strict(), StringConstraints(pattern=_NAME_PATTERN)]
 DatasetName = Annotated[str, Strict(), StringConstraints(pattern=_DATASET_PATTERN)]
 AuditorKey = Annotated[str, Strict(), StringConstraints(pattern=_KEY_PATTERN), AfterValidator(str.lower)]
+Address = Annotated[str, Strict(), StringConstraints(pattern=_ADDRESS_PATTERN), AfterValidator(str.lower)]
+Sha256Hex = Annotated[str, Strict(), StringConstraints(pattern=_SHA256_PATTERN)]
+CidText = Annotated[str, Strict(), StringConstraints(pattern=_CID_PATTERN)]
 Width = Annotated[int, Strict(), Field(ge=1, le=1_000_000)]
 Channels = Annotated[int, Strict(), Field(ge=1, le=4096)]
 Dim = Annotated[int, Strict(), Field(ge=1, le=100_000)]
@@ -669,6 +681,46 @@ class Limits(_Table):
     )
 
 
+#: How updates reach the aggregate: ``plain`` (each update sealed to the coordinator and the auditors),
+#: ``secagg`` (pairwise-masked, the coordinator learns only the sum), ``he`` (CKKS ciphertexts summed
+#: by the coordinator, only the aggregate decrypted by the plan's decryptor).
+AGGREGATION_MODES = ("plain", "secagg", "he")
+_MODE_KEYS = ("mode", "secagg", "he")
+#: Strategies that need only the weighted mean of the updates (what secagg and he can deliver).
+MEAN_STRATEGIES = ("fedavg", "fedprox")
+
+
+class SecAggSettings(_Table):
+    """Secure aggregation (``mode = "secagg"``): Bonawitz et al. (CCS 2017) with on-chain phases."""
+
+    max_dropouts: Int = Field(
+        default=0, ge=0, le=MAX_DATASETS,
+        description="Hospitals that may vanish after their masked input and the round still completes: the "
+                    "Shamir threshold is the number of datasets minus this (and must exceed half of them).",
+    )
+    phase_blocks: Int = Field(
+        default=0, ge=0, le=10_000_000,
+        description="Blocks each of the four phases (advertise keys, share keys, masked input, unmasking) stays "
+                    "open. 0: a quarter of round_deadline_blocks. The first three phases must end before the round's deadline.",
+    )
+
+
+class HESettings(_Table):
+    """Homomorphic aggregation (``mode = "he"``): CKKS through TenSEAL (fedchain/he.py)."""
+
+    decryptor: Address | None = Field(
+        default=None,
+        description="Ethereum address of the member or auditor that holds the CKKS secret key and alone "
+                    "decrypts each round's aggregate (it signs what it decrypted).",
+    )
+    context_cid: CidText | None = Field(
+        default=None, description="CID of the decryptor's public CKKS context (no secret key) in the store.",
+    )
+    context_sha256: Sha256Hex | None = Field(
+        default=None, description="sha256 of that public context: nodes encrypt only under a context with this hash.",
+    )
+
+
 # --------------------------------------------------------------------------
 # the plan
 # --------------------------------------------------------------------------
@@ -711,6 +763,14 @@ class TrainingPlan(_Table):
     robust: Robust = Field(default_factory=Robust, description="Defences against poisoned updates.")
     contribution: Contribution = Field(default_factory=Contribution,
                                        description="How contribution scores are computed.")
+    mode: Literal["plain", "secagg", "he"] = Field(
+        default="plain",
+        description="How updates reach the aggregate: \"plain\" (each sealed to the coordinator and the auditors), "
+                    "\"secagg\" (masked: the coordinator learns only the sum), \"he\" (CKKS ciphertexts summed "
+                    "by the coordinator; only the aggregate is decrypted, by the [he] decryptor).",
+    )
+    secagg: SecAggSettings = Field(default_factory=SecAggSettings, description="Secure-aggregation settings.")
+    he: HESettings = Field(default_factory=HESettings, description="Homomorphic-aggregation settings.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "TrainingPlan":
@@ -720,8 +780,14 @@ class TrainingPlan(_Table):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """The normalized plan as plain JSON types, every default explicit."""
-        return self.model_dump(mode="json")
+        """The normalized plan as plain JSON types, every default explicit -- except the aggregation
+        mode's keys, which a ``plain`` plan with default ``[secagg]``/``[he]`` leaves out (so plans
+        written before modes existed keep their canonical bytes and on-chain hash)."""
+        d = self.model_dump(mode="json")
+        if self.mode == "plain" and self.secagg == SecAggSettings() and self.he == HESettings():
+            for key in _MODE_KEYS:
+                d.pop(key)
+        return d
 
     def to_canonical_bytes(self) -> bytes:
         """The bytes to pin on IPFS (RFC 8785); equal plans give equal bytes."""
@@ -820,6 +886,13 @@ CROSS_FIELD_RULES = (
     "`robust.foolsgold` and `robust.max_weight_share` need a weighted strategy (not median, trimmed_mean, krum, "
     "multikrum); `robust.max_weight_share` x the number of datasets is at least 1.",
     "`contribution.method = \"loo\"` or `\"shapley\"` needs `contribution.validation` (a public validation set).",
+    "Under `mode = \"secagg\"` or `\"he\"` the coordinator never sees one update, so the strategy is one that "
+    "needs only the weighted mean (fedavg, fedprox) and `robust.foolsgold` and `robust.max_weight_share` are off; "
+    "`robust.norm_bound` is applied by each node to its own update before it is masked or encrypted; "
+    "`contribution.method` stays \"similarity\" and the scores are each member's share of the samples.",
+    "`mode = \"he\"` needs `he.decryptor`, `he.context_cid` and `he.context_sha256`.",
+    "`mode = \"secagg\"` needs 2 x (datasets - `secagg.max_dropouts`) > datasets, datasets - "
+    "`secagg.max_dropouts` >= `min_participants`, and 3 x `secagg.phase_blocks` < `round_deadline_blocks`.",
 )
 
 
@@ -859,6 +932,55 @@ def _plan_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
     if contribution is not None and contribution.method != "similarity" and contribution.validation is None:
         out.append(PlanProblem(("contribution", "validation"), f"is required by method {contribution.method!r} "
                                                                "(a public validation set to evaluate coalitions on)"))
+    out.extend(_mode_rules(p))
+    return out
+
+
+def _mode_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
+    """secagg and he deliver only the weighted sum: no rule that reads individual updates."""
+    out: list[PlanProblem] = []
+    mode = p.get("mode")
+    if mode not in ("secagg", "he"):
+        return out
+    strategy, robust = p.get("strategy"), p.get("robust")
+    if strategy is not None and strategy.name in UNWEIGHTED_STRATEGIES:
+        out.append(PlanProblem(("strategy", "name"), f"{strategy.name!r} needs the individual updates, which "
+                                                     f"mode {mode!r} hides from the coordinator (use "
+                                                     f"{' or '.join(MEAN_STRATEGIES)})"))
+    elif strategy is not None and strategy.name not in MEAN_STRATEGIES:
+        out.append(PlanProblem(("strategy", "name"), f"{strategy.name!r} is not available under mode {mode!r} "
+                                                     f"yet (its server step is not wired to the hidden sum; use "
+                                                     f"{' or '.join(MEAN_STRATEGIES)})"))
+    if robust is not None:
+        for key in ("foolsgold", "max_weight_share"):
+            if getattr(robust, key) not in (None, False):
+                out.append(PlanProblem(("robust", key), f"needs the individual updates, which mode {mode!r} hides "
+                                                        "from the coordinator (norm_bound runs at the nodes)"))
+    contribution = p.get("contribution")
+    if contribution is not None and contribution.method != "similarity":
+        out.append(PlanProblem(("contribution", "method"), f"{contribution.method!r} needs the individual updates, "
+                                                           f"which mode {mode!r} hides from the coordinator (scores "
+                                                           "are then each member's share of the samples)"))
+    if mode == "he":
+        he = p.get("he")
+        if he is not None:
+            for key in ("decryptor", "context_cid", "context_sha256"):
+                if getattr(he, key) is None:
+                    out.append(PlanProblem(("he", key), "is required with mode = \"he\""))
+    if mode == "secagg" and "datasets" in p and p.get("secagg") is not None:
+        n, d = len(set(p["datasets"])), p["secagg"].max_dropouts
+        t = n - d
+        if 2 * t <= n:
+            out.append(PlanProblem(("secagg", "max_dropouts"), f"is {d} but the Shamir threshold {n} - {d} = {t} "
+                                                               f"must exceed half of the {n} datasets"))
+        elif "min_participants" in p and t < p["min_participants"]:
+            out.append(PlanProblem(("secagg", "max_dropouts"), f"is {d}: {n} - {d} = {t} survivors are fewer "
+                                                               f"than min_participants = {p['min_participants']}"))
+    if mode == "secagg" and p.get("secagg") is not None and "round_deadline_blocks" in p:
+        pb, deadline = p["secagg"].phase_blocks, p["round_deadline_blocks"]
+        if 3 * pb >= deadline:
+            out.append(PlanProblem(("secagg", "phase_blocks"), f"is {pb}: three phases ({3 * pb} blocks) must end "
+                                                               f"before the round's deadline ({deadline} blocks)"))
     return out
 
 

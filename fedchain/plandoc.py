@@ -46,7 +46,7 @@ __all__ = ["reference_markdown", "template", "describe", "TEMPLATE_KINDS"]
 TEMPLATE_KINDS = MODEL_KINDS
 
 # Tables of the plan, in the order the page and the templates show them.
-_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust", "contribution")
+_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust", "contribution", "secagg", "he")
 _DISCRIMINATORS = {"model": "kind", "optimizer": "name", "strategy": "name", "preprocessing": "standardize"}
 
 
@@ -232,6 +232,11 @@ _EXAMPLE_MODELS = {
     "cnn": {"kind": "cnn", "input_shape": [1, 28, 28], "conv_channels": [8, 16], "hidden": [64], "n_classes": 10},
 }
 _EXAMPLE_ROBUST = {"norm_bound": 5.0, "foolsgold": True, "max_weight_share": 0.5}
+_EXAMPLE_OPTIONAL = {
+    "robust": _EXAMPLE_ROBUST,
+    "secagg": {"max_dropouts": 1, "phase_blocks": 20},
+    "he": {"decryptor": "0x" + "ab" * 20, "context_cid": "Qm" + "x" * 44, "context_sha256": "0x" + "0" * 64},
+}
 _EXAMPLE_TABLES = {
     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
     "strategy": {"name": "fedavg"},
@@ -292,8 +297,8 @@ def template(kind: str = "logreg") -> str:
             lines += _comment("validation = { csv_cid, csv_sha256, size, schema_cid, schema_sha256 }: the public "
                               "validation set loo and shapley evaluate on (see fedchain/docs/plan.md).")
             continue
-        if table == "robust":  # every defence is optional and off by default: shown commented out
-            for field, example in _EXAMPLE_ROBUST.items():
+        if table in _EXAMPLE_OPTIONAL:  # optional and off by default: shown commented out
+            for field, example in _EXAMPLE_OPTIONAL[table].items():
                 lines += _comment(variants[0]["properties"][field]["description"]) + [f"# {field} = {_toml(example)}"]
             continue
         values = doc[table]
@@ -336,6 +341,21 @@ def _model_words(plan: TrainingPlan) -> str:
     else:  # pragma: no cover - the plan validator admits no other kind
         shape = m.kind
     return f"{shape}, {m.n_classes} classes"
+
+
+def _privacy_words(plan: TrainingPlan, auditors: str) -> str:
+    if plan.mode == "secagg":
+        n = len(plan.datasets)
+        how = (f"secure aggregation: each update is masked so the coordinator learns only the sum; the round "
+               f"survives up to {plan.secagg.max_dropouts} hospital(s) vanishing after their masked input "
+               f"(Shamir threshold {n - plan.secagg.max_dropouts} of {n})")
+    elif plan.mode == "he":
+        how = (f"homomorphic aggregation: each update is CKKS-encrypted under the public context "
+               f"{plan.he.context_sha256}; the coordinator sums ciphertexts and only {plan.he.decryptor} "
+               "decrypts, and only the aggregate")
+    else:
+        how = f"each update is encrypted for the coordinator; {auditors}"
+    return f"rows never leave the hospitals; {how}; no differential-privacy noise is added"
 
 
 def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
@@ -401,8 +421,7 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
         ("defences", defence_words),
         ("contribution", contribution_words + "; a free-rider or an excluded update scores 0"),
         ("evaluation", f"each round's model is scored by {plan.metric} on the nodes' validation splits"),
-        ("privacy", "rows never leave the hospitals; each update is encrypted for the coordinator; "
-                    f"{auditors}; no differential-privacy noise is added"),
+        ("privacy", _privacy_words(plan, auditors)),
         ("seed", f"{plan.seed} (initial model, data splits, shuffling)"),
         ("sha256", f"{plan.sha256} (the hash that goes on chain)"),
     ]

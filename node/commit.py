@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import BinaryIO, Sequence, Union
 
-from fedchain.content import seal_and_pin
+from fedchain.content import pin_document, seal_and_pin
 from fedchain.contracts.models import RoundPhase, TxResult
 from fedchain.envelope import EnvelopeContext
 from fedchain.identity import Identity
@@ -87,10 +87,22 @@ def commit_update(
     n_samples: int,
     recipients: Sequence[bytes] | None = None,
     precheck: bool = True,
+    seal: bool = True,
 ) -> Committed:
-    """Seal ``payload`` for the coordinator and the plan's auditors, pin it, commit CID + sha256."""
+    """Seal ``payload`` for the coordinator and the plan's auditors, pin it, commit CID + sha256.
+
+    ``seal=False`` pins ``payload`` (bytes) as it is: a payload already encrypted for its only
+    reader (a CKKS ciphertext under ``mode = "he"``); the member's transaction authenticates it."""
     if precheck:
         precheck_commit(gov, identity, proposal_id, round_, dataset, n_samples)
+    if not seal:
+        pinned = pin_document(store, payload)
+        try:
+            tx = gov.rounds.commit_update(proposal_id, round_, dataset, pinned.cid, pinned.sha256, n_samples)
+        except BaseException:
+            undo_pin(store, pinned.cid, True)  # fresh CKKS randomness: nobody else pinned these bytes
+            raise
+        return Committed(cid=pinned.cid, sha256=pinned.sha256, size=len(payload), n_samples=n_samples, tx=tx)
     keys = list(recipients) if recipients is not None else recipients_for(gov, plan)
     ctx = EnvelopeContext(
         chain_id=gov.deployment.chain_id,

@@ -19,6 +19,12 @@ an approved proposal that targets its dataset it
    coordinator and the plan's auditors, pins it, and commits CID, sha256 and
    sample count on chain.
 
+Under ``mode = "he"`` step 4 encrypts the (norm-bounded) model under the plan's
+public CKKS context instead of sealing it; under ``mode = "secagg"`` the round runs
+through the ``SecureRounds`` phases (:meth:`HospitalNode.secagg_advertise`,
+``secagg_share``, ``secagg_mask``, ``secagg_unmask``) and the committed update is
+the masked, sample-weighted model.
+
 After a round closes it evaluates the new global model on its held-out split
 and submits the metric on chain. Raw data never leaves this object.
 
@@ -34,9 +40,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from fedchain import lifecycle, logs
+from fedchain import he_round, lifecycle, logs, secagg_round
 from fedchain.config import load_role_config
-from fedchain.content import fetch_document, seal_and_pin
+from fedchain.content import fetch_document, pin_document, seal_and_pin
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.identity import is_dev_identity, require_chain_allows
@@ -57,12 +63,12 @@ from fedchain.plan import (
 )
 from fedchain.schema import DatasetSchema, load_schema, schema_hash
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
-from fedchain.usecases import admission, progress
+from fedchain.usecases import admission, progress, secure_rounds
 from fedchain.usecases import statistics as uc_statistics
 from fedchain.usecases.datasets import undo_pin
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused
-from fedchain.validation import model_size
+from fedchain.validation import model_layout, model_size
 
 PPM = 1_000_000
 
@@ -143,6 +149,8 @@ class HospitalNode:
         self.data = data
         self.log = log or _log_event
         self._plans: dict[int | tuple, TrainingPlan] = {}
+        self._he_contexts: dict[int, tuple] = {}  # proposal -> (public CKKS context, model layout)
+        self._secagg: dict[tuple[int, int], tuple] = {}  # (proposal, round) -> (facts, config, participant)
         self._aggregate: tuple[tuple, dict] | None = None  # the last aggregate fetched (see aggregate())
         self._identity_confirmed: int | None = None  # chain epoch in which owner and schema were confirmed
 
@@ -301,14 +309,18 @@ class HospitalNode:
     def commit(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
         """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain."""
         plan, proposal_id, round_ = job.plan, job.proposal_id, job.round
-        try:
-            recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
-        except Refused as exc:
-            raise PolicyRefusal(str(exc)) from None
+        if plan.mode == "he":  # a CKKS ciphertext under the plan's public context: no envelope
+            payload, recipients = self.encrypt_he(proposal_id, job, result), None
+        else:
+            try:
+                recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
+            except Refused as exc:
+                raise PolicyRefusal(str(exc)) from None
+            payload = state_dict_to_bytes(result.state_dict)
         done = commit_update(
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
-            dataset=self.dataset_name, payload=state_dict_to_bytes(result.state_dict),
-            n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted in prepare()
+            dataset=self.dataset_name, payload=payload, n_samples=result.n_samples, recipients=recipients,
+            precheck=False, seal=plan.mode != "he",  # admitted in prepare()
         )
         m = result.metrics
         self.log(f"committed round {round_}: {done.cid} ({result.n_samples} samples; train loss "
@@ -320,6 +332,70 @@ class HospitalNode:
             proposal_id, round_, self.dataset_name, committed=True, cid=done.cid, sha256=done.sha256,
             n_samples=result.n_samples, train_metrics=result.metrics, gas_used=done.tx.gas_used,
         )
+
+    def encrypt_he(self, proposal_id: int, job: "TrainingJob", result: LocalResult) -> bytes:
+        """``mode = "he"``: the trained model, norm-bounded here, encrypted under the plan's public context."""
+        plan = job.plan
+        if proposal_id not in self._he_contexts:
+            self._he_contexts[proposal_id] = (he_round.load_public_context(self.store, plan), model_layout(plan.model))
+        public, layout = self._he_contexts[proposal_id]
+        return he_round.encrypt_update(public, result.state_dict, job.start, plan, layout)
+
+    # -- mode = "secagg": one method per SecureRounds phase (see fedchain.secagg_round) ------------
+
+    def _secagg_state(self, proposal_id: int, round_: int):
+        key = (proposal_id, round_)
+        if key not in self._secagg:
+            raise FedchainError(f"round {round_} of proposal {proposal_id}: this node did not advertise keys")
+        return self._secagg[key]
+
+    def secagg_advertise(self, proposal_id: int, round_: int):
+        """Phase 0: fresh keys for this round, pinned and named on chain."""
+        plan = self.plan(proposal_id)
+        f, cfg = secure_rounds.config(self.fed, plan, proposal_id, round_)
+        me = f.ids.get(self.identity.address.lower())
+        if me is None:
+            raise FedchainError(f"{self.identity.address} owns no target of proposal {proposal_id}")
+        part = secagg_round.Participant(cfg, me)
+        self._secagg = {k: v for k, v in self._secagg.items() if k[0] != proposal_id}  # earlier rounds' secrets go
+        self._secagg[(proposal_id, round_)] = (f, cfg, part)
+        pinned = pin_document(self.store, part.advertise())
+        return self.fed.secure.advertise_keys(proposal_id, round_, self.dataset_name, pinned.cid, pinned.sha256)
+
+    def secagg_share(self, proposal_id: int, round_: int):
+        """Phase 1: Shamir shares of this round's secrets, each encrypted to its holder."""
+        f, cfg, part = self._secagg_state(proposal_id, round_)
+        advertised = secure_rounds.phase_messages(self.fed, self.store, f, cfg, 0)
+        pinned = pin_document(self.store, part.share(advertised))
+        return self.fed.secure.share_keys(proposal_id, round_, pinned.cid, pinned.sha256)
+
+    def secagg_mask(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
+        """Phase 2: the masked, sample-weighted model, committed in Rounds and marked in SecureRounds."""
+        proposal_id, round_, plan = job.proposal_id, job.round, job.plan
+        f, cfg, part = self._secagg_state(proposal_id, round_)
+        shares = secure_rounds.phase_messages(self.fed, self.store, f, cfg, 1)
+        x = secagg_round.weighted_input(result.state_dict, job.start, result.n_samples, f.total_rows, plan,
+                                        model_layout(plan.model))
+        done = commit_update(
+            self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
+            dataset=self.dataset_name, payload=part.masked(x, shares), n_samples=result.n_samples,
+            precheck=False, seal=False,  # admitted in prepare(); the mask hides it from everyone
+        )
+        tx = self.fed.secure.mark_masked(proposal_id, round_, self.dataset_name, done.cid, done.sha256,
+                                         result.n_samples)
+        return RoundOutcome(proposal_id, round_, self.dataset_name, committed=True, cid=done.cid, sha256=done.sha256,
+                            n_samples=result.n_samples, train_metrics=result.metrics,
+                            gas_used=done.tx.gas_used + tx.gas_used)
+
+    def secagg_unmask(self, proposal_id: int, round_: int):
+        """Phase 3: reveal the shares the chain's U2/U3 call for (self-mask shares of survivors,
+        mask-key shares of those that dropped before their masked input)."""
+        f, cfg, part = self._secagg_state(proposal_id, round_)
+        shares = secure_rounds.phase_messages(self.fed, self.store, f, cfg, 1)
+        rec = self.fed.secure.record(proposal_id, round_)
+        masked_ids = sorted(f.ids[m] for m in rec.masked)
+        pinned = pin_document(self.store, part.unmask(shares, masked_ids))
+        return self.fed.secure.unmask(proposal_id, round_, pinned.cid, pinned.sha256)
 
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""

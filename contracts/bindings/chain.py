@@ -358,7 +358,7 @@ class Chain:
         quorum_bps: int = 5000,
         approval_bps: int = 5001,
     ) -> Deployment:
-        """Deploy Consortium, DatasetRegistry, Proposals, Rounds and Releases (CONTRACT_NAMES order); returns the :class:`Deployment`.
+        """Deploy every contract of ``CONTRACT_NAMES``, in that order; returns the :class:`Deployment`.
 
         ``quorum_bps``: minimum turnout (yes+no+abstain) in basis points of eligible
         members; ``approval_bps``: minimum yes/(yes+no) in basis points
@@ -372,9 +372,12 @@ class Chain:
         for name in CONTRACT_NAMES:
             if name == "Consortium":
                 args: list[Any] = [founder_tuples, addr(coordinator), (voting_period_blocks, quorum_bps, approval_bps)]
-            else:  # each later contract takes the earlier ones' addresses, in deployment order
-                args = [addresses[n] for n in CONTRACT_NAMES[: CONTRACT_NAMES.index(name)]]
             art = load_artifact(name)
+            if name != "Consortium":
+                # each later contract takes the first addresses of the deployment order, as many as
+                # its constructor has parameters (all of them are contracts deployed before it)
+                ctor = next((e for e in art["abi"] if e.get("type") == "constructor"), {"inputs": []})
+                args = [addresses[n] for n in CONTRACT_NAMES[: len(ctor["inputs"])]]
             factory = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
             receipt = self.send(account, factory.constructor(*args))
             addresses[name] = addr(receipt["contractAddress"])

@@ -17,6 +17,8 @@ from web3.contract import Contract
 from fedchain.contracts.bindings.codec import ZERO32, addr, b32, commitment_hash, dataset_id, purpose_hash
 from fedchain.contracts.errors import reason_code
 from fedchain.contracts.models import (
+    SessionInfo,
+    SessionStage,
     Admission,
     DatasetInfo,
     Evaluation,
@@ -533,3 +535,46 @@ class StatisticsClient(_Client):
         """The moments commitment hash of ``address``, or None."""
         value = bytes(self.call("momentsOf", int(proposal_id), addr(address)))
         return None if value == ZERO32 else value
+
+
+class SecureRoundsClient(_Client):
+    """``SecureRounds``: the secure-aggregation phases of a round, with their deadlines."""
+
+    def start(self, proposal_id: int, round: int, threshold: int, phase_blocks: int) -> TxResult:
+        """Coordinator: start the session of an open round."""
+        return self.transact("start", int(proposal_id), int(round), int(threshold), int(phase_blocks))
+
+    def advertise_keys(self, proposal_id: int, round: int, dataset: str | bytes, cid: str, sha256: bytes | str) -> TxResult:
+        """Member owning ``dataset`` (a target): phase 0."""
+        return self.transact("advertiseKeys", int(proposal_id), int(round), dataset_id(dataset), cid,
+                             b32(sha256, "sha256"))
+
+    def share_keys(self, proposal_id: int, round: int, cid: str, sha256: bytes | str) -> TxResult:
+        """Member in U1: phase 1."""
+        return self.transact("shareKeys", int(proposal_id), int(round), cid, b32(sha256, "sha256"))
+
+    def mark_masked(self, proposal_id: int, round: int, dataset: str | bytes, cid: str, sha256: bytes | str,
+                    sample_count: int) -> TxResult:
+        """Member in U2: mark its Rounds commitment as its masked input (phase 2)."""
+        return self.transact("markMasked", int(proposal_id), int(round), dataset_id(dataset), cid,
+                             b32(sha256, "sha256"), int(sample_count))
+
+    def unmask(self, proposal_id: int, round: int, cid: str, sha256: bytes | str) -> TxResult:
+        """Member in U3: phase 3."""
+        return self.transact("unmask", int(proposal_id), int(round), cid, b32(sha256, "sha256"))
+
+    def conclude(self, proposal_id: int, round: int) -> TxResult:
+        """Anyone: conclude a decided session; ``value`` is its final stage."""
+        result = self.transact("conclude", int(proposal_id), int(round))
+        return _with(result, SessionStage(int(result.event("SessionConcluded").args["stage"])))
+
+    def session(self, proposal_id: int, round: int) -> SessionInfo:
+        """The session's state (stage NONE if never started)."""
+        s = self.call("sessionOf", int(proposal_id), int(round))
+        return SessionInfo(int(proposal_id), int(round), int(s.start), int(s.phaseBlocks), int(s.threshold),
+                           int(s.advertised), int(s.shared), int(s.masked), int(s.unmasked), SessionStage(s.stage),
+                           bytes(s.seed))
+
+    def record(self, proposal_id: int, round: int):
+        """The session's messages as the events recorded them (``SecureSessionRecord`` or None)."""
+        return self.fed.read_model().secure.get((int(proposal_id), int(round)))

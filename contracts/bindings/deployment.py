@@ -30,7 +30,8 @@ from web3.contract import Contract
 from web3.contract.contract import ContractEvent, ContractFunction
 
 from fedchain.contracts.bindings.clients import (
-    ConsortiumClient, ProposalsClient, RegistryClient, ReleasesClient, RoundsClient, StatisticsClient,
+    ConsortiumClient, ProposalsClient, RegistryClient, ReleasesClient, RoundsClient, SecureRoundsClient,
+    StatisticsClient,
 )
 from fedchain.contracts.bindings.codec import addr, as_account, hexstr, jsonify_args
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
@@ -86,6 +87,7 @@ class Fedchain:
         self.rounds = RoundsClient(self, self.contracts["Rounds"])
         self.releases = ReleasesClient(self, self.contracts["Releases"])
         self.statistics = StatisticsClient(self, self.contracts["Statistics"])
+        self.secure = SecureRoundsClient(self, self.contracts["SecureRounds"])
 
     def as_(self, account: LocalAccount | str | bytes) -> "Fedchain":
         """The same deployment signing as ``account`` (LocalAccount or private key); shares the index."""

@@ -54,9 +54,11 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Mapping
 
+import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
+from fedchain import he_round
 from fedchain.content import MAX_DOCUMENT_SIZE, HashMismatch, fetch_document
 from fedchain.coordinator.audit.anchor import ANCHORED, UNANCHORED, AnchorVerdict
 from fedchain.coordinator.audit.history import History, RoundRecord
@@ -69,7 +71,7 @@ from fedchain.coordinator.collect import (
     check_updates,
     cid_rejection,
 )
-from fedchain.coordinator.runner import PPM, SCORES_FORMAT, Commitment, scores_document
+from fedchain.coordinator.runner import PPM, SCORES_FORMAT, Commitment, sample_scores, scores_document
 from fedchain.coordinator.statistics import pool_moments
 from fedchain.coordinator.scoring import load_validation_set, score_round
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult
@@ -79,6 +81,7 @@ from fedchain.errors import ContentUnavailable, FedchainError
 from fedchain.ipfs.store import StoreError
 from fedchain.ipfs.unixfs import compute_cid
 from fedchain.models import initial_state
+from fedchain.secagg_round import RoundFacts, message_bound, model_from_sum, reconstruct, round_config
 from fedchain.plan import MAX_PLAN_BYTES, evaluate_config, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, json_depth, state_dict_to_bytes
 from fedchain.usecases.statistics import has_phase
@@ -153,9 +156,14 @@ class Replayer:
 
     def __init__(self, history: History, store, auditor, *, chain_id: int, rounds_address: str,
                  documents: Mapping[str, dict] | None = None, anchor: AnchorVerdict | None = None,
-                 fetch_budget: float | None = None, statistics_address: str | None = None) -> None:
+                 fetch_budget: float | None = None, statistics_address: str | None = None,
+                 he_keys: Mapping[str, object] | None = None, secure_address: str = "") -> None:
         self.h = history
         self.statistics_address = statistics_address
+        self.secure_address = secure_address  # the SecureRounds contract (mode = "secagg")
+        #: ``mode = "he"``: decryptor keys the auditor holds, by their public context's sha256
+        #: (then the published model is also checked against the sum's decryption).
+        self.he_keys = {k.lower(): key for k, key in (he_keys or {}).items()}
         self.store = store
         self.auditor = auditor
         self.chain_id = chain_id
@@ -264,6 +272,8 @@ class Replayer:
 
     def _derive(self, ctx: "_ProposalContext", rec: RoundRecord, at_block: int, at_time: int) -> list[Outcome | Unverifiable]:
         """The auditor's outcome for every commitment of ``rec``, judged as at ``at_block`` / ``at_time``."""
+        if ctx.plan.mode == "he":
+            return self._derive_he(ctx, rec, at_block, at_time)
         p = self.h.proposals[rec.proposal_id]
         out: list[Outcome | Unverifiable | None] = [None] * len(rec.commits)
         jobs: list[UpdateJob] = []
@@ -306,7 +316,181 @@ class Replayer:
                 out[int(key)] = _as_auditor(outcome)
         return out  # type: ignore[return-value]
 
+    def _derive_he(self, ctx: "_ProposalContext", rec: RoundRecord, at_block: int, at_time: int) -> list:
+        """``mode = "he"``: each commitment's ciphertext (as ``Accepted(state=EncryptedVector)``) or why
+        it is left out, exactly as :meth:`fedchain.coordinator.runner.Coordinator.collect_he` judges it.
+        Anyone can check a ciphertext: the auditor need not be a recipient of anything."""
+        p = self.h.proposals[rec.proposal_id]
+        public = ctx.he_public(self.store)
+        out: list = []
+        for c in rec.commits:
+            d = self.h.datasets.get(c.dataset_id)
+            refusal = self.h.policy_refusal(d, p, at_block, at_time) if d is not None else "NO_POLICY"
+            if refusal:
+                out.append(Rejection(Reason.NOT_ADMITTED, f"policy: {refusal}"))
+                continue
+            bad = cid_rejection(c.cid)
+            if bad is not None:
+                out.append(bad)
+                continue
+            if isinstance(public, str):
+                out.append(Unverifiable(public))
+                continue
+            try:
+                got = he_round.check_input(self.store, c.cid, c.sha256, public, ctx.layout)
+            except (ContentUnavailable, StoreError):
+                out.append(Unverifiable("the ciphertext is missing from the auditor's store"))
+                continue
+            out.append(got if isinstance(got, Rejection) else Accepted(state=got))  # type: ignore[arg-type]
+        return out
+
+    def _check_aggregate_he(self, ctx, rec, v, doc, claimed, updates, used, cannot_aggregate) -> None:
+        """Re-derive the encrypted sum from the committed ciphertexts; the decryptor's signed statement
+        must name it, the included inputs and the model closed on chain; with the decryptor's key,
+        the published model must be the sum's decryption within the stated tolerance."""
+        closed, plan = rec.closed, ctx.plan
+        need = max(2, plan.min_participants)
+        if cannot_aggregate:
+            v.unverifiable.append(f"the encrypted sum cannot be recomputed: the ciphertext(s) of "
+                                  f"{', '.join(cannot_aggregate)} cannot be checked")
+        elif len(updates) < need:
+            v.problems.append(f"only {len(updates)} verifiable ciphertext(s); mode he needs {need}")
+        else:
+            self._check_decryption(ctx, rec, v, doc, updates, used)
+        shares = he_round.fedavg_weights([u.n_samples for u in updates]) if updates else []
+        scores = {u.participant.lower(): w for u, w in zip(updates, shares)}
+        v.scores = scores
+        dec = doc.get("decryption") if isinstance(doc.get("decryption"), dict) else None
+        doc_bytes = scores_document(rec.proposal_id, rec.round, sample_scores(scores), _as_commitments(used, self.h),
+                                    claimed,
+                                    decryption=dec)
+        if sha256_hex(doc_bytes).lower() != closed["scores_sha256"].lower():
+            v.problems.append("scores document differs from the recomputed one (weights, inputs or decryption)")
+        ctx.global_state = self._chain_aggregate(plan, closed, v)
+
+    def _check_decryption(self, ctx, rec, v, doc, updates, used) -> None:
+        closed, plan = rec.closed, ctx.plan
+        order = sorted(zip(updates, used), key=lambda uc: (uc[0].participant.lower(), uc[0].dataset_id))
+        public = ctx.he_public(self.store)
+        encrypted_sum = public.weighted_sum([u.state for u, _ in order],
+                                            he_round.fedavg_weights([u.n_samples for u, _ in order]))
+        sum_sha = sha256_hex(encrypted_sum.encode())
+        dec = doc.get("decryption")
+        if not isinstance(dec, dict):
+            v.problems.append("the scores document carries no decryption statement")
+            return
+        try:
+            he_round.verify_statement(dec.get("statement"), dec.get("signature"), plan.he.decryptor)
+        except he_round.HERoundError as exc:
+            v.problems.append(f"decryption statement: {exc}")
+            return
+        inputs = [he_round.HEInput(u.participant, u.dataset_id, c.cid, he_round.hex_sha256(c.sha256), c.n_samples)
+                  for u, c in order]
+        expected = he_round.statement_bytes(
+            chain_id=self.chain_id, rounds=self.rounds_address, proposal=rec.proposal_id, round_=rec.round,
+            context_sha256=plan.he.context_sha256, inputs=inputs, aggregate_sha256=sum_sha,
+            model_sha256=closed["aggregate_sha256"])
+        if expected.decode() != dec["statement"]:
+            said = json.loads(dec["statement"])
+            if said.get("aggregate_sha256") != sum_sha:
+                v.problems.append(f"the decryptor decrypted {said.get('aggregate_sha256')}, but the committed "
+                                  f"ciphertexts sum to {sum_sha}")
+            if said.get("model_sha256") != he_round.hex_sha256(closed["aggregate_sha256"]):
+                v.problems.append(f"the model closed on chain ({closed['aggregate_sha256']}) is not the one the "
+                                  f"decryptor published ({said.get('model_sha256')})")
+            if not any("decrypt" in p for p in v.problems):
+                v.problems.append("the decryption statement does not match the round (chain, contract, "
+                                  "proposal, round, context or inputs differ)")
+            return
+        key = self.he_keys.get(plan.he.context_sha256)
+        if key is None:
+            return  # without the secret key the chain of hashes and the signature is what can be checked
+        model = self._chain_aggregate(plan, closed, v)
+        if model is None:
+            return
+        values = key.decrypt(encrypted_sum)
+        published = he_round.to_vector(model, ctx.layout)
+        err = float(np.max(np.abs(values - published)))
+        bound = he_round.tolerance(float(np.max(np.abs(values))))
+        if err > bound:
+            v.problems.append(f"the published model differs from the decrypted sum by {err:.3g} (tolerance {bound:.3g})")
+
+    # -- mode = "secagg" ---------------------------------------------------------------
+
+    def _secagg_facts(self, ctx, rec: RoundRecord, session) -> RoundFacts:
+        p = self.h.proposals[rec.proposal_id]
+        rows = sum(self.h.datasets[t].row_count for t in p.targets if t in self.h.datasets)
+        return RoundFacts(self.chain_id, self.secure_address, rec.proposal_id, rec.round,
+                          bytes.fromhex(session.seed.removeprefix("0x")), tuple(p.target_owners), rows)
+
+    def _secagg_session_problems(self, ctx, rec: RoundRecord, session) -> list[str]:
+        """The session's parameters must be the plan's."""
+        plan, p = ctx.plan, self.h.proposals[rec.proposal_id]
+        want_t = len(p.targets) - plan.secagg.max_dropouts
+        want_p = plan.secagg.phase_blocks or max(1, (plan.round_deadline_blocks - 1) // 4)
+        out = []
+        if session.threshold != want_t:
+            out.append(f"the secure-aggregation session ran with threshold {session.threshold}, the plan gives {want_t}")
+        if session.phase_blocks != want_p:
+            out.append(f"the secure-aggregation phases lasted {session.phase_blocks} blocks, the plan gives {want_p}")
+        return out
+
+    def _replay_closed_secagg(self, ctx, rec: RoundRecord, v: RoundVerdict) -> None:
+        """Re-derive the unmasked sum bit for bit from the masked inputs and the revealed shares the chain
+        names; the model closed on chain must be its sample-weighted mean, over exactly U3."""
+        closed, plan = rec.closed, ctx.plan
+        v.aggregate_cid = closed["aggregate_cid"]
+        self._check_early_close(rec, v)
+        session = self.h.secure.get((rec.proposal_id, rec.round))
+        if session is None:
+            v.problems.append("the round closed under mode secagg, but no secure-aggregation session was started")
+            self._skip_round(ctx, rec, closed, v)
+            return
+        v.problems.extend(self._secagg_session_problems(ctx, rec, session))
+        if session.stage != "COMPLETED":
+            v.problems.append(f"the round closed although its secure-aggregation session is {session.stage.lower()}")
+            self._skip_round(ctx, rec, closed, v)
+            return
+        f = self._secagg_facts(ctx, rec, session)
+        commits = {c.member: c for c in rec.commits}
+        try:
+            cfg = round_config(f, plan, ctx.layout)
+            named = [session.messages[0], session.messages[1],
+                     {m: (commits[m].cid, commits[m].sha256) for m in session.masked if m in commits},
+                     session.messages[3]]
+            msgs = []
+            for phase, by_member in enumerate(named):
+                msgs.append({f.ids[m]: fetch_document(self.store, cid, sha, max_size=message_bound(cfg, phase))
+                             for m, (cid, sha) in by_member.items()})
+            result = reconstruct(cfg, *msgs)
+            model_bytes = state_dict_to_bytes(model_from_sum(result, ctx.layout))
+        except (ContentUnavailable, StoreError):
+            v.unverifiable.append("a secure-aggregation message is missing from the auditor's store")
+            self._skip_round(ctx, rec, closed, v)
+            return
+        except (FedchainError, KeyError) as exc:
+            v.problems.append(f"the sum cannot be re-derived from the messages on chain: {exc}")
+            self._skip_round(ctx, rec, closed, v)
+            return
+        recomputed = sha256_hex(model_bytes)
+        if recomputed.lower() != closed["aggregate_sha256"].lower():
+            v.problems.append(f"aggregate differs from the unmasked sum of the masked inputs: chain sha256 "
+                              f"{closed['aggregate_sha256']}, recomputed {recomputed}")
+        used = [commits[m] for m in session.masked if m in commits]
+        v.participants = sorted(c.member for c in used)
+        weights = he_round.fedavg_weights([c.n_samples for c in used])
+        scores = {c.member: w for c, w in zip(used, weights)}
+        v.scores = scores
+        doc_bytes = scores_document(rec.proposal_id, rec.round, sample_scores(scores), _as_commitments(used, self.h),
+                                    {})
+        if sha256_hex(doc_bytes).lower() != closed["scores_sha256"].lower():
+            v.problems.append("scores document differs from the recomputed one (the masked inputs it lists or "
+                              "their weights)")
+        ctx.global_state = bytes_to_state_dict(model_bytes)
+
     def _replay_closed(self, ctx: "_ProposalContext", rec: RoundRecord, v: RoundVerdict) -> None:
+        if ctx.plan.mode == "secagg":
+            return self._replay_closed_secagg(ctx, rec, v)
         closed = rec.closed
         v.aggregate_cid = closed["aggregate_cid"]
         if closed["committed"] != len(rec.commits):
@@ -381,6 +565,8 @@ class Replayer:
         self._check_aggregate(ctx, rec, v, doc, claimed, updates, used, cannot_aggregate)
 
     def _check_aggregate(self, ctx, rec, v, doc, claimed, updates, used, cannot_aggregate) -> None:
+        if ctx.plan.mode == "he":
+            return self._check_aggregate_he(ctx, rec, v, doc, claimed, updates, used, cannot_aggregate)
         closed = rec.closed
         plan, strategy = ctx.plan, ctx.strategy
         if cannot_aggregate or ctx.lost_state or ctx.global_state is None:
@@ -541,6 +727,13 @@ class Replayer:
     def _replay_failed(self, ctx: "_ProposalContext", rec: RoundRecord, v: RoundVerdict) -> None:
         """A round the coordinator failed must not have had min_participants valid updates."""
         key = (rec.proposal_id, rec.round)
+        if ctx.plan.mode == "secagg":  # whether it could complete is the session's outcome on chain
+            session = self.h.secure.get(key)
+            if session is not None:
+                v.problems.extend(self._secagg_session_problems(ctx, rec, session))
+                if session.stage == "COMPLETED":
+                    v.problems.append("the round was failed although its secure-aggregation session completed")
+            return
         by = self.h.failed_by.get(key, "")
         coordinator = self.h.coordinator_at(rec.failed_block)
         need = ctx.plan.min_participants
@@ -594,6 +787,7 @@ class _ProposalContext:
         self._validation = None
         self._validation_loaded = False
         self._validation_why = ""
+        self._he_public = None
 
     def validation_set(self, store, v: "RoundVerdict"):
         """The plan's validation set (None if it names none); ``_MISSING`` (and a reason on ``v``) if unusable."""
@@ -614,6 +808,17 @@ class _ProposalContext:
             else:
                 v.unverifiable.append(self._validation_why)
         return self._validation
+
+    def he_public(self, store):
+        """``mode = "he"``: the plan's public context, or a sentence saying why the auditor lacks it."""
+        if self._he_public is None:
+            try:
+                self._he_public = he_round.load_public_context(store, self.plan)
+            except (ContentUnavailable, StoreError):
+                self._he_public = "the plan's public CKKS context is not in the auditor's store"
+            except FedchainError as exc:
+                self._he_public = f"the plan's public CKKS context does not load: {exc}"
+        return self._he_public
 
 
 #: The validation set could not be loaded (the reason is on the round's verdict).
@@ -643,19 +848,22 @@ def _as_commitments(commits, history: History) -> list[Commitment]:
 
 # -- entry points ------------------------------------------------------------------
 
-def replay_trail(trail: Trail, store, auditor, *, anchor: AnchorVerdict | None = None) -> ReplayReport:
+def replay_trail(trail: Trail, store, auditor, *, anchor: AnchorVerdict | None = None,
+                 he_keys: Mapping[str, object] | None = None) -> ReplayReport:
     history = History(trail.events, trail.header.get("params"))
     return Replayer(history, store, auditor, chain_id=trail.chain_id, rounds_address=trail.addresses["Rounds"],
-                    documents=trail.documents, anchor=anchor,
-                    statistics_address=trail.addresses.get("Statistics")).run()
+                    documents=trail.documents, anchor=anchor, he_keys=he_keys,
+                    statistics_address=trail.addresses.get("Statistics"),
+                    secure_address=trail.addresses.get("SecureRounds", "")).run()
 
 
-def replay_live(fed, store, auditor) -> ReplayReport:
+def replay_live(fed, store, auditor, *, he_keys: Mapping[str, object] | None = None) -> ReplayReport:
     history = History(list(chain_events(fed, fed.deployment.deploy_block)), dict(fed.deployment.params))
     return Replayer(history, store, auditor, chain_id=fed.deployment.chain_id,
                     rounds_address=fed.deployment.addresses["Rounds"],
                     anchor=AnchorVerdict(ANCHORED, f"events read from the node at {fed.chain.url}"),
-                    statistics_address=fed.deployment.addresses.get("Statistics")).run()
+                    statistics_address=fed.deployment.addresses.get("Statistics"),
+                    he_keys=he_keys, secure_address=fed.deployment.addresses.get("SecureRounds", "")).run()
 
 
 _STYLE = {VERIFIED: "green", DISCREPANCY: "red", UNVERIFIABLE: "yellow"}

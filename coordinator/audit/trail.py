@@ -287,8 +287,9 @@ def _only(rec: dict, allowed: set[str]) -> None:
         raise _Bad(f"unknown field(s) {sorted(extra)}")
 
 
-#: Contracts added to the deployment later: a trail exported from an older deployment does not name them.
-LATER_CONTRACTS = frozenset({"Releases", "Statistics"})
+#: Contracts a trail may lack: those added to the deployment after trails were first written.
+LATER_CONTRACTS = frozenset({"Releases", "Statistics", "SecureRounds"})
+OPTIONAL_CONTRACTS = LATER_CONTRACTS
 
 
 @lru_cache(maxsize=None)

@@ -106,6 +106,7 @@ class AuditInputs:
     documents: dict
     anchor: AnchorVerdict
     statistics_address: str | None = None  # where sealed moments were committed (plans with a statistics phase)
+    secure_address: str = ""  # SecureRounds (mode = "secagg")
 
 
 def load_history(trail: Optional[Path], home, *, chain: Optional[str] = None,
@@ -121,7 +122,7 @@ def load_history(trail: Optional[Path], home, *, chain: Optional[str] = None,
         else:
             anchor = check_offline(t, checkpoint)
         return AuditInputs(History(t.events, t.header.get("params")), t.chain_id, t.addresses["Rounds"], None,
-                           t.documents, anchor, t.addresses.get("Statistics"))
+                           t.documents, anchor, t.addresses.get("Statistics"), t.addresses.get("SecureRounds", ""))
     if chain is not None or checkpoint is not None:
         raise ConfigError("--chain and --checkpoint anchor an exported trail: use them with --trail")
     s = connect(home)
@@ -129,7 +130,7 @@ def load_history(trail: Optional[Path], home, *, chain: Optional[str] = None,
     events = list(chain_events(s.fed, d.deploy_block))
     return AuditInputs(History(events, dict(d.params)), d.chain_id, d.addresses["Rounds"], s, {},
                        AnchorVerdict(ANCHORED, f"events read from the node at {s.fed.chain.url}"),
-                       d.addresses.get("Statistics"))
+                       d.addresses.get("Statistics"), d.addresses.get("SecureRounds", ""))
 
 
 def report_plans(history: History, trail: Optional[Path], store: Optional[str], session) -> dict:
@@ -191,7 +192,8 @@ def audit_replay(
 
 def _replayer(inputs: AuditInputs, store, who) -> Replayer:
     return Replayer(inputs.history, store, who, chain_id=inputs.chain_id, rounds_address=inputs.rounds_address,
-                    documents=inputs.documents, anchor=inputs.anchor, statistics_address=inputs.statistics_address)
+                    documents=inputs.documents, anchor=inputs.anchor, statistics_address=inputs.statistics_address,
+                    secure_address=inputs.secure_address)
 
 
 @audit_app.command("report")

@@ -11,6 +11,13 @@ At the end the run folder holds the data split, the content store, the
 exported audit trail and a summary; the federated model is compared with the
 same model trained on the participating hospitals' pooled data.
 
+``--mode secagg`` runs every round through the SecureRounds phases (the
+coordinator only ever holds masked vectors and their sum; one hospital may
+vanish after its masked input); ``--mode he`` has the nodes CKKS-encrypt under
+the auditor's public context, the coordinator sum ciphertexts, and the auditor
+(DEV: in this process) decrypt only the aggregate. The replay at the end checks
+every round in the mode it ran.
+
 This module wires both roles together, so it lives with the CLI (the only
 layer allowed to import ``node`` and ``coordinator`` side by side).
 """
@@ -42,6 +49,7 @@ from fedchain.errors import ConfigError, FedchainError
 from fedchain.node.baseline import train_pooled
 from fedchain.node.dataset import load_dataset
 from fedchain.node.train import evaluate
+from fedchain.plan import AGGREGATION_MODES
 from fedchain.sample_data import demo_plan
 from fedchain.serialize import bytes_to_state_dict
 
@@ -77,6 +85,8 @@ class DemoResult:
     attack: str = ""
     attackers: list[str] = field(default_factory=list)
     clean: "DemoResult | None" = None  # the same run without attackers (with --attackers)
+    mode: str = "plain"
+    replay: list[str] = field(default_factory=list)  # each round's replay verdict (with report=True)
 
 
 def _policies(names: list[str], proposer_address: str) -> dict[str, Policy]:
@@ -96,12 +106,13 @@ def _policies(names: list[str], proposer_address: str) -> dict[str, Policy]:
 
 def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: bool = False,
              hospitals: int | None = None, report: bool = True, *, attackers: int = 0, attack: str = "sign-flip",
-             strategy: str | None = None) -> DemoResult:
+             strategy: str | None = None, mode: str = "plain") -> DemoResult:
     """Run the demo end to end and return its measurements (also written to the run folder).
 
     ``hospitals`` in 4..MAX_HOSPITALS (default 4, or 7 with attackers): the
     fourth always sits out (its policy excludes the purpose); ``report`` writes
-    ``report.html`` (with replay verdicts) at the end.
+    ``report.html`` (with replay verdicts) at the end. ``mode``: ``plain``,
+    ``secagg`` or ``he`` (see the plan's ``mode``).
 
     ``strategy`` names an aggregation rule of :data:`fedchain.cli.robustness.RULES`
     (default FedAvg). ``attackers`` > 0: that many of the participating hospitals
@@ -128,6 +139,11 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         )
     if rounds < 1:
         raise ConfigError(f"the demo needs at least one round, not {rounds}")
+    if mode not in AGGREGATION_MODES:
+        raise ConfigError(f"the demo's mode is one of {', '.join(AGGREGATION_MODES)}, not {mode!r}")
+    if mode != "plain" and (attackers or strategy):
+        raise ConfigError(f"--attackers and --strategy need mode plain: under {mode} the coordinator never sees "
+                          "one update, so no robust rule can judge them")
     t0 = time.perf_counter()
     run_dir = out or Path("runs") / f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     say = (lambda *_a, **_k: None) if quiet else console.print
@@ -142,7 +158,7 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     (run_dir / "auditor.dev.json").write_text(json.dumps(
         {"dev_account": auditor_index,
          "note": f"DEV ONLY: the demo's auditor is the public dev account {auditor_index}"}, indent=2) + "\n")
-    result = DemoResult(run_dir=run_dir)
+    result = DemoResult(run_dir=run_dir, mode=mode)
     say(f"deployed on eth-tester (chain id {sim.chain.chain_id}): "
         + ", ".join(f"{k} {v[:10]}…" for k, v in sim.deployment.addresses.items()))
 
@@ -155,8 +171,17 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
 
     # --- proposal and vote --------------------------------------------------------------
     rule = strategy or "fedavg"
-    plan = sim.plan(demo_plan(sim.data.hospitals, seed=seed), rounds=rounds,
-                    **(rule_plan_tables(rule, hospitals - 1) if strategy else {}))
+    base = demo_plan(sim.data.hospitals, seed=seed)
+    if mode == "secagg":
+        plan = sim.secagg_plan(base, max_dropouts=1, rounds=rounds, min_participants=2)
+        say(f"mode secagg: SecureRounds phases of {plan.secagg.phase_blocks} blocks, threshold "
+            f"{len(plan.datasets) - 1} of {len(plan.datasets)}")
+    elif mode == "he":
+        plan = sim.he_plan(base, rounds=rounds, min_participants=2)
+        say(f"mode he: nodes encrypt under the auditor's CKKS context {plan.he.context_cid[:12]}…; the auditor "
+            "decrypts only the aggregate (DEV: in this process)")
+    else:
+        plan = sim.plan(base, rounds=rounds, **(rule_plan_tables(rule, hospitals - 1) if strategy else {}))
     votes = {names[2]: Vote.NO, sim.ops.name: Vote.ABSTAIN}  # everyone else votes yes
     pid = sim.approve(plan, votes=votes)
     result.proposal_id = pid
@@ -211,7 +236,7 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     export_trail(fed, sim.store, run_dir / "trail.jsonl", to_block=end)
     result.checkpoint = (end, sim.chain.block_hash(end))
     if report:
-        _write_report(run_dir, sim.store, result.checkpoint[1], sim.auditor, say)
+        result.replay = _write_report(run_dir, sim.store, result.checkpoint[1], sim.auditor, say)
     if attackers:
         say("running the same demo without attackers, for comparison …")
         result.clean = run_demo(out=run_dir / "clean", rounds=rounds, seed=seed, quiet=True, hospitals=hospitals,
@@ -240,17 +265,19 @@ def _print_attack(result: DemoResult) -> None:
                   f"[bold]{result.federated_accuracy:.3f}[/] ({diff:+.1f} points) with {result.strategy}")
 
 
-def _write_report(run_dir: Path, store, checkpoint: str, auditor, say) -> None:
+def _write_report(run_dir: Path, store, checkpoint: str, auditor, say) -> list[str]:
     """Replay the run from its exported trail (anchored to the last block's hash) and write report.html."""
     trail = read_trail(run_dir / "trail.jsonl")
     history = History(trail.events, trail.header.get("params"))
     verdicts = Replayer(history, store, auditor, chain_id=trail.chain_id, rounds_address=trail.addresses["Rounds"],
-                        documents=trail.documents, anchor=check_offline(trail, checkpoint)).run()
+                        documents=trail.documents, anchor=check_offline(trail, checkpoint),
+                        secure_address=trail.addresses.get("SecureRounds", "")).run()
     write_report(run_dir / "report.html", render_report(history, verdicts, title="fedchain demo: audit report",
                                                         plans=plans_from_documents(history, trail.documents)))
     n_ok = sum(1 for v in verdicts.rounds if v.ok)
     say(f"audit replay: {n_ok}/{len(verdicts.rounds)} rounds VERIFIED, trail {verdicts.anchor.status} — "
         f"report in [cyan]{run_dir / 'report.html'}[/]")
+    return [v.status for v in verdicts.rounds]
 
 
 def _write_summary(result: DemoResult, plan_cid: str) -> None:

@@ -114,6 +114,8 @@ def demo(
     attack: Annotated[str, typer.Option(help="sign-flip, scale, noise, label-flip or free-ride.")] = "sign-flip",
     strategy: Annotated[Optional[str], typer.Option(
         help="Aggregation rule: fedavg, median, trimmed_mean, krum, multikrum, normbound, foolsgold.")] = None,
+    mode: Annotated[str, typer.Option(help="How updates reach the aggregate: plain, secagg (secure aggregation "
+                                           "with on-chain phases) or he (CKKS homomorphic sum).")] = "plain",
 ) -> None:
     """Hospitals train one model on the embedded chain + store; prints a summary and writes an audit report.
 
@@ -121,4 +123,4 @@ def demo(
     accuracy are printed side by side with who the rule excluded each round."""
 
     run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals, attackers=attackers, attack=attack,
-             strategy=strategy)
+             strategy=strategy, mode=mode)

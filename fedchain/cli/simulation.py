@@ -38,7 +38,10 @@ from typing import Any, Callable, Mapping
 from fedchain.cli.attacks import Attack, AttackingNode
 from fedchain.contracts.bindings import Chain, Deployment, Fedchain, FounderSpec, Policy, Vote
 from fedchain.coordinator.runner import Coordinator, RoundResult
+from fedchain.content import pin_document
 from fedchain.errors import FedchainError
+from fedchain.he import DecryptorKey
+from fedchain.he_round import Decryptor, HEInput
 from fedchain.identity import Identity, dev_identity, require_chain_allows
 from fedchain.ipfs.local import LocalStore
 from fedchain.ipfs.store import ContentStore
@@ -56,6 +59,18 @@ VOTING_MARGIN_BLOCKS = 3
 FUNDING_WEI = 100 * 10**18
 #: ``Consortium.MAX_FOUNDERS``: founding members the contract accepts (a test keeps them equal).
 MAX_FOUNDERS = 128
+
+
+def he_commitments(fed: Fedchain, proposal_id: int, round_: int) -> list[HEInput]:
+    """A round's commitments as the chain recorded them (what a decryptor checks inputs against)."""
+    names: dict[bytes, str] = {}
+    out = []
+    for c in fed.rounds.commitments(proposal_id, round_):
+        if c.dataset not in names:
+            info = fed.registry.dataset(c.dataset)
+            names[c.dataset] = info.name if info is not None else "0x" + c.dataset.hex()
+        out.append(HEInput(c.member, names[c.dataset], c.cid, "0x" + bytes(c.sha256).hex(), c.sample_count))
+    return out
 
 
 @dataclass
@@ -84,6 +99,7 @@ class Simulation:
     datasets: dict[str, TabularData] = field(default_factory=dict)
     gas: dict[str, int] = field(default_factory=dict)
     _fed: Fedchain | None = field(default=None, repr=False)
+    decryptor: Decryptor | None = field(default=None, repr=False)  # mode = "he" (see he_plan)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -237,8 +253,100 @@ class Simulation:
             out.append(AttackingNode(*args, attack=attack) if attack is not None else HospitalNode(*args))
         return out
 
-    def coordinator(self) -> Coordinator:
-        return Coordinator(self.fed(self.ops), self.store, self.ops)
+    def coordinator(self, decryptor=None) -> Coordinator:
+        """The coordinator; under ``mode = "he"`` it reaches ``decryptor`` (default: the one
+        :meth:`he_plan` made) for each round's aggregate."""
+        return Coordinator(self.fed(self.ops), self.store, self.ops, decryptor=decryptor or self.decryptor)
+
+    def he_plan(self, base: TrainingPlan, *, decryptor: Identity | None = None, key: DecryptorKey | None = None,
+                remote: tuple[str, bytes, Callable] | None = None, **changes: Any) -> TrainingPlan:
+        """:meth:`plan` under ``mode = "he"``: ``decryptor`` (default the auditor) generates a CKKS key
+        pair (or uses ``key``), its public context is pinned and named in the plan, and
+        :attr:`decryptor` holds the secret key in this process. ``remote = (address, public context
+        bytes, decrypt)`` instead names a decryptor that runs elsewhere: this process never sees its key."""
+        if remote is not None:
+            address, public, self.decryptor = remote
+        else:
+            who = decryptor or self.auditor
+            key = key or DecryptorKey.generate()
+            address, public = who.address, key.public_context().encode()
+            self.decryptor = Decryptor(key, who.account, self.store, self.he_commitments)
+        pinned = pin_document(self.store, public)
+        return self.plan(base, mode="he", he={"decryptor": address, "context_cid": pinned.cid,
+                                             "context_sha256": "0x" + pinned.sha256}, **changes)
+
+    def he_commitments(self, proposal_id: int, round_: int) -> list[HEInput]:
+        return he_commitments(self.fed(), proposal_id, round_)
+
+    def secagg_plan(self, base: TrainingPlan, *, max_dropouts: int = 0, **changes: Any) -> TrainingPlan:
+        """:meth:`plan` under ``mode = "secagg"``, with phases long enough for every hospital's
+        transactions (two in the masked-input phase) and a round deadline after all four."""
+        p = 2 * len(self.members) + 4
+        changes.setdefault("round_deadline_blocks", 4 * p + self.round_blocks + 2)
+        return self.plan(base, mode="secagg", secagg={"max_dropouts": max_dropouts, "phase_blocks": p}, **changes)
+
+    def _mine_to(self, block: int) -> None:
+        """DEV: mine so that the next transaction lands in ``block`` or later."""
+        self.chain.mine(max(0, block - 1 - self.chain.block_number))
+
+    def run_secagg_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
+                         *, vanish: Mapping[str, int] | None = None, progress=None) -> SimRound:
+        """A ``mode = "secagg"`` round through the four SecureRounds phases, mining to each window.
+
+        ``vanish``: dataset -> the last phase (0..3) its node completes before it disappears
+        (-1: never shows up; 2: gone after its masked input). A round whose session fails is
+        failed on chain after the round's deadline, and nothing is published."""
+        vanish = dict(vanish or {})
+        say = progress or (lambda _m: None)
+        gas = coordinator.open_round(proposal_id, round_).gas_used
+        session_tx = coordinator.secagg_start(proposal_id, round_)
+        gas += session_tx.gas_used
+        refused, jobs = {}, {}
+        for n in nodes:
+            job = n.prepare(proposal_id, round_)
+            if isinstance(job, RoundOutcome):
+                refused[n.dataset_name] = job.reason
+            elif vanish.get(n.dataset_name, 3) >= 0:
+                jobs[n.dataset_name] = (n, job)
+        session = self.fed().secure.session(proposal_id, round_)
+        steps = [("advertising keys", lambda n, j: n.secagg_advertise(proposal_id, round_)),
+                 ("sharing keys", lambda n, j: n.secagg_share(proposal_id, round_)),
+                 ("training and masking", lambda n, j: n.secagg_mask(j, j.train())),
+                 ("unmasking", lambda n, j: n.secagg_unmask(proposal_id, round_))]
+        committed = []
+        for phase, (what, step) in enumerate(steps):
+            self._mine_to(session.window(phase)[0])
+            for name, (n, job) in jobs.items():
+                if vanish.get(name, 3) < phase:
+                    continue
+                say(f"round {round_}: {name} {what}")
+                done = step(n, job)
+                gas += done.gas_used
+                if phase == 2:
+                    committed.append(name)
+        say(f"round {round_}: unmasking the sum")
+        info = self.fed().rounds.round_info(proposal_id, round_)
+        if info.committed < len(self.fed().proposals.proposal(proposal_id).targets):
+            # The chain lets a round close early only once every target committed: DEV, mine to the deadline.
+            self._mine_to(info.deadline + 1)
+        result = coordinator.close_round(proposal_id, round_)
+        if not result.closed and "not decided" in result.reason:
+            self._mine_to(session.window(3)[1] + 1)
+            result = coordinator.close_round(proposal_id, round_)
+        out = SimRound(round_, result, refused, committed)
+        if not result.closed:
+            info = self.fed().rounds.round_info(proposal_id, round_)
+            self._mine_to(info.deadline + 1)
+            coordinator.fail_round(proposal_id, round_)
+            return out
+        gas += result.gas_used
+        for name in committed:
+            n = jobs[name][0]
+            if vanish.get(name, 3) >= 3:
+                n.evaluate_and_submit(proposal_id, round_)
+        out.validation_metric = coordinator.record_metric(proposal_id, round_)
+        out.gas = gas
+        return out
 
     def run_statistics(self, proposal_id: int, nodes: list[HospitalNode], coordinator: Coordinator) -> list:
         """The statistics phase of a plan that declares one: every node commits its sealed moments (or refuses),
@@ -254,8 +362,11 @@ class Simulation:
         Nodes commit in their order, but training overlaps the chain: while one node seals, pins
         and commits on this thread, the next one trains on a worker thread (training touches
         neither the chain nor the store, and is deterministic on any thread). A node object that
-        offers only ``train_and_commit`` (an adversary in tests or demos) runs it in its turn.
+        offers only ``train_and_commit`` (an adversary in tests or demos) runs it in its turn. A
+        ``secagg`` plan's round goes through :meth:`run_secagg_round`.
         """
+        if coordinator.plan(proposal_id).mode == "secagg":
+            return self.run_secagg_round(proposal_id, round_, nodes, coordinator, progress=progress)
         gas = coordinator.open_round(proposal_id, round_).gas_used
         refused, committed = {}, []
 

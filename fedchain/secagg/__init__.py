@@ -9,7 +9,7 @@ malicious one.  It has no chain, store or network: every phase is a pure
 function or a method of a small state object that takes messages and returns
 messages, each with a canonical byte encoding (:mod:`.messages`).
 
-Phases (the lead maps them to on-chain round phases with deadlines)::
+Phases (on chain: the ``SecureRounds`` contract, one window of blocks each)::
 
     0 advertise keys   client -> all      AdvertiseKeys (fresh channel + mask X25519 public keys)
     1 share keys       client -> holders  ShareKeys (Shamir shares of the self-mask seed b_i and
@@ -28,7 +28,7 @@ Modules: :mod:`.config` (round parameters, graph, fixed-point ring encoding,
 overflow bound, parameter choice), :mod:`.crypto` (KDF, PRG, AEAD, Shamir),
 :mod:`.messages` (encodings), :mod:`.client`, :mod:`.server`
 (:func:`reconstruct_sum` is what a replay calls).  Threat model:
-``fedchain/secagg_threats.md``.
+``SECURITY.md`` (aggregation modes). Bound to rounds by :mod:`fedchain.secagg_round`.
 
 Example (one process, no dropouts)::
 
