@@ -33,7 +33,7 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ProviderConnectionError, TransactionNotFound
 
 from fedchain.contracts.bindings.backend import Backend
-from fedchain.contracts.bindings.codec import addr, as_account, b32, decode_revert, hexstr
+from fedchain.contracts.bindings.codec import addr, as_account, b32, create_address, decode_revert, hexstr
 from fedchain.contracts.bindings.deployment import Fedchain
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
 from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable, TransactionConflict
@@ -374,6 +374,9 @@ class Chain:
                 args: list[Any] = [founder_tuples, addr(coordinator), (voting_period_blocks, quorum_bps, approval_bps)]
             else:  # each later contract takes the earlier ones' addresses, in deployment order
                 args = [addresses[n] for n in CONTRACT_NAMES[: CONTRACT_NAMES.index(name)]]
+            if name == "DatasetRegistry":  # and the address Rounds will have (its constructor checks it)
+                later = CONTRACT_NAMES.index("Rounds") - CONTRACT_NAMES.index(name)
+                args.append(create_address(account.address, self._nonce(account.address) + later))
             art = load_artifact(name)
             factory = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
             receipt = self.send(account, factory.constructor(*args))
