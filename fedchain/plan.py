@@ -112,6 +112,7 @@ __all__ = [
     "NoStandardization",
     "PlanStandardization",
     "Limits",
+    "Privacy",
     "TrainingPlan",
     "TrainConfig",
     "EvaluateConfig",
@@ -564,6 +565,36 @@ class Robust(_Table):
     )
 
 
+class Privacy(_Table):
+    """Differential privacy of the training (see ``fedchain.privacy``); each commitment states the ε it spends."""
+
+    mode: Literal["none", "client", "dpsgd", "server"] = Field(
+        default="none",
+        description="none: no DP. client: each node clips its update's distance to the global model to "
+                    "clipping_norm and adds Gaussian noise (client-level DP, the unit is the whole dataset). "
+                    "dpsgd: DP-SGD at each node (Opacus; per-example clipping, sample-level DP). server: the "
+                    "coordinator clips each update and noises the aggregate (trusts the coordinator).",
+    )
+    epsilon: PositiveNum | None = Field(
+        default=None, le=1000,
+        description="Target ε per dataset over the whole run (all rounds); the noise multiplier is calibrated "
+                    "to it with the accountant. Give this or noise_multiplier.",
+    )
+    delta: Num = Field(default=1e-5, gt=0, lt=1, description="δ of the guarantee (below 1/rows of every dataset).")
+    noise_multiplier: PositiveNum | None = Field(
+        default=None, le=1000,
+        description="Noise standard deviation as a multiple of clipping_norm (instead of epsilon).",
+    )
+    clipping_norm: PositiveNum = Field(
+        default=1.0, le=1e6,
+        description="L2 bound: of each update's distance to the global model (client, server) or of each "
+                    "example's gradient (dpsgd).",
+    )
+    accountant: Literal["rdp", "prv"] = Field(
+        default="rdp", description="Privacy accountant (Opacus): Rényi DP or the PRV accountant.",
+    )
+
+
 class Preprocessing(_Table):
     """How every node transforms its features before training and evaluation."""
 
@@ -650,6 +681,7 @@ class TrainingPlan(_Table):
     )
     limits: Limits = Field(default_factory=Limits, description="Bounds voted on with the plan.")
     robust: Robust = Field(default_factory=Robust, description="Defences against poisoned updates.")
+    privacy: Privacy = Field(default_factory=Privacy, description="Differential privacy and its budget spend.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "TrainingPlan":
@@ -757,6 +789,8 @@ CROSS_FIELD_RULES = (
     "`min_participants` - `byzantine`.",
     "`robust.foolsgold` and `robust.max_weight_share` need a weighted strategy (not median, trimmed_mean, krum, "
     "multikrum); `robust.max_weight_share` x the number of datasets is at least 1.",
+    "A `privacy.mode` other than \"none\" takes exactly one of `privacy.epsilon` and `privacy.noise_multiplier`; "
+    "mode \"none\" takes neither; mode \"dpsgd\" cannot be combined with FedProx.",
 )
 
 
@@ -792,7 +826,26 @@ def _plan_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
         if "limits" in p:
             out.extend(_size_rule(model, p["limits"].max_parameters, ("model",)))
     out.extend(_robust_rules(p))
+    out.extend(_privacy_rules(p))
     return out
+
+
+def _privacy_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
+    """A DP mode needs exactly one of epsilon / noise_multiplier; mode none takes neither."""
+    privacy = p.get("privacy")
+    if privacy is None:
+        return []
+    given = [k for k in ("epsilon", "noise_multiplier") if getattr(privacy, k) is not None]
+    if privacy.mode == "none" and given:
+        return [PlanProblem(("privacy", given[0]), 'is set but privacy.mode is "none"')]
+    if privacy.mode != "none" and len(given) != 1:
+        return [PlanProblem(("privacy", "mode"), f"is {privacy.mode!r}: give exactly one of privacy.epsilon "
+                                                 "and privacy.noise_multiplier")]
+    strategy = p.get("strategy")
+    if privacy.mode == "dpsgd" and strategy is not None and strategy.proximal_mu > 0:
+        return [PlanProblem(("privacy", "mode"), "is \"dpsgd\", which clips per-example gradients of the loss "
+                                                 "only: it cannot train with FedProx's proximal term")]
+    return []
 
 
 def _robust_rules(p: Mapping[str, Any]) -> list[PlanProblem]:

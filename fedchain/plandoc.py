@@ -46,7 +46,7 @@ __all__ = ["reference_markdown", "template", "describe", "TEMPLATE_KINDS"]
 TEMPLATE_KINDS = MODEL_KINDS
 
 # Tables of the plan, in the order the page and the templates show them.
-_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust")
+_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust", "privacy")
 _DISCRIMINATORS = {"model": "kind", "optimizer": "name", "strategy": "name", "preprocessing": "standardize"}
 
 
@@ -229,6 +229,7 @@ _EXAMPLE_MODELS = {
     "cnn": {"kind": "cnn", "input_shape": [1, 28, 28], "conv_channels": [8, 16], "hidden": [64], "n_classes": 10},
 }
 _EXAMPLE_ROBUST = {"norm_bound": 5.0, "foolsgold": True, "max_weight_share": 0.5}
+_EXAMPLE_PRIVACY = {"mode": "dpsgd", "epsilon": 1.0, "delta": 1e-5, "clipping_norm": 1.0, "accountant": "rdp"}
 _EXAMPLE_TABLES = {
     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
     "strategy": {"name": "fedavg"},
@@ -284,6 +285,10 @@ def template(kind: str = "logreg") -> str:
             continue
         if table == "robust":  # every defence is optional and off by default: shown commented out
             for field, example in _EXAMPLE_ROBUST.items():
+                lines += _comment(variants[0]["properties"][field]["description"]) + [f"# {field} = {_toml(example)}"]
+            continue
+        if table == "privacy":  # off by default: an example of DP-SGD at a target epsilon, commented out
+            for field, example in _EXAMPLE_PRIVACY.items():
                 lines += _comment(variants[0]["properties"][field]["description"]) + [f"# {field} = {_toml(example)}"]
             continue
         values = doc[table]
@@ -358,6 +363,15 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
     if robust.max_weight_share is not None:
         defences.append(f"no member gets more than {robust.max_weight_share:.0%} of the aggregation weight")
     defence_words = "; ".join(defences) if defences else "none besides the strategy itself"
+    dp = plan.privacy
+    if dp.mode == "none":
+        privacy_words = "no differential-privacy noise is added (a dataset with a privacy budget refuses the plan)"
+    else:
+        amount = (f"at most epsilon {dp.epsilon:g}" if dp.epsilon is not None
+                  else f"noise multiplier {dp.noise_multiplier:g}")
+        privacy_words = (f"{dp.mode} differential privacy, {amount} per dataset over the run (delta {dp.delta:g}, "
+                         f"clipping norm {dp.clipping_norm:g}, {dp.accountant.upper()} accountant); each round's "
+                         "epsilon is charged to the dataset's budget on chain")
     pre = plan.preprocessing
     pre_words = ("features standardized with the plan's per-feature mean and std"
                  if isinstance(pre, PlanStandardization) else "features used as they are")
@@ -377,7 +391,7 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
         ("defences", defence_words),
         ("evaluation", f"each round's model is scored by {plan.metric} on the nodes' validation splits"),
         ("privacy", "rows never leave the hospitals; each update is encrypted for the coordinator; "
-                    f"{auditors}; no differential-privacy noise is added"),
+                    f"{auditors}; {privacy_words}"),
         ("seed", f"{plan.seed} (initial model, data splits, shuffling)"),
         ("sha256", f"{plan.sha256} (the hash that goes on chain)"),
     ]

@@ -58,6 +58,7 @@ from fedchain.schema import DatasetSchema, load_schema, schema_hash
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.usecases import admission, progress
 from fedchain.usecases.admission import AdmissionCheck
+from fedchain.usecases.privacy import check_budget, expected_spend
 from fedchain.usecases.refusals import Refused
 from fedchain.validation import model_size
 
@@ -100,6 +101,7 @@ class TrainingJob:
     data: TabularData
     start: dict
     dataset_key: str
+    spend: tuple[int, int] = (0, 0)  # (epsilon_micro, delta_pico) this round states (fedchain.usecases.privacy)
 
     def train(self) -> LocalResult:
         """:func:`~fedchain.node.train.train_local` from ``start`` (thread-safe; deterministic)."""
@@ -253,10 +255,18 @@ class HospitalNode:
                      f"{reason}", level=logging.WARNING, proposal=proposal_id, round=round_)
             return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
+        spend = expected_spend(plan, self.fed.read_model(), proposal_id, self.dataset_name, round_, train.n_rows)
+        try:  # before training: a round the dataset's privacy budget cannot take is not trained at all
+            check_budget(self.fed, self.dataset_name, spend[0], f"round {round_} of proposal {proposal_id}")
+        except Refused as exc:
+            self.log(f"refusing round {round_} of proposal {proposal_id} for dataset {self.dataset_name!r}: {exc}",
+                     level=logging.WARNING, proposal=proposal_id, round=round_)
+            return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=str(exc))
         config = train_config(plan, round_)
         self.log(f"training round {round_} of proposal {proposal_id} on {train.n_rows} rows "
                  f"({config.local_epochs} epoch(s), batch {config.batch_size})", proposal=proposal_id, round=round_)
-        return TrainingJob(proposal_id, round_, plan, train, self.global_state(proposal_id, round_), self.dataset_name)
+        return TrainingJob(proposal_id, round_, plan, train, self.global_state(proposal_id, round_), self.dataset_name,
+                           spend)
 
     def commit(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
         """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain."""
@@ -269,6 +279,7 @@ class HospitalNode:
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
             dataset=self.dataset_name, payload=state_dict_to_bytes(result.state_dict),
             n_samples=result.n_samples, recipients=recipients, precheck=False,  # admitted in prepare()
+            epsilon_micro=job.spend[0], delta_pico=job.spend[1],
         )
         m = result.metrics
         self.log(f"committed round {round_}: {done.cid} ({result.n_samples} samples; train loss "

@@ -81,7 +81,7 @@ def _policies(names: list[str], proposer_address: str) -> dict[str, Policy]:
     first = [
         Policy(purposes=("diagnosis", "research"), any_approved_proposal=True),
         Policy(any_approved_proposal=True, requesters=(proposer_address,)),
-        Policy(purposes=("diagnosis",), proposal_ids=(1,), expiry=one_year, max_epsilon_milli=8000),
+        Policy(purposes=("diagnosis",), proposal_ids=(1,), expiry=one_year),
         Policy(purposes=("research",), any_approved_proposal=True),
     ]
     return {h: (first[i] if i < len(first) else Policy.open()) for i, h in enumerate(names)}

@@ -40,6 +40,7 @@ from fedchain.errors import ConfigError, FedchainError
 from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity, read_public
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, precheck_commit, recipients_for
+from fedchain.usecases.privacy import expected_spend
 from fedchain.node.dataset import load_dataset
 from fedchain.plan import load_plan
 from fedchain.schema import load_schema
@@ -831,15 +832,18 @@ def round_commit(
     r = round_ if round_ is not None else fed.rounds.last_round(proposal)
     if r < 1:
         raise ConfigError(f"no round of proposal {proposal} has been opened yet")
-    if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
-        precheck_commit(fed, me, proposal, r, dataset)
     plan = _plan_of(s, p)
+    # the ε this round of the plan spends on the dataset (0 when the plan is not private)
+    eps, delta = expected_spend(plan, fed.read_model(), proposal, dataset, r, samples)
+    if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
+        precheck_commit(fed, me, proposal, r, dataset, epsilon_micro=eps)
     _check_update_matches(state, plan)
     key = _key_bytes(coordinator_key) if coordinator_key else _dev_coordinator_key(fed)
     recipients = recipients_for(fed, plan, key)
     with s.store() as store:
         done = commit_update(fed, store, me, plan, proposal_id=proposal, round_=r, dataset=dataset, payload=update,
-                             n_samples=samples, recipients=recipients, precheck=False)
+                             n_samples=samples, recipients=recipients, precheck=False, epsilon_micro=eps,
+                             delta_pico=delta)
     _tx_line(
         f"committed update {done.cid} ({samples} samples, dataset {escape(dataset)}) "
         f"to round {r} of proposal {proposal}", done.tx,
