@@ -15,6 +15,11 @@ Modes (``plan.privacy.mode``):
   whole dataset in that round: two datasets' clipped updates differ by at most
   ``2C``, so the accountant runs with noise multiplier ``z/2``, sample rate 1 and one
   step per round (a hospital's data is in every round it commits to).
+* ``server`` - the same guarantee as ``client``, but the coordinator clips each update
+  and adds the noise to the aggregate's sum
+  (:class:`fedchain.coordinator.strategies.dpserver.ServerSideDP`): the node trains
+  as without DP and trusts the coordinator with its update (the released model is
+  private, the update the coordinator opens is not).
 * ``dpsgd`` - sample-level DP-SGD (Opacus): per-example gradients clipped to ``C``,
   noise ``z·C`` added to each step's sum, Poisson sampling at rate
   ``q = 1/ceil(n/batch_size)`` (Opacus's own ``1/len(data_loader)``),
@@ -74,7 +79,7 @@ EPSILON_TOLERANCE = 0.01
 class DPParams:
     """What a node applies in every round of a DP plan, and how it is accounted."""
 
-    mode: str  # "client" | "dpsgd"
+    mode: str  # "client" | "dpsgd" | "server"
     clipping_norm: float
     noise_multiplier: float  # z: noise std = z * clipping_norm
     sample_rate: float  # per accounting step
@@ -85,12 +90,13 @@ class DPParams:
 
     @property
     def noise_std(self) -> float:
-        """Standard deviation of the Gaussian noise (client: on the update; dpsgd: on each step's gradient sum)."""
+        """Std of the Gaussian noise (client: on the update; server: on the sum of updates; dpsgd: on each step's
+        gradient sum)."""
         return self.noise_multiplier * self.clipping_norm
 
 
 def _steps_and_rate(mode: str, n_train: int, batch_size: int, local_epochs: int) -> tuple[float, int]:
-    if mode == "client":
+    if mode in ("client", "server"):
         return 1.0, 1
     batches = math.ceil(n_train / batch_size)
     return 1.0 / batches, local_epochs * batches
@@ -110,7 +116,8 @@ def dp_params(plan, n_train: int) -> DPParams | None:
     if n_train < 1:
         raise ConfigError(f"differential privacy needs at least one training row, not {n_train}")
     rate, steps = _steps_and_rate(p.mode, int(n_train), plan.batch_size, plan.local_epochs)
-    factor = 2.0 if p.mode == "client" else 1.0  # client mode: replacing a dataset moves the clipped update by 2C
+    # client/server: replacing a dataset moves its clipped update by up to 2C (the sensitivity)
+    factor = 2.0 if p.mode in ("client", "server") else 1.0
     if p.noise_multiplier is not None:
         z = float(p.noise_multiplier)
     else:

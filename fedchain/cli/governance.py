@@ -40,7 +40,7 @@ from fedchain.errors import ConfigError, FedchainError
 from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity, read_public
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, precheck_commit, recipients_for
-from fedchain.usecases.privacy import expected_spend
+from fedchain.usecases.privacy import budget as privacy_budget, expected_spend
 from fedchain.node.dataset import load_dataset
 from fedchain.plan import load_plan
 from fedchain.schema import load_schema
@@ -640,6 +640,35 @@ def dataset_show(
         check = uc.admission.check(fed, name, proposal)
         t.add_row(f"proposal {proposal}", "[green]admitted[/]" if check else f"[red]not admitted[/]: {escape(check.reason)}")
     console.print(t)
+
+
+@dataset_app.command("budget")
+@friendly
+def dataset_budget(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the budget as JSON.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """A dataset's differential-privacy budget: allowed, spent (per proposal and round) and left, from the chain."""
+    s = _session(home)
+    _require_dataset(s.fed, name)
+    b = privacy_budget(s.fed, name)
+    if as_json:
+        typer.echo(json.dumps(b.to_dict(), indent=2))
+        return
+    d = b.to_dict()
+    t = Table(show_header=False, title=f"privacy budget of {escape(name)}")
+    t.add_row("allowed", f"ε {d['allowed']:g}" if d["allowed"] is not None else "no budget (any ε; non-private plans too)")
+    t.add_row("spent", f"ε {d['spent']:g} (the registry's ledger)")
+    t.add_row("left", f"ε {d['left']:g}" if d["left"] is not None else "-")
+    console.print(t)
+    if d["proposals"]:
+        per = Table("proposal", "round", "ε spent", "δ", title="spent per proposal and round (PrivacySpent events)")
+        for p in d["proposals"]:
+            for r, e in p["rounds"].items():
+                per.add_row(str(p["proposal"]), r, f"{e:g}", f"{p['delta']:g}")
+            per.add_row(str(p["proposal"]), "all", f"[bold]{p['spent']:g}[/]", "")
+        console.print(per)
 
 
 def _metadata(s, d) -> Optional[dict]:
