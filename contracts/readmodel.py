@@ -179,7 +179,6 @@ class CommitRecord:
     tx: str = ""
     privacy: PrivacySpend | None = None  # None: the update claimed no differential privacy
 
-
 @dataclass
 class EvaluationRecord:
     member: str

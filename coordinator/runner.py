@@ -66,7 +66,7 @@ from fedchain.plan import (
 )
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.usecases import progress
-from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout
+from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout, model_size
 
 PPM = 1_000_000
 SCORES_FORMAT = "fedchain-scores/2"
@@ -212,7 +212,12 @@ class Coordinator:
                                         f"round {r} aggregated does not verify now ({public_rejection(got).code})")
                 updates.append(ClientUpdate(c.participant, c.dataset, c.n_samples, got.state))
             raw = state_dict_to_bytes(strategy.aggregate_train(r, state, updates))
-            if sha256_hex(raw) != "0x" + bytes(info.aggregate_sha256).hex():
+            if self.plan(proposal_id).privacy.mode == "server":
+                # server-side DP noise is fresh, never re-derivable: continue from the chain's aggregate
+                # (its inner strategies, FedAvg/FedProx, keep no server state)
+                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256,
+                                     max_size=model_size(self.plan(proposal_id).model))
+            elif sha256_hex(raw) != "0x" + bytes(info.aggregate_sha256).hex():
                 raise FedchainError(f"cannot resume proposal {proposal_id}: round {r}'s aggregate on chain "
                                     "is not what its listed updates give")
             state = bytes_to_state_dict(raw)

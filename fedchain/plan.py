@@ -790,7 +790,7 @@ CROSS_FIELD_RULES = (
     "`robust.foolsgold` and `robust.max_weight_share` need a weighted strategy (not median, trimmed_mean, krum, "
     "multikrum); `robust.max_weight_share` x the number of datasets is at least 1.",
     "A `privacy.mode` other than \"none\" takes exactly one of `privacy.epsilon` and `privacy.noise_multiplier`; "
-    "mode \"none\" takes neither; mode \"dpsgd\" cannot be combined with FedProx.",
+    "mode \"none\" takes neither; mode \"dpsgd\" cannot be combined with FedProx; mode \"server\" needs fedavg or fedprox.",
 )
 
 
@@ -842,6 +842,9 @@ def _privacy_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
         return [PlanProblem(("privacy", "mode"), f"is {privacy.mode!r}: give exactly one of privacy.epsilon "
                                                  "and privacy.noise_multiplier")]
     strategy = p.get("strategy")
+    if privacy.mode == "server" and strategy is not None and strategy.name not in ("fedavg", "fedprox"):
+        return [PlanProblem(("privacy", "mode"), f"is \"server\", which noises a weighted mean: strategy "
+                                                 f"{strategy.name!r} is not one (use fedavg or fedprox)")]
     if privacy.mode == "dpsgd" and strategy is not None and strategy.proximal_mu > 0:
         return [PlanProblem(("privacy", "mode"), "is \"dpsgd\", which clips per-example gradients of the loss "
                                                  "only: it cannot train with FedProx's proximal term")]
