@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from fedchain.cli.common import console
+from fedchain.cli.dpbench import federated_run, without_privacy
 from fedchain.cli.simulation import Simulation
 from fedchain.contracts.bindings import Policy, Vote
 from fedchain.coordinator.audit import export_trail
@@ -42,6 +43,7 @@ from fedchain.node.dataset import load_dataset
 from fedchain.node.train import evaluate
 from fedchain.sample_data import demo_plan
 from fedchain.serialize import bytes_to_state_dict
+from fedchain.usecases import privacy as uc_privacy
 
 #: The demo's range of hospitals (the fourth sits out by policy; 50 keeps a run within minutes).
 MIN_HOSPITALS, MAX_HOSPITALS = 4, 50
@@ -70,12 +72,15 @@ class DemoResult:
     checkpoint: tuple[int, str] = (0, "")  # the last block the trail covers and its hash
     governance_gas: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    dp: dict | None = None  # with --dp: mode, epsilon, the non-private accuracy and each dataset's budget
 
 
-def _policies(names: list[str], proposer_address: str) -> dict[str, Policy]:
+def _policies(names: list[str], proposer_address: str, dp: float | None = None) -> dict[str, Policy]:
     """Different access policies; the fourth hospital's excludes the demo's purpose.
 
-    Hospitals beyond the fourth (``--hospitals``) admit any approved proposal.
+    Hospitals beyond the fourth (``--hospitals``) admit any approved proposal. With ``dp`` every
+    dataset has a privacy budget of ``dp`` (the plan spends at most that over the run), except the
+    third hospital's, which is half of it: its node refuses once a round would exceed it.
     """
     one_year = int(time.time()) + 365 * 24 * 3600
     first = [
@@ -84,17 +89,29 @@ def _policies(names: list[str], proposer_address: str) -> dict[str, Policy]:
         Policy(purposes=("diagnosis",), proposal_ids=(1,), expiry=one_year),
         Policy(purposes=("research",), any_approved_proposal=True),
     ]
-    return {h: (first[i] if i < len(first) else Policy.open()) for i, h in enumerate(names)}
+    out = {h: (first[i] if i < len(first) else Policy.open()) for i, h in enumerate(names)}
+    if dp is not None:
+        milli = max(1, round(dp * 1000))
+        out = {h: replace(p, max_epsilon_milli=milli // 2 if i == 2 else milli) for i, (h, p) in enumerate(out.items())}
+    return out
 
 
 def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: bool = False,
-             hospitals: int = 4, report: bool = True) -> DemoResult:
+             hospitals: int = 4, report: bool = True, dp: float | None = None, dp_mode: str = "client") -> DemoResult:
     """Run the demo end to end and return its measurements (also written to the run folder).
 
     ``hospitals`` in 4..MAX_HOSPITALS: the fourth always sits out (its policy
     excludes the purpose); ``report`` writes ``report.html`` (with replay
-    verdicts) at the end.
+    verdicts) at the end. ``dp``: train with differential privacy (``dp_mode``:
+    client, dpsgd or server) at a target ε of ``dp`` per dataset over the run; every
+    dataset gets that budget on chain (the third hospital half of it, so it is
+    refused part-way), and the summary sets the accuracy next to the same plan
+    without privacy (trained off chain) and the ε each dataset spent.
     """
+    if dp is not None and not (dp > 0 and dp <= 1000):
+        raise ConfigError(f"--dp must be an epsilon in (0, 1000], not {dp}")
+    if dp_mode not in ("client", "dpsgd", "server"):
+        raise ConfigError(f"--dp-mode must be client, dpsgd or server, not {dp_mode!r}")
     if not MIN_HOSPITALS <= hospitals <= MAX_HOSPITALS:
         raise ConfigError(
             f"the demo runs {MIN_HOSPITALS} to {MAX_HOSPITALS} hospitals (the fourth shows a policy refusal), "
@@ -121,14 +138,21 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         + ", ".join(f"{k} {v[:10]}…" for k, v in sim.deployment.addresses.items()))
 
     # --- datasets with policies ------------------------------------------------------
-    policies = _policies(names, sim.members[0].address)
+    policies = _policies(names, sim.members[0].address, dp)
     sim.register_datasets(policies)
     for name in names:
         pol = policies[name]
-        say(f"  {name}: {sim.datasets[name].n_rows} rows registered; purposes {', '.join(pol.purposes) or 'any'}")
+        budget = f"; privacy budget ε {pol.max_epsilon_milli / 1000:g}" if pol.max_epsilon_milli else ""
+        say(f"  {name}: {sim.datasets[name].n_rows} rows registered; purposes {', '.join(pol.purposes) or 'any'}"
+            f"{budget}")
 
     # --- proposal and vote --------------------------------------------------------------
-    plan = sim.plan(demo_plan(sim.data.hospitals, seed=seed), rounds=rounds)
+    if dp is None:
+        plan = sim.plan(demo_plan(sim.data.hospitals, seed=seed), rounds=rounds)
+    else:  # a hospital may run out of budget part-way: two participants are enough to close a round
+        plan = sim.plan(demo_plan(sim.data.hospitals, seed=seed), rounds=rounds, min_participants=2,
+                        privacy={"mode": dp_mode, "epsilon": dp})
+        say(f"differential privacy: {dp_mode}, at most ε {dp:g} per dataset over the run (δ {plan.privacy.delta:g})")
     votes = {names[2]: Vote.NO, sim.ops.name: Vote.ABSTAIN}  # everyone else votes yes
     pid = sim.approve(plan, votes=votes)
     result.proposal_id = pid
@@ -163,13 +187,21 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
                 aggregate_cid=done.result.aggregate_cid, seconds=time.perf_counter() - t_round,
             ))
             progress.update(task, advance=1, description=f"round {r}: test accuracy {test_acc:.3f}")
+            for name, why in done.refused.items():
+                if name not in result.excluded:
+                    say(f"  [yellow]round {r}: {name} refused:[/] {why}")
     result.governance_gas = dict(sim.gas)
 
     # --- pooled baseline, summary, audit trail ----------------------------------------------
     participating = [h for h in sim.data.hospitals if h.name not in result.excluded]
-    result.pooled_accuracy = train_pooled(plan, participating, sim.data.test)["accuracy"]
+    result.pooled_accuracy = train_pooled(without_privacy(plan), participating, sim.data.test)["accuracy"]
     result.federated_accuracy = result.rounds[-1].test_accuracy
     fed = sim.fed()
+    if dp is not None:
+        reference = federated_run(without_privacy(plan), participating, sim.data.test)
+        result.dp = {"mode": dp_mode, "epsilon": dp, "delta": plan.privacy.delta,
+                     "non_private_accuracy": reference["accuracy"],
+                     "budgets": [uc_privacy.budget(fed, name).to_dict() for name in names]}
     end = sim.chain.block_number
     (run_dir / "trail.jsonl").unlink(missing_ok=True)  # a fresh chain: never append to an earlier run's trail
     export_trail(fed, sim.store, run_dir / "trail.jsonl", to_block=end)
@@ -205,6 +237,7 @@ def _write_summary(result: DemoResult, plan_cid: str) -> None:
         "pooled_test_accuracy": result.pooled_accuracy,
         "federated_test_accuracy": result.federated_accuracy,
         "governance_gas": result.governance_gas,
+        "differential_privacy": result.dp,
         "seconds": round(result.seconds, 2),
         "rounds": [
             {
@@ -216,6 +249,22 @@ def _write_summary(result: DemoResult, plan_cid: str) -> None:
         ],
     }
     (result.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _print_privacy(result: DemoResult) -> None:
+    dp = result.dp
+    diff = (result.federated_accuracy - dp["non_private_accuracy"]) * 100
+    console.print(f"differential privacy ({dp['mode']}, target ε {dp['epsilon']:g}, δ {dp['delta']:g}): test accuracy "
+                  f"[bold]{result.federated_accuracy:.3f}[/] vs [bold]{dp['non_private_accuracy']:.3f}[/] for the same "
+                  f"plan without privacy (off chain) ({diff:+.1f} points)")
+    t = Table(title="privacy budget per dataset (from the chain)")
+    for col in ("dataset", "budget ε", "spent ε", "left ε", "rounds charged"):
+        t.add_column(col)
+    for b in dp["budgets"]:
+        rounds = sum(len(p["rounds"]) for p in b["proposals"])
+        t.add_row(b["dataset"], f"{b['allowed']:g}" if b["allowed"] is not None else "none", f"{b['spent']:.4f}",
+                  f"{b['left']:.4f}" if b["left"] is not None else "-", str(rounds))
+    console.print(t)
 
 
 def _print_summary(result: DemoResult, names, members) -> None:
@@ -239,6 +288,8 @@ def _print_summary(result: DemoResult, names, members) -> None:
         f"[bold]{result.pooled_accuracy:.3f}[/] ({diff:+.1f} points); "
         f"sat out: {', '.join(result.excluded) or 'nobody'}"
     )
+    if result.dp is not None:
+        _print_privacy(result)
     console.print(f"done in {result.seconds:.1f} s — artifacts in [cyan]{result.run_dir}[/] "
                   f"(summary.json, trail.jsonl, report.html, store/)")
     console.print(f"the chain ended at block {result.checkpoint[0]}, hash {result.checkpoint[1]}")

@@ -108,7 +108,13 @@ def demo(
     rounds: Annotated[int, typer.Option(help="Training rounds.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed for the data split and training.")] = 7,
     hospitals: Annotated[int, typer.Option(help="Number of hospitals (at least 4; the fourth sits out by policy).")] = 4,
+    dp: Annotated[Optional[float], typer.Option(
+        "--dp", metavar="EPSILON",
+        help="Train with differential privacy at this ε per dataset over the run; every dataset gets it as its "
+             "budget on chain (the third hospital half of it, to show the refusal).")] = None,
+    dp_mode: Annotated[str, typer.Option(help="With --dp: client (clip + noise at each node), dpsgd (Opacus) "
+                                              "or server (the coordinator noises the aggregate).")] = "client",
 ) -> None:
     """Hospitals train one model on the embedded chain + store; prints a summary and writes an audit report."""
 
-    run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals)
+    run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals, dp=dp, dp_mode=dp_mode)
