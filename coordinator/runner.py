@@ -66,6 +66,7 @@ from fedchain.plan import (
 )
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.usecases import progress
+from fedchain.usecases.privacy import privacy_mismatch
 from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout, model_size
 
 PPM = 1_000_000
@@ -296,12 +297,16 @@ class Coordinator:
         commitments = self.commitments(proposal_id, round_)
         outcomes: dict[str, Outcome] = {}
         admitted: list[Commitment] = []
+        plan, model = self.plan(proposal_id), self.fed.read_model()
         for c in commitments:
             verdict = self.fed.registry.admits(c.dataset_id, proposal_id) if c.dataset_id is not None else None
+            wrong = privacy_mismatch(plan, model, proposal_id, round_, c.participant, c.dataset_id, c.n_samples)
             if verdict is not None and not verdict.ok:
                 outcomes[c.participant.lower()] = Rejection(
                     Reason.NOT_ADMITTED,
                     f"the dataset's policy no longer admits the proposal ({policy_reason(verdict.reason)})")
+            elif wrong:
+                outcomes[c.participant.lower()] = Rejection(Reason.WRONG_PRIVACY, wrong)
             else:
                 admitted.append(c)
         outcomes.update(self._verify(proposal_id, round_, admitted))

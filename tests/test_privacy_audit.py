@@ -14,7 +14,9 @@ from fedchain.contracts.bindings import Policy
 from fedchain.coordinator.audit import export_trail
 from fedchain.coordinator.audit.replay import DISCREPANCY, VERIFIED, replay_trail
 from fedchain.coordinator.audit.trail import read_trail
+from fedchain.coordinator.strategies.base import ClientUpdate
 from fedchain.coordinator.strategies.dpserver import ServerSideDP, noise_consistent
+from fedchain.coordinator.strategies.fedavg import FedAvg
 from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.sample_data import demo_plan
 
@@ -99,9 +101,6 @@ def test_server_side_dp_replay_tests_the_noise(tmp_path):
 
 
 def test_server_side_dp_clips_and_noises_the_weighted_mean():
-    from fedchain.coordinator.strategies.base import ClientUpdate
-    from fedchain.coordinator.strategies.fedavg import FedAvg
-
     arrays = {"w": torch.zeros(400)}
     ups = [ClientUpdate("0x" + f"{i:040x}", f"d{i}", n, {"w": torch.full((400,), float(i + 1))})
            for i, n in enumerate((100, 300))]
@@ -114,3 +113,37 @@ def test_server_side_dp_clips_and_noises_the_weighted_mean():
     assert noise_consistent(noisy, {"w": mean}, 1.5)[0]
     assert not noise_consistent({"w": mean}, {"w": mean}, 1.5)[0]  # no noise at all
     assert not noise_consistent({"w": mean + 10.0}, {"w": mean}, 1.5)[0]  # shifted beyond what noise explains
+
+
+def test_an_under_reporting_node_is_left_out_and_named(tmp_path):
+    """A node that states less ε than the plan's round spends: the chain accepts it (it cannot know),
+    the coordinator leaves the update out (WRONG_PRIVACY), the replay agrees and names the member."""
+
+    def under_report(coord, pid, plan, r):
+        node = under_report.nodes[1]
+        real = node.prepare
+
+        def prepare(proposal_id, round_):
+            job = real(proposal_id, round_)
+            return dataclasses.replace(job, spend=(job.spend[0] // 2, job.spend[1]))
+
+        node.prepare = prepare
+
+    sim = Simulation.create(tmp_path, hospitals=3, seed=5, fsync=False)
+    sim.register_datasets({h: dataclasses.replace(Policy.open(), max_epsilon_milli=3000) for h in sim.names})
+    plan = sim.plan(demo_plan(sim.data.hospitals, seed=5), rounds=1, min_participants=2,
+                    privacy={"mode": "dpsgd", "epsilon": 1.0})
+    pid = sim.approve(plan)
+    nodes, coord = sim.nodes(), sim.coordinator()
+    under_report.nodes = nodes
+    under_report(coord, pid, plan, 1)
+    done = sim.run_round(pid, 1, nodes, coord)
+    cheat = sim.members[1].address
+    assert done.result.closed and set(done.result.rejected) == {cheat}
+    assert str(done.result.rejected[cheat].code) == "WRONG_PRIVACY"
+    export_trail(sim.fed(), sim.store, tmp_path / "trail.jsonl")
+    [v] = _replay(sim, tmp_path / "trail.jsonl").rounds
+    assert v.rejected == {cheat.lower(): "WRONG_PRIVACY"}
+    text = "\n".join(v.problems)
+    assert f"update of {cheat.lower()} states privacy epsilon" in text  # the ledger under-counts: named
+    assert "rejected as" not in text and "included" not in text  # the coordinator did the right thing

@@ -85,7 +85,7 @@ from fedchain.models import initial_state
 from fedchain.plan import MAX_PLAN_BYTES, evaluate_config, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, json_depth, state_dict_to_bytes
 from fedchain.privacy import EPSILON_UNIT
-from fedchain.usecases.privacy import expected_spend
+from fedchain.usecases.privacy import expected_spend, privacy_mismatch
 from fedchain.validation import Accepted, Reason, Rejection, model_layout, model_size
 
 VERIFIED = "VERIFIED"
@@ -233,6 +233,10 @@ class Replayer:
             refusal = self.h.policy_refusal(d, p, at_block, at_time) if d is not None else "NO_POLICY"
             if refusal:
                 out[i] = Rejection(Reason.NOT_ADMITTED, f"policy: {refusal}")
+                continue
+            wrong = privacy_mismatch(ctx.plan, self.h, rec.proposal_id, rec.round, c.member, c.dataset_id, c.n_samples)
+            if wrong:
+                out[i] = Rejection(Reason.WRONG_PRIVACY, wrong)
                 continue
             bad = cid_rejection(c.cid)
             if bad is not None:

@@ -440,7 +440,7 @@ ExpiresOpt = Annotated[
     typer.Option("--expires", help="Policy expiry: ISO date (00:00 UTC) or date-time (UTC if no zone); 'never' for none."),
 ]
 EpsilonOpt = Annotated[
-    Optional[float], typer.Option("--epsilon", help="Max differential-privacy budget ε (stored on chain; 0 = unset).")
+    Optional[float], typer.Option("--epsilon", help="Max differential-privacy budget ε (enforced on chain: no commitment may take the spend above it; 0 = no budget).")
 ]
 
 

@@ -21,7 +21,7 @@ from fedchain.errors import ConfigError
 from fedchain.privacy import EPSILON_UNIT, round_spend
 from fedchain.usecases.refusals import Refused
 
-__all__ = ["Budget", "ProposalSpend", "participation", "expected_spend", "check_budget", "budget"]
+__all__ = ["Budget", "ProposalSpend", "participation", "expected_spend", "privacy_mismatch", "check_budget", "budget"]
 
 
 def _did(dataset: str | bytes) -> str:
@@ -43,6 +43,28 @@ def expected_spend(plan, read_model: Any, proposal_id: int, dataset: str | bytes
                    n_samples: int) -> tuple[int, int]:
     """``(epsilon_micro, delta_pico)`` the commitment of ``dataset`` in round ``round_`` must state."""
     return round_spend(plan, n_samples, participation(read_model, proposal_id, dataset, round_))
+
+
+def privacy_mismatch(plan, read_model: Any, proposal_id: int, round_: int, member: str, dataset: str | bytes | None,
+                     n_samples: int) -> str:
+    """Why the commitment of ``member`` in the round does not state the plan's ε/δ ("" if it does).
+
+    The coordinator leaves such an update out (``WRONG_PRIVACY``) and the audit replay derives the
+    same: the ledger must charge what the plan's round spends, not what a node chose to state."""
+    if dataset is None:
+        return ""
+    did = _did(dataset)
+    rec = read_model.rounds.get((proposal_id, round_))
+    commit = next((c for c in (rec.commits if rec is not None else []) if c.member == member.lower()
+                   and c.dataset_id == did), None)
+    if commit is None:
+        return ""
+    want = expected_spend(plan, read_model, proposal_id, did, round_, n_samples)
+    got = (commit.privacy.epsilon_micro, commit.privacy.delta_pico) if commit.privacy is not None else (0, 0)
+    if got == want:
+        return ""
+    return (f"it states epsilon {got[0] / EPSILON_UNIT:g} (delta {got[1] / 1e12:g}); the plan's round spends epsilon "
+            f"{want[0] / EPSILON_UNIT:g} (delta {want[1] / 1e12:g}) for {n_samples} samples")
 
 
 def check_budget(gov: Any, dataset: str, epsilon_micro: int, where: str = "") -> None:
