@@ -10,14 +10,18 @@ an approved proposal that targets its dataset it
    hashes to the schema hash registered on chain — and *refuses* (saying why)
    when any of that fails;
 3. refuses a plan whose model is larger than this node is configured to
-   hold (``max_model_parameters``) before anything is allocated, then trains
+   hold (``max_model_parameters``) before anything is allocated, and a round
+   whose differential-privacy spend (the plan's ε for this round, from the
+   accountant) its dataset's budget on chain cannot take - or a non-private
+   plan on a budgeted dataset - before training (``PRIVACY_BUDGET_EXCEEDED``,
+   :mod:`fedchain.usecases.privacy`); then trains
    with the plan's :func:`~fedchain.plan.train_config` from the current
    global model (round 1: the plan's seeded initialization; later rounds:
    the last aggregate closed on chain, fetched and checked against its
    on-chain hash);
 4. serializes the update canonically (safetensors), seals it for the
-   coordinator and the plan's auditors, pins it, and commits CID, sha256 and
-   sample count on chain.
+   coordinator and the plan's auditors, pins it, and commits CID, sha256,
+   sample count and the round's ε/δ on chain.
 
 After a round closes it evaluates the new global model on its held-out split
 and submits the metric on chain. Raw data never leaves this object.

@@ -17,15 +17,18 @@ tests call these; none of them repeats the steps.
   an action now (a dry run of the use case itself: nothing is signed or sent).
 * :mod:`~fedchain.usecases.models` — the trained models: every closed round's
   aggregate (``closed_models``, ``select``) and fetching one verified (``pull_to_file``).
+* :mod:`~fedchain.usecases.privacy` — the ε ledger: what a round of a DP plan spends
+  (``expected_spend``), whether a budget takes it (``check_budget``), whether a commitment
+  states it (``privacy_mismatch``), a dataset's ``budget`` (allowed, spent, left).
 
 The hospital node's and the coordinator's own use cases (train-seal-pin-commit an
 update; collect-verify-aggregate-close a round) live with those roles, on top of
 this layer (:mod:`fedchain.node.commit`, :mod:`fedchain.coordinator.runner`).
 """
 
-from fedchain.usecases import admission, datasets, members, models, preflight, proposals, refusals
+from fedchain.usecases import admission, datasets, members, models, preflight, privacy, proposals, refusals
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused, phrase, sentence
 
-__all__ = ["AdmissionCheck", "Refused", "admission", "datasets", "members", "models", "phrase", "preflight", "proposals",
-           "refusals", "sentence"]
+__all__ = ["AdmissionCheck", "Refused", "admission", "datasets", "members", "models", "phrase", "preflight", "privacy",
+           "proposals", "refusals", "sentence"]
