@@ -61,7 +61,7 @@ def recipients_for(gov: Governance, plan: TrainingPlan, coordinator_key: bytes |
 
 def precheck_commit(
     gov: Governance, identity: Identity, proposal_id: int, round_: int, dataset: str, n_samples: int | None = None,
-    epsilon_micro: int | None = None,
+    epsilon_micro: int | None = None, delta_pico: int | None = None,
 ) -> None:
     """Raise :class:`Refused` if the contract would refuse this commitment (of ``n_samples``, spending
     ``epsilon_micro`` of the dataset's privacy budget; 0 = not private, None = not checked) now."""
@@ -76,7 +76,7 @@ def precheck_commit(
     if n_samples is not None and registered is not None and n_samples > registered.row_count:
         raise Refused("TOO_MANY_SAMPLES", f"{where}: {n_samples} claimed, {registered.row_count} registered")
     if epsilon_micro is not None:
-        check_budget(gov, dataset, epsilon_micro, where)
+        check_budget(gov, dataset, epsilon_micro, where, delta_pico)
 
 
 def commit_update(
@@ -99,7 +99,7 @@ def commit_update(
     and the differential privacy it spends (``epsilon_micro``/``delta_pico``, 0/0 = not private;
     :func:`fedchain.usecases.privacy.expected_spend` says what the plan's round spends)."""
     if precheck:
-        precheck_commit(gov, identity, proposal_id, round_, dataset, n_samples, epsilon_micro)
+        precheck_commit(gov, identity, proposal_id, round_, dataset, n_samples, epsilon_micro, delta_pico)
     keys = list(recipients) if recipients is not None else recipients_for(gov, plan)
     ctx = EnvelopeContext(
         chain_id=gov.deployment.chain_id,

@@ -261,7 +261,7 @@ class HospitalNode:
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
         spend = expected_spend(plan, self.fed.read_model(), proposal_id, self.dataset_name, round_, train.n_rows)
         try:  # before training: a round the dataset's privacy budget cannot take is not trained at all
-            check_budget(self.fed, self.dataset_name, spend[0], f"round {round_} of proposal {proposal_id}")
+            check_budget(self.fed, self.dataset_name, spend[0], f"round {round_} of proposal {proposal_id}", spend[1])
         except Refused as exc:
             self.log(f"refusing round {round_} of proposal {proposal_id} for dataset {self.dataset_name!r}: {exc}",
                      level=logging.WARNING, proposal=proposal_id, round=round_)

@@ -145,3 +145,15 @@ def test_a_non_private_plan_is_refused_by_a_budgeted_dataset(sim):
     r1 = sim.run_round(pid, 1, sim.nodes()[:2], sim.coordinator())
     assert list(r1.refused) == [names[0]] and "adds no differential privacy" in r1.refused[names[0]]
     assert sim.fed().registry.privacy_budget(names[0]) == (5_000_000, 0)
+
+
+def test_the_node_refuses_a_delta_the_chain_would_refuse(sim):
+    """δ must be below 1/rows: a plan whose δ is too large for a dataset is refused before training."""
+    names = sim.names
+    sim.register_datasets(_policies(sim, {}))
+    plan = sim.plan(demo_plan(sim.data.hospitals, seed=7), rounds=1, datasets=names[:2], min_participants=1,
+                    privacy={"mode": "dpsgd", "epsilon": 1.0, "delta": 0.05})
+    pid = sim.approve(plan)
+    r1 = sim.run_round(pid, 1, sim.nodes()[:2], sim.coordinator())
+    assert set(r1.refused) == set(names[:2])
+    assert all("delta must be positive and below 1/rows" in why for why in r1.refused.values())

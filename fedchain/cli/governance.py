@@ -865,7 +865,7 @@ def round_commit(
     # the ε this round of the plan spends on the dataset (0 when the plan is not private)
     eps, delta = expected_spend(plan, fed.read_model(), proposal, dataset, r, samples)
     if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
-        precheck_commit(fed, me, proposal, r, dataset, epsilon_micro=eps)
+        precheck_commit(fed, me, proposal, r, dataset, epsilon_micro=eps, delta_pico=delta)
     _check_update_matches(state, plan)
     key = _key_bytes(coordinator_key) if coordinator_key else _dev_coordinator_key(fed)
     recipients = recipients_for(fed, plan, key)

@@ -18,7 +18,7 @@ from typing import Any
 
 from fedchain.contracts.bindings import dataset_id
 from fedchain.errors import ConfigError
-from fedchain.privacy import EPSILON_UNIT, round_spend
+from fedchain.privacy import DELTA_UNIT, EPSILON_UNIT, round_spend
 from fedchain.usecases.refusals import Refused
 
 __all__ = ["Budget", "ProposalSpend", "participation", "expected_spend", "privacy_mismatch", "check_budget", "budget"]
@@ -67,13 +67,19 @@ def privacy_mismatch(plan, read_model: Any, proposal_id: int, round_: int, membe
             f"{want[0] / EPSILON_UNIT:g} (delta {want[1] / 1e12:g}) for {n_samples} samples")
 
 
-def check_budget(gov: Any, dataset: str, epsilon_micro: int, where: str = "") -> None:
+def check_budget(gov: Any, dataset: str, epsilon_micro: int, where: str = "", delta_pico: int | None = None) -> None:
     """Raise :class:`Refused` (``PRIVACY_BUDGET_EXCEEDED``, the contract's wording) if the dataset's
-    budget cannot take ``epsilon_micro`` more (0 = a non-private update, which no budget takes)."""
+    budget cannot take ``epsilon_micro`` more (0 = a non-private update, which no budget takes), or
+    (``INVALID_DELTA``) if a private update's δ is not below 1/rows of the dataset."""
+    prefix = f"{where}: " if where else ""
+    if epsilon_micro > 0 and delta_pico is not None:
+        info = gov.registry.dataset(dataset)
+        if info is not None and delta_pico * info.row_count >= DELTA_UNIT:
+            raise Refused("INVALID_DELTA", f"{prefix}delta {delta_pico / DELTA_UNIT:g} is not below 1/{info.row_count}, "
+                                           f"the rows of dataset {dataset!r}")
     max_micro, spent = gov.registry.privacy_budget(dataset)
     if max_micro == 0:
         return
-    prefix = f"{where}: " if where else ""
     if epsilon_micro == 0:
         raise Refused("PRIVACY_BUDGET_EXCEEDED",
                       f"{prefix}the plan adds no differential privacy and dataset {dataset!r} has a budget of "

@@ -32,6 +32,7 @@ _CONTRACT_ERRORS: dict[str, str] = {
     "ALREADY_COMMITTED": "RoundsAlreadyCommitted",
     "TOO_MANY_SAMPLES": "RoundsSampleCountTooHigh",
     "PRIVACY_BUDGET_EXCEEDED": "RoundsPrivacyBudgetExceeded",
+    "INVALID_DELTA": "RoundsInvalidDelta",
 }
 
 
