@@ -140,7 +140,7 @@ class Policy:
     32-byte hashes; empty = any purpose. ``proposal_ids``: admitted proposals,
     or ``any_approved_proposal``. ``requesters``: admitted proposers; empty =
     any member. ``expiry``: unix timestamp (0 = never). ``max_epsilon_milli``:
-    differential-privacy budget in thousandths of epsilon (stored only).
+    differential-privacy budget in thousandths of epsilon (0 = none; the ε ledger enforces it).
     The default policy admits nothing (no proposal listed, flag off).
     Policies read back from the chain carry purpose *hashes* (bytes).
     """
@@ -221,6 +221,7 @@ class DatasetInfo:
     revoked: bool
     policy: Policy
     row_count: int = 0
+    epsilon_spent_micro: int = 0  # the ε ledger: differential privacy spent on it (millionths)
 
 
 @dataclass(frozen=True)

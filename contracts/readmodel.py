@@ -104,6 +104,8 @@ class DatasetRecord:
     policies: list[PolicyVersion] = field(default_factory=list)
     revoked_block: int | None = None
     row_count: int = 0  # rows registered (the most samples a commitment may claim)
+    epsilon_spent_micro: int = 0  # the ε ledger: total spent, millionths (PrivacySpent's datasetSpentMicro)
+    privacy_spends: list["PrivacySpend"] = field(default_factory=list)  # each charge, in chain order
 
     def policy_at(self, block: int) -> PolicyVersion | None:
         current = None
@@ -153,6 +155,20 @@ class MotionRecord:
 
 
 @dataclass
+class PrivacySpend:
+    """One PrivacySpent event: the ε (millionths) and δ (units of 1e-12) a commitment spent on its dataset."""
+
+    proposal_id: int
+    round: int
+    dataset_id: str
+    epsilon_micro: int
+    delta_pico: int
+    dataset_spent_micro: int
+    block: int
+    member: str = ""
+
+
+@dataclass
 class CommitRecord:
     member: str
     dataset_id: str
@@ -162,7 +178,7 @@ class CommitRecord:
     block: int
     timestamp: int
     tx: str = ""
-
+    privacy: PrivacySpend | None = None  # None: the update claimed no differential privacy
 
 @dataclass
 class EvaluationRecord:
@@ -503,6 +519,27 @@ class ReadModel:
                 sha256=_hex(a["updateSha256"]), n_samples=int(a["sampleCount"]), block=ev.block,
                 timestamp=ev.timestamp, tx=ev.tx,
             ))
+
+    def _on_PrivacySpent(self, ev, a):
+        r = self._round_of(ev, a)
+        did = _hex(a["datasetId"])
+        spend = PrivacySpend(
+            proposal_id=int(a["proposalId"]), round=int(a["round"]), dataset_id=did,
+            epsilon_micro=int(a["epsilonMicro"]), delta_pico=int(a["deltaPico"]),
+            dataset_spent_micro=int(a["datasetSpentMicro"]), block=ev.block,
+        )
+        if r is not None:  # it follows its UpdateCommitted in the same transaction
+            for c in reversed(r.commits):
+                if c.tx == ev.tx and c.dataset_id == did:
+                    c.privacy = spend
+                    spend.member = c.member
+                    break
+        d = self.datasets.get(did)
+        if d is None:
+            self.problems.append(f"block {ev.block}: privacy spent on unknown dataset {did}")
+            return
+        d.epsilon_spent_micro = spend.dataset_spent_micro
+        d.privacy_spends.append(spend)
 
     def _on_RoundClosed(self, ev, a):
         r = self._round_of(ev, a)

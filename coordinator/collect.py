@@ -17,7 +17,8 @@ Each update goes through, in this order (the first failing step decides):
 
 1. the dataset's policy at close (the coordinator asks the chain; replay reads
    the policy events): ``NOT_ADMITTED`` when revoked, expired or changed after
-   the commitment -- nothing is fetched;
+   the commitment -- nothing is fetched; then the privacy the commitment charged
+   (``WRONG_PRIVACY`` when its ε/δ is not the plan's round's);
 2. the CID's syntax (``NOT_FOUND`` for a CID that is not one: deterministic,
    so replay re-derives it);
 3. :func:`fedchain.validation.open_update`: fetch bounded by

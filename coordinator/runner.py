@@ -84,6 +84,7 @@ from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.coordinator.statistics import pool_moments
 from fedchain.usecases import progress, secure_rounds
 from fedchain.usecases import statistics as uc_statistics
+from fedchain.usecases.privacy import privacy_mismatch
 from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout, model_size
 
 PPM = 1_000_000
@@ -278,7 +279,12 @@ class Coordinator:
                                         f"round {r} aggregated does not verify now ({public_rejection(got).code})")
                 updates.append(ClientUpdate(c.participant, c.dataset, c.n_samples, got.state))
             raw = state_dict_to_bytes(strategy.aggregate_train(r, state, updates))
-            if sha256_hex(raw) != "0x" + bytes(info.aggregate_sha256).hex():
+            if self.plan(proposal_id).privacy.mode == "server":
+                # server-side DP noise is fresh, never re-derivable: continue from the chain's aggregate
+                # (its inner strategies, FedAvg/FedProx, keep no server state)
+                raw = fetch_document(self.store, info.aggregate_cid, info.aggregate_sha256,
+                                     max_size=model_size(self.plan(proposal_id).model))
+            elif sha256_hex(raw) != "0x" + bytes(info.aggregate_sha256).hex():
                 raise FedchainError(f"cannot resume proposal {proposal_id}: round {r}'s aggregate on chain "
                                     "is not what its listed updates give")
             state = bytes_to_state_dict(raw)
@@ -363,12 +369,16 @@ class Coordinator:
         commitments = self.commitments(proposal_id, round_)
         outcomes: dict[str, Outcome] = {}
         admitted: list[Commitment] = []
+        plan, model = self.plan(proposal_id), self.fed.read_model()
         for c in commitments:
             verdict = self.fed.registry.admits(c.dataset_id, proposal_id) if c.dataset_id is not None else None
+            wrong = privacy_mismatch(plan, model, proposal_id, round_, c.participant, c.dataset_id, c.n_samples)
             if verdict is not None and not verdict.ok:
                 outcomes[c.participant.lower()] = Rejection(
                     Reason.NOT_ADMITTED,
                     f"the dataset's policy no longer admits the proposal ({policy_reason(verdict.reason)})")
+            elif wrong:
+                outcomes[c.participant.lower()] = Rejection(Reason.WRONG_PRIVACY, wrong)
             else:
                 admitted.append(c)
         outcomes.update(self._verify(proposal_id, round_, admitted))

@@ -121,6 +121,7 @@ __all__ = [
     "AGGREGATION_MODES",
     "SecAggSettings",
     "HESettings",
+    "Privacy",
     "TrainingPlan",
     "TrainConfig",
     "EvaluateConfig",
@@ -139,7 +140,7 @@ __all__ = [
     "standardization_from_moments",
 ]
 
-PLAN_VERSION = 4  # 2: canonical bytes by RFC 8785, [limits]; 3: [robust]; 4: [contribution]
+PLAN_VERSION = 5  # 2: canonical bytes by RFC 8785, [limits]; 3: [robust]; 4: [contribution]; 5: [privacy], mode, [secagg], [he]
 MAX_PLAN_BYTES = 1 << 20  # plans are small; refuse anything absurd from IPFS
 MAX_SEED = (1 << 53) - 1  # RFC 8785 numbers are IEEE doubles: larger integers are not exact
 BYTES_PER_PARAMETER = 4  # models travel as float32
@@ -625,6 +626,36 @@ class Contribution(_Table):
         default=None, description="The public validation set (required by loo and shapley).")
 
 
+class Privacy(_Table):
+    """Differential privacy of the training (see ``fedchain.privacy``); each commitment states the ε it spends."""
+
+    mode: Literal["none", "client", "dpsgd", "server"] = Field(
+        default="none",
+        description="none: no DP. client: each node clips its update's distance to the global model to "
+                    "clipping_norm and adds Gaussian noise (client-level DP, the unit is the whole dataset). "
+                    "dpsgd: DP-SGD at each node (Opacus; per-example clipping, sample-level DP). server: the "
+                    "coordinator clips each update and noises the aggregate (trusts the coordinator).",
+    )
+    epsilon: PositiveNum | None = Field(
+        default=None, le=1000,
+        description="Target ε per dataset over the whole run (all rounds); the noise multiplier is calibrated "
+                    "to it with the accountant. Give this or noise_multiplier.",
+    )
+    delta: Num = Field(default=1e-5, gt=0, lt=1, description="δ of the guarantee (below 1/rows of every dataset).")
+    noise_multiplier: PositiveNum | None = Field(
+        default=None, le=1000,
+        description="Noise standard deviation as a multiple of clipping_norm (instead of epsilon).",
+    )
+    clipping_norm: PositiveNum = Field(
+        default=1.0, le=1e6,
+        description="L2 bound: of each update's distance to the global model (client, server) or of each "
+                    "example's gradient (dpsgd).",
+    )
+    accountant: Literal["rdp", "prv"] = Field(
+        default="rdp", description="Privacy accountant (Opacus): Rényi DP or the PRV accountant.",
+    )
+
+
 class Preprocessing(_Table):
     """How every node transforms its features before training and evaluation."""
 
@@ -771,6 +802,7 @@ class TrainingPlan(_Table):
     )
     secagg: SecAggSettings = Field(default_factory=SecAggSettings, description="Secure-aggregation settings.")
     he: HESettings = Field(default_factory=HESettings, description="Homomorphic-aggregation settings.")
+    privacy: Privacy = Field(default_factory=Privacy, description="Differential privacy and its budget spend.")
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "TrainingPlan":
@@ -889,10 +921,13 @@ CROSS_FIELD_RULES = (
     "Under `mode = \"secagg\"` or `\"he\"` the coordinator never sees one update, so the strategy is one that "
     "needs only the weighted mean (fedavg, fedprox) and `robust.foolsgold` and `robust.max_weight_share` are off; "
     "`robust.norm_bound` is applied by each node to its own update before it is masked or encrypted; "
-    "`contribution.method` stays \"similarity\" and the scores are each member's share of the samples.",
+    "`contribution.method` stays \"similarity\" and the scores are each member's share of the samples; "
+    "`privacy.mode = \"server\"` is refused (client and dpsgd run at the nodes).",
     "`mode = \"he\"` needs `he.decryptor`, `he.context_cid` and `he.context_sha256`.",
     "`mode = \"secagg\"` needs 2 x (datasets - `secagg.max_dropouts`) > datasets, datasets - "
     "`secagg.max_dropouts` >= `min_participants`, and 3 x `secagg.phase_blocks` < `round_deadline_blocks`.",
+    "A `privacy.mode` other than \"none\" takes exactly one of `privacy.epsilon` and `privacy.noise_multiplier`; "
+    "mode \"none\" takes neither; mode \"dpsgd\" cannot be combined with FedProx; mode \"server\" needs fedavg or fedprox.",
 )
 
 
@@ -932,6 +967,7 @@ def _plan_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
     if contribution is not None and contribution.method != "similarity" and contribution.validation is None:
         out.append(PlanProblem(("contribution", "validation"), f"is required by method {contribution.method!r} "
                                                                "(a public validation set to evaluate coalitions on)"))
+    out.extend(_privacy_rules(p))
     out.extend(_mode_rules(p))
     return out
 
@@ -961,6 +997,11 @@ def _mode_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
         out.append(PlanProblem(("contribution", "method"), f"{contribution.method!r} needs the individual updates, "
                                                            f"which mode {mode!r} hides from the coordinator (scores "
                                                            "are then each member's share of the samples)"))
+    privacy = p.get("privacy")
+    if privacy is not None and privacy.mode == "server":
+        out.append(PlanProblem(("privacy", "mode"), f"\"server\" clips each update at the coordinator, which mode "
+                                                    f"{mode!r} hides from it (use \"client\" or \"dpsgd\": they run "
+                                                    "at the nodes)"))
     if mode == "he":
         he = p.get("he")
         if he is not None:
@@ -982,6 +1023,27 @@ def _mode_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
             out.append(PlanProblem(("secagg", "phase_blocks"), f"is {pb}: three phases ({3 * pb} blocks) must end "
                                                                f"before the round's deadline ({deadline} blocks)"))
     return out
+
+
+def _privacy_rules(p: Mapping[str, Any]) -> list[PlanProblem]:
+    """A DP mode needs exactly one of epsilon / noise_multiplier; mode none takes neither."""
+    privacy = p.get("privacy")
+    if privacy is None:
+        return []
+    given = [k for k in ("epsilon", "noise_multiplier") if getattr(privacy, k) is not None]
+    if privacy.mode == "none" and given:
+        return [PlanProblem(("privacy", given[0]), 'is set but privacy.mode is "none"')]
+    if privacy.mode != "none" and len(given) != 1:
+        return [PlanProblem(("privacy", "mode"), f"is {privacy.mode!r}: give exactly one of privacy.epsilon "
+                                                 "and privacy.noise_multiplier")]
+    strategy = p.get("strategy")
+    if privacy.mode == "server" and strategy is not None and strategy.name not in ("fedavg", "fedprox"):
+        return [PlanProblem(("privacy", "mode"), f"is \"server\", which noises a weighted mean: strategy "
+                                                 f"{strategy.name!r} is not one (use fedavg or fedprox)")]
+    if privacy.mode == "dpsgd" and strategy is not None and strategy.proximal_mu > 0:
+        return [PlanProblem(("privacy", "mode"), "is \"dpsgd\", which clips per-example gradients of the loss "
+                                                 "only: it cannot train with FedProx's proximal term")]
+    return []
 
 
 def _robust_rules(p: Mapping[str, Any]) -> list[PlanProblem]:

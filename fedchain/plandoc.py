@@ -46,7 +46,8 @@ __all__ = ["reference_markdown", "template", "describe", "TEMPLATE_KINDS"]
 TEMPLATE_KINDS = MODEL_KINDS
 
 # Tables of the plan, in the order the page and the templates show them.
-_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust", "contribution", "secagg", "he")
+_TABLES = ("model", "optimizer", "strategy", "preprocessing", "limits", "robust", "contribution", "privacy",
+           "secagg", "he")
 _DISCRIMINATORS = {"model": "kind", "optimizer": "name", "strategy": "name", "preprocessing": "standardize"}
 
 
@@ -237,6 +238,7 @@ _EXAMPLE_OPTIONAL = {
     "secagg": {"max_dropouts": 1, "phase_blocks": 20},
     "he": {"decryptor": "0x" + "ab" * 20, "context_cid": "Qm" + "x" * 44, "context_sha256": "0x" + "0" * 64},
 }
+_EXAMPLE_PRIVACY = {"mode": "dpsgd", "epsilon": 1.0, "delta": 1e-5, "clipping_norm": 1.0, "accountant": "rdp"}
 _EXAMPLE_TABLES = {
     "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
     "strategy": {"name": "fedavg"},
@@ -301,6 +303,10 @@ def template(kind: str = "logreg") -> str:
             for field, example in _EXAMPLE_OPTIONAL[table].items():
                 lines += _comment(variants[0]["properties"][field]["description"]) + [f"# {field} = {_toml(example)}"]
             continue
+        if table == "privacy":  # off by default: an example of DP-SGD at a target epsilon, commented out
+            for field, example in _EXAMPLE_PRIVACY.items():
+                lines += _comment(variants[0]["properties"][field]["description"]) + [f"# {field} = {_toml(example)}"]
+            continue
         values = doc[table]
         key = _DISCRIMINATORS[table]
         chosen = next(v for v in variants if _tag(v, table) == values[key])
@@ -343,7 +349,7 @@ def _model_words(plan: TrainingPlan) -> str:
     return f"{shape}, {m.n_classes} classes"
 
 
-def _privacy_words(plan: TrainingPlan, auditors: str) -> str:
+def _privacy_words(plan: TrainingPlan, auditors: str, dp_words: str) -> str:
     if plan.mode == "secagg":
         n = len(plan.datasets)
         how = (f"secure aggregation: each update is masked so the coordinator learns only the sum; the round "
@@ -355,7 +361,7 @@ def _privacy_words(plan: TrainingPlan, auditors: str) -> str:
                "decrypts, and only the aggregate")
     else:
         how = f"each update is encrypted for the coordinator; {auditors}"
-    return f"rows never leave the hospitals; {how}; no differential-privacy noise is added"
+    return f"rows never leave the hospitals; {how}; {dp_words}"
 
 
 def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
@@ -399,6 +405,15 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
         assert v is not None  # the validator requires it for loo and shapley
         contribution_words = (f"each member's score is its {how} value by {c.metric} on the public validation set "
                               f"{v.csv_cid} ({v.size:,} bytes, sha256 {v.csv_sha256})")
+    dp = plan.privacy
+    if dp.mode == "none":
+        privacy_words = "no differential-privacy noise is added (a dataset with a privacy budget refuses the plan)"
+    else:
+        amount = (f"at most epsilon {dp.epsilon:g}" if dp.epsilon is not None
+                  else f"noise multiplier {dp.noise_multiplier:g}")
+        privacy_words = (f"{dp.mode} differential privacy, {amount} per dataset over the run (delta {dp.delta:g}, "
+                         f"clipping norm {dp.clipping_norm:g}, {dp.accountant.upper()} accountant); each round's "
+                         "epsilon is charged to the dataset's budget on chain")
     pre = plan.preprocessing
     pre_words = ("features standardized with the plan's per-feature mean and std"
                  if isinstance(pre, PlanStandardization) else
@@ -421,7 +436,7 @@ def describe(plan: TrainingPlan) -> list[tuple[str, str]]:
         ("defences", defence_words),
         ("contribution", contribution_words + "; a free-rider or an excluded update scores 0"),
         ("evaluation", f"each round's model is scored by {plan.metric} on the nodes' validation splits"),
-        ("privacy", _privacy_words(plan, auditors)),
+        ("privacy", _privacy_words(plan, auditors, privacy_words)),
         ("seed", f"{plan.seed} (initial model, data splits, shuffling)"),
         ("sha256", f"{plan.sha256} (the hash that goes on chain)"),
     ]

@@ -50,6 +50,9 @@ Checks and their order (the first failing one decides the code):
 ``NOT_ADMITTED``   (the coordinator's check, before any fetch) the dataset's
                    policy no longer admitted the proposal when the round
                    closed: revoked, expired or changed after the commitment
+``WRONG_PRIVACY``  (the coordinator's check, before any fetch) the ε/δ the
+                   commitment charged to its dataset's budget is not what the
+                   plan's round spends (``fedchain.usecases.privacy``)
 =================  ========================================================
 
 Header size, depth and tensor count are all checked before any tensor is
@@ -122,6 +125,7 @@ class Reason(str, enum.Enum):
     HASH_MISMATCH = "HASH_MISMATCH"
     NOT_FOUND = "NOT_FOUND"
     NOT_ADMITTED = "NOT_ADMITTED"
+    WRONG_PRIVACY = "WRONG_PRIVACY"  # the commitment's ε/δ is not what the plan's round spends
 
     def __str__(self) -> str:
         return self.value

@@ -5,8 +5,8 @@ the node after local training and by ``fedchain round commit`` for an update
 trained elsewhere. Before anything is pinned it asks the chain what the contract
 would refuse (the round is open, this member has not committed yet, the dataset
 is a target of the proposal, the member owns it, its policy admits the proposal,
-the sample count is within the dataset's registered rows), so a refused update is
-never published; if the transaction is refused anyway
+the sample count is within the dataset's registered rows, the dataset's privacy
+budget can take the ε the update states), so a refused update is never published; if the transaction is refused anyway
 (the deadline passed meanwhile), the blob it pinned is unpinned again.
 
 Who receives the sealed update: the coordinator (its X25519 key as registered
@@ -28,6 +28,7 @@ from fedchain.plan import TrainingPlan
 from fedchain.usecases import admission
 from fedchain.usecases.datasets import undo_pin
 from fedchain.usecases.ports import Governance, Store
+from fedchain.usecases.privacy import check_budget
 from fedchain.usecases.refusals import Refused
 
 Payload = Union[bytes, bytearray, memoryview, str, PathLike, BinaryIO]
@@ -59,9 +60,11 @@ def recipients_for(gov: Governance, plan: TrainingPlan, coordinator_key: bytes |
 
 
 def precheck_commit(
-    gov: Governance, identity: Identity, proposal_id: int, round_: int, dataset: str, n_samples: int | None = None
+    gov: Governance, identity: Identity, proposal_id: int, round_: int, dataset: str, n_samples: int | None = None,
+    epsilon_micro: int | None = None, delta_pico: int | None = None,
 ) -> None:
-    """Raise :class:`Refused` if the contract would refuse this commitment (of ``n_samples``) now."""
+    """Raise :class:`Refused` if the contract would refuse this commitment (of ``n_samples``, spending
+    ``epsilon_micro`` of the dataset's privacy budget; 0 = not private, None = not checked) now."""
     where = f"dataset {dataset!r}, proposal {proposal_id}, round {round_}"
     info = gov.rounds.round_info(proposal_id, round_)
     if info.phase != RoundPhase.OPEN:
@@ -72,6 +75,8 @@ def precheck_commit(
     registered = gov.registry.dataset(dataset)
     if n_samples is not None and registered is not None and n_samples > registered.row_count:
         raise Refused("TOO_MANY_SAMPLES", f"{where}: {n_samples} claimed, {registered.row_count} registered")
+    if epsilon_micro is not None:
+        check_budget(gov, dataset, epsilon_micro, where, delta_pico)
 
 
 def commit_update(
@@ -88,17 +93,22 @@ def commit_update(
     recipients: Sequence[bytes] | None = None,
     precheck: bool = True,
     seal: bool = True,
+    epsilon_micro: int = 0,
+    delta_pico: int = 0,
 ) -> Committed:
-    """Seal ``payload`` for the coordinator and the plan's auditors, pin it, commit CID + sha256.
+    """Seal ``payload`` for the coordinator and the plan's auditors, pin it, commit CID + sha256
+    and the differential privacy it spends (``epsilon_micro``/``delta_pico``, 0/0 = not private;
+    :func:`fedchain.usecases.privacy.expected_spend` says what the plan's round spends).
 
     ``seal=False`` pins ``payload`` (bytes) as it is: a payload already encrypted for its only
     reader (a CKKS ciphertext under ``mode = "he"``); the member's transaction authenticates it."""
     if precheck:
-        precheck_commit(gov, identity, proposal_id, round_, dataset, n_samples)
+        precheck_commit(gov, identity, proposal_id, round_, dataset, n_samples, epsilon_micro, delta_pico)
     if not seal:
         pinned = pin_document(store, payload)
         try:
-            tx = gov.rounds.commit_update(proposal_id, round_, dataset, pinned.cid, pinned.sha256, n_samples)
+            tx = gov.rounds.commit_update(proposal_id, round_, dataset, pinned.cid, pinned.sha256, n_samples,
+                                          epsilon_micro=epsilon_micro, delta_pico=delta_pico)
         except BaseException:
             undo_pin(store, pinned.cid, True)  # fresh CKKS randomness: nobody else pinned these bytes
             raise
@@ -113,7 +123,8 @@ def commit_update(
     )
     sealed = seal_and_pin(store, payload, ctx, identity, keys)
     try:
-        tx = gov.rounds.commit_update(proposal_id, round_, dataset, sealed.cid, sealed.sha256, n_samples)
+        tx = gov.rounds.commit_update(proposal_id, round_, dataset, sealed.cid, sealed.sha256, n_samples,
+                                      epsilon_micro, delta_pico)
     except BaseException:
         undo_pin(store, sealed.cid, True)  # a sealed envelope is fresh randomness: nobody else pinned it
         raise

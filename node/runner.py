@@ -10,14 +10,18 @@ an approved proposal that targets its dataset it
    hashes to the schema hash registered on chain — and *refuses* (saying why)
    when any of that fails;
 3. refuses a plan whose model is larger than this node is configured to
-   hold (``max_model_parameters``) before anything is allocated, then trains
+   hold (``max_model_parameters``) before anything is allocated, and a round
+   whose differential-privacy spend (the plan's ε for this round, from the
+   accountant) its dataset's budget on chain cannot take - or a non-private
+   plan on a budgeted dataset - before training (``PRIVACY_BUDGET_EXCEEDED``,
+   :mod:`fedchain.usecases.privacy`); then trains
    with the plan's :func:`~fedchain.plan.train_config` from the current
    global model (round 1: the plan's seeded initialization; later rounds:
    the last aggregate closed on chain, fetched and checked against its
    on-chain hash);
 4. serializes the update canonically (safetensors), seals it for the
-   coordinator and the plan's auditors, pins it, and commits CID, sha256 and
-   sample count on chain.
+   coordinator and the plan's auditors, pins it, and commits CID, sha256,
+   sample count and the round's ε/δ on chain.
 
 Under ``mode = "he"`` step 4 encrypts the (norm-bounded) model under the plan's
 public CKKS context instead of sealing it; under ``mode = "secagg"`` the round runs
@@ -67,6 +71,7 @@ from fedchain.usecases import admission, progress, secure_rounds
 from fedchain.usecases import statistics as uc_statistics
 from fedchain.usecases.datasets import undo_pin
 from fedchain.usecases.admission import AdmissionCheck
+from fedchain.usecases.privacy import check_budget, expected_spend
 from fedchain.usecases.refusals import Refused
 from fedchain.validation import model_layout, model_size
 
@@ -109,6 +114,7 @@ class TrainingJob:
     data: TabularData
     start: dict
     dataset_key: str
+    spend: tuple[int, int] = (0, 0)  # (epsilon_micro, delta_pico) this round states (fedchain.usecases.privacy)
 
     def train(self) -> LocalResult:
         """:func:`~fedchain.node.train.train_local` from ``start`` (thread-safe; deterministic)."""
@@ -301,10 +307,18 @@ class HospitalNode:
                      f"{reason}", level=logging.WARNING, proposal=proposal_id, round=round_)
             return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=reason)
         train, _val = split_for_plan(self.data, plan, self.dataset_name)
+        spend = expected_spend(plan, self.fed.read_model(), proposal_id, self.dataset_name, round_, train.n_rows)
+        try:  # before training: a round the dataset's privacy budget cannot take is not trained at all
+            check_budget(self.fed, self.dataset_name, spend[0], f"round {round_} of proposal {proposal_id}", spend[1])
+        except Refused as exc:
+            self.log(f"refusing round {round_} of proposal {proposal_id} for dataset {self.dataset_name!r}: {exc}",
+                     level=logging.WARNING, proposal=proposal_id, round=round_)
+            return RoundOutcome(proposal_id, round_, self.dataset_name, committed=False, reason=str(exc))
         config = train_config(plan, round_)
         self.log(f"training round {round_} of proposal {proposal_id} on {train.n_rows} rows "
                  f"({config.local_epochs} epoch(s), batch {config.batch_size})", proposal=proposal_id, round=round_)
-        return TrainingJob(proposal_id, round_, plan, train, self.global_state(proposal_id, round_), self.dataset_name)
+        return TrainingJob(proposal_id, round_, plan, train, self.global_state(proposal_id, round_), self.dataset_name,
+                           spend)
 
     def commit(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
         """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain."""
@@ -321,6 +335,7 @@ class HospitalNode:
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
             dataset=self.dataset_name, payload=payload, n_samples=result.n_samples, recipients=recipients,
             precheck=False, seal=plan.mode != "he",  # admitted in prepare()
+            epsilon_micro=job.spend[0], delta_pico=job.spend[1],
         )
         m = result.metrics
         self.log(f"committed round {round_}: {done.cid} ({result.n_samples} samples; train loss "

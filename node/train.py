@@ -24,6 +24,13 @@ FedProx proximal term ``mu/2 * ||w - w_global||^2`` -- comes only from the
 derives from the plan (the same config the coordinator's strategy states in
 ``configure_train``). The loss is cross-entropy; the optimizer starts fresh
 every round. Rounds are the chain's, from 1.
+
+Differential privacy (``plan.privacy``, parameters from :func:`fedchain.privacy.dp_params`):
+``client`` clips the round's update (distance to the global model) and adds Gaussian
+noise after the local epochs; ``dpsgd`` trains with Opacus (per-example clipping,
+noise on every step, Poisson-sampled batches). Both draw their randomness from
+:func:`fedchain.privacy.secure_generator`, so a DP round is *not* reproducible bit
+for bit (the noise must not be predictable); a non-private plan still is.
 """
 
 from __future__ import annotations
@@ -33,13 +40,18 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
+from opacus import GradSampleModule
+from opacus.data_loader import DPDataLoader
+from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.models import all_finite, empty_model
 from fedchain.plan import OptimizerSpec, SGDSpec, TrainConfig, TrainingPlan
 from fedchain.tabular import TabularData, apply_preprocessing, deterministic_torch, model_metrics
+from fedchain.privacy import DPParams, clip_and_noise, dp_params, secure_generator
 
 __all__ = [
     "TrainingError",
@@ -133,6 +145,9 @@ def train_local(
         raise ConfigError("dataset_seed_key must be a non-empty string")
     _check_data(plan, train_data, "training data")
     mu = config.proximal_mu
+    dp = dp_params(plan, train_data.n_rows)
+    if dp is not None and dp.mode == "dpsgd":
+        return _train_dpsgd(global_state, plan, train_data, config, dp)
 
     with deterministic_torch():
         model = load_global_model(plan, global_state)
@@ -170,10 +185,65 @@ def train_local(
                 )
         # The model is ours alone and dropped here: its parameters become the result, uncopied.
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        if dp is not None and dp.mode == "client":
+            state = _client_noise(global_state, state, dp)
+            model.load_state_dict(state, strict=True)
         for name, t in state.items():
             if not all_finite(t):
                 raise TrainingError(f"training produced non-finite weights in {name}; try a smaller optimizer.lr")
         metrics = _evaluate_model(model, plan, train_data)
+    return LocalResult(state, n, last_epoch_loss, metrics)
+
+
+def _client_noise(global_state: Mapping[str, torch.Tensor], state: dict[str, torch.Tensor],
+                  dp: DPParams) -> dict[str, torch.Tensor]:
+    """Client-level DP: clip ``state - global`` to the clipping norm, add N(0, (z·C)²), add back to global."""
+    update = {k: state[k].to(torch.float32) - global_state[k].to(torch.float32) for k in state}
+    noisy, _norm = clip_and_noise(update, dp.clipping_norm, dp.noise_std, secure_generator())
+    return {k: (global_state[k].to(torch.float32) + noisy[k]).contiguous() for k in state}
+
+
+def _train_dpsgd(global_state: Mapping[str, torch.Tensor], plan: TrainingPlan, train_data: TabularData,
+                 config: TrainConfig, dp: DPParams) -> LocalResult:
+    """DP-SGD with Opacus: Poisson batches at ``dp.sample_rate``, per-example gradients clipped to
+    ``dp.clipping_norm``, noise ``dp.noise_std`` on each step's sum (accounted by fedchain.privacy)."""
+    if config.proximal_mu > 0:  # the plan rules refuse this: Opacus clips per-example grads of the loss only
+        raise ConfigError("dpsgd cannot train with a proximal term (FedProx)")
+    with deterministic_torch():
+        model = load_global_model(plan, global_state)
+        model.train()
+        x = apply_preprocessing(plan, train_data.features)
+        y = train_data.labels
+        n = train_data.n_rows
+        gen = secure_generator()
+        loader = DPDataLoader.from_data_loader(DataLoader(TensorDataset(x, y), batch_size=config.batch_size),
+                                               generator=gen)
+        gsm = GradSampleModule(model)
+        opt = DPOptimizer(_optimizer(config.optimizer, list(gsm.parameters())), noise_multiplier=dp.noise_multiplier,
+                          max_grad_norm=dp.clipping_norm, expected_batch_size=max(1, int(n * dp.sample_rate)),
+                          generator=gen)
+        last_epoch_loss = float("nan")
+        for _epoch in range(config.local_epochs):
+            loss_sum, seen = 0.0, 0
+            for xb, yb in loader:
+                opt.zero_grad(set_to_none=True)
+                if len(yb) == 0:  # an empty Poisson batch: the step still adds noise
+                    opt.step()
+                    continue
+                loss = F.cross_entropy(gsm(xb), yb)
+                loss.backward()
+                opt.step()
+                loss_sum += float(loss.detach()) * int(len(yb))
+                seen += int(len(yb))
+            last_epoch_loss = loss_sum / max(seen, 1)
+            if not math.isfinite(last_epoch_loss):
+                raise TrainingError(f"training diverged on {train_data.source} (loss is {last_epoch_loss}); "
+                                    "try a smaller optimizer.lr")
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        for name, t in state.items():
+            if not all_finite(t):
+                raise TrainingError(f"training produced non-finite weights in {name}; try a smaller optimizer.lr")
+        metrics = _evaluate_model(load_global_model(plan, state), plan, train_data)
     return LocalResult(state, n, last_epoch_loss, metrics)
 
 

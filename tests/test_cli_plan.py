@@ -172,9 +172,10 @@ BROKEN = [
         (9, "seed", "must be >= 0"),
         (12, "version", "unsupported plan version 1"),
     ]),
-    ("auditors-and-extra-table", "p.toml", edit({12: 'auditors = ["0x1234"]'}, append=("", "[privacy]", "epsilon = 1.0")), [
+    ("auditors-and-extra-table", "p.toml", edit({12: 'auditors = ["0x1234"]'}, append=("", "[privacy]", "epsilon = 1.0", "", "[extra]")), [
         (12, "auditors[0]", "'0x1234' is not allowed here (0x and 64 hex digits"),
-        (28, "privacy", "unknown key (allowed here:"),
+        (29, "privacy.epsilon", 'is set but privacy.mode is "none"'),
+        (31, "extra", "unknown key (allowed here:"),
     ]),
     ("cnn-too-small", "p.toml", edit({15: 'kind = "cnn"', 16: "input_shape = [1, 2, 2]", 18: "conv_channels = [4, 4]"}), [
         (16, "model.input_shape", "2x2 is too small for 2 conv+pool stages"),

@@ -93,3 +93,23 @@ def test_demo_refuses_an_attack_it_cannot_run_before_writing_anything(tmp_path, 
     assert code != 0
     assert words in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "run").exists()
+
+
+def test_demo_with_differential_privacy(tmp_path, capsys):
+    """--dp: budgets on chain, the third hospital refused part-way with the contract's words, the
+    accuracy next to the non-private run, ε spent per dataset as the chain has it, replay verifies."""
+    result = run_demo(out=tmp_path / "run", rounds=3, report=True, dp=1.0, dp_mode="dpsgd")
+    out = capsys.readouterr().out
+    dp = result.dp
+    assert dp["mode"] == "dpsgd" and 0.5 < dp["non_private_accuracy"] <= 1.0
+    budgets = {b["dataset"]: b for b in dp["budgets"]}
+    assert budgets["hospital-a"]["allowed"] == 1.0 and 0.95 <= budgets["hospital-a"]["spent"] <= 1.0
+    assert budgets["hospital-c"]["allowed"] == 0.5 and budgets["hospital-c"]["spent"] <= 0.5
+    assert budgets["hospital-d"]["spent"] == 0  # sat out by purpose
+    refused = [r.refused.get("hospital-c", "") for r in result.rounds]
+    assert any("the update would exceed the dataset's privacy budget (epsilon)" in why for why in refused)
+    assert "hospital-c refused" in " ".join(out.split()) and "without privacy" in out
+    assert "3/3 rounds VERIFIED" in " ".join(out.split())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["differential_privacy"]["budgets"][0]["spent"] == budgets["hospital-a"]["spent"]
+    assert "Privacy budgets" in (tmp_path / "run" / "report.html").read_text()

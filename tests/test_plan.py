@@ -88,7 +88,7 @@ def test_toml_plan_parses_with_defaults():
     # defaults are explicit in the canonical form
     doc = json.loads(plan.to_canonical_bytes())
     assert doc["optimizer"]["weight_decay"] == 0.0
-    assert doc["metric"] == "accuracy" and doc["version"] == PLAN_VERSION == 4
+    assert doc["metric"] == "accuracy" and doc["version"] == PLAN_VERSION == 5
     assert doc["limits"] == {"max_parameters": 20_000_000}
 
 
@@ -130,7 +130,9 @@ def test_sha256_is_pinned():
         b'"local_epochs":1,"metric":"accuracy",'
         b'"min_participants":1,"model":{"in_features":3,"kind":"logreg","n_classes":2},'
         b'"name":"bc-test","optimizer":{"lr":0.1,"momentum":0,"name":"sgd","weight_decay":0},'
-        b'"preprocessing":{"standardize":"none"},"purpose":"diagnosis",'
+        b'"preprocessing":{"standardize":"none"},'
+        b'"privacy":{"accountant":"rdp","clipping_norm":1,"delta":0.00001,"epsilon":null,"mode":"none",'
+        b'"noise_multiplier":null},"purpose":"diagnosis",'
         b'"robust":{"foolsgold":false,"max_weight_share":null,"norm_bound":null},"round_deadline_blocks":10,'
         b'"rounds":3,"seed":1,"strategy":{"name":"fedavg"},"validation_fraction":0.2,"version":4}'
     )

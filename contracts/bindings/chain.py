@@ -33,7 +33,7 @@ from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ProviderConnectionError, TransactionNotFound
 
 from fedchain.contracts.bindings.backend import Backend
-from fedchain.contracts.bindings.codec import addr, as_account, b32, decode_revert, hexstr
+from fedchain.contracts.bindings.codec import addr, as_account, b32, create_address, decode_revert, hexstr
 from fedchain.contracts.bindings.deployment import Fedchain
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
 from fedchain.contracts.errors import ChainError, ChainRevert, ChainUnavailable, TransactionConflict
@@ -374,10 +374,18 @@ class Chain:
                 args: list[Any] = [founder_tuples, addr(coordinator), (voting_period_blocks, quorum_bps, approval_bps)]
             art = load_artifact(name)
             if name != "Consortium":
-                # each later contract takes the first addresses of the deployment order, as many as
-                # its constructor has parameters (all of them are contracts deployed before it)
+                # every other constructor takes contracts of this deployment: each parameter names
+                # one by its type (``IRounds``) or, for a plain address, by its name (``rounds_``); one
+                # not deployed yet gets the address it will have (its own constructor checks it)
                 ctor = next((e for e in art["abi"] if e.get("type") == "constructor"), {"inputs": []})
-                args = [addresses[n] for n in CONTRACT_NAMES[: len(ctor["inputs"])]]
+                args = []
+                for param in ctor["inputs"]:
+                    target = _constructor_target(param)
+                    if target in addresses:
+                        args.append(addresses[target])
+                    else:
+                        later = CONTRACT_NAMES.index(target) - CONTRACT_NAMES.index(name)
+                        args.append(create_address(account.address, self._nonce(account.address) + later))
             factory = self.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
             receipt = self.send(account, factory.constructor(*args))
             addresses[name] = addr(receipt["contractAddress"])
@@ -425,3 +433,15 @@ class Chain:
                 if not self.w3.eth.get_code(addr(deployment.addresses[name])):
                     raise DeploymentError(f"no contract code for {name} at {deployment.addresses[name]} on {self.url}")
         return Fedchain(self, deployment, as_account(account) if account is not None else None)
+
+
+def _constructor_target(param: dict) -> str:
+    """The contract of this deployment a constructor parameter takes (``contract IRounds`` or ``rounds_``)."""
+    kind = param.get("internalType", "")
+    if kind.startswith("contract I") and kind[len("contract I"):] in CONTRACT_NAMES:
+        return kind[len("contract I"):]
+    names = {n.lower(): n for n in CONTRACT_NAMES} | {"registry": "DatasetRegistry"}
+    key = param.get("name", "").strip("_").lower()
+    if key not in names:
+        raise ValueError(f"constructor parameter {param!r} names no contract of {CONTRACT_NAMES}")
+    return names[key]

@@ -220,8 +220,13 @@ class RegistryClient(_Client):
             id=did, name=d.name, owner=addr(d.owner), metadata_cid=d.metadataCid,
             metadata_sha256=bytes(d.metadataSha256), schema_hash=bytes(d.schemaHash),
             registered_at=int(d.registeredAt), policy_version=int(d.policyVersion), revoked=bool(d.flags & 1),
-            policy=self.policy(did), row_count=int(d.rowCount),
+            policy=self.policy(did), row_count=int(d.rowCount), epsilon_spent_micro=int(d.epsilonSpentMicro),
         )
+
+    def privacy_budget(self, dataset: str | bytes) -> tuple[int, int]:
+        """(budget, spent) of a dataset's differential-privacy ε, both in millionths (budget 0 = none)."""
+        max_micro, spent_micro = self.call("privacyBudget", dataset_id(dataset))
+        return int(max_micro), int(spent_micro)
 
     def policy(self, dataset: str | bytes) -> Policy:
         """Current policy of a dataset (purposes as 32-byte hashes)."""
@@ -272,7 +277,7 @@ def _dataset_info(d: DatasetRecord) -> DatasetInfo:
         id=_bytes(d.id), name=d.name, owner=addr(d.owner), metadata_cid=d.metadata_cid,
         metadata_sha256=_bytes(d.metadata_sha256), schema_hash=_bytes(d.schema_hash), registered_at=d.block,
         policy_version=pol.version if pol else 0, revoked=d.revoked_block is not None, policy=policy,
-        row_count=d.row_count,
+        row_count=d.row_count, epsilon_spent_micro=d.epsilon_spent_micro,
     )
 
 
@@ -362,11 +367,19 @@ class RoundsClient(_Client):
         cid: str,
         sha256: bytes | str,
         sample_count: int,
+        epsilon_micro: int = 0,
+        delta_pico: int = 0,
     ) -> TxResult:
-        """Member: commit a model update; ``value`` is the stored commitment hash."""
+        """Member: commit a model update; ``value`` is the stored commitment hash.
+
+        ``epsilon_micro`` / ``delta_pico``: the differential-privacy ε this update spends on the
+        dataset (millionths; the chain adds it to the dataset's spend) and its δ (units of
+        1e-12); 0 / 0 = the update is not private (admitted only by a dataset without a budget).
+        """
         digest = b32(sha256, "sha256")
         result = self.transact(
-            "commitUpdate", int(proposal_id), int(round), dataset_id(dataset), cid, digest, int(sample_count)
+            "commitUpdate", int(proposal_id), int(round), dataset_id(dataset), cid, digest, int(sample_count),
+            int(epsilon_micro), int(delta_pico),
         )
         return _with(result, commitment_hash(dataset, cid, digest, sample_count))
 

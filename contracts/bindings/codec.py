@@ -25,6 +25,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import abi_to_signature, function_signature_to_4byte_selector, keccak, to_checksum_address
 from eth_utils.abi import get_abi_input_types
+import rlp
 
 from fedchain.contracts.build import CONTRACT_NAMES, load_artifact
 from fedchain.contracts.errors import ChainError, ChainRevert
@@ -185,3 +186,8 @@ def decode_revert(data: bytes) -> ChainRevert:
     except Exception:  # noqa: BLE001 - malformed data: reported as Unknown below
         pass
     return ChainRevert("Unknown", {"data": hexdata} if data else {}, hexdata)
+
+
+def create_address(sender: str, nonce: int) -> str:
+    """The address of the contract ``sender`` creates with its transaction of ``nonce`` (CREATE)."""
+    return addr("0x" + keccak(rlp.encode([bytes.fromhex(addr(sender)[2:]), int(nonce)]))[12:].hex())

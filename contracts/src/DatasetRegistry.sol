@@ -17,7 +17,11 @@ import {ConsortiumBound} from "./ConsortiumBound.sol";
 /// are admitted when listed in `proposalIds` or, with `anyApprovedProposal`, all of them.
 /// A proposal must always be Approved to be admitted ({Rounds} knows it is when it calls
 /// {checkUse}; otherwise the reason is REASON_PROPOSAL_NOT_APPROVED). `maxEpsilonMilli` (differential privacy budget in thousandths of epsilon,
-/// 0 = unspecified) is stored for off-chain use. The row count is fixed at registration;
+/// 0 = no budget) is enforced with the ε ledger: the cumulative spend `epsilonSpentMicro`
+/// (millionths) shares a storage slot with the budget and the row count; only {rounds} may add to
+/// it ({spendPrivacy}, one slot read and written), and {setPolicy} refuses a budget below it.
+/// The Rounds address is given to the constructor before Rounds exists (the deployer's next
+/// CREATE address) and Rounds' constructor checks it, so nothing is wired after deployment. The row count is fixed at registration;
 /// {Proposals} copies it (with the owner) into the proposal at submission, so the commitment
 /// path reads it from the slot it reads anyway. The registry depends on the consortium only
 /// (it is deployed before {Proposals}, which reads it). The REASON_* constants are the
@@ -46,6 +50,8 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     /// Approved (the bindings' `admits`).
     bytes32 public constant REASON_PROPOSAL_NOT_APPROVED = "PROPOSAL_NOT_APPROVED";
 
+    /// @notice The charge of an update without a differential-privacy guarantee.
+    uint64 public constant NOT_PRIVATE = type(uint64).max;
     uint8 private constant FLAG_REVOKED = 1;
     uint8 private constant FLAG_ANY_PURPOSE = 2;
     uint8 private constant FLAG_ANY_PROPOSAL = 4;
@@ -53,6 +59,8 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
 
     /// @inheritdoc IDatasetRegistry
     uint256 public datasetCount;
+    /// @inheritdoc IDatasetRegistry
+    address public immutable rounds;
 
     mapping(bytes32 id => Dataset) private _datasets;
     mapping(bytes32 id => mapping(uint32 version => Policy)) private _policies;
@@ -60,9 +68,12 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     mapping(bytes32 id => mapping(uint32 version => mapping(uint256 proposalId => bool))) private _proposalOk;
     mapping(bytes32 id => mapping(uint32 version => mapping(address requester => bool))) private _requesterOk;
 
-    /// @notice Bind to the consortium.
+    /// @notice Bind to the consortium and to the Rounds contract deployed after it.
     /// @param consortium_ The consortium.
-    constructor(IConsortium consortium_) ConsortiumBound(consortium_) {}
+    /// @param rounds_ The address Rounds will have (its constructor checks it).
+    constructor(IConsortium consortium_, address rounds_) ConsortiumBound(consortium_) {
+        rounds = rounds_;
+    }
 
     // ------------------------------------------------------------------ views
 
@@ -75,6 +86,12 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     function policy(bytes32 id) external view returns (uint32 version, Policy memory current) {
         version = _datasets[id].policyVersion;
         current = _policies[id][version];
+    }
+
+    /// @inheritdoc IDatasetRegistry
+    function privacyBudget(bytes32 id) external view returns (uint64 maxMicro, uint64 spentMicro) {
+        Dataset storage d = _datasets[id];
+        return (_maxMicro(d.maxEpsilonMilli), d.epsilonSpentMicro);
     }
 
     /// @inheritdoc IDatasetRegistry
@@ -140,6 +157,23 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     }
 
     /// @inheritdoc IDatasetRegistry
+    function spendPrivacy(bytes32 id, uint64 chargeMicro)
+        external
+        returns (bool ok, uint64 spentMicro, uint64 maxMicro)
+    {
+        if (msg.sender != rounds) revert DatasetRegistryNotRounds(msg.sender);
+        Dataset storage d = _datasets[id];
+        spentMicro = d.epsilonSpentMicro;
+        maxMicro = _maxMicro(d.maxEpsilonMilli);
+        if (chargeMicro == NOT_PRIVATE) return (maxMicro == 0, spentMicro, maxMicro);
+        uint256 after_ = uint256(spentMicro) + chargeMicro;
+        if (after_ >= NOT_PRIVATE || (maxMicro != 0 && after_ > maxMicro)) return (false, spentMicro, maxMicro);
+        spentMicro = uint64(after_);
+        d.epsilonSpentMicro = spentMicro;
+        ok = true;
+    }
+
+    /// @inheritdoc IDatasetRegistry
     function revokeDataset(bytes32 id) external {
         Dataset storage d = _owned(id);
         d.flags |= FLAG_REVOKED;
@@ -147,6 +181,12 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
     }
 
     // --------------------------------------------------------------- internal
+
+    /// @dev A budget in millionths of epsilon (saturating below NOT_PRIVATE; 0 stays 0 = none).
+    function _maxMicro(uint64 milli) private pure returns (uint64) {
+        uint256 micro = uint256(milli) * 1000;
+        return micro >= NOT_PRIVATE ? NOT_PRIVATE - 1 : uint64(micro);
+    }
 
     /// @dev The caller's unrevoked dataset `id` (its owner is read once).
     function _owned(bytes32 id) private view returns (Dataset storage d) {
@@ -168,6 +208,10 @@ contract DatasetRegistry is IDatasetRegistry, ConsortiumBound {
         if (nRequesters > MAX_POLICY_ENTRIES) revert DatasetRegistryTooManyPolicyEntries(nRequesters, MAX_POLICY_ENTRIES);
         if (p.expiry != 0 && (p.expiry <= block.timestamp || p.expiry > type(uint40).max)) {
             revert DatasetRegistryInvalidExpiry(p.expiry);
+        }
+        uint64 spent = d.epsilonSpentMicro;
+        if (p.maxEpsilonMilli != 0 && uint256(p.maxEpsilonMilli) * 1000 < spent) {
+            revert DatasetRegistryBudgetBelowSpent(id, p.maxEpsilonMilli, spent);
         }
         uint32 version = current + 1;
         for (uint256 i = 0; i < nPurposes; ++i) _purposeOk[id][version][p.purposes[i]] = true;

@@ -6,7 +6,9 @@ pragma solidity 0.8.28;
 /// document referenced by CID and sha256; the row count is on chain too, fixed at
 /// registration) together with a data-use policy saying which proposals may train on them.
 /// {IProposals} accepts only registered datasets as targets and records their owners;
-/// {IRounds} enforces the policy and the row count on every update commitment.
+/// {IRounds} enforces the policy and the row count on every update commitment, and charges
+/// the differential-privacy ε of each commitment to the dataset's budget (the ε ledger: the
+/// cumulative spend is kept here, beside the budget, so a policy update can check it).
 interface IDatasetRegistry {
     /// @notice A data-use policy.
     /// @param purposes keccak256 of allowed purpose strings (empty = any purpose).
@@ -14,7 +16,9 @@ interface IDatasetRegistry {
     /// @param anyApprovedProposal Admit every approved proposal (proposalIds then unused).
     /// @param requesters Allowed proposers (empty = any member).
     /// @param expiry Unix time after which nothing is admitted (0 = never).
-    /// @param maxEpsilonMilli Privacy budget in thousandths of epsilon (stored only).
+    /// @param maxEpsilonMilli Privacy budget in thousandths of epsilon (0 = no budget); {IRounds}
+    /// refuses a commitment that would take the dataset's cumulative spend above it, and no
+    /// policy update may set it below what is already spent.
     struct Policy {
         bytes32[] purposes;
         uint256[] proposalIds;
@@ -33,6 +37,8 @@ interface IDatasetRegistry {
     /// @param registeredAt Block of registration.
     /// @param rowCount Rows the owner registered: no commitment or evaluation on the dataset may
     /// claim more samples (fixed at registration, so members see it when they vote).
+    /// @param epsilonSpentMicro Privacy ε spent on the dataset so far, in millionths (the ledger;
+    /// written only by {IRounds} through {spendPrivacy}).
     /// @param metadataSha256 sha256 of the metadata document.
     /// @param schemaHash Hash of the data schema.
     /// @param name Human-readable name (id = keccak256 of it).
@@ -45,6 +51,7 @@ interface IDatasetRegistry {
         uint64 maxEpsilonMilli;
         uint64 registeredAt;
         uint64 rowCount;
+        uint64 epsilonSpentMicro;
         bytes32 metadataSha256;
         bytes32 schemaHash;
         string name;
@@ -103,6 +110,14 @@ interface IDatasetRegistry {
     error DatasetRegistryEmptyCid();
     /// @notice the row count must be positive
     error DatasetRegistryInvalidRowCount();
+    /// @notice the privacy budget cannot be set below the epsilon already spent on the dataset
+    /// @param id Dataset id.
+    /// @param maxEpsilonMilli The budget requested, in thousandths of epsilon.
+    /// @param spentMicro Epsilon spent so far (millionths).
+    error DatasetRegistryBudgetBelowSpent(bytes32 id, uint64 maxEpsilonMilli, uint64 spentMicro);
+    /// @notice only the Rounds contract may spend a privacy budget
+    /// @param account The caller.
+    error DatasetRegistryNotRounds(address account);
 
     /// @notice Number of datasets registered.
     /// @return The count.
@@ -118,6 +133,32 @@ interface IDatasetRegistry {
     /// @return version Its version (0 if unknown).
     /// @return current The policy.
     function policy(bytes32 id) external view returns (uint32 version, Policy memory current);
+
+    /// @notice The {IRounds} contract, the only one that may spend privacy budgets (fixed at
+    /// deployment; {IRounds}' constructor checks it names itself).
+    /// @return Its address.
+    function rounds() external view returns (address);
+
+    /// @notice The privacy budget of dataset `id` and what is spent of it.
+    /// @param id Dataset id.
+    /// @return maxMicro The budget in millionths of epsilon (0 = no budget).
+    /// @return spentMicro Epsilon spent so far, in millionths.
+    function privacyBudget(bytes32 id) external view returns (uint64 maxMicro, uint64 spentMicro);
+
+    /// @notice Charge `chargeMicro` millionths of epsilon to dataset `id`'s budget, if it fits.
+    /// NOT_PRIVATE (type(uint64).max) is the charge of an update without a differential-privacy
+    /// guarantee: it fits only a dataset without a budget, and is not added to the spend.
+    /// @dev Requirements: the caller is {rounds} ({DatasetRegistryNotRounds}). Does not revert
+    /// when the charge does not fit: it returns ok = false and changes nothing, and {IRounds}
+    /// reverts with its own error. O(1): one storage slot read and written.
+    /// @param id Dataset id.
+    /// @param chargeMicro Epsilon to add, in millionths.
+    /// @return ok Whether it fit (and was added).
+    /// @return spentMicro The spend after the charge (before it, if it did not fit).
+    /// @return maxMicro The budget (0 = none).
+    function spendPrivacy(bytes32 id, uint64 chargeMicro)
+        external
+        returns (bool ok, uint64 spentMicro, uint64 maxMicro);
 
     /// @notice Owner, revocation and row count of dataset `id` (read by {IProposals} to bind a
     /// proposal's targets to registered datasets, their owners and their sizes).
@@ -168,8 +209,9 @@ interface IDatasetRegistry {
     /// @dev Requirements: the dataset exists ({DatasetRegistryUnknownDataset}), the caller owns
     /// it ({DatasetRegistryNotOwner}) and it is not revoked ({DatasetRegistryRevoked}); each
     /// policy list has at most MAX_POLICY_ENTRIES entries ({DatasetRegistryTooManyPolicyEntries});
-    /// a non-zero expiry is in the future and fits 40 bits ({DatasetRegistryInvalidExpiry}).
-    /// Emits {PolicySet}.
+    /// a non-zero expiry is in the future and fits 40 bits ({DatasetRegistryInvalidExpiry}); a
+    /// non-zero privacy budget is at least the epsilon already spent
+    /// ({DatasetRegistryBudgetBelowSpent}; 0 removes the budget). Emits {PolicySet}.
     /// @param id Dataset id.
     /// @param p The new policy.
     function setPolicy(bytes32 id, Policy calldata p) external;

@@ -16,6 +16,16 @@ import {IMemberVoting} from "./IMemberVoting.sol";
 /// aggregated update's dataset still admitted the proposal at close, is for the audit replay
 /// (the chain cannot read the updates, and re-checking each policy at close would loop over
 /// participants).
+/// Differential privacy: each commitment states the ε (and δ) it spends on its dataset, and the
+/// contract adds it to the dataset's cumulative spend in {IDatasetRegistry} (the ε ledger),
+/// refusing a commitment that would exceed the dataset's budget. A node's accountant composes
+/// its rounds (RDP/PRV composition is tighter than adding per-round ε), so a round's ε is the
+/// increase of the accountant's total for the proposal through this round over the total through
+/// the previous one; across proposals the spends add up. ε = 0 states no guarantee (a
+/// non-private update): it is admitted only by a dataset without a budget.
+/// The chain cannot check that the stated ε is what the training spent; the audit replay
+/// recomputes it from the plan with the same accountant, and the coordinator leaves out an
+/// update whose ε differs from the plan's.
 interface IRounds {
     /// @notice Phase of a round.
     enum Phase {
@@ -76,6 +86,21 @@ interface IRounds {
         string cid,
         bytes32 updateSha256,
         uint64 sampleCount
+    );
+    /// @notice A commitment spent differential privacy on its dataset (the ε ledger).
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @param datasetId The dataset.
+    /// @param epsilonMicro Epsilon this commitment spent (millionths).
+    /// @param deltaPico Delta (units of 1e-12).
+    /// @param datasetSpentMicro The dataset's total spend afterwards (millionths).
+    event PrivacySpent(
+        uint256 indexed proposalId,
+        uint16 indexed round,
+        bytes32 indexed datasetId,
+        uint64 epsilonMicro,
+        uint64 deltaPico,
+        uint64 datasetSpentMicro
     );
     /// @notice The coordinator closed a round with its aggregate and contribution scores.
     /// @param proposalId Proposal id.
@@ -217,6 +242,20 @@ interface IRounds {
     error RoundsEmptyCid();
     /// @notice the CID is not a well-formed CIDv0 or base32 CIDv1
     error RoundsInvalidCid();
+    /// @notice the update would exceed the dataset's privacy budget (epsilon)
+    /// @param datasetId Dataset id.
+    /// @param chargeMicro Epsilon the update would add (millionths; 2^64-1 = not private).
+    /// @param spentMicro Epsilon already spent on the dataset (millionths).
+    /// @param maxMicro The dataset's budget (millionths).
+    error RoundsPrivacyBudgetExceeded(bytes32 datasetId, uint64 chargeMicro, uint64 spentMicro, uint64 maxMicro);
+    /// @notice delta must be positive and below 1/rows of the dataset for a private update, and zero for a non-private one
+    /// @param datasetId Dataset id.
+    /// @param deltaPico The delta stated (units of 1e-12).
+    /// @param rowCount The dataset's registered rows.
+    error RoundsInvalidDelta(bytes32 datasetId, uint64 deltaPico, uint64 rowCount);
+    /// @notice the dataset registry names another Rounds contract
+    /// @param named The registry's rounds().
+    error RoundsRegistryMismatch(address named);
 
     /// @notice State of round `round` of proposal `proposalId`.
     /// @param proposalId Proposal id.
@@ -322,20 +361,28 @@ interface IRounds {
     /// a target of the proposal ({RoundsNotATarget}) recorded as the caller's
     /// ({RoundsNotDatasetOwner}), sampleCount is at most its registered rows
     /// ({RoundsSampleCountTooHigh}; FedAvg weighs updates by it) and its policy admits the
-    /// proposal ({RoundsPolicyDenied}). Emits {UpdateCommitted}.
+    /// proposal ({RoundsPolicyDenied}); privacy: δ is 0 when ε is 0 and otherwise positive and
+    /// below 1/rows ({RoundsInvalidDelta}); ε fits what is left of the dataset's budget, and a
+    /// non-private update (ε = 0) is admitted only without a budget ({RoundsPrivacyBudgetExceeded}).
+    /// Emits {UpdateCommitted}, and {PrivacySpent} for a private update.
     /// @param proposalId Proposal id.
     /// @param round Round number.
     /// @param datasetId Dataset trained on.
     /// @param cid CID of the update in the content store.
     /// @param sha256_ sha256 of the update.
     /// @param sampleCount Training samples used.
+    /// @param epsilonMicro Epsilon this update spends on the dataset, in millionths (0 = not
+    /// differentially private).
+    /// @param deltaPico Delta in units of 1e-12 (0 when not private).
     function commitUpdate(
         uint256 proposalId,
         uint16 round,
         bytes32 datasetId,
         string calldata cid,
         bytes32 sha256_,
-        uint64 sampleCount
+        uint64 sampleCount,
+        uint64 epsilonMicro,
+        uint64 deltaPico
     ) external;
 
     /// @notice Report the evaluation of a Closed round's aggregate on the caller's dataset,

@@ -13,16 +13,23 @@ import {Cid} from "./Cid.sol";
 /// @notice The training rounds of approved proposals (see {IRounds}).
 /// @dev Gas: a commitment stores one slot (a hash binding dataset, CID, sha256 and sample
 /// count) and bumps the round's counter; the CID and the rest go in the event. It costs
-/// well under 100k gas and does not depend on the number of members or participants.
+/// under 100k gas (a private one with the ε ledger's charge included) and does not depend on
+/// the number of members or participants.
 /// Contribution scores: the coordinator publishes a scores document (per-participant
 /// contributions) in the content store and records its CID and sha256 at close, so that
 /// closing is O(1) in the number of participants - no per-participant storage or loop.
 /// What a commitment is checked against: the target's owner and registered row count as
 /// {Proposals} recorded them at submission, the dataset's policy
 /// ({IDatasetRegistry-checkUse}), and the CID's syntax ({Cid}).
+/// The ε ledger: every commitment makes one call to {IDatasetRegistry-spendPrivacy}, which
+/// reads and (for a private update) writes one slot - O(1), like the rest.
 contract Rounds is IRounds, ConsortiumBound {
     /// @notice Largest metric value (1.0 in parts per million).
     uint32 public constant MAX_METRIC_PPM = 1_000_000;
+    /// @notice Delta 1.0 in its fixed-point unit (1e-12).
+    uint64 public constant DELTA_ONE = 1e12;
+    /// @notice The charge of a non-private update ({IDatasetRegistry-spendPrivacy}'s NOT_PRIVATE).
+    uint64 public constant NOT_PRIVATE_CHARGE = type(uint64).max;
 
     /// @notice The dataset registry (policies and row counts).
     IDatasetRegistry public immutable registry;
@@ -42,6 +49,8 @@ contract Rounds is IRounds, ConsortiumBound {
     constructor(IConsortium consortium_, IDatasetRegistry registry_, IProposals proposals_)
         ConsortiumBound(consortium_)
     {
+        address named = registry_.rounds();
+        if (named != address(this)) revert RoundsRegistryMismatch(named);
         registry = registry_;
         proposals = proposals_;
     }
@@ -163,7 +172,9 @@ contract Rounds is IRounds, ConsortiumBound {
         bytes32 datasetId,
         string calldata cid,
         bytes32 sha256_,
-        uint64 sampleCount
+        uint64 sampleCount,
+        uint64 epsilonMicro,
+        uint64 deltaPico
     ) external onlyMember {
         Round storage r = _rounds[proposalId][round];
         if (r.phase != Phase.Open) revert RoundsNotOpen(proposalId, round, r.phase);
@@ -172,10 +183,12 @@ contract Rounds is IRounds, ConsortiumBound {
         if (slot[msg.sender] != bytes32(0)) revert RoundsAlreadyCommitted(proposalId, round, msg.sender);
         if (!Cid.isWellFormed(cid)) revert RoundsInvalidCid();
         if (sampleCount == 0) revert RoundsInvalidSampleCount();
-        _checkDataUse(proposalId, datasetId, sampleCount);
+        uint64 rowCount = _checkDataUse(proposalId, datasetId, sampleCount);
         slot[msg.sender] = commitmentHash(datasetId, cid, sha256_, sampleCount);
         ++r.committed;
         emit UpdateCommitted(proposalId, round, msg.sender, datasetId, cid, sha256_, sampleCount);
+        // after the commitment's event, so {PrivacySpent} follows it in the log (a revert undoes both)
+        _spendPrivacy(proposalId, round, datasetId, rowCount, epsilonMicro, deltaPico);
     }
 
     /// @inheritdoc IRounds
@@ -200,10 +213,38 @@ contract Rounds is IRounds, ConsortiumBound {
 
     // --------------------------------------------------------------- internal
 
+    /// @dev Check the privacy a commitment states and charge it to the dataset's budget (see
+    /// {commitUpdate}); emits {PrivacySpent} for a private update.
+    function _spendPrivacy(
+        uint256 proposalId,
+        uint16 round,
+        bytes32 datasetId,
+        uint64 rowCount,
+        uint64 epsilonMicro,
+        uint64 deltaPico
+    ) private {
+        if (epsilonMicro == 0) {
+            if (deltaPico != 0) revert RoundsInvalidDelta(datasetId, deltaPico, rowCount);
+            (bool fits, uint64 spent, uint64 max) = registry.spendPrivacy(datasetId, NOT_PRIVATE_CHARGE);
+            if (!fits) revert RoundsPrivacyBudgetExceeded(datasetId, NOT_PRIVATE_CHARGE, spent, max);
+            return;
+        }
+        if (deltaPico == 0 || uint256(deltaPico) * rowCount >= DELTA_ONE) {
+            revert RoundsInvalidDelta(datasetId, deltaPico, rowCount);
+        }
+        (bool ok, uint64 spentMicro, uint64 maxMicro) = registry.spendPrivacy(datasetId, epsilonMicro);
+        if (!ok) revert RoundsPrivacyBudgetExceeded(datasetId, epsilonMicro, spentMicro, maxMicro);
+        emit PrivacySpent(proposalId, round, datasetId, epsilonMicro, deltaPico, spentMicro);
+    }
+
     /// @dev `datasetId` is a target of the proposal recorded as the caller's, admits the
-    /// proposal, and has at least `sampleCount` registered rows. The proposal is known to be
-    /// Approved (a round of it was opened).
-    function _checkDataUse(uint256 proposalId, bytes32 datasetId, uint64 sampleCount) private view {
+    /// proposal, and has at least `sampleCount` registered rows, which it returns. The proposal
+    /// is known to be Approved (a round of it was opened).
+    function _checkDataUse(uint256 proposalId, bytes32 datasetId, uint64 sampleCount)
+        private
+        view
+        returns (uint64)
+    {
         (address requester, bytes32 purposeHash, address owner, uint64 rowCount) =
             proposals.useTerms(proposalId, datasetId);
         if (owner == address(0)) revert RoundsNotATarget(proposalId, datasetId);
@@ -211,5 +252,6 @@ contract Rounds is IRounds, ConsortiumBound {
         if (sampleCount > rowCount) revert RoundsSampleCountTooHigh(datasetId, sampleCount, rowCount);
         bytes32 reason = registry.checkUse(datasetId, proposalId, purposeHash, requester);
         if (reason != bytes32(0)) revert RoundsPolicyDenied(datasetId, reason);
+        return rowCount;
     }
 }

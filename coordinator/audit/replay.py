@@ -38,6 +38,14 @@ For every proposal, rounds in order:
   the coordinator failed although enough updates verify; a recorded global
   metric that is not the strategy's ``aggregate_evaluate`` of the evaluations
   submitted before it;
+* differential privacy: every commitment's ε and δ (the ``PrivacySpent`` event, or none)
+  must be what the plan's round gives for the committed sample count and the
+  dataset's participation, recomputed with the same accountant
+  (:func:`fedchain.usecases.privacy.expected_spend`); each dataset's running ledger
+  in the events must add up. With server-side DP the aggregate cannot be recomputed bit
+  for bit (its noise is fresh): the clean clipped average is, and the published
+  aggregate must differ from it by noise of the plan's size
+  (:func:`~fedchain.coordinator.strategies.dpserver.noise_consistent`);
 * governance invariants (approved proposal, members, policies at the block,
   vote counts, quorum) from the events.
 
@@ -75,6 +83,7 @@ from fedchain.coordinator.runner import PPM, SCORES_FORMAT, Commitment, sample_s
 from fedchain.coordinator.statistics import pool_moments
 from fedchain.coordinator.scoring import load_validation_set, score_round
 from fedchain.coordinator.strategies.base import ClientUpdate, EvaluateResult
+from fedchain.coordinator.strategies.dpserver import ServerSideDP, noise_consistent
 from fedchain.coordinator.strategies.registry import for_plan
 from fedchain.envelope import EnvelopeContext
 from fedchain.errors import ContentUnavailable, FedchainError
@@ -84,6 +93,8 @@ from fedchain.models import initial_state
 from fedchain.secagg_round import RoundFacts, message_bound, model_from_sum, reconstruct, round_config
 from fedchain.plan import MAX_PLAN_BYTES, evaluate_config, sha256_hex, verify_plan_bytes
 from fedchain.serialize import bytes_to_state_dict, json_depth, state_dict_to_bytes
+from fedchain.privacy import EPSILON_UNIT
+from fedchain.usecases.privacy import expected_spend, privacy_mismatch
 from fedchain.usecases.statistics import has_phase
 from fedchain.validation import Accepted, Reason, Rejection, model_layout, model_size
 
@@ -220,6 +231,7 @@ class Replayer:
             self._check_statistics(pid, ctx, recs[0], verdicts[0])
         for rec, v in zip(recs, verdicts):
             v.problems.extend(self.h.round_governance_problems(rec))
+            self._check_privacy(plan, rec, v)
             if rec.closed is not None:
                 self._replay_closed(ctx, rec, v)
                 self._check_metric(ctx, rec, v)
@@ -283,6 +295,10 @@ class Replayer:
             refusal = self.h.policy_refusal(d, p, at_block, at_time) if d is not None else "NO_POLICY"
             if refusal:
                 out[i] = Rejection(Reason.NOT_ADMITTED, f"policy: {refusal}")
+                continue
+            wrong = privacy_mismatch(ctx.plan, self.h, rec.proposal_id, rec.round, c.member, c.dataset_id, c.n_samples)
+            if wrong:
+                out[i] = Rejection(Reason.WRONG_PRIVACY, wrong)
                 continue
             bad = cid_rejection(c.cid)
             if bad is not None:
@@ -564,6 +580,42 @@ class Replayer:
         v.participants = sorted(u.participant for u in updates)
         self._check_aggregate(ctx, rec, v, doc, claimed, updates, used, cannot_aggregate)
 
+    def _check_privacy(self, plan, rec: RoundRecord, v: RoundVerdict) -> None:
+        """Each commitment states the ε/δ the plan's round gives it; the events' ledger adds up."""
+        for c in rec.commits:
+            want = expected_spend(plan, self.h, rec.proposal_id, c.dataset_id, rec.round, c.n_samples)
+            got = (c.privacy.epsilon_micro, c.privacy.delta_pico) if c.privacy is not None else (0, 0)
+            if got != want:
+                v.problems.append(
+                    f"update of {c.member} states privacy epsilon {got[0] / EPSILON_UNIT:g} (delta {got[1] / 1e12:g}), "
+                    f"but the plan's round {rec.round} gives epsilon {want[0] / EPSILON_UNIT:g} "
+                    f"(delta {want[1] / 1e12:g}) for {c.n_samples} samples"
+                )
+        for did in sorted({c.dataset_id for c in rec.commits if c.privacy is not None}):
+            d = self.h.datasets.get(did)
+            running = 0
+            for s in (d.privacy_spends if d is not None else []):
+                running += s.epsilon_micro
+                if s.dataset_spent_micro != running and (s.proposal_id, s.round) == (rec.proposal_id, rec.round):
+                    v.problems.append(f"the privacy ledger of {self.h.dataset_name(did)} says "
+                                      f"{s.dataset_spent_micro / EPSILON_UNIT:g} spent after this round, but its "
+                                      f"spends add up to {running / EPSILON_UNIT:g}")
+
+    def _check_server_dp(self, ctx, rec, v, clean) -> bool:
+        """Server-side DP: the published aggregate is the clean one plus noise of the plan's size."""
+        closed = rec.closed
+        chain_model = self._chain_aggregate(ctx.plan, closed, v)
+        if chain_model is None:
+            v.unverifiable.append("the noised aggregate is not in the auditor's store, so its noise cannot be checked")
+            ctx.global_state = clean
+            return False
+        ok, ratio = noise_consistent(chain_model, clean, ctx.strategy.last_noise_std)
+        if not ok:
+            v.problems.append(f"the aggregate is not the clipped average plus the plan's noise (residual "
+                              f"{ratio:.3g} x the expected variance {ctx.strategy.last_noise_std:.3g}^2)")
+        ctx.global_state = chain_model
+        return True
+
     def _check_aggregate(self, ctx, rec, v, doc, claimed, updates, used, cannot_aggregate) -> None:
         if ctx.plan.mode == "he":
             return self._check_aggregate_he(ctx, rec, v, doc, claimed, updates, used, cannot_aggregate)
@@ -589,7 +641,9 @@ class Replayer:
         decisions = list(strategy.last_decisions)
         model_bytes = state_dict_to_bytes(new_global)
         recomputed = sha256_hex(model_bytes)
-        if recomputed.lower() != closed["aggregate_sha256"].lower():
+        if isinstance(strategy, ServerSideDP):  # its noise is fresh: test it instead of the hash
+            self._check_server_dp(ctx, rec, v, new_global)
+        elif recomputed.lower() != closed["aggregate_sha256"].lower():
             v.problems.append(
                 f"aggregate differs from what the committed updates give: chain sha256 {closed['aggregate_sha256']}, "
                 f"recomputed {recomputed}"
@@ -779,7 +833,7 @@ class _ProposalContext:
         self.plan = plan
         self.layout = model_layout(plan.model)
         self.auditor_keys = [bytes.fromhex(k.removeprefix("0x")) for k in plan.auditors]
-        self.strategy = for_plan(plan)
+        self.strategy = for_plan(plan, dp_noise=False)  # server-side DP: the clean average, its noise is tested
         self.stateful = bool(self.strategy.state())
         self.global_state = initial_state(plan.model, plan.seed)
         self.lost_state = ""

@@ -477,6 +477,40 @@ class _Plots:
         _legend_outside(ax, handles, labels)
         return _svg_img(fig, "Horizontal stacked bar chart: yes, no and abstain votes per proposal")
 
+    def privacy(self) -> str | None:
+        """ε spent per dataset (stacked by proposal) against its budget, from the PrivacySpent events."""
+        rows = []
+        for d in sorted(self.h.datasets.values(), key=lambda d: d.name):
+            pol = d.policies[-1] if d.policies else None
+            budget = (pol.max_epsilon_milli / 1000) if pol and pol.max_epsilon_milli else None
+            by_proposal: dict[int, float] = {}
+            for s in d.privacy_spends:
+                by_proposal[s.proposal_id] = by_proposal.get(s.proposal_id, 0.0) + s.epsilon_micro / 1e6
+            if by_proposal or budget is not None:
+                rows.append((d.name, budget, by_proposal))
+        if not any(r[2] for r in rows):
+            return None
+        fig, ax = _new_fig(height=max(2.2, 0.5 * len(rows) + 1.2))
+        proposals = sorted({pid for _n, _b, spent in rows for pid in spent})
+        colors = colormaps["tab10"]
+        left = [0.0] * len(rows)
+        for i, pid in enumerate(proposals):
+            vals = [spent.get(pid, 0.0) for _n, _b, spent in rows]
+            ax.barh(range(len(rows)), vals, 0.5, left=left, color=colors(i % 10), label=f"proposal {pid}")
+            left = [a + b for a, b in zip(left, vals)]
+        for y, (_n, budget, _s) in enumerate(rows):
+            if budget is not None:
+                ax.plot([budget, budget], [y - 0.35, y + 0.35], color="#b71c1c", linewidth=2.5,
+                        label="budget" if y == next(i for i, r in enumerate(rows) if r[1] is not None) else None)
+        ax.set_yticks(range(len(rows)), [_clean(n, 30) for n, _b, _s in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel("ε (differential privacy)")
+        ax.set_title("Privacy spent per dataset, against its budget")
+        handles, labels = ax.get_legend_handles_labels()
+        _legend_outside(ax, handles, labels)
+        return _svg_img(fig, "Horizontal bar chart: epsilon spent on each dataset, stacked by proposal, "
+                             "with the dataset's budget marked")
+
     def gas(self) -> str | None:
         if not self.keys:
             return None
@@ -652,6 +686,7 @@ def render_report(history: History, report=None, *, title: str, member_names: di
         img_total = plots.accumulated()
         img_votes = plots.votes(eligible)
         img_gas = plots.gas()
+        img_privacy = plots.privacy()
 
     out: list[str] = []
     w = out.append
@@ -953,6 +988,13 @@ def render_report(history: History, report=None, *, title: str, member_names: di
     if img_votes is not None:
         w(_figure(img_votes, "Votes cast on each proposal. Grey: abstentions; light grey: eligible members who did "
                   "not vote.", ""))
+
+    # -- privacy ------------------------------------------------------------------------
+    if img_privacy is not None:
+        w('<h2 id="privacy">Privacy budgets</h2>\n')
+        w(_figure(img_privacy, "Differential privacy (ε) each dataset has spent, per proposal, as the commitments "
+                  "stated it on chain (PrivacySpent events); the red mark is the dataset's budget, which the "
+                  "contract does not let any commitment exceed.", ""))
 
     # -- costs --------------------------------------------------------------------------
     w('<h2 id="costs">Costs</h2>\n')

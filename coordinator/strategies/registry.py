@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from fedchain.errors import ConfigError
 from fedchain.plan import Robust, StrategySpec, TrainingPlan
+from fedchain.privacy import dp_params
 
 from fedchain.coordinator.strategies.base import Strategy
+from fedchain.coordinator.strategies.dpserver import ServerSideDP
 from fedchain.coordinator.strategies.fedadam import FedAdam
 from fedchain.coordinator.strategies.fedavg import FedAvg
 from fedchain.coordinator.strategies.fedprox import FedProx
@@ -54,6 +56,13 @@ def wrap_robust(strategy: Strategy, robust: Robust) -> Strategy:
     return strategy
 
 
-def for_plan(plan: TrainingPlan) -> Strategy:
-    """The strategy a plan asks for, inside its ``[robust]`` defences (fresh server state)."""
-    return wrap_robust(from_spec(plan.strategy, min_participants=plan.min_participants), plan.robust)
+def for_plan(plan: TrainingPlan, *, dp_noise: bool = True) -> Strategy:
+    """The strategy a plan asks for, inside its ``[robust]`` defences and, with ``[privacy] mode =
+    "server"``, server-side DP (outermost; ``dp_noise=False``: the clean clipped average, the audit's
+    reference) - with fresh server state."""
+    strategy = wrap_robust(from_spec(plan.strategy, min_participants=plan.min_participants), plan.robust)
+    if plan.privacy.mode == "server":
+        dp = dp_params(plan, 1)  # server mode: one step per round at rate 1, whatever the rows
+        strategy = ServerSideDP(strategy, clipping_norm=dp.clipping_norm, noise_multiplier=dp.noise_multiplier,
+                                add_noise=dp_noise)
+    return strategy

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from rich.table import Table
 from fedchain.cli.attacks import ATTACKS, Attack
 from fedchain.cli.common import console
 from fedchain.cli.robustness import rule_plan_tables
+from fedchain.cli.dpbench import federated_run, without_privacy
 from fedchain.cli.simulation import Simulation
 from fedchain.contracts.bindings import Policy, Vote
 from fedchain.coordinator.audit import export_trail
@@ -52,6 +53,7 @@ from fedchain.node.train import evaluate
 from fedchain.plan import AGGREGATION_MODES
 from fedchain.sample_data import demo_plan
 from fedchain.serialize import bytes_to_state_dict
+from fedchain.usecases import privacy as uc_privacy
 
 #: The demo's range of hospitals (the fourth sits out by policy; 50 keeps a run within minutes).
 MIN_HOSPITALS, MAX_HOSPITALS = 4, 50
@@ -87,26 +89,34 @@ class DemoResult:
     clean: "DemoResult | None" = None  # the same run without attackers (with --attackers)
     mode: str = "plain"
     replay: list[str] = field(default_factory=list)  # each round's replay verdict (with report=True)
+    dp: dict | None = None  # with --dp: mode, epsilon, the non-private accuracy and each dataset's budget
 
 
-def _policies(names: list[str], proposer_address: str) -> dict[str, Policy]:
+def _policies(names: list[str], proposer_address: str, dp: float | None = None) -> dict[str, Policy]:
     """Different access policies; the fourth hospital's excludes the demo's purpose.
 
-    Hospitals beyond the fourth (``--hospitals``) admit any approved proposal.
+    Hospitals beyond the fourth (``--hospitals``) admit any approved proposal. With ``dp`` every
+    dataset has a privacy budget of ``dp`` (the plan spends at most that over the run), except the
+    third hospital's, which is half of it: its node refuses once a round would exceed it.
     """
     one_year = int(time.time()) + 365 * 24 * 3600
     first = [
         Policy(purposes=("diagnosis", "research"), any_approved_proposal=True),
         Policy(any_approved_proposal=True, requesters=(proposer_address,)),
-        Policy(purposes=("diagnosis",), proposal_ids=(1,), expiry=one_year, max_epsilon_milli=8000),
+        Policy(purposes=("diagnosis",), proposal_ids=(1,), expiry=one_year),
         Policy(purposes=("research",), any_approved_proposal=True),
     ]
-    return {h: (first[i] if i < len(first) else Policy.open()) for i, h in enumerate(names)}
+    out = {h: (first[i] if i < len(first) else Policy.open()) for i, h in enumerate(names)}
+    if dp is not None:
+        milli = max(1, round(dp * 1000))
+        out = {h: replace(p, max_epsilon_milli=milli // 2 if i == 2 else milli) for i, (h, p) in enumerate(out.items())}
+    return out
 
 
 def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: bool = False,
              hospitals: int | None = None, report: bool = True, *, attackers: int = 0, attack: str = "sign-flip",
-             strategy: str | None = None, mode: str = "plain") -> DemoResult:
+             strategy: str | None = None, mode: str = "plain", dp: float | None = None,
+             dp_mode: str = "client") -> DemoResult:
     """Run the demo end to end and return its measurements (also written to the run folder).
 
     ``hospitals`` in 4..MAX_HOSPITALS (default 4, or 7 with attackers): the
@@ -120,7 +130,19 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     ``attack``; the same demo then runs again without attackers (into
     ``<run>/clean``) and both accuracies are printed side by side with what the
     rule excluded each round.
+
+    ``dp``: train with differential privacy (``dp_mode``: client, dpsgd or server)
+    at a target ε of ``dp`` per dataset over the run; every dataset gets that budget
+    on chain (the third hospital half of it, so it is refused part-way), and the
+    summary sets the accuracy next to the same plan without privacy (trained off
+    chain) and the ε each dataset spent.
     """
+    if dp is not None and not (dp > 0 and dp <= 1000):
+        raise ConfigError(f"--dp must be an epsilon in (0, 1000], not {dp}")
+    if dp_mode not in ("client", "dpsgd", "server"):
+        raise ConfigError(f"--dp-mode must be client, dpsgd or server, not {dp_mode!r}")
+    if dp is not None and (attackers or mode != "plain"):
+        raise ConfigError("--dp runs with mode plain and no attackers (one comparison at a time)")
     if hospitals is None:
         hospitals = 7 if attackers else MIN_HOSPITALS
     if attack not in ATTACKS:
@@ -163,11 +185,13 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         + ", ".join(f"{k} {v[:10]}…" for k, v in sim.deployment.addresses.items()))
 
     # --- datasets with policies ------------------------------------------------------
-    policies = _policies(names, sim.members[0].address)
+    policies = _policies(names, sim.members[0].address, dp)
     sim.register_datasets(policies)
     for name in names:
         pol = policies[name]
-        say(f"  {name}: {sim.datasets[name].n_rows} rows registered; purposes {', '.join(pol.purposes) or 'any'}")
+        budget = f"; privacy budget ε {pol.max_epsilon_milli / 1000:g}" if pol.max_epsilon_milli else ""
+        say(f"  {name}: {sim.datasets[name].n_rows} rows registered; purposes {', '.join(pol.purposes) or 'any'}"
+            f"{budget}")
 
     # --- proposal and vote --------------------------------------------------------------
     rule = strategy or "fedavg"
@@ -180,8 +204,12 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         plan = sim.he_plan(base, rounds=rounds, min_participants=2)
         say(f"mode he: nodes encrypt under the auditor's CKKS context {plan.he.context_cid[:12]}…; the auditor "
             "decrypts only the aggregate (DEV: in this process)")
-    else:
+    elif dp is None:
         plan = sim.plan(base, rounds=rounds, **(rule_plan_tables(rule, hospitals - 1) if strategy else {}))
+    else:  # a hospital may run out of budget part-way: two participants are enough to close a round
+        plan = sim.plan(base, rounds=rounds, min_participants=2, privacy={"mode": dp_mode, "epsilon": dp},
+                        **(rule_plan_tables(rule, hospitals - 1) if strategy else {}))
+        say(f"differential privacy: {dp_mode}, at most ε {dp:g} per dataset over the run (δ {plan.privacy.delta:g})")
     votes = {names[2]: Vote.NO, sim.ops.name: Vote.ABSTAIN}  # everyone else votes yes
     pid = sim.approve(plan, votes=votes)
     result.proposal_id = pid
@@ -224,13 +252,21 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
                            for d in done.result.decisions if d.action != "trimmed"],
             ))
             progress.update(task, advance=1, description=f"round {r}: test accuracy {test_acc:.3f}")
+            for name, why in done.refused.items():
+                if name not in result.excluded:
+                    say(f"  [yellow]round {r}: {name} refused:[/] {why}")
     result.governance_gas = dict(sim.gas)
 
     # --- pooled baseline, summary, audit trail ----------------------------------------------
     participating = [h for h in sim.data.hospitals if h.name not in result.excluded]
-    result.pooled_accuracy = train_pooled(plan, participating, sim.data.test)["accuracy"]
+    result.pooled_accuracy = train_pooled(without_privacy(plan), participating, sim.data.test)["accuracy"]
     result.federated_accuracy = result.rounds[-1].test_accuracy
     fed = sim.fed()
+    if dp is not None:
+        reference = federated_run(without_privacy(plan), participating, sim.data.test)
+        result.dp = {"mode": dp_mode, "epsilon": dp, "delta": plan.privacy.delta,
+                     "non_private_accuracy": reference["accuracy"],
+                     "budgets": [uc_privacy.budget(fed, name).to_dict() for name in names]}
     end = sim.chain.block_number
     (run_dir / "trail.jsonl").unlink(missing_ok=True)  # a fresh chain: never append to an earlier run's trail
     export_trail(fed, sim.store, run_dir / "trail.jsonl", to_block=end)
@@ -289,6 +325,7 @@ def _write_summary(result: DemoResult, plan_cid: str) -> None:
         "pooled_test_accuracy": result.pooled_accuracy,
         "federated_test_accuracy": result.federated_accuracy,
         "governance_gas": result.governance_gas,
+        "differential_privacy": result.dp,
         "seconds": round(result.seconds, 2),
         "strategy": result.strategy,
         "attack": result.attack,
@@ -305,6 +342,22 @@ def _write_summary(result: DemoResult, plan_cid: str) -> None:
         ],
     }
     (result.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _print_privacy(result: DemoResult) -> None:
+    dp = result.dp
+    diff = (result.federated_accuracy - dp["non_private_accuracy"]) * 100
+    console.print(f"differential privacy ({dp['mode']}, target ε {dp['epsilon']:g}, δ {dp['delta']:g}): test accuracy "
+                  f"[bold]{result.federated_accuracy:.3f}[/] vs [bold]{dp['non_private_accuracy']:.3f}[/] for the same "
+                  f"plan without privacy (off chain) ({diff:+.1f} points)")
+    t = Table(title="privacy budget per dataset (from the chain)")
+    for col in ("dataset", "budget ε", "spent ε", "left ε", "rounds charged"):
+        t.add_column(col)
+    for b in dp["budgets"]:
+        rounds = sum(len(p["rounds"]) for p in b["proposals"])
+        t.add_row(b["dataset"], f"{b['allowed']:g}" if b["allowed"] is not None else "none", f"{b['spent']:.4f}",
+                  f"{b['left']:.4f}" if b["left"] is not None else "-", str(rounds))
+    console.print(t)
 
 
 def _print_summary(result: DemoResult, names, members) -> None:
@@ -328,6 +381,8 @@ def _print_summary(result: DemoResult, names, members) -> None:
         f"[bold]{result.pooled_accuracy:.3f}[/] ({diff:+.1f} points); "
         f"sat out: {', '.join(result.excluded) or 'nobody'}"
     )
+    if result.dp is not None:
+        _print_privacy(result)
     console.print(f"done in {result.seconds:.1f} s — artifacts in [cyan]{result.run_dir}[/] "
                   f"(summary.json, trail.jsonl, report.html, store/)")
     console.print(f"the chain ended at block {result.checkpoint[0]}, hash {result.checkpoint[1]}")

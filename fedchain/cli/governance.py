@@ -41,6 +41,7 @@ from fedchain.identity import DEV_PRIVATE_KEYS, dev_identity, read_public, requi
 from fedchain.modelcard import SCORE_MEANING
 from fedchain.models import initial_state
 from fedchain.node.commit import commit_update, precheck_commit, recipients_for
+from fedchain.usecases.privacy import budget as privacy_budget, expected_spend
 from fedchain.node.dataset import load_dataset
 from fedchain.plan import load_plan
 from fedchain.schema import load_schema
@@ -467,7 +468,7 @@ ExpiresOpt = Annotated[
     typer.Option("--expires", help="Policy expiry: ISO date (00:00 UTC) or date-time (UTC if no zone); 'never' for none."),
 ]
 EpsilonOpt = Annotated[
-    Optional[float], typer.Option("--epsilon", help="Max differential-privacy budget ε (stored on chain; 0 = unset).")
+    Optional[float], typer.Option("--epsilon", help="Max differential-privacy budget ε (enforced on chain: no commitment may take the spend above it; 0 = no budget).")
 ]
 
 
@@ -678,6 +679,35 @@ def dataset_show(
     console.print(t)
 
 
+@dataset_app.command("budget")
+@friendly
+def dataset_budget(
+    name: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the budget as JSON.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """A dataset's differential-privacy budget: allowed, spent (per proposal and round) and left, from the chain."""
+    s = _session(home)
+    _require_dataset(s.fed, name)
+    b = privacy_budget(s.fed, name)
+    if as_json:
+        typer.echo(json.dumps(b.to_dict(), indent=2))
+        return
+    d = b.to_dict()
+    t = Table(show_header=False, title=f"privacy budget of {escape(name)}")
+    t.add_row("allowed", f"ε {d['allowed']:g}" if d["allowed"] is not None else "no budget (any ε; non-private plans too)")
+    t.add_row("spent", f"ε {d['spent']:g} (the registry's ledger)")
+    t.add_row("left", f"ε {d['left']:g}" if d["left"] is not None else "-")
+    console.print(t)
+    if d["proposals"]:
+        per = Table("proposal", "round", "ε spent", "δ", title="spent per proposal and round (PrivacySpent events)")
+        for p in d["proposals"]:
+            for r, e in p["rounds"].items():
+                per.add_row(str(p["proposal"]), r, f"{e:g}", f"{p['delta']:g}")
+            per.add_row(str(p["proposal"]), "all", f"[bold]{p['spent']:g}[/]", "")
+        console.print(per)
+
+
 def _metadata(s, d) -> Optional[dict]:
     """The dataset's public metadata document, if the store has it (verified against the chain)."""
     try:
@@ -868,15 +898,18 @@ def round_commit(
     r = round_ if round_ is not None else fed.rounds.last_round(proposal)
     if r < 1:
         raise ConfigError(f"no round of proposal {proposal} has been opened yet")
-    if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
-        precheck_commit(fed, me, proposal, r, dataset)
     plan = _plan_of(s, p)
+    # the ε this round of the plan spends on the dataset (0 when the plan is not private)
+    eps, delta = expected_spend(plan, fed.read_model(), proposal, dataset, r, samples)
+    if not no_precheck:  # the contract's own checks, asked first so a refused update is never pinned
+        precheck_commit(fed, me, proposal, r, dataset, epsilon_micro=eps, delta_pico=delta)
     _check_update_matches(state, plan)
     key = _key_bytes(coordinator_key) if coordinator_key else _dev_coordinator_key(fed)
     recipients = recipients_for(fed, plan, key)
     with s.store() as store:
         done = commit_update(fed, store, me, plan, proposal_id=proposal, round_=r, dataset=dataset, payload=update,
-                             n_samples=samples, recipients=recipients, precheck=False)
+                             n_samples=samples, recipients=recipients, precheck=False, epsilon_micro=eps,
+                             delta_pico=delta)
     _tx_line(
         f"committed update {done.cid} ({samples} samples, dataset {escape(dataset)}) "
         f"to round {r} of proposal {proposal}", done.tx,

@@ -116,6 +116,12 @@ def demo(
         help="Aggregation rule: fedavg, median, trimmed_mean, krum, multikrum, normbound, foolsgold.")] = None,
     mode: Annotated[str, typer.Option(help="How updates reach the aggregate: plain, secagg (secure aggregation "
                                            "with on-chain phases) or he (CKKS homomorphic sum).")] = "plain",
+    dp: Annotated[Optional[float], typer.Option(
+        "--dp", metavar="EPSILON",
+        help="Train with differential privacy at this ε per dataset over the run; every dataset gets it as its "
+             "budget on chain (the third hospital half of it, to show the refusal).")] = None,
+    dp_mode: Annotated[str, typer.Option(help="With --dp: client (clip + noise at each node), dpsgd (Opacus) "
+                                              "or server (the coordinator noises the aggregate).")] = "client",
 ) -> None:
     """Hospitals train one model on the embedded chain + store; prints a summary and writes an audit report.
 
@@ -123,4 +129,4 @@ def demo(
     accuracy are printed side by side with who the rule excluded each round."""
 
     run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals, attackers=attackers, attack=attack,
-             strategy=strategy, mode=mode)
+             strategy=strategy, mode=mode, dp=dp, dp_mode=dp_mode)

@@ -22,15 +22,19 @@ tests call these; none of them repeats the steps.
 * :mod:`~fedchain.usecases.releases` — release a model by vote under its card
   (``propose``, ``vote``, ``finalize``, ``cancel``, ``released_record``) and mark the
   models of a revoked dataset's lineage (``mark_withdrawn``).
+* :mod:`~fedchain.usecases.privacy` — the ε ledger: what a round of a DP plan spends
+  (``expected_spend``), whether a budget takes it (``check_budget``), whether a commitment
+  states it (``privacy_mismatch``), a dataset's ``budget`` (allowed, spent, left).
 
 The hospital node's and the coordinator's own use cases (train-seal-pin-commit an
 update; collect-verify-aggregate-close a round) live with those roles, on top of
 this layer (:mod:`fedchain.node.commit`, :mod:`fedchain.coordinator.runner`).
 """
 
-from fedchain.usecases import admission, datasets, members, models, preflight, proposals, refusals, releases
+from fedchain.usecases import (admission, datasets, members, models, preflight, privacy, proposals, refusals,
+                               releases)
 from fedchain.usecases.admission import AdmissionCheck
 from fedchain.usecases.refusals import Refused, phrase, sentence
 
-__all__ = ["AdmissionCheck", "Refused", "admission", "datasets", "members", "models", "phrase", "preflight", "proposals",
-           "refusals", "releases", "sentence"]
+__all__ = ["AdmissionCheck", "Refused", "admission", "datasets", "members", "models", "phrase", "preflight", "privacy",
+           "proposals", "refusals", "releases", "sentence"]

@@ -45,6 +45,8 @@ class Registry(Protocol):
 
     def admits(self, dataset: str | bytes, proposal_id: int) -> Admission: ...
 
+    def privacy_budget(self, dataset: str | bytes) -> tuple[int, int]: ...
+
     def register_dataset(
         self,
         name: str,
@@ -107,7 +109,8 @@ class Rounds(Protocol):
     def commitment_of(self, proposal_id: int, round: int, address: str) -> bytes | None: ...
 
     def commit_update(
-        self, proposal_id: int, round: int, dataset: str | bytes, cid: str, sha256: bytes | str, sample_count: int
+        self, proposal_id: int, round: int, dataset: str | bytes, cid: str, sha256: bytes | str, sample_count: int,
+        epsilon_micro: int = 0, delta_pico: int = 0,
     ) -> TxResult: ...
 
 

@@ -31,6 +31,8 @@ _CONTRACT_ERRORS: dict[str, str] = {
     "DEADLINE_PASSED": "RoundsDeadlinePassed",
     "ALREADY_COMMITTED": "RoundsAlreadyCommitted",
     "TOO_MANY_SAMPLES": "RoundsSampleCountTooHigh",
+    "PRIVACY_BUDGET_EXCEEDED": "RoundsPrivacyBudgetExceeded",
+    "INVALID_DELTA": "RoundsInvalidDelta",
 }
 
 

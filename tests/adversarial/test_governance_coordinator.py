@@ -242,7 +242,7 @@ def test_cid_check_matches_its_reference(cid_probe, data):
         st.just("Qm" + "1" * 44),
     ))
     text = _mutated(text, data)
-    fn = fc.rounds.contract.functions.commitUpdate(pid, 1, dataset_id("cid-probe"), text, sha("u"), 1)
+    fn = fc.rounds.contract.functions.commitUpdate(pid, 1, dataset_id("cid-probe"), text, sha("u"), 1, 0, 0)
     try:
         fn.call({"from": a.address})
         accepted = True

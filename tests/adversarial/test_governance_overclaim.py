@@ -75,7 +75,8 @@ def test_row_count_cannot_be_raised_after_the_vote(system):
     s.register(s.A, "ds-a", rows=10)
     writers = sorted(i["name"] for i in s.fc.registry.contract.abi
                      if i["type"] == "function" and i.get("stateMutability") not in ("view", "pure"))
-    assert writers == ["registerDataset", "revokeDataset", "setPolicy"]  # no setter for the row count
+    # no setter for the row count (spendPrivacy writes only the ε ledger, and only Rounds may call it)
+    assert writers == ["registerDataset", "revokeDataset", "setPolicy", "spendPrivacy"]
     with reverts("DatasetRegistryAlreadyRegistered"):
         s.register(s.A, "ds-a", rows=10**9)
 
