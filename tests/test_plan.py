@@ -134,7 +134,7 @@ def test_sha256_is_pinned():
         b'"privacy":{"accountant":"rdp","clipping_norm":1,"delta":0.00001,"epsilon":null,"mode":"none",'
         b'"noise_multiplier":null},"purpose":"diagnosis",'
         b'"robust":{"foolsgold":false,"max_weight_share":null,"norm_bound":null},"round_deadline_blocks":10,'
-        b'"rounds":3,"seed":1,"strategy":{"name":"fedavg"},"validation_fraction":0.2,"version":4}'
+        b'"rounds":3,"seed":1,"strategy":{"name":"fedavg"},"validation_fraction":0.2,"version":5}'
     )
     assert plan.sha256 == "0x" + hashlib.sha256(plan.to_canonical_bytes()).hexdigest()
 

@@ -19,7 +19,9 @@ def _problems(d: dict) -> dict[str, str]:
 
 def test_plain_plan_bytes_do_not_mention_modes_and_other_modes_do():
     plain = plan_from_dict(base_dict())
-    assert plain.mode == "plain" and b'"mode"' not in plain.to_canonical_bytes()
+    raw_plain = plain.to_canonical_bytes()
+    assert plain.mode == "plain" and b'"mode":"plain"' not in raw_plain  # ("mode" of [privacy] is another key)
+    assert b'"secagg"' not in raw_plain and b'"he"' not in raw_plain
     he = plan_from_dict(dict(base_dict(), mode="he", he=HE))
     raw = he.to_canonical_bytes()
     assert b'"mode":"he"' in raw and he.sha256 != plain.sha256
