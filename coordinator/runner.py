@@ -599,7 +599,24 @@ MOVED_ON = frozenset({
     "RoundsOutOfOrder", "RoundsPreviousRoundOpen", "RoundsNotOpen", "RoundsNotClosed",
     "RoundsGlobalMetricAlreadyRecorded", "RoundsBeyondPlan", "RoundsEnoughParticipants", "RoundsDeadlineNotReached",
     "StatisticsAlreadyPublished", "StatisticsTrainingStarted",
+    "SecureRoundsAlreadyStarted", "SecureRoundsNotRunning", "SecureRoundsRoundNotOpen",
 })
+
+
+def session_verdict(rec, next_block: int) -> str:
+    """What ``SecureRounds.conclude`` would decide for a running session in ``next_block``:
+    ``"failed"``, ``"completed"`` or ``"undecided"`` (the contract's rule, from the read model's record)."""
+    p = rec.phase_blocks
+    ended = 0 if next_block <= rec.start_block else (next_block - rec.start_block - 1) // p
+    adv, shared, masked, unmasked = (len(rec.messages[0]), len(rec.messages[1]), len(rec.masked),
+                                     len(rec.messages[3]))
+    t = rec.threshold
+    if (ended >= 1 and adv < t) or (ended >= 2 and shared < t) or (ended >= 3 and masked < t) \
+            or (ended >= 4 and unmasked < t):
+        return "failed"
+    if ended >= 4 or (ended == 3 and unmasked == masked):
+        return "completed"
+    return "undecided"
 
 
 class CoordinatorService:
@@ -633,6 +650,7 @@ class CoordinatorService:
         self._expected: dict[tuple[int, int], int] = {}
         self._tried_close: dict[tuple[int, int], int] = {}  # commitments seen at a close that fell short
         self._basis: dict[int, frozenset[int]] = {}  # closed rounds our in-memory aggregation state reflects
+        self._unmask_failed: dict[tuple[int, int], str] = {}  # secure rounds whose sum could not be unmasked
         self._said: set[tuple] = set()
 
     def _once(self, key: tuple, msg: str, level: int = logging.INFO, **fields) -> None:
@@ -718,6 +736,9 @@ class CoordinatorService:
             return False
         r, ph = last.round, progress.phase(last)
         key = (pid, r)
+        if ph == "open" and self.c.plan(pid).mode == "secagg":
+            self._step_secagg(pid, r, last, head, rm)
+            return False
         if ph == "open":
             n = len(last.commits)
             past = head > last.deadline
@@ -770,6 +791,89 @@ class CoordinatorService:
             self._attempt(pid, r + 1, "open", lambda: self.c.open_round(pid, r + 1))
             return False
         return True
+
+    def _step_secagg(self, pid: int, r: int, last, head: int, rm) -> None:
+        """An open round of a ``secagg`` plan, decided from the chain alone (so a restart resumes it):
+
+        * no session on chain yet: start it (once: the contract refuses a second start, and a
+          session found on chain after a restart is never started again); if the phases would no
+          longer fit before the round's deadline, the round is left to fail at its deadline;
+        * session running: wait until the contract's rule decides it (:func:`session_verdict`);
+          a session that cannot complete any more (too few members in a phase) is concluded Failed;
+        * session Completed (or completing): close - unmask the sum from the messages the chain
+          names, publish, close - as soon as the Rounds contract allows (every target committed,
+          else after the deadline);
+        * session Failed, or the sum cannot be unmasked: nothing is published; the round is
+          failed after its deadline.
+        """
+        key = (pid, r)
+        rec = rm.secure.get(key)
+        past = head > last.deadline
+        if rec is None:
+            if past:
+                self._fail_secagg(pid, r, "no secure-aggregation session was started")
+                return
+            blocks = self.c.phase_blocks(pid)
+            if head + 1 + 3 * blocks > last.deadline:  # the contract would refuse: the phases no longer fit
+                self._once(("late-start", pid, r), f"round {r} of proposal {pid}: too late to start its "
+                           f"secure-aggregation session (its phases end after the deadline, block "
+                           f"{last.deadline}); the round fails at the deadline", level=logging.WARNING,
+                           proposal=pid, round=r)
+                return
+            lifecycle.set_activity(f"starting the secure session of round {r} of proposal {pid}")
+            self._attempt(pid, r, "start the secure-aggregation session of", lambda: self.c.secagg_start(pid, r))
+            return
+        verdict = {"COMPLETED": "completed", "FAILED": "failed"}.get(rec.stage) or session_verdict(rec, head + 1)
+        if verdict == "undecided":
+            return
+        if verdict == "failed" or key in self._unmask_failed:
+            if rec.stage == "RUNNING":
+                lifecycle.set_activity(f"concluding the secure session of round {r} of proposal {pid}")
+                self._attempt(pid, r, "conclude the secure-aggregation session of",
+                              lambda: self.c.fed.secure.conclude(pid, r))
+            self._fail_secagg(pid, r, self._unmask_failed.get(key) or "the secure-aggregation session failed "
+                              f"(keys {len(rec.messages[0])}, shares {len(rec.messages[1])}, masked inputs "
+                              f"{len(rec.masked)}, unmasking {len(rec.messages[3])}; threshold {rec.threshold})",
+                              past=past)
+            return
+        if len(last.commits) < max(self.expected(pid, r), 1) and not past:
+            self._once(("secagg-wait", pid, r), f"round {r} of proposal {pid}: the secure-aggregation session "
+                       f"completed with {len(rec.masked)} masked input(s); {len(last.commits)} of "
+                       f"{self.expected(pid, r)} targets committed, so the round closes at its deadline "
+                       f"(block {last.deadline})", proposal=pid, round=r)
+            return
+        lifecycle.set_activity(f"closing round {r} of proposal {pid}")
+        self.c.strategy(pid)
+        if self.c.fed.rounds.round_info(pid, r).phase.name != "OPEN":
+            self.c.log(f"did not close round {r} of proposal {pid}: it is no longer open (another coordinator "
+                       "was first)", level=logging.WARNING, proposal=pid, round=r)
+            self.c.forget(pid)
+            return
+        try:
+            res = self._attempt(pid, r, "close", lambda: self.c.close_round(pid, r))
+        except secagg_round.SecAggRoundError as exc:  # a member's message does not decode or check
+            self._unmask_failed[key] = f"the sum cannot be unmasked: {exc}"
+            self.c.log(f"round {r} of proposal {pid}: {self._unmask_failed[key]}; nothing is published, the "
+                       "round fails at its deadline", level=logging.WARNING, proposal=pid, round=r)
+            return
+        if res is None:
+            return
+        self.results[key] = res
+        if res.closed:
+            self._basis[pid] = self._basis.get(pid, frozenset()) | {r}
+        elif "not decided" not in res.reason:  # concluded Failed after all: fail at the deadline
+            self._fail_secagg(pid, r, res.reason, past=past)
+
+    def _fail_secagg(self, pid: int, r: int, why: str, *, past: bool = True) -> None:
+        """Fail a secure round whose session cannot give a sum (after its deadline; nothing is published)."""
+        if not past:
+            self._once(("secagg-failed", pid, r), f"round {r} of proposal {pid} cannot close: {why}; nothing is "
+                       "published, the round fails at its deadline", level=logging.WARNING, proposal=pid, round=r)
+            return
+        lifecycle.set_activity(f"failing round {r} of proposal {pid}")
+        if self._attempt(pid, r, "fail", lambda: self.c.fail_round(pid, r)) is not None:
+            self.c.log(f"round {r} of proposal {pid} failed: {why}; nothing was published", level=logging.WARNING,
+                       proposal=pid, round=r)
 
     def serve(self, proposal: int | Sequence[int] | None = None, *, exit_when_done: bool = True,
               timeout: float | None = None) -> None:

@@ -440,7 +440,10 @@ def metric_to_ppm(value: float) -> int:
 MOVED_ON = frozenset({
     "RoundsNotOpen", "RoundsDeadlinePassed", "RoundsAlreadyCommitted", "RoundsNotClosed", "RoundsAlreadyEvaluated",
     "StatisticsAlreadyCommitted", "StatisticsAlreadyPublished", "StatisticsTrainingStarted",
+    "SecureRoundsNotRunning", "SecureRoundsOutsidePhase", "SecureRoundsNotEligible",
 })
+
+SECAGG_PHASES = ("advertise keys", "share keys", "train, mask and commit", "unmask")
 
 
 class NodeService:
@@ -469,6 +472,7 @@ class NodeService:
         self.outcomes: list[RoundOutcome] = []
         self._said: set[tuple] = set()
         self._dataset_hex: str | None = None
+        self._jobs: dict[tuple[int, int], TrainingJob] = {}  # secure rounds: prepared at advertising, trained to mask
 
     # -- helpers -----------------------------------------------------------------
 
@@ -541,7 +545,10 @@ class NodeService:
                 continue
             committed = any(c.member == me for c in rr.commits)
             ph = progress.phase(rr)
-            if ph == "open" and not committed:
+            if ph == "open" and self.node.signed_plan(pid).mode == "secagg":
+                if self._step_secagg(pid, r, rr, head, committed) is False:
+                    return True  # refused: nothing more for this proposal
+            elif ph == "open" and not committed:
                 if head > rr.deadline:
                     self._once(("late", pid, r), "round %d of proposal %d passed its deadline (block %d) "
                                "before this node committed", r, pid, rr.deadline, proposal=pid, round=r)
@@ -559,6 +566,98 @@ class NodeService:
                 self._guard(pid, r, "evaluation", lambda: self.node.evaluate_and_submit(pid, r))
         lifecycle.set_activity("waiting for the chain")
         return last.round >= total and progress.phase(last) != "open"
+
+    def _step_secagg(self, pid: int, r: int, rr, head: int, committed: bool) -> bool | None:
+        """An open round of a ``secagg`` plan: the SecureRounds phase that is due now, if this member has not
+        done it (the chain's phase byte for this member says which it did). False: refused (sits out the plan).
+
+        The round's secrets (key-agreement and mask keys) live only in this process's memory
+        (:attr:`HospitalNode._secagg`); a node restarted after advertising keys cannot share, mask or
+        unmask in that round. It then sits the round out - the protocol treats it as a dropout (its
+        masked input, if it committed one, is unmasked from the others' shares, its own keys are
+        never re-sent, nothing is committed twice) - and takes part again from the next round on.
+        One exception needs no secret: a masked input committed in Rounds but not yet marked (the
+        process died between the two transactions) is marked from its on-chain commitment.
+        """
+        node, fed = self.node, self.node.fed
+        rec = fed.read_model().secure.get((pid, r))
+        if rec is None:
+            if head > rr.deadline:
+                self._once(("late", pid, r), "round %d of proposal %d passed its deadline (block %d) before its "
+                           "secure-aggregation session started", r, pid, rr.deadline, proposal=pid, round=r)
+            else:
+                self._once(("secagg-wait", pid, r), "round %d of proposal %d: waiting for the coordinator to start "
+                           "its secure-aggregation session", r, pid, proposal=pid, round=r)
+            return None
+        if rec.stage != "RUNNING":
+            return None
+        bits = fed.secure.phases(pid, r, node.identity.address)
+        k = 0
+        while k < 4 and bits & (1 << k):
+            k += 1
+        if k == 4:
+            return None  # every phase done
+        p = rec.phase_blocks
+        first = rec.start_block + k * p + 1
+        last = first + p - 1
+        nxt = head + 1  # the block our transaction lands in, at the earliest
+        if nxt > last:
+            if k == 0:
+                self._once(("secagg-missed", pid, r), "round %d of proposal %d: the window to advertise keys "
+                           "closed (block %d) before this node did; sitting this round out", r, pid, last,
+                           level=logging.WARNING, proposal=pid, round=r)
+            elif (pid, r) in node._secagg:
+                self._once(("secagg-missed", pid, r, k), "round %d of proposal %d: the window to %s closed (block "
+                           "%d) before this node did; the protocol counts it as a dropout from here on", r, pid,
+                           SECAGG_PHASES[k], last, level=logging.WARNING, proposal=pid, round=r)
+            return None
+        if nxt < first:
+            return None  # the phase's window has not opened yet
+        if k == 2 and committed:  # committed in Rounds but not marked (a restart between the two transactions)
+            c = next(c for c in rr.commits if c.member == node.identity.address.lower())
+            lifecycle.set_activity(f"marking the masked input of round {r} of proposal {pid}")
+            tx = self._guard(pid, r, "marking the masked input", lambda: fed.secure.mark_masked(
+                pid, r, node.dataset_name, c.cid, c.sha256, c.n_samples))
+            if tx is not None:
+                node.log(f"marked the masked input committed earlier in round {r} of proposal {pid} ({c.cid})",
+                         proposal=pid, round=r, cid=c.cid)
+            return None
+        if k > 0 and (pid, r) not in node._secagg:
+            self._once(("secagg-lost", pid, r), "round %d of proposal %d: this node advertised keys for the round "
+                       "in an earlier process and its secrets for it are gone (they are never written to disk), so "
+                       "it cannot %s; sitting this round out (the others unmask without it; nothing is sent "
+                       "twice) and taking part again from the next round", r, pid, SECAGG_PHASES[k],
+                       level=logging.WARNING, proposal=pid, round=r)
+            return None
+        lifecycle.set_activity(f"secure round {r} of proposal {pid}: {SECAGG_PHASES[k]}")
+        if k == 0:
+            job = node.prepare(pid, r)  # admission, plan, model size, privacy budget: refused before any key
+            if isinstance(job, RoundOutcome):
+                self.outcomes.append(job)
+                self.refused[pid] = job.reason
+                return False
+            self._jobs[(pid, r)] = job
+            if self._guard(pid, r, "advertising keys", lambda: node.secagg_advertise(pid, r)) is not None:
+                node.log(f"advertised keys for round {r} of proposal {pid}", proposal=pid, round=r)
+        elif k == 1:
+            if self._guard(pid, r, "sharing keys", lambda: node.secagg_share(pid, r)) is not None:
+                node.log(f"shared keys for round {r} of proposal {pid}", proposal=pid, round=r)
+        elif k == 2:
+            job = self._jobs.get((pid, r)) or node.prepare(pid, r)
+            if isinstance(job, RoundOutcome):
+                self.outcomes.append(job)
+                self.refused[pid] = job.reason
+                return False
+            out = self._guard(pid, r, "the masked input", lambda: node.secagg_mask(job, job.train()))
+            if out is not None:
+                self.outcomes.append(out)
+                self._jobs.pop((pid, r), None)
+                node.log(f"committed the masked input of round {r} of proposal {pid}: {out.cid} "
+                         f"({out.n_samples} samples)", proposal=pid, round=r, cid=out.cid, samples=out.n_samples)
+        else:
+            if self._guard(pid, r, "unmasking", lambda: node.secagg_unmask(pid, r)) is not None:
+                node.log(f"sent the unmasking shares of round {r} of proposal {pid}", proposal=pid, round=r)
+        return None
 
     def _guard(self, pid: int, r: int, what: str, fn):
         """Run one step; a refusal because the chain moved on is logged and dropped."""

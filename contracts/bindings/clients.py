@@ -588,6 +588,10 @@ class SecureRoundsClient(_Client):
                            int(s.advertised), int(s.shared), int(s.masked), int(s.unmasked), SessionStage(s.stage),
                            bytes(s.seed))
 
+    def phases(self, proposal_id: int, round: int, member: str) -> int:
+        """The phases ``member`` took part in, one bit each (bit 0 keys, 1 shares, 2 masked input, 3 unmasking)."""
+        return int(self.call("phasesOf", int(proposal_id), int(round), addr(member)))
+
     def record(self, proposal_id: int, round: int):
         """The session's messages as the events recorded them (``SecureSessionRecord`` or None)."""
         return self.fed.read_model().secure.get((int(proposal_id), int(round)))
