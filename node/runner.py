@@ -589,8 +589,6 @@ class NodeService:
                 self._once(("secagg-wait", pid, r), "round %d of proposal %d: waiting for the coordinator to start "
                            "its secure-aggregation session", r, pid, proposal=pid, round=r)
             return None
-        if rec.stage != "RUNNING":
-            return None
         bits = fed.secure.phases(pid, r, node.identity.address)
         k = 0
         while k < 4 and bits & (1 << k):
@@ -601,19 +599,29 @@ class NodeService:
         first = rec.start_block + k * p + 1
         last = first + p - 1
         nxt = head + 1  # the block our transaction lands in, at the earliest
+        markable = k == 2 and committed and rec.stage == "RUNNING" and first <= nxt <= last
+        if k > 0 and (pid, r) not in node._secagg and not markable:
+            self._once(("secagg-lost", pid, r), "round %d of proposal %d: this node advertised keys for the round "
+                       "in an earlier process and its secrets for it are gone (they are never written to disk), so "
+                       "it cannot %s; sitting this round out (the others unmask without it; nothing is sent "
+                       "twice) and taking part again from the next round", r, pid, SECAGG_PHASES[k],
+                       level=logging.WARNING, proposal=pid, round=r)
+            return None
+        if rec.stage != "RUNNING":
+            return None
         if nxt > last:
             if k == 0:
                 self._once(("secagg-missed", pid, r), "round %d of proposal %d: the window to advertise keys "
                            "closed (block %d) before this node did; sitting this round out", r, pid, last,
                            level=logging.WARNING, proposal=pid, round=r)
-            elif (pid, r) in node._secagg:
+            else:
                 self._once(("secagg-missed", pid, r, k), "round %d of proposal %d: the window to %s closed (block "
                            "%d) before this node did; the protocol counts it as a dropout from here on", r, pid,
                            SECAGG_PHASES[k], last, level=logging.WARNING, proposal=pid, round=r)
             return None
         if nxt < first:
             return None  # the phase's window has not opened yet
-        if k == 2 and committed:  # committed in Rounds but not marked (a restart between the two transactions)
+        if markable:  # committed in Rounds but not marked (a restart between the two transactions)
             c = next(c for c in rr.commits if c.member == node.identity.address.lower())
             lifecycle.set_activity(f"marking the masked input of round {r} of proposal {pid}")
             tx = self._guard(pid, r, "marking the masked input", lambda: fed.secure.mark_masked(
@@ -621,13 +629,6 @@ class NodeService:
             if tx is not None:
                 node.log(f"marked the masked input committed earlier in round {r} of proposal {pid} ({c.cid})",
                          proposal=pid, round=r, cid=c.cid)
-            return None
-        if k > 0 and (pid, r) not in node._secagg:
-            self._once(("secagg-lost", pid, r), "round %d of proposal %d: this node advertised keys for the round "
-                       "in an earlier process and its secrets for it are gone (they are never written to disk), so "
-                       "it cannot %s; sitting this round out (the others unmask without it; nothing is sent "
-                       "twice) and taking part again from the next round", r, pid, SECAGG_PHASES[k],
-                       level=logging.WARNING, proposal=pid, round=r)
             return None
         lifecycle.set_activity(f"secure round {r} of proposal {pid}: {SECAGG_PHASES[k]}")
         if k == 0:

@@ -98,6 +98,9 @@ class LocalNetwork:
     #: Extra TOML appended to every role config (e.g. a shorter ``[retry]`` for tests).
     role_config_extra: str = ""
     sim: Simulation | None = None
+    #: The plan's ``[secagg]`` table (``max_dropouts``, ``phase_blocks``): the proposal runs ``mode = "secagg"``,
+    #: with a round deadline just after its four phases and ``min_participants`` at the session's threshold.
+    secagg: dict | None = None
 
     def __enter__(self) -> "LocalNetwork":
         return self
@@ -146,8 +149,7 @@ class LocalNetwork:
         NetworkConfig(chain_url=self.anvil.url, deployment_file=str(self.root / "deployment.json"),
                       store=self.ipfs.api_addr).save(self.root)
         sim.register_datasets(description="local network")
-        plan = sim.plan(demo_plan(sim.data.hospitals, seed=self.seed), rounds=self.rounds,
-                        min_participants=self.hospitals, round_deadline_blocks=120)
+        plan = self._plan(sim, self.seed, self.rounds)
         if auditors:
             plan = plan.with_changes(auditors=list(plan.auditors) + list(auditors))
         (self.root / "plan.json").write_bytes(plan.to_canonical_bytes())
@@ -164,11 +166,19 @@ class LocalNetwork:
     def propose(self, *, rounds: int, seed: int | None = None) -> int:
         """Approve one more proposal (the same demo plan, ``rounds`` rounds); its id."""
         assert self.sim is not None, "set_up_governance() first"
-        plan = self.sim.plan(demo_plan(self.sim.data.hospitals, seed=self.seed if seed is None else seed),
-                             rounds=rounds, min_participants=self.hospitals, round_deadline_blocks=120)
+        plan = self._plan(self.sim, self.seed if seed is None else seed, rounds)
         with KuboStore(self.ipfs.api_addr) as store:
             self.sim.store = store
             return self.sim.approve(plan)
+
+    def _plan(self, sim: Simulation, seed: int, rounds: int):
+        base = demo_plan(sim.data.hospitals, seed=seed)
+        if self.secagg is None:
+            return sim.plan(base, rounds=rounds, min_participants=self.hospitals, round_deadline_blocks=120)
+        blocks, dropouts = int(self.secagg["phase_blocks"]), int(self.secagg.get("max_dropouts", 0))
+        return sim.plan(base, rounds=rounds, min_participants=max(2, self.hospitals - dropouts), mode="secagg",
+                        secagg={"max_dropouts": dropouts, "phase_blocks": blocks},
+                        round_deadline_blocks=4 * blocks + 4)
 
     def _write_configs(self, data, deployment) -> None:
         net = (f'[network]\nchain = "{self.anvil.url}"\ndeployment = "{self.root / "deployment.json"}"\n'
