@@ -635,6 +635,11 @@ class CoordinatorService:
     another one rebuilds its aggregation state from the chain before it
     aggregates again.
 
+    Under ``mode = "secagg"`` the open round also carries a ``SecureRounds`` session, started,
+    concluded and closed (or failed) from what the chain records of it (see :meth:`_step_secagg`).
+    Under ``mode = "he"`` a coordinator without a decryptor (``coordinator run`` has none) opens
+    no round and says why (:attr:`skipped`).
+
     ``proposals``: drive exactly these; None: every proposal that is approved (or
     still in its vote) and not finished. :meth:`serve` returns when none is left.
     """
@@ -651,6 +656,7 @@ class CoordinatorService:
         self._tried_close: dict[tuple[int, int], int] = {}  # commitments seen at a close that fell short
         self._basis: dict[int, frozenset[int]] = {}  # closed rounds our in-memory aggregation state reflects
         self._unmask_failed: dict[tuple[int, int], str] = {}  # secure rounds whose sum could not be unmasked
+        self.skipped: dict[int, str] = {}  # proposals this coordinator cannot drive, and why
         self._said: set[tuple] = set()
 
     def _once(self, key: tuple, msg: str, level: int = logging.INFO, **fields) -> None:
@@ -716,6 +722,12 @@ class CoordinatorService:
             self._once(("stage", pid), f"proposal {pid} is {stage.value}: no round opens", proposal=pid)
             return True
         p = rm.proposals[pid]
+        if self.c.plan(pid).mode == "he" and self.c.decryptor is None:
+            self.skipped[pid] = ("its plan runs mode he and this coordinator has no way to reach the plan's "
+                                 "decryptor (he runs in the in-process simulation only)")
+            self._once(("he", pid), f"proposal {pid}: no round opens: {self.skipped[pid]}", level=logging.WARNING,
+                       proposal=pid)
+            return True
         self._sync(pid, rm)
         last = progress.last_round(rm, pid)
         if last is None and uc_statistics.has_phase(self.c.plan(pid)):
@@ -937,6 +949,8 @@ def run_coordinator(config_path, *, proposals: Sequence[int] | None = None, exit
             logs.event(log, "%scoordinating on %s, store %s: %s", "DEV ONLY identity (public key): " if dev else "",
                        cfg.chain_url, cfg.store, driving, address=identity.address)
             svc.serve(exit_when_done=exit_when_done)
+            for pid, why in sorted(svc.skipped.items()):
+                logs.event(log, "did not drive proposal %d: %s", pid, why, level=logging.WARNING, proposal=pid)
             for (pid, r), res in sorted(svc.results.items()):
                 state = "closed" if res.closed else f"not closed ({res.reason})"
                 logs.event(log, "round %d: %s; participants %d, rejected %d", r, state, len(res.participants),

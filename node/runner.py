@@ -452,7 +452,10 @@ class NodeService:
     Each pass reads the chain's events (the read model) and does what is due:
     commit to an open round this member has not committed to (before its
     deadline), and evaluate a closed round it committed to whose global metric is
-    not recorded yet. So a node stopped at any point and started again redoes
+    not recorded yet. Under ``mode = "secagg"``: the ``SecureRounds`` phase due in
+    the current window that this member's phase byte on chain does not show done
+    (see :meth:`_step_secagg`, which also says what a restarted node can and
+    cannot do). So a node stopped at any point and started again redoes
     nothing that is on chain and misses nothing that is still due. An unreachable
     chain node or store is waited for inside the transports (their retry policy);
     a step the chain refuses because it moved on (deadline passed, already done)

@@ -6,7 +6,8 @@
   is a DISCREPANCY;
 * the decryptor refuses what it must refuse (one input alone, an input that is not on chain, a second
   decryption in a round, a sum that is not the inputs' weighted sum);
-* on anvil, with the decryptor in a separate process: the coordinator's process never holds a secret key.
+* on anvil, with the decryptor in a separate process: the coordinator's process never holds a secret key;
+* the long-running coordinator loop (``coordinator run``), which has no decryptor, opens no he round.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import logging
 import subprocess
 import types
 import sys
@@ -28,7 +30,7 @@ from fedchain.cli.simulation import Simulation, he_commitments
 from fedchain.content import pin_document
 from fedchain.coordinator.audit.replay import DISCREPANCY, VERIFIED, replay_live, replay_trail
 from fedchain.coordinator.audit.trail import export_trail, read_trail
-from fedchain.coordinator.runner import scores_document
+from fedchain.coordinator.runner import Coordinator, CoordinatorService, scores_document
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.sample_data import demo_plan
 from fedchain.validation import model_layout
@@ -230,3 +232,17 @@ def test_the_coordinators_process_never_holds_the_secret_key(tmp_path, anvil_nod
         assert type(o) is not he.DecryptorKey and not (type(o) is ts.Context and o.has_secret_key())
         todo.extend(gc.get_referents(o))
     assert len(seen) > 100
+
+
+def test_the_role_loop_opens_no_he_round_it_could_not_close(tmp_path, caplog):
+    """``coordinator run`` has no decryptor: it says so and opens nothing (no round left open for nodes to train on)."""
+    caplog.set_level(logging.WARNING, logger="fedchain.coordinator")
+    sim = Simulation.create(tmp_path, hospitals=3, seed=5, fsync=False)
+    sim.register_datasets()
+    pid = sim.approve(sim.he_plan(demo_plan(sim.data.hospitals, seed=5), rounds=1, min_participants=2))
+    svc = CoordinatorService(Coordinator(sim.fed(sim.ops), sim.store, sim.ops))  # as `coordinator run` builds it
+    height = sim.chain.block_number
+    svc.serve(exit_when_done=True, timeout=30)
+    assert sim.chain.block_number == height and sim.fed().rounds.last_round(pid) == 0
+    assert pid in svc.skipped and "decryptor" in svc.skipped[pid]
+    assert any("no round opens" in r.getMessage() for r in caplog.records)
