@@ -10,7 +10,9 @@ passes (as the real processes see it advance); every decision is the services' o
   secrets are gone, so it cannot unmask: it says so and sits the round out) -> too few unmask, the
   session is Failed on chain, the round Failed after its deadline, nothing published;
 * round 3: both take part again; the round completes;
-* the audit replay VERIFIES all three rounds.
+* the audit replay VERIFIES all three rounds;
+* a node whose process died between committing its masked input and marking it marks it after its
+  restart (no secret needed) and sits out the unmasking; the round completes with its input in the sum.
 
 The same across real processes on anvil + js-ipfs is ``test_secagg_processes.py``.
 """
@@ -121,3 +123,64 @@ def test_secure_rounds_through_the_role_loops(tmp_path, caplog):
     assert not any("did not start" in m for m in said)
     report = replay_live(fed, sim.store, sim.auditor)
     assert [v.status for v in report.rounds] == [VERIFIED] * 3, [v.problems for v in report.rounds]
+
+
+class _Crash(Exception):
+    """The node's process dies here."""
+
+
+class _DiesBeforeMarking:
+    """The node's chain façade, except that its process dies when it is about to mark its masked input."""
+
+    def __init__(self, fed) -> None:
+        self._fed = fed
+
+    def __getattr__(self, name):
+        return getattr(self._fed, name)
+
+    @property
+    def secure(self):
+        real = self._fed.secure
+
+        class Secure:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def mark_masked(self, *_a, **_k):
+                raise _Crash
+
+        return Secure()
+
+
+def test_a_node_that_died_between_committing_and_marking_marks_after_its_restart(tmp_path, caplog):
+    """Marking needs no secret: the restarted node marks the masked input it committed (it still cannot unmask)."""
+    caplog.set_level(logging.INFO)
+    sim = Simulation.create(tmp_path, hospitals=3, seed=4, fsync=False)
+    sim.register_datasets()
+    plan = sim.secagg_plan(demo_plan(sim.data.hospitals, seed=4), max_dropouts=1, rounds=1, min_participants=2)
+    pid = sim.approve(plan)
+    nodes = [NodeService(n) for n in sim.nodes()]
+    nodes[0].node.fed = _DiesBeforeMarking(nodes[0].node.fed)
+    coord = CoordinatorService(sim.coordinator(), eval_grace_blocks=2)
+    for _ in range(400):
+        for i, ns in enumerate(nodes):
+            try:
+                ns.step(pid)
+            except _Crash:
+                nodes[i] = NodeService(sim.nodes()[i])  # a new process
+        if coord.step(pid):
+            break
+        sim.chain.mine(1)
+    else:
+        pytest.fail("the services did not finish")
+    fed = sim.fed()
+    me = sim.members[0].address
+    assert _phases(sim, pid, 1, sim.members[0]) == 0b0111  # marked after the restart, never unmasked
+    s = fed.secure.session(pid, 1)
+    assert (s.stage, s.masked, s.unmasked) == (SessionStage.COMPLETED, 3, 2)
+    assert sum(c.member.lower() == me.lower() for c in fed.rounds.commitments(pid, 1)) == 1
+    assert fed.rounds.round_info(pid, 1).phase == RoundPhase.CLOSED
+    said = [r.getMessage() for r in caplog.records]
+    assert any("marked the masked input committed earlier" in m for m in said), said
+    report = replay_live(fed, sim.store, sim.auditor)
+    assert [v.status for v in report.rounds] == [VERIFIED], [v.problems for v in report.rounds]
