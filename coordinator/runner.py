@@ -863,7 +863,7 @@ class CoordinatorService:
             return
         try:
             res = self._attempt(pid, r, "close", lambda: self.c.close_round(pid, r))
-        except secagg_round.SecAggRoundError as exc:  # a member's message does not decode or check
+        except secure_rounds.MESSAGE_FAULTS as exc:  # a member's message is missing, does not decode or check
             self._unmask_failed[key] = f"the sum cannot be unmasked: {exc}"
             self.c.log(f"round {r} of proposal {pid}: {self._unmask_failed[key]}; nothing is published, the "
                        "round fails at its deadline", level=logging.WARNING, proposal=pid, round=r)

@@ -364,6 +364,16 @@ class HospitalNode:
             raise FedchainError(f"round {round_} of proposal {proposal_id}: this node did not advertise keys")
         return self._secagg[key]
 
+    @staticmethod
+    def _from_others(phase: int, fn):
+        """``fn()``, which reads other members' phase-``phase`` messages; what a bad one causes is a
+        :class:`~fedchain.secagg_round.SecAggRoundError` (the round cannot go on), never a crash."""
+        try:
+            return fn()
+        except secure_rounds.MESSAGE_FAULTS as exc:
+            raise secagg_round.SecAggRoundError(f"a phase-{phase} message cannot be used ({exc}); the chain names "
+                                                "who posted it") from exc
+
     def secagg_advertise(self, proposal_id: int, round_: int):
         """Phase 0: fresh keys for this round, pinned and named on chain."""
         plan = self.plan(proposal_id)
@@ -380,20 +390,21 @@ class HospitalNode:
     def secagg_share(self, proposal_id: int, round_: int):
         """Phase 1: Shamir shares of this round's secrets, each encrypted to its holder."""
         f, cfg, part = self._secagg_state(proposal_id, round_)
-        advertised = secure_rounds.phase_messages(self.fed, self.store, f, cfg, 0)
-        pinned = pin_document(self.store, part.share(advertised))
+        blob = self._from_others(0, lambda: part.share(secure_rounds.phase_messages(self.fed, self.store, f, cfg, 0)))
+        pinned = pin_document(self.store, blob)
         return self.fed.secure.share_keys(proposal_id, round_, pinned.cid, pinned.sha256)
 
     def secagg_mask(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
         """Phase 2: the masked, sample-weighted model, committed in Rounds and marked in SecureRounds."""
         proposal_id, round_, plan = job.proposal_id, job.round, job.plan
         f, cfg, part = self._secagg_state(proposal_id, round_)
-        shares = secure_rounds.phase_messages(self.fed, self.store, f, cfg, 1)
+        shares = self._from_others(1, lambda: secure_rounds.phase_messages(self.fed, self.store, f, cfg, 1))
         x = secagg_round.weighted_input(result.state_dict, job.start, result.n_samples, f.total_rows, plan,
                                         model_layout(plan.model))
+        payload = self._from_others(1, lambda: part.masked(x, shares))
         done = commit_update(
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
-            dataset=self.dataset_name, payload=part.masked(x, shares), n_samples=result.n_samples,
+            dataset=self.dataset_name, payload=payload, n_samples=result.n_samples,
             precheck=False, seal=False,  # admitted in prepare(); the mask hides it from everyone
         )
         tx = self.fed.secure.mark_masked(proposal_id, round_, self.dataset_name, done.cid, done.sha256,
@@ -406,10 +417,11 @@ class HospitalNode:
         """Phase 3: reveal the shares the chain's U2/U3 call for (self-mask shares of survivors,
         mask-key shares of those that dropped before their masked input)."""
         f, cfg, part = self._secagg_state(proposal_id, round_)
-        shares = secure_rounds.phase_messages(self.fed, self.store, f, cfg, 1)
         rec = self.fed.secure.record(proposal_id, round_)
         masked_ids = sorted(f.ids[m] for m in rec.masked)
-        pinned = pin_document(self.store, part.unmask(shares, masked_ids))
+        blob = self._from_others(1, lambda: part.unmask(secure_rounds.phase_messages(self.fed, self.store, f, cfg, 1),
+                                                        masked_ids))
+        pinned = pin_document(self.store, blob)
         return self.fed.secure.unmask(proposal_id, round_, pinned.cid, pinned.sha256)
 
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
@@ -476,6 +488,7 @@ class NodeService:
         self._said: set[tuple] = set()
         self._dataset_hex: str | None = None
         self._jobs: dict[tuple[int, int], TrainingJob] = {}  # secure rounds: prepared at advertising, trained to mask
+        self._sat_out: set[tuple[int, int]] = set()  # secure rounds another member's bad message stopped for us
 
     # -- helpers -----------------------------------------------------------------
 
@@ -610,7 +623,7 @@ class NodeService:
                        "twice) and taking part again from the next round", r, pid, SECAGG_PHASES[k],
                        level=logging.WARNING, proposal=pid, round=r)
             return None
-        if rec.stage != "RUNNING":
+        if rec.stage != "RUNNING" or (pid, r) in self._sat_out:
             return None
         if nxt > last:
             if k == 0:
@@ -634,6 +647,17 @@ class NodeService:
                          proposal=pid, round=r, cid=c.cid)
             return None
         lifecycle.set_activity(f"secure round {r} of proposal {pid}: {SECAGG_PHASES[k]}")
+        try:
+            return self._secagg_phase(pid, r, k)
+        except secagg_round.SecAggRoundError as exc:  # e.g. another member's message: the round cannot go on
+            self._sat_out.add((pid, r))
+            self._once(("secagg-bad", pid, r), "round %d of proposal %d cannot go on for this node: %s; sitting "
+                       "this round out", r, pid, exc, level=logging.WARNING, proposal=pid, round=r)
+            return None
+
+    def _secagg_phase(self, pid: int, r: int, k: int) -> bool | None:
+        """Phase ``k`` of secure round ``r`` (its window is open; see :meth:`_step_secagg`)."""
+        node = self.node
         if k == 0:
             job = node.prepare(pid, r)  # admission, plan, model size, privacy budget: refused before any key
             if isinstance(job, RoundOutcome):

@@ -26,6 +26,7 @@ import pytest
 
 from fedchain import secagg_round
 from fedchain.cli.simulation import Simulation
+from fedchain.content import pin_document
 from fedchain.contracts.models import RoundPhase, SessionStage
 from fedchain.coordinator.audit.replay import VERIFIED, replay_live
 from fedchain.coordinator.runner import Coordinator, CoordinatorService
@@ -184,3 +185,47 @@ def test_a_node_that_died_between_committing_and_marking_marks_after_its_restart
     assert any("marked the masked input committed earlier" in m for m in said), said
     report = replay_live(fed, sim.store, sim.auditor)
     assert [v.status for v in report.rounds] == [VERIFIED], [v.problems for v in report.rounds]
+
+
+def test_a_members_bad_message_fails_the_round_and_stops_no_process(tmp_path, caplog):
+    """Round 1: hospital C sends an unmasking message that is not one (the session still completes on chain:
+    it counts messages); round 2: C advertises keys that are not keys. No loop crashes: the others sit
+    the round out, the coordinator fails it after the deadline, nothing is published, and replay VERIFIES
+    both failures (the messages on chain give no sum)."""
+    caplog.set_level(logging.INFO)
+    sim = Simulation.create(tmp_path, hospitals=3, seed=4, fsync=False)
+    sim.register_datasets()
+    plan = sim.secagg_plan(demo_plan(sim.data.hospitals, seed=4), max_dropouts=1, rounds=2, min_participants=2)
+    pid = sim.approve(plan)
+    nodes = [NodeService(n) for n in sim.nodes()]
+    bad = nodes[2].node
+    real_unmask, real_advertise = bad.secagg_unmask, bad.secagg_advertise
+
+    def garbage(pid_, r_, what):
+        junk = pin_document(sim.store, b"not a secure-aggregation message")
+        return (bad.fed.secure.unmask(pid_, r_, junk.cid, junk.sha256) if what == "unmask" else
+                bad.fed.secure.advertise_keys(pid_, r_, bad.dataset_name, junk.cid, junk.sha256))
+
+    bad.secagg_unmask = lambda p_, r_: garbage(p_, r_, "unmask") if r_ == 1 else real_unmask(p_, r_)
+    bad.secagg_advertise = lambda p_, r_: garbage(p_, r_, "advertise") if r_ == 2 else real_advertise(p_, r_)
+    coord = CoordinatorService(sim.coordinator(), eval_grace_blocks=2)
+    for _ in range(600):
+        for ns in nodes:
+            ns.step(pid)
+        if coord.step(pid):
+            break
+        sim.chain.mine(1)
+    else:
+        pytest.fail("the services did not finish")
+    fed = sim.fed()
+    s1, s2 = fed.secure.session(pid, 1), fed.secure.session(pid, 2)
+    assert (s1.stage, s1.masked, s1.unmasked) == (SessionStage.COMPLETED, 3, 3)
+    assert (s2.stage, s2.advertised, s2.shared) == (SessionStage.FAILED, 3, 0)
+    for r in (1, 2):
+        info = fed.rounds.round_info(pid, r)
+        assert info.phase == RoundPhase.FAILED and info.aggregate_cid == "", (r, info)
+    said = [r.getMessage() for r in caplog.records]
+    assert any("round 1 of proposal 1: the sum cannot be unmasked" in m for m in said), said
+    assert any("round 2 of proposal 1 cannot go on for this node" in m and "phase-0 message" in m for m in said), said
+    report = replay_live(fed, sim.store, sim.auditor)
+    assert [v.status for v in report.rounds] == [VERIFIED] * 2, [v.problems for v in report.rounds]

@@ -451,6 +451,20 @@ class Replayer:
             out.append(f"the secure-aggregation phases lasted {session.phase_blocks} blocks, the plan gives {want_p}")
         return out
 
+    def _secagg_model(self, ctx, rec: RoundRecord, session) -> bytes:
+        """The model the session's messages on chain give (the unmasked sum's weighted mean), or what stops it."""
+        f = self._secagg_facts(ctx, rec, session)
+        commits = {c.member: c for c in rec.commits}
+        cfg = round_config(f, ctx.plan, ctx.layout)
+        named = [session.messages[0], session.messages[1],
+                 {m: (commits[m].cid, commits[m].sha256) for m in session.masked if m in commits},
+                 session.messages[3]]
+        msgs = []
+        for phase, by_member in enumerate(named):
+            msgs.append({f.ids[m]: fetch_document(self.store, cid, sha, max_size=message_bound(cfg, phase))
+                         for m, (cid, sha) in by_member.items()})
+        return state_dict_to_bytes(model_from_sum(reconstruct(cfg, *msgs), ctx.layout))
+
     def _replay_closed_secagg(self, ctx, rec: RoundRecord, v: RoundVerdict) -> None:
         """Re-derive the unmasked sum bit for bit from the masked inputs and the revealed shares the chain
         names; the model closed on chain must be its sample-weighted mean, over exactly U3."""
@@ -467,19 +481,9 @@ class Replayer:
             v.problems.append(f"the round closed although its secure-aggregation session is {session.stage.lower()}")
             self._skip_round(ctx, rec, closed, v)
             return
-        f = self._secagg_facts(ctx, rec, session)
         commits = {c.member: c for c in rec.commits}
         try:
-            cfg = round_config(f, plan, ctx.layout)
-            named = [session.messages[0], session.messages[1],
-                     {m: (commits[m].cid, commits[m].sha256) for m in session.masked if m in commits},
-                     session.messages[3]]
-            msgs = []
-            for phase, by_member in enumerate(named):
-                msgs.append({f.ids[m]: fetch_document(self.store, cid, sha, max_size=message_bound(cfg, phase))
-                             for m, (cid, sha) in by_member.items()})
-            result = reconstruct(cfg, *msgs)
-            model_bytes = state_dict_to_bytes(model_from_sum(result, ctx.layout))
+            model_bytes = self._secagg_model(ctx, rec, session)
         except (ContentUnavailable, StoreError):
             v.unverifiable.append("a secure-aggregation message is missing from the auditor's store")
             self._skip_round(ctx, rec, closed, v)
@@ -786,7 +790,18 @@ class Replayer:
             if session is not None:
                 v.problems.extend(self._secagg_session_problems(ctx, rec, session))
                 if session.stage == "COMPLETED":
-                    v.problems.append("the round was failed although its secure-aggregation session completed")
+                    # justified only when the messages on chain give no sum (a member's bad message)
+                    try:
+                        self._secagg_model(ctx, rec, session)
+                    except (ContentUnavailable, StoreError):
+                        v.unverifiable.append("the round was failed although its secure-aggregation session "
+                                              "completed, and a message it needs is missing from the auditor's "
+                                              "store (a member's missing message would justify it)")
+                    except (FedchainError, KeyError):
+                        pass  # the sum cannot be derived from what the chain names: failing it was right
+                    else:
+                        v.problems.append("the round was failed although its secure-aggregation session completed "
+                                          "and its messages give the sum")
             return
         by = self.h.failed_by.get(key, "")
         coordinator = self.h.coordinator_at(rec.failed_block)

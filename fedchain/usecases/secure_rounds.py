@@ -8,13 +8,20 @@ sha256 its sender's transaction recorded (see :mod:`fedchain.secagg_round`).
 
 from __future__ import annotations
 
-from fedchain.content import fetch_document
+from fedchain.content import ContentError, fetch_document
+from fedchain.errors import ContentUnavailable, SizeLimitExceeded
 from fedchain.plan import TrainingPlan
-from fedchain.secagg import SecAggConfig
+from fedchain.secagg import SecAggConfig, SecAggError
 from fedchain.secagg_round import RoundFacts, SecAggRoundError, message_bound, round_config
 from fedchain.validation import model_layout
 
-__all__ = ["facts", "config", "phase_messages"]
+__all__ = ["facts", "config", "phase_messages", "MESSAGE_FAULTS"]
+
+#: What a member's phase message can cause when it is read: not in the store, not what its sender's
+#: transaction hashed, too large, not decodable or not for this round. Each stops the round (the chain
+#: names who posted the message), never the process; an unreachable store (``StoreUnavailable``) is not
+#: among them (that is an outage, waited for by the transports).
+MESSAGE_FAULTS = (SecAggRoundError, SecAggError, ContentUnavailable, ContentError, SizeLimitExceeded)
 
 
 def facts(gov, proposal_id: int, round_: int) -> RoundFacts:
