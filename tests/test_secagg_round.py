@@ -24,7 +24,7 @@ from fedchain.contracts.models import RoundPhase, SessionStage
 from fedchain.content import pin_document
 from fedchain.coordinator.audit.replay import DISCREPANCY, VERIFIED, replay_live, replay_trail
 from fedchain.coordinator.audit.trail import export_trail, read_trail
-from fedchain.coordinator.runner import scores_document
+from fedchain.coordinator.runner import sample_scores, scores_document
 from fedchain.sample_data import demo_plan
 from fedchain.secagg import MaskedInput, SecAggConfig, decode_message, decode_vector
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
@@ -168,7 +168,7 @@ def test_an_edited_input_and_a_close_despite_a_failed_session_are_discrepancies(
     model[name] = model[name] + 0.25
     agg = pin_document(sim.store, state_dict_to_bytes(model))
     used = coord.commitments(pid, 2)
-    sc = pin_document(sim.store, scores_document(pid, 2, {}, used, {}))
+    sc = pin_document(sim.store, scores_document(pid, 2, sample_scores({}), used, {}))
     k.rounds.close_round(pid, 2, agg.cid, agg.sha256, sc.cid, sc.sha256)
     v = replay_live(sim.fed(), sim.store, sim.auditor).rounds[1]
     assert v.status == DISCREPANCY and any("session is failed" in p for p in v.problems), v.problems
