@@ -30,7 +30,7 @@ from fedchain.cli.simulation import Simulation, he_commitments
 from fedchain.content import pin_document
 from fedchain.coordinator.audit.replay import DISCREPANCY, VERIFIED, replay_live, replay_trail
 from fedchain.coordinator.audit.trail import export_trail, read_trail
-from fedchain.coordinator.runner import Coordinator, CoordinatorService, scores_document
+from fedchain.coordinator.runner import Coordinator, CoordinatorService, sample_scores, scores_document
 from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.sample_data import demo_plan
 from fedchain.validation import model_layout
@@ -157,7 +157,8 @@ def test_a_coordinator_publishing_another_model_is_a_discrepancy(tmp_path):
     bad = pin_document(sim.store, state_dict_to_bytes(state))
     commits = sorted(coord.commitments(pid, 2), key=lambda c: c.participant.lower())
     weights = he_round.fedavg_weights([c.n_samples for c in commits])
-    doc = scores_document(pid, 2, {c.participant.lower(): w for c, w in zip(commits, weights)}, commits, {},
+    doc = scores_document(pid, 2, sample_scores({c.participant.lower(): w for c, w in zip(commits, weights)}),
+                          commits, {},
                           decryption={"statement": d.statement, "signature": d.signature,
                                       "aggregate_cid": req.aggregate_cid})
     sc = pin_document(sim.store, doc)

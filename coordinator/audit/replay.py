@@ -645,8 +645,11 @@ class Replayer:
         decisions = list(strategy.last_decisions)
         model_bytes = state_dict_to_bytes(new_global)
         recomputed = sha256_hex(model_bytes)
+        scored = None  # the model the coordinator scored against: the published one
         if isinstance(strategy, ServerSideDP):  # its noise is fresh: test it instead of the hash
-            self._check_server_dp(ctx, rec, v, new_global)
+            if not self._check_server_dp(ctx, rec, v, new_global):
+                return  # no published model to score against: already named unverifiable
+            scored = ctx.global_state
         elif recomputed.lower() != closed["aggregate_sha256"].lower():
             v.problems.append(
                 f"aggregate differs from what the committed updates give: chain sha256 {closed['aggregate_sha256']}, "
@@ -659,8 +662,8 @@ class Replayer:
                 v.problems.append(f"the aggregate CID {closed['aggregate_cid']} does not name the aggregate "
                                   f"(its CID is {compute_cid(model_bytes)})")
             ctx.global_state = bytes_to_state_dict(model_bytes)
-        self._check_scores(ctx, rec, v, doc, claimed, updates, used, start, bytes_to_state_dict(model_bytes),
-                           decisions)
+        self._check_scores(ctx, rec, v, doc, claimed, updates, used, start,
+                           scored if scored is not None else bytes_to_state_dict(model_bytes), decisions)
 
     def _check_scores(self, ctx, rec, v, doc, claimed, updates, used, start, new_global, decisions) -> None:
         """Decisions and contribution scores recomputed from the same inputs; each difference named."""
