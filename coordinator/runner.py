@@ -84,6 +84,7 @@ from fedchain.serialize import bytes_to_state_dict, state_dict_to_bytes
 from fedchain.coordinator.statistics import pool_moments
 from fedchain.usecases import progress, secure_rounds
 from fedchain.usecases import statistics as uc_statistics
+from fedchain.usecases.he_decryptor import HttpDecryptor
 from fedchain.usecases.privacy import privacy_mismatch
 from fedchain.validation import Accepted, ModelLayout, Reason, Rejection, model_layout, model_size
 
@@ -637,8 +638,9 @@ class CoordinatorService:
 
     Under ``mode = "secagg"`` the open round also carries a ``SecureRounds`` session, started,
     concluded and closed (or failed) from what the chain records of it (see :meth:`_step_secagg`).
-    Under ``mode = "he"`` a coordinator without a decryptor (``coordinator run`` has none) opens
-    no round and says why (:attr:`skipped`).
+    Under ``mode = "he"`` the close goes through the plan's decryptor (``coordinator run``: over HTTP
+    to ``[coordinator] decryptor_url``); a refusal leaves the round open (it fails at its deadline).
+    A coordinator without a decryptor opens no round and says why (:attr:`skipped`).
 
     ``proposals``: drive exactly these; None: every proposal that is approved (or
     still in its vote) and not finished. :meth:`serve` returns when none is left.
@@ -724,7 +726,7 @@ class CoordinatorService:
         p = rm.proposals[pid]
         if self.c.plan(pid).mode == "he" and self.c.decryptor is None:
             self.skipped[pid] = ("its plan runs mode he and this coordinator has no way to reach the plan's "
-                                 "decryptor (he runs in the in-process simulation only)")
+                                 "decryptor (set [coordinator] decryptor_url to its 'fedchain decryptor serve')")
             self._once(("he", pid), f"proposal {pid}: no round opens: {self.skipped[pid]}", level=logging.WARNING,
                        proposal=pid)
             return True
@@ -767,7 +769,10 @@ class CoordinatorService:
                                "coordinator was first)", level=logging.WARNING, proposal=pid, round=r)
                     self.c.forget(pid)
                     return False
-                res = self._attempt(pid, r, "close", lambda: self.c.close_round(pid, r))
+                try:
+                    res = self._attempt(pid, r, "close", lambda: self.c.close_round(pid, r))
+                except he_round.HERoundError as exc:  # the decryptor refused, or answered something else
+                    res = RoundResult(pid, r, closed=False, reason=f"the decryptor did not decrypt: {exc}")
                 if res is not None:
                     self.results[key] = res
                     if res.closed:
@@ -920,9 +925,15 @@ def run_coordinator(config_path, *, proposals: Sequence[int] | None = None, exit
     """
     cfg = load_role_config(config_path, extra_sections={"coordinator"})
     opts = cfg.raw.get("coordinator", {})
-    if not isinstance(opts, dict) or set(opts) - {"eval_grace_blocks", "fetch_budget_seconds"}:
-        raise ConfigError(f"{cfg.source}: [coordinator] takes only eval_grace_blocks = N and "
-                          "fetch_budget_seconds = S")
+    if not isinstance(opts, dict) or set(opts) - {"eval_grace_blocks", "fetch_budget_seconds", "decryptor_url"}:
+        raise ConfigError(f"{cfg.source}: [coordinator] takes only eval_grace_blocks = N, "
+                          "fetch_budget_seconds = S and decryptor_url = \"http://...\"")
+    url = opts.get("decryptor_url")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+        raise ConfigError(f"{cfg.source}: [coordinator] decryptor_url must be an http(s) URL")
+    # mode = "he": the plan's decryptor runs elsewhere ('fedchain decryptor serve'); this process only
+    # ever holds public contexts.
+    decryptor = HttpDecryptor(url, cfg.retry) if url is not None else None
     grace = opts.get("eval_grace_blocks", 10)
     if isinstance(grace, bool) or not isinstance(grace, int) or not 0 <= grace <= 100_000:
         raise ConfigError(f"{cfg.source}: [coordinator] eval_grace_blocks must be an integer from 0 to 100000")
@@ -940,7 +951,7 @@ def run_coordinator(config_path, *, proposals: Sequence[int] | None = None, exit
         require_chain_allows(identity, chain.chain_id)  # DEV ONLY keys act on dev chains only
         fed = chain.attach(Deployment.load(cfg.deployment_file)).as_(identity.account)
         with open_store(cfg.store, retry=cfg.retry) as store:
-            coord = Coordinator(fed, store, identity, fetch_budget=float(budget))
+            coord = Coordinator(fed, store, identity, fetch_budget=float(budget), decryptor=decryptor)
             svc = CoordinatorService(coord, poll_seconds=cfg.poll_seconds, eval_grace_blocks=grace,
                                      proposals=proposals)
             progress.check_proposals_exist(fed, svc.only)

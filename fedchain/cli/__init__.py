@@ -11,7 +11,7 @@ import sys
 import typer
 from rich.markup import escape
 
-from fedchain.cli import audit, console as console_cli, governance, infra, models, plan, roles, simulate, stats
+from fedchain.cli import audit, console as console_cli, decryptor, governance, infra, models, plan, roles, simulate, stats
 from fedchain.cli.common import console, err_console
 from fedchain.errors import FedchainError
 
@@ -33,6 +33,7 @@ def _register() -> None:
     infra.register(app)
     governance.register(app)
     roles.register(app)
+    decryptor.register(app)
     audit.register(app)
     plan.register(app)
     console_cli.register(app)
