@@ -28,7 +28,8 @@ A complete example (every key; all but ``[identity]`` optional)::
 
 A node config adds ``[dataset]`` (name, csv, schema) and optionally
 ``[limits] max_model_parameters``; a coordinator config ``[coordinator]
-eval_grace_blocks``. Relative paths are relative to the config file.
+eval_grace_blocks`` (and, for ``mode = "he"`` plans, ``decryptor_url``); a decryptor config
+``[decryptor]`` (see :mod:`fedchain.usecases.he_decryptor`). Relative paths are relative to the config file.
 
 Passwords: with ``password_file`` the file (one line; a trailing newline is
 dropped) must be a regular file owned by the user running the process with no

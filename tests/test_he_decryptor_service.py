@@ -16,8 +16,11 @@ import pytest
 from fedchain import he_round
 from fedchain.cli.simulation import Simulation
 from fedchain.content import pin_document
+from fedchain.coordinator.runner import run_coordinator
+from fedchain.errors import ConfigError
 from fedchain.he import DecryptorKey
 from fedchain.identity import LIGHT_KDF_N, KeystoreError
+from fedchain.retry import RetryPolicy
 from fedchain.sample_data import demo_plan
 from fedchain.usecases import he_decryptor as hd
 
@@ -144,3 +147,29 @@ def test_the_key_file_is_encrypted_bound_to_its_owner_and_not_editable(tmp_path)
         hd.load_key_file(tmp_path / "moved.json", "pw", address=doc["address"])
     with pytest.raises(KeystoreError, match="overwrite"):
         hd.save_key_file(path, key, addr, "pw", kdf_n=LIGHT_KDF_N)
+
+
+def test_the_coordinators_client_retries_an_unreachable_decryptor_then_gives_up(open_round, caplog):
+    import socket  # a port nothing listens on
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = hd.HttpDecryptor(f"http://127.0.0.1:{port}", RetryPolicy(horizon=1.0, first_wait=0.1, max_wait=0.2,
+                                                                      jitter=0.0))
+    with pytest.raises(hd.DecryptorUnavailable):
+        client(open_round[3])
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+
+
+def test_config_keys_are_checked(tmp_path):
+    net = '[network]\nchain = "eth-tester://"\ndeployment = "d.json"\nstore = "local:s"\n'
+    (tmp_path / "c.toml").write_text(f'[identity]\ndev = 3\n\n{net}\n[coordinator]\ndecryptor_url = "ftp://x"\n')
+    with pytest.raises(ConfigError, match="decryptor_url"):
+        run_coordinator(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text(f'[identity]\ndev = 4\n\n{net}\n[decryptor]\nkey_file = "k"\nlisten = "x"\n')
+    with pytest.raises(ConfigError, match="host:port"):
+        hd.DecryptorConfig(tmp_path / "d.toml")
+    (tmp_path / "e.toml").write_text(f'[identity]\ndev = 4\n\n{net}\n[decryptor]\nlisten = "127.0.0.1:1"\n')
+    with pytest.raises(ConfigError, match="key_file"):
+        hd.DecryptorConfig(tmp_path / "e.toml")

@@ -26,7 +26,7 @@ def keygen(config: ConfigOpt) -> None:
     key_file (never overwritten; password from \\[decryptor] password_file or password_env), pin the public
     context, and print the \\[he] lines to paste into a plan with mode = "he"."""
     got = he_decryptor.keygen(Path(config))
-    console.print(f"# secret key written (encrypted) to the config's key_file; paste into the plan:", soft_wrap=True,
+    console.print("# secret key written (encrypted) to the config's key_file; paste into the plan:", soft_wrap=True,
                   markup=False, highlight=False)
     console.print("[he]\n" + "".join(f'{k} = "{got[k]}"\n' for k in ("decryptor", "context_cid", "context_sha256")),
                   soft_wrap=True, markup=False, highlight=False, end="")

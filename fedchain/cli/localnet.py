@@ -101,6 +101,11 @@ class LocalNetwork:
     #: The plan's ``[secagg]`` table (``max_dropouts``, ``phase_blocks``): the proposal runs ``mode = "secagg"``,
     #: with a round deadline just after its four phases and ``min_participants`` at the session's threshold.
     secagg: dict | None = None
+    #: The plan's ``[he]`` table (``decryptor``, ``context_cid``, ``context_sha256``, as ``fedchain decryptor
+    #: keygen`` prints them): the proposal runs ``mode = "he"``; ``he_url`` goes into the coordinator's config
+    #: as ``[coordinator] decryptor_url`` (a ``fedchain decryptor serve`` process: :meth:`start_role` "decryptor").
+    he: dict | None = None
+    he_url: str | None = None
 
     def __enter__(self) -> "LocalNetwork":
         return self
@@ -173,6 +178,9 @@ class LocalNetwork:
 
     def _plan(self, sim: Simulation, seed: int, rounds: int):
         base = demo_plan(sim.data.hospitals, seed=seed)
+        if self.he is not None:
+            return sim.plan(base, rounds=rounds, min_participants=self.hospitals, round_deadline_blocks=120,
+                            mode="he", he=dict(self.he))
         if self.secagg is None:
             return sim.plan(base, rounds=rounds, min_participants=self.hospitals, round_deadline_blocks=120)
         blocks, dropouts = int(self.secagg["phase_blocks"]), int(self.secagg.get("max_dropouts", 0))
@@ -191,7 +199,8 @@ class LocalNetwork:
             )
         (self.root / "coordinator.toml").write_text(
             f"poll_seconds = 0.5\n\n[identity]\ndev = {self.hospitals}\n\n{net}\n"
-            "[coordinator]\neval_grace_blocks = 30\n" + self.role_config_extra
+            "[coordinator]\neval_grace_blocks = 30\n"
+            + (f'decryptor_url = "{self.he_url}"\n' if self.he_url else "") + self.role_config_extra
         )
 
     # -- role processes -----------------------------------------------------------------------
@@ -208,13 +217,15 @@ class LocalNetwork:
             self.start_role("coordinator", proposal=proposal)
 
     def start_role(self, name: str, *, proposal: bool = True, extra: tuple[str, ...] = ()) -> RoleProcess:
-        """Start role process ``name`` (``hospital-a`` … or ``coordinator``); its log is appended to."""
+        """Start role process ``name`` (``hospital-a`` … , ``coordinator``, or ``decryptor``: ``fedchain
+        decryptor serve`` with ``root/decryptor.toml``, which the caller writes); its log is appended to."""
         old = self.procs.get(name)
         if old is not None:
             old.close()
-        role = "coordinator" if name == "coordinator" else "node"
-        argv = [sys.executable, "-m", "fedchain.cli", role, "run", "--config", str(self.root / f"{name}.toml")]
-        if proposal:
+        role = name if name in ("coordinator", "decryptor") else "node"
+        argv = [sys.executable, "-m", "fedchain.cli", role, "serve" if role == "decryptor" else "run",
+                "--config", str(self.root / f"{name}.toml")]
+        if proposal and role != "decryptor":
             argv += ["--proposal", str(self.proposal_id)]
         env = {"PYTHONUNBUFFERED": "1", "COLUMNS": "160"}
         proc = RoleProcess(name, argv + list(extra), self.root / f"{name}.log", env)

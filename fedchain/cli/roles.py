@@ -98,6 +98,8 @@ def coordinator_run(
     where the chain stands, a step another coordinator did first is skipped
     with a log line, and it exits 0 when no proposal is left. An unreachable
     chain node or IPFS daemon is waited for (\\[retry] in the config).
+    A mode = "he" plan needs \\[coordinator] decryptor_url (its 'fedchain
+    decryptor serve'); without it no round of that proposal is opened.
     """
 
     _run_role(lambda: run_coordinator(config, proposals=proposal, exit_when_done=exit_when_done, log_json=log_json))
