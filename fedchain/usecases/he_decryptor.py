@@ -361,7 +361,8 @@ class DecryptorService:
             got = self.decryptor.decrypt_round(DecryptRequest(
                 q["chain_id"], q["rounds"], pid, r, plan, q["inputs"], q["aggregate_cid"], q["aggregate_sha256"]))
         except (HERoundError, FedchainError):
-            self.answers.drop(key)  # nothing was decrypted or released
+            if (pid, r) not in self.decryptor._done:  # nothing was decrypted or released: the round is still free
+                self.answers.drop(key)
             raise
         answer = {"model_cid": got.model_cid, "model_sha256": got.model_sha256, "statement": got.statement,
                   "signature": got.signature}
