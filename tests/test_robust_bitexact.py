@@ -155,3 +155,46 @@ def test_vector_math_is_bit_identical(n, width, style, seed):
     assert squared_norm(rows[0]).hex() == ref.squared_norm(rows[0]).hex()
     hs = list(rows)
     assert [x.hex() for x in foolsgold_weights(hs)] == [x.hex() for x in ref.foolsgold_weights(hs)]
+
+
+@pytest.mark.parametrize("n", range(1, 19))
+def test_sorting_network_sorts_every_zero_one_input(n):
+    from fedchain.coordinator.strategies.vectors import sorting_network
+
+    x = ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1).T.astype(np.int8)  # the 0-1 principle
+    rows = list(x.copy())
+    for i, j in sorting_network(n):
+        rows[i], rows[j] = np.minimum(rows[i], rows[j]), np.maximum(rows[i], rows[j])
+    assert (np.stack(rows) == np.sort(x, axis=0)).all()
+
+
+@pytest.mark.parametrize("n", [19, 20, 24, 33, 64, 100])
+def test_sorting_network_sorts_larger_counts(n):
+    from fedchain.coordinator.strategies.vectors import sorting_network
+
+    x = np.random.default_rng(n).integers(0, 5, (n, 20000)).astype(np.float32)
+    rows = list(x.copy())
+    for i, j in sorting_network(n):
+        rows[i], rows[j] = np.minimum(rows[i], rows[j]), np.maximum(rows[i], rows[j])
+    assert (np.stack(rows) == np.sort(x, axis=0)).all()
+
+
+@pytest.mark.parametrize("m", [*range(1, 40), 64, 127, 128, 129, 136, 300, 1000])
+def test_pairwise_sum_is_add_reduce_along_a_row(m):
+    from fedchain.coordinator.strategies.vectors import pairwise_sum
+
+    rng = np.random.default_rng(m)
+    x = rng.standard_normal((m, 500)) * np.exp2(rng.integers(-50, 50, (m, 500)).astype(np.float64))
+    want = np.add.reduce(np.ascontiguousarray(x.T), axis=1)
+    assert pairwise_sum(list(x)).tobytes() == want.tobytes()
+    wide = np.ascontiguousarray(np.concatenate([x, x[:3]]).T)[:, :m]  # a slice of a wider array, as before
+    assert np.add.reduce(wide, axis=1).tobytes() == want.tobytes()
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rounds(min_n=10, max_n=24), st.sampled_from([0.1, 0.2, 0.3, 0.45]))
+def test_many_updates_are_bit_identical(r, beta):
+    _run(FedMedian(), ref.RefMedian(), *r)
+    _run(FedTrimmedMean(beta=beta), ref.RefTrimmedMean(beta=beta), *r)
+    _run(MultiKrum(byzantine=3, keep=4), ref.RefMultiKrum(byzantine=3, keep=4), *r)

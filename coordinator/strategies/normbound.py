@@ -13,6 +13,7 @@ recorded with reason ``NORM_BOUND`` and its norm before clipping.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from fedchain.errors import ConfigError
 
 from fedchain.coordinator.strategies.base import ClientUpdate, Decision, Strategy, StrategyWrapper, canonical_order
-from fedchain.coordinator.strategies.vectors import flatten, norm, unflatten
+from fedchain.coordinator.strategies.vectors import BLOCK, flatten, norm, raw_vector, unflatten
 
 __all__ = ["NormBound"]
 
@@ -46,20 +47,65 @@ class NormBound(StrategyWrapper):
     def aggregate_train(self, server_round: int, arrays: Mapping[str, torch.Tensor],
                         updates: Sequence[ClientUpdate]) -> dict[str, torch.Tensor]:
         base = flatten(arrays)
+        names = sorted(arrays)
+        scratch = np.empty(min(base.size, BLOCK), dtype=np.float64)
         clipped: list[ClientUpdate] = []
         decisions: list[Decision] = []
         for u in canonical_order(updates):
             if set(u.state) != set(arrays):  # the inner strategy names the mismatch
                 clipped.append(u)
                 continue
-            delta = flatten(u.state) - base
-            size = norm(delta)
+            fast = all(isinstance(u.state[k], torch.Tensor) and u.state[k].dtype == torch.float32
+                       and arrays[k].dtype == torch.float32 and u.state[k].shape == arrays[k].shape for k in arrays)
+            if fast:
+                raw = raw_vector(u.state, names)
+                size = _norm_of_delta(raw, base, scratch)
+            else:  # mismatched shapes or dtypes: computed as before, the inner strategy names the fault
+                delta = flatten(u.state) - base
+                size = norm(delta)
             if size > self.bound:
-                scaled = unflatten(base + delta * (self.bound / size), arrays)
-                state = {k: scaled[k].to(arrays[k].dtype) for k in arrays}
+                if fast:
+                    state = _clip(raw, base, self.bound / size, arrays, names, scratch)
+                else:
+                    scaled = unflatten(base + delta * (self.bound / size), arrays)
+                    state = {k: scaled[k].to(arrays[k].dtype) for k in arrays}
                 clipped.append(u.replace(state=state))
                 decisions.append(Decision(u.participant, u.dataset_id, "clipped", "NORM_BOUND", size))
             else:
                 clipped.append(u)
         self.last_decisions = decisions
         return self.inner.aggregate_train(server_round, arrays, clipped)
+
+
+def _norm_of_delta(raw: np.ndarray, base: np.ndarray, scratch: np.ndarray) -> float:
+    """``norm(flatten(state) - base)`` bit for bit, block by block in a reused buffer: each
+    block's ``float64(x) - base`` squared and ``add.reduce``-d as :func:`norm` does, the block
+    sums combined with ``math.fsum``."""
+    sums = []
+    for a in range(0, base.size, BLOCK):
+        e = min(a + BLOCK, base.size)
+        d = scratch[:e - a]
+        np.subtract(raw[a:e], base[a:e], out=d, dtype=np.float64)
+        np.multiply(d, d, out=d)
+        sums.append(float(np.add.reduce(d)))
+    return math.sqrt(math.fsum(sums))
+
+
+def _clip(raw: np.ndarray, base: np.ndarray, scale: float, arrays: Mapping[str, torch.Tensor],
+          names: list[str], scratch: np.ndarray) -> dict[str, torch.Tensor]:
+    """``base + (float64(x) - base) * scale`` rounded to float32, block by block (the same
+    operations, in the same order, as the whole-vector expression)."""
+    out = np.empty(base.size, dtype=np.float32)
+    for a in range(0, base.size, BLOCK):
+        e = min(a + BLOCK, base.size)
+        d = scratch[:e - a]
+        np.subtract(raw[a:e], base[a:e], out=d, dtype=np.float64)
+        np.multiply(d, scale, out=d)
+        np.add(base[a:e], d, out=d)
+        out[a:e] = d  # float64 -> float32, round to nearest even
+    state, at = {}, 0
+    for k in names:
+        m = arrays[k].numel()
+        state[k] = torch.from_numpy(out[at:at + m]).reshape(arrays[k].shape)
+        at += m
+    return state
