@@ -40,7 +40,6 @@ from fedchain.coordinator.strategies.base import (
     check_update,
 )
 from fedchain.coordinator.strategies.vectors import (
-    BLOCK,
     flatten,
     pair_block_sums,
     pairwise_products,
@@ -154,10 +153,8 @@ def _histories(base: np.ndarray, raws: list[np.ndarray], old: list[np.ndarray | 
     ``pairwise_products`` of the result."""
     n, width = len(raws), base.size
     rows = [np.empty(width, dtype=np.float64) for _ in range(n)]  # one array each: a member's history
-    chunk = np.empty(n * min(width, BLOCK), dtype=np.float64)       # does not pin the others' memory
-
-    def load(a: int, b: int) -> np.ndarray:
-        block = chunk[:n * (b - a)].reshape(n, b - a)
+                                                                    # does not pin the others' memory
+    def load(a: int, b: int, block: np.ndarray) -> np.ndarray:
         for i, (r, h) in enumerate(zip(raws, old)):
             np.subtract(r[a:b], base[a:b], out=block[i], dtype=np.float64)
             if h is not None:
@@ -167,7 +164,7 @@ def _histories(base: np.ndarray, raws: list[np.ndarray], old: list[np.ndarray | 
 
     pairs, sums = pair_block_sums(n, width, load, product, diagonal=True)
     if not pairs or not width:  # nothing was loaded: fill the rows
-        load(0, width)
+        load(0, width, np.empty((n, width)))
     gram = np.zeros((n, n), dtype=np.float64)
     for (i, j), row in zip(pairs, sums.tolist()):
         gram[i, j] = gram[j, i] = math.fsum(row)

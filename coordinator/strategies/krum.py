@@ -26,11 +26,11 @@ from fedchain.plan import KrumSpec, MultiKrumSpec
 from fedchain.coordinator.strategies.base import AggregationError, ClientUpdate, Decision
 from fedchain.coordinator.strategies.fedavg import FedAvg
 from fedchain.coordinator.strategies.vectors import (
-    CHUNK,
-    SUB,
-    BLOCK,
+    chunks,
+    in_parallel,
     pair_block_sums,
     prepare,
+    scratch,
     squared_difference,
     unflatten,
 )
@@ -94,10 +94,15 @@ class MultiKrum(FedAvg):
             for i in range(n) if i not in chosen
         ]
         out = np.empty(base.size, dtype=np.float64)
-        for a in range(0, base.size, CHUNK):  # the chosen deltas' mean, chunk by chunk: the same
-            e = min(a + CHUNK, base.size)      # add.reduce along axis 0 (row after row) per coordinate
-            rows = np.stack([np.subtract(raws[i][a:e], base[a:e], dtype=np.float64) for i in chosen])
+
+        def mean(job: tuple[int, int], local: dict) -> None:  # the chosen deltas' mean, chunk by chunk:
+            a, e = job                                         # the same add.reduce along axis 0
+            rows = scratch(local, "rows", len(chosen) * (e - a)).reshape(len(chosen), e - a)
+            for r, i in enumerate(chosen):
+                np.subtract(raws[i][a:e], base[a:e], out=rows[r], dtype=np.float64)
             out[a:e] = base[a:e] + np.add.reduce(rows, axis=0) / float(len(chosen))
+
+        in_parallel(chunks(base.size), mean)
         return unflatten(out, arrays)
 
 
@@ -107,10 +112,8 @@ def _squared_distances(base: np.ndarray, raws: list[np.ndarray]) -> np.ndarray:
     of coordinates is converted (``float64(x) - base``, as stack_deltas does) once, into a
     buffer that stays in cache while every pair uses it."""
     n, width = len(raws), base.size
-    buf = np.empty(n * max(SUB, min(width, BLOCK)), dtype=np.float64)
 
-    def load(a: int, b: int) -> np.ndarray:
-        rows = buf[:n * (b - a)].reshape(n, b - a)
+    def load(a: int, b: int, rows: np.ndarray) -> np.ndarray:
         for i, r in enumerate(raws):
             np.subtract(r[a:b], base[a:b], out=rows[i], dtype=np.float64)
         return rows

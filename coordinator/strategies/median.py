@@ -20,7 +20,7 @@ from fedchain.plan import MedianSpec
 
 from fedchain.coordinator.strategies.base import ClientUpdate
 from fedchain.coordinator.strategies.fedavg import FedAvg
-from fedchain.coordinator.strategies.vectors import prepare, sorted_chunks, unflatten
+from fedchain.coordinator.strategies.vectors import chunks, in_parallel, prepare, sort_chunk, unflatten
 
 __all__ = ["FedMedian"]
 
@@ -45,13 +45,17 @@ class FedMedian(FedAvg):
         out = np.empty(base.size, dtype=np.float64)
         # Sorted per coordinate (a selection: exact), chunk by chunk, on the raw values: the delta
         # x -> float64(x) - base is non-decreasing, so it commutes with sorting and only the middle
-        # values are converted (vectors.sorted_chunks). The two middle deltas of an even count are averaged as (a + b) / 2,
+        # values are converted (vectors.sort_chunk). The two middle deltas of an even count are averaged as (a + b) / 2,
         # bit for bit what np.median gives.
-        for a, e, ranked in sorted_chunks(raws, base.size):
+        def chunk(job: tuple[int, int], local: dict) -> None:
+            a, e = job
+            ranked = sort_chunk(raws, a, e, local)
             b = base[a:e]
             if n % 2:
                 middle = ranked[n // 2] - b
             else:
                 middle = ((ranked[n // 2 - 1] - b) + (ranked[n // 2] - b)) / 2.0
             out[a:e] = b + middle
+
+        in_parallel(chunks(base.size), chunk)
         return unflatten(out, arrays)

@@ -22,7 +22,7 @@ from fedchain.plan import TrimmedMeanSpec
 
 from fedchain.coordinator.strategies.base import ClientUpdate, Decision
 from fedchain.coordinator.strategies.fedavg import FedAvg
-from fedchain.coordinator.strategies.vectors import pairwise_sum, prepare, sorted_chunks, unflatten
+from fedchain.coordinator.strategies.vectors import chunks, in_parallel, pairwise_sum, prepare, sort_chunk, unflatten
 
 __all__ = ["FedTrimmedMean"]
 
@@ -54,17 +54,22 @@ class FedTrimmedMean(FedAvg):
         n, width = len(ordered), base.size
         k = math.floor(self.beta * n)  # beta < 0.5, so n - 2k >= 1 values stay in every coordinate
         out = np.empty(width, dtype=np.float64)
-        counts = np.zeros(n, dtype=np.int64)
-        for a, e, ranked in sorted_chunks(raws, width):
+        def chunk(job: tuple[int, int], local: dict) -> np.ndarray | None:
+            a, e = job
+            ranked = sort_chunk(raws, a, e, local)
             b = base[a:e]
             # Sorting the raw values sorts the deltas (x -> float64(x) - base is non-decreasing);
             # the kept ranks are converted and summed rank after rank in the order add.reduce
             # summed each coordinate's slice of its sorted deltas (vectors.pairwise_sum).
             kept = [np.subtract(ranked[r], b, dtype=np.float64) for r in range(k, n - k)]
             out[a:e] = b + pairwise_sum(kept) / float(n - k - k)
-            if k:
-                counts += _trimmed_counts(raws, a, e, b, ranked, k)
+            return _trimmed_counts(raws, a, e, b, ranked, k) if k else None
+
+        per_chunk = in_parallel(chunks(width), chunk)
         if k:
+            counts = np.zeros(n, dtype=np.int64)
+            for c in per_chunk:  # integer sums: exact in any order
+                counts += c
             share = counts / float(width)
             self.last_decisions = [
                 Decision(u.participant, u.dataset_id, "trimmed", "TRIMMED", float(share[i]))

@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -42,7 +45,8 @@ import torch
 from fedchain.coordinator.strategies.base import ClientUpdate, canonical_order, check_update
 
 __all__ = ["BLOCK", "flatten", "unflatten", "stack_deltas", "squared_norm", "norm", "pairwise_squared_distances",
-           "pairwise_products", "pair_block_sums", "prepare", "raw_vector", "sorted_chunks", "sorting_network", "pairwise_sum"]
+           "pairwise_products", "pair_block_sums", "prepare", "raw_vector", "sort_chunk", "chunks", "sorting_network", "pairwise_sum",
+           "in_parallel", "scratch", "THREADS"]
 
 #: Elements per block of a norm or distance (each block is one pairwise-summed reduction).
 BLOCK = 1 << 16
@@ -113,6 +117,45 @@ def _tree_matches_numpy() -> bool:
 
 _TREE = _tree_matches_numpy()
 
+#: Threads for the chunk loops (numpy releases the GIL inside its loops). Each chunk's numbers come
+#: from the same operations whichever thread runs it, and chunks are combined in a fixed order (or
+#: with math.fsum / integer sums), so the thread count never changes a result.
+THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def in_parallel(jobs: Sequence, work) -> list:
+    """``[work(job, local) for job in jobs]``, the jobs shared out over up to :data:`THREADS`
+    threads; ``local`` is a dict private to one thread (for its scratch buffers)."""
+    global _pool
+    jobs = list(jobs)
+    threads = min(THREADS, len(jobs))
+    if threads <= 1:
+        local: dict = {}
+        return [work(job, local) for job in jobs]
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fedchain-vectors")
+    out: list = [None] * len(jobs)
+
+    def run(t: int) -> None:
+        local: dict = {}
+        for k in range(t, len(jobs), threads):
+            out[k] = work(jobs[k], local)
+
+    for f in [_pool.submit(run, t) for t in range(threads)]:
+        f.result()
+    return out
+
+
+def scratch(local: dict, name: str, size: int, dtype=np.float64) -> np.ndarray:
+    """A thread's reusable buffer of at least ``size`` elements."""
+    buf = local.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = local[name] = np.empty(size, dtype=dtype)
+    return buf[:size]
+
 
 def raw_vector(state: Mapping[str, torch.Tensor], names: Sequence[str]) -> np.ndarray:
     """The tensors ``names`` as one flat vector of their own values: float32 when they all are
@@ -156,32 +199,34 @@ def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
-def sorted_chunks(raws: Sequence[np.ndarray], width: int, chunk: int = CHUNK):
-    """``(start, stop, ranked)`` per chunk of coordinates: ``ranked[r]`` holds, for each coordinate
-    in ``[start, stop)``, the ``r``-th smallest of the updates' raw values there.
+def sort_chunk(raws: Sequence[np.ndarray], start: int, stop: int, local: dict) -> list[np.ndarray]:
+    """``ranked[r]`` holds, for each coordinate in ``[start, stop)``, the ``r``-th smallest of the
+    updates' raw values there (arrays in the thread's scratch, reused by its next chunk).
 
     Sorted by a sorting network of elementwise ``minimum``/``maximum`` over whole rows (cache-sized,
     no transposition). A network sorts exactly; only the sign of a zero may move between two equal
     zeros, which no rule can see: a zero delta is added to the global value, and ``b + 0.0 ==
     b + -0.0`` except for ``b == 0.0``, where ``float64(±0) - 0.0`` gives a zero either way and the
-    sum is ``+0.0``; for ``b == -0.0`` both give ``+0.0`` deltas. The arrays are reused by the next
-    chunk.
+    sum is ``+0.0``; for ``b == -0.0`` both give ``+0.0`` deltas; a sum of deltas that has a
+    non-zero term does not depend on the sign of its zero terms.
     """
-    n = len(raws)
+    n, w = len(raws), stop - start
     dtype = np.result_type(*raws) if raws else np.float64
-    net = sorting_network(n)
-    buf = np.empty((n + 1, min(chunk, width)), dtype=dtype)
-    for start in range(0, width, chunk):
-        stop = min(start + chunk, width)
-        rows = [buf[i, :stop - start] for i in range(n + 1)]
-        for i, r in enumerate(raws):
-            np.copyto(rows[i], r[start:stop])
-        spare = rows.pop()
-        for i, j in net:
-            np.minimum(rows[i], rows[j], out=spare)
-            np.maximum(rows[i], rows[j], out=rows[j])
-            rows[i], spare = spare, rows[i]
-        yield start, stop, rows
+    buf = scratch(local, "sort", (n + 1) * w, dtype).reshape(n + 1, w)
+    rows = [buf[i] for i in range(n + 1)]
+    for i, r in enumerate(raws):
+        np.copyto(rows[i], r[start:stop])
+    spare = rows.pop()
+    for i, j in sorting_network(n):
+        np.minimum(rows[i], rows[j], out=spare)
+        np.maximum(rows[i], rows[j], out=rows[j])
+        rows[i], spare = spare, rows[i]
+    return rows
+
+
+def chunks(width: int, chunk: int = CHUNK) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of ``chunk`` coordinates covering ``width``."""
+    return [(a, min(a + chunk, width)) for a in range(0, width, chunk)]
 
 
 def pairwise_sum(terms: Sequence[np.ndarray]) -> np.ndarray:
@@ -217,20 +262,22 @@ def pair_block_sums(n: int, width: int, load, op, diagonal: bool) -> tuple[list[
     """For every pair ``i < j`` (and ``i == j`` when ``diagonal``), the per-block sums
     ``add.reduce(op(row_j, row_i))`` over blocks of :data:`BLOCK` elements.
 
-    ``load(a, b)`` gives the rows' float64 values in ``[a, b)`` as an ``(n, b - a)`` array;
-    ``op(rows, row, out)`` writes the elementwise values to sum for ``rows`` against ``row``.
-    A full block is loaded in chunks of :data:`SUB`; each chunk's runs of :data:`LEAF` are
-    summed, and the run sums added in numpy's pairwise tree (see the module docstring), so a
-    block sum is bit for bit ``add.reduce`` of the block's values. Returns the pairs and a
-    ``(pairs, blocks)`` array.
+    ``load(a, b, out)`` gives the rows' float64 values in ``[a, b)`` as an ``(n, b - a)`` array
+    (it may fill and return ``out``, a scratch array of that shape); ``op(rows, row, out)``
+    writes the elementwise values to sum for ``rows`` against ``row``. A full block is loaded in
+    chunks of :data:`SUB`; each chunk's runs of :data:`LEAF` are summed, and the run sums added
+    in numpy's pairwise tree (see the module docstring), so a block sum is bit for bit
+    ``add.reduce`` of the block's values. Blocks are shared out over threads
+    (:func:`in_parallel`). Returns the pairs and a ``(pairs, blocks)`` array.
     """
     pairs = [(i, j) for i in range(n) for j in range(i if diagonal else i + 1, n)]
     nblocks = -(-width // BLOCK)
     sums = np.empty((len(pairs), nblocks), dtype=np.float64)
     if not pairs:
         return pairs, sums
-    scratch = np.empty(n * max(SUB, min(width, BLOCK)), dtype=np.float64)
-    for b, start in enumerate(range(0, width, BLOCK)):
+
+    def block(b: int, local: dict) -> None:
+        start = b * BLOCK
         stop = min(start + BLOCK, width)
         tree = _TREE and stop - start == BLOCK
         step = SUB if tree else stop - start
@@ -240,20 +287,23 @@ def pair_block_sums(n: int, width: int, load, op, diagonal: bool) -> tuple[list[
             w = e - a
             nl = w // LEAF if tree else 1
             l0 = (a - start) // LEAF if tree else 0
-            rows = load(a, e)
+            rows = load(a, e, scratch(local, "rows", n * w).reshape(n, w))
+            work = scratch(local, "work", n * w)
             p = 0
             for i in range(n):
                 j0 = i if diagonal else i + 1
                 r = n - j0
                 if not r:
                     continue
-                out = scratch[:r * w].reshape(r, w)
+                out = work[:r * w].reshape(r, w)
                 op(rows[j0:], rows[i], out)
                 np.add.reduce(out.reshape(r, nl, w // nl), axis=2, out=leaves[p:p + r, l0:l0 + nl])
                 p += r
         while leaves.shape[1] > 1:  # pairwise: (left half) + (right half), level by level
             leaves = leaves[:, 0::2] + leaves[:, 1::2]
         sums[:, b] = leaves[:, 0]
+
+    in_parallel(range(nblocks), block)
     return pairs, sums
 
 
@@ -281,7 +331,7 @@ def pairwise_squared_distances(rows: np.ndarray) -> np.ndarray:
     Each pair's block sums (:func:`pair_block_sums`) are combined with ``math.fsum``.
     """
     n, width = rows.shape
-    pairs, sums = pair_block_sums(n, width, lambda a, b: rows[:, a:b], squared_difference, diagonal=False)
+    pairs, sums = pair_block_sums(n, width, lambda a, b, out: rows[:, a:b], squared_difference, diagonal=False)
     return _fsum_matrix(n, pairs, sums)
 
 
@@ -291,9 +341,12 @@ def pairwise_products(rows) -> np.ndarray:
     n = len(rows)
     width = rows[0].size if n else 0
 
-    def load(a, b):
-        return rows[:, a:b] if isinstance(rows, np.ndarray) else np.stack([np.asarray(r[a:b], dtype=np.float64)
-                                                                          for r in rows])
+    def load(a, b, out):
+        if isinstance(rows, np.ndarray):
+            return rows[:, a:b]
+        for i, r in enumerate(rows):
+            out[i] = r[a:b]
+        return out
 
     pairs, sums = pair_block_sums(n, width, load, product, diagonal=True)
     return _fsum_matrix(n, pairs, sums)
