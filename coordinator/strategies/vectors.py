@@ -163,6 +163,7 @@ def raw_vector(state: Mapping[str, torch.Tensor], names: Sequence[str]) -> np.nd
     the same number, so ``raw - base`` is the delta :func:`stack_deltas` computes."""
     ts = [state[k].detach().reshape(-1) for k in names]
     if ts and all(t.dtype == torch.float32 for t in ts):
+        ts = [t for t in ts if t.numel()] or ts[:1]  # an empty tensor adds nothing: often one view, no copy
         return ts[0].numpy() if len(ts) == 1 else np.concatenate([t.numpy() for t in ts])
     if not ts:
         return np.empty(0, dtype=np.float64)
