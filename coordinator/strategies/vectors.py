@@ -122,21 +122,23 @@ _TREE = _tree_matches_numpy()
 #: with math.fsum / integer sums), so the thread count never changes a result.
 THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0  # a forked child has the parent's pool object but not its threads: it makes its own
 _pool_lock = threading.Lock()
 
 
 def in_parallel(jobs: Sequence, work) -> list:
     """``[work(job, local) for job in jobs]``, the jobs shared out over up to :data:`THREADS`
     threads; ``local`` is a dict private to one thread (for its scratch buffers)."""
-    global _pool
+    global _pool, _pool_pid
     jobs = list(jobs)
     threads = min(THREADS, len(jobs))
     if threads <= 1:
         local: dict = {}
         return [work(job, local) for job in jobs]
     with _pool_lock:
-        if _pool is None:
+        if _pool is None or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fedchain-vectors")
+            _pool_pid = os.getpid()
     out: list = [None] * len(jobs)
 
     def run(t: int) -> None:
