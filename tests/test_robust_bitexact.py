@@ -198,3 +198,19 @@ def test_many_updates_are_bit_identical(r, beta):
     _run(FedMedian(), ref.RefMedian(), *r)
     _run(FedTrimmedMean(beta=beta), ref.RefTrimmedMean(beta=beta), *r)
     _run(MultiKrum(byzantine=3, keep=4), ref.RefMultiKrum(byzantine=3, keep=4), *r)
+
+
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+@given(rounds(min_n=5, max_n=12))
+def test_fallbacks_and_one_thread_give_the_same_bits(monkeypatch, r):
+    """Without the leaf tree, without the rank sum replay, on one thread: still the reference's bits."""
+    from fedchain.coordinator.strategies import vectors
+
+    with monkeypatch.context() as m:
+        m.setattr(vectors, "_TREE", False)
+        m.setattr(vectors, "_RANKS", False)
+        m.setattr(vectors, "THREADS", 1)
+        _run(FedTrimmedMean(beta=0.2), ref.RefTrimmedMean(beta=0.2), *r)
+        _run(MultiKrum(byzantine=1, keep=2), ref.RefMultiKrum(byzantine=1, keep=2), *r)
+        _run(FoolsGold(FedAvg()), ref.RefFoolsGold(FedAvg()), *r)

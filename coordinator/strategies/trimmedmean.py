@@ -22,7 +22,7 @@ from fedchain.plan import TrimmedMeanSpec
 
 from fedchain.coordinator.strategies.base import ClientUpdate, Decision
 from fedchain.coordinator.strategies.fedavg import FedAvg
-from fedchain.coordinator.strategies.vectors import chunks, in_parallel, pairwise_sum, prepare, sort_chunk, unflatten
+from fedchain.coordinator.strategies.vectors import chunks, in_parallel, prepare, rank_sum, sort_chunk, unflatten
 
 __all__ = ["FedTrimmedMean"]
 
@@ -60,9 +60,9 @@ class FedTrimmedMean(FedAvg):
             b = base[a:e]
             # Sorting the raw values sorts the deltas (x -> float64(x) - base is non-decreasing);
             # the kept ranks are converted and summed rank after rank in the order add.reduce
-            # summed each coordinate's slice of its sorted deltas (vectors.pairwise_sum).
+            # summed each coordinate's slice of its sorted deltas (vectors.rank_sum).
             kept = [np.subtract(ranked[r], b, dtype=np.float64) for r in range(k, n - k)]
-            out[a:e] = b + pairwise_sum(kept) / float(n - k - k)
+            out[a:e] = b + rank_sum(kept) / float(n - k - k)
             return _trimmed_counts(raws, a, e, b, ranked, k) if k else None
 
         per_chunk = in_parallel(chunks(width), chunk)

@@ -27,7 +27,12 @@ block (checked at import on a wide-range vector; if a numpy ever splits
 differently, whole blocks are reduced as before). Sorting and selection (median,
 trimmed mean) work on the raw float32 values: ``x -> float64(x) - base`` is
 non-decreasing, so it commutes with sorting, and only the selected values are
-converted.
+converted; they sort whole rows of a chunk at once with a sorting network of
+elementwise ``minimum``/``maximum`` (:func:`sort_chunk`), and a sum across
+sorted ranks replays ``add.reduce``'s order along a row (:func:`pairwise_sum`,
+also checked at import, with a fallback). Chunks run on up to :data:`THREADS`
+threads; every chunk's numbers come from the same operations on any thread, and
+they are combined in a fixed order, with ``math.fsum`` or as integers.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ import torch
 from fedchain.coordinator.strategies.base import ClientUpdate, canonical_order, check_update
 
 __all__ = ["BLOCK", "flatten", "unflatten", "stack_deltas", "squared_norm", "norm", "pairwise_squared_distances",
-           "pairwise_products", "pair_block_sums", "prepare", "raw_vector", "sort_chunk", "chunks", "sorting_network", "pairwise_sum",
-           "in_parallel", "scratch", "THREADS"]
+           "pairwise_products", "pair_block_sums", "prepare", "raw_vector", "sort_chunk", "chunks", "sorting_network",
+           "pairwise_sum", "rank_sum", "in_parallel", "scratch", "THREADS"]
 
 #: Elements per block of a norm or distance (each block is one pairwise-summed reduction).
 BLOCK = 1 << 16
@@ -101,8 +106,6 @@ def squared_norm(v: np.ndarray) -> float:
 def norm(v: np.ndarray) -> float:
     """The L2 norm of ``v`` (see :func:`squared_norm`)."""
     return math.sqrt(squared_norm(v))
-
-
 
 
 def _tree_matches_numpy() -> bool:
@@ -353,3 +356,24 @@ def pairwise_products(rows) -> np.ndarray:
 
     pairs, sums = pair_block_sums(n, width, load, product, diagonal=True)
     return _fsum_matrix(n, pairs, sums)
+
+
+def _pairwise_sum_matches_numpy() -> bool:
+    """Whether :func:`pairwise_sum` over ranks equals ``add.reduce`` along rows, for many lengths."""
+    rng = np.random.default_rng(54321)
+    for m in [*range(1, 41), 127, 128, 129, 257, 1000]:
+        x = rng.standard_normal((m, 7)) * np.exp2(rng.integers(-40, 40, (m, 7)).astype(np.float64))
+        if pairwise_sum(list(x)).tobytes() != np.add.reduce(np.ascontiguousarray(x.T), axis=1).tobytes():
+            return False
+    return True
+
+
+_RANKS = _pairwise_sum_matches_numpy()
+
+
+def rank_sum(terms: Sequence[np.ndarray]) -> np.ndarray:
+    """``add.reduce`` along the rows of ``stack(terms, axis=1)`` — what summing each coordinate's
+    sorted values gave — by :func:`pairwise_sum` when it matches this numpy, else literally."""
+    if _RANKS or not terms:
+        return pairwise_sum(terms)
+    return np.add.reduce(np.stack(terms, axis=1), axis=1)
