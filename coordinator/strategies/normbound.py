@@ -102,8 +102,7 @@ def _clip(raw: np.ndarray, base: np.ndarray, scale: float, arrays: Mapping[str, 
         d = buf[:e - a]
         np.subtract(raw[a:e], base[a:e], out=d, dtype=np.float64)
         np.multiply(d, scale, out=d)
-        np.add(base[a:e], d, out=d)
-        out[a:e] = d  # float64 -> float32, round to nearest even
+        np.add(base[a:e], d, out=out[a:e])  # added in float64, then rounded to float32 (nearest even)
     state, at = {}, 0
     for k in names:
         m = arrays[k].numel()
