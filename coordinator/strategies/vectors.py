@@ -30,9 +30,10 @@ non-decreasing, so it commutes with sorting, and only the selected values are
 converted; they sort whole rows of a chunk at once with a sorting network of
 elementwise ``minimum``/``maximum`` (:func:`sort_chunk`), and a sum across
 sorted ranks replays ``add.reduce``'s order along a row (:func:`pairwise_sum`,
-also checked at import, with a fallback). Chunks run on up to :data:`THREADS`
-threads; every chunk's numbers come from the same operations on any thread, and
-they are combined in a fixed order, with ``math.fsum`` or as integers.
+also checked at import, with a fallback). Chunks run on as many threads as torch
+uses (at most 4; :data:`THREADS` overrides); every chunk's numbers come from the
+same operations on any thread, and they are combined in a fixed order, with
+``math.fsum`` or as integers.
 """
 
 from __future__ import annotations
@@ -123,24 +124,32 @@ _TREE = _tree_matches_numpy()
 #: Threads for the chunk loops (numpy releases the GIL inside its loops). Each chunk's numbers come
 #: from the same operations whichever thread runs it, and chunks are combined in a fixed order (or
 #: with math.fsum / integer sums), so the thread count never changes a result.
-THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+#: ``None``: as many as torch uses for its own loops (``torch.get_num_threads()``, which FedAvg's
+#: weighted mean runs on), at most 4.
+THREADS: int | None = None
+
+
+def _threads() -> int:
+    return max(1, THREADS if THREADS is not None else min(4, torch.get_num_threads()))
+
+
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0  # a forked child has the parent's pool object but not its threads: it makes its own
 _pool_lock = threading.Lock()
 
 
 def in_parallel(jobs: Sequence, work) -> list:
-    """``[work(job, local) for job in jobs]``, the jobs shared out over up to :data:`THREADS`
-    threads; ``local`` is a dict private to one thread (for its scratch buffers)."""
+    """``[work(job, local) for job in jobs]``, the jobs shared out over up to :data:`THREADS` (or
+    torch's thread count, at most 4) threads; ``local`` is a dict private to one thread (for its scratch buffers)."""
     global _pool, _pool_pid
     jobs = list(jobs)
-    threads = min(THREADS, len(jobs))
+    threads = min(_threads(), len(jobs))
     if threads <= 1:
         local: dict = {}
         return [work(job, local) for job in jobs]
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fedchain-vectors")
+            _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fedchain-vectors")
             _pool_pid = os.getpid()
     out: list = [None] * len(jobs)
 
