@@ -71,7 +71,7 @@ class NormBound(StrategyWrapper):
             return u.replace(state=state), Decision(u.participant, u.dataset_id, "clipped", "NORM_BOUND", size)
 
         # each update on one thread, with the same operations whichever it is; gathered in canonical order
-        results = in_parallel(canonical_order(updates), one)
+        results = in_parallel(canonical_order(updates), one, parallel=base.size >= BLOCK)
         clipped = [u for u, _ in results]
         decisions = [d for _, d in results if d is not None]
         self.last_decisions = decisions

@@ -138,12 +138,13 @@ _pool_pid = 0  # a forked child has the parent's pool object but not its threads
 _pool_lock = threading.Lock()
 
 
-def in_parallel(jobs: Sequence, work) -> list:
+def in_parallel(jobs: Sequence, work, parallel: bool = True) -> list:
     """``[work(job, local) for job in jobs]``, the jobs shared out over up to :data:`THREADS` (or
-    torch's thread count, at most 4) threads; ``local`` is a dict private to one thread (for its scratch buffers)."""
+    torch's thread count, at most 4) threads (one with ``parallel=False``: for small work, where
+    starting threads costs more); ``local`` is a dict private to one thread (for its scratch buffers)."""
     global _pool, _pool_pid
     jobs = list(jobs)
-    threads = min(_threads(), len(jobs))
+    threads = min(_threads(), len(jobs)) if parallel else 1
     if threads <= 1:
         local: dict = {}
         return [work(job, local) for job in jobs]
