@@ -276,8 +276,11 @@ def test_trimmed_counts_equal_a_stable_argsort_of_every_coordinate_ties_included
             continue
         cols = (rng.integers(-2, 3, size=(40, n)).astype(float) if trial % 2 else rng.standard_normal((40, n)))
         cols[rng.random(cols.shape) < 0.2] = 0.0  # many ties, at the cuts too
-        order = np.argsort(cols, axis=1, kind="stable")
+        cols = cols.astype(np.float32)
+        base = np.zeros(40) if trial % 3 else rng.standard_normal(40) * 1e9  # huge: raw - base rounds, ties appear
+        order = np.argsort(cols - base[:, None], axis=1, kind="stable")  # the deltas' stable order
         expect = np.bincount(np.concatenate([order[:, :k], order[:, n - k:]], axis=1).reshape(-1), minlength=n)
-        assert (_trimmed_counts(cols, np.sort(cols, axis=1), k) == expect).all(), trial
+        raws, ranked = list(cols.T), list(np.sort(cols, axis=1).T)  # an update per row, a rank per row
+        assert (_trimmed_counts(raws, 0, 40, base, ranked, k) == expect).all(), trial
         checked += 1
     assert checked > 200

@@ -39,27 +39,36 @@ from fedchain.coordinator.strategies.base import (
     canonical_order,
     check_update,
 )
-from fedchain.coordinator.strategies.vectors import BLOCK, flatten, squared_norm
+from fedchain.coordinator.strategies.vectors import (
+    flatten,
+    pair_block_sums,
+    pairwise_products,
+    product,
+    raw_vector,
+)
 
 __all__ = ["FoolsGold", "foolsgold_weights"]
 
 
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """``sum(a * b)``, the same on every machine (see the vectors module)."""
-    return math.fsum(float(np.add.reduce(a[i:i + BLOCK] * b[i:i + BLOCK])) for i in range(0, a.size, BLOCK))
-
-
 def foolsgold_weights(histories: Sequence[np.ndarray]) -> list[float]:
     """FoolsGold's weight factor in [0, 1] for each history (see the module docstring)."""
-    n = len(histories)
+    if len(histories) < 2:
+        return [1.0] * len(histories)
+    return _weights(pairwise_products(histories))
+
+
+def _weights(gram: np.ndarray) -> list[float]:
+    """The weights from the histories' products (``gram[i, j] = sum(h_i * h_j)``, the diagonal the
+    squared norms; block sums combined with ``math.fsum``, see the vectors module)."""
+    n = gram.shape[0]
     if n < 2:
         return [1.0] * n
-    norms = [math.sqrt(squared_norm(h)) for h in histories]
+    norms = [math.sqrt(float(gram[i, i])) for i in range(n)]
     cs = [[0.0] * n for _ in range(n)]
     for i in range(n):
         for j in range(i + 1, n):
             if norms[i] > 0 and norms[j] > 0:
-                cs[i][j] = cs[j][i] = _dot(histories[i], histories[j]) / (norms[i] * norms[j])
+                cs[i][j] = cs[j][i] = float(gram[i, j]) / (norms[i] * norms[j])
     v = [max(row) for row in cs]
     pardoned = [row[:] for row in cs]
     for i in range(n):
@@ -98,10 +107,11 @@ class FoolsGold(StrategyWrapper):
         for u in ordered:
             check_update(arrays, u)
         history = dict(self._history)
-        for u in ordered:
-            delta = flatten(u.state) - base
-            history[u.key] = history[u.key] + delta if u.key in history else delta
-        factors = foolsgold_weights([history[u.key] for u in ordered])
+        rows, gram = _histories(base, [raw_vector(u.state, sorted(arrays)) for u in ordered],
+                                [history.get(u.key) for u in ordered])
+        for u, row in zip(ordered, rows):
+            history[u.key] = row
+        factors = _weights(gram) if len(ordered) >= 2 else [1.0] * len(ordered)
         if not any(f > 0 for f in factors):
             raise AggregationError(f"round {server_round}: FoolsGold gave every update weight 0")
         reweighted, decisions = [], []
@@ -133,3 +143,29 @@ class FoolsGold(StrategyWrapper):
                 raise AggregationError(f"FoolsGold state has unexpected entry {key!r}")
         self.inner.load_state(inner)
         self._history = history
+
+
+def _histories(base: np.ndarray, raws: list[np.ndarray], old: list[np.ndarray | None]
+               ) -> tuple[list[np.ndarray], np.ndarray]:
+    """The round's new histories (``old + (float64(x) - base)``, or the delta for a first round) and
+    their products, in one pass: each chunk of coordinates is written into the histories and used by
+    every pair while it is in cache. Bit for bit ``flatten(state) - base``, ``history + delta`` and
+    ``pairwise_products`` of the result."""
+    n, width = len(raws), base.size
+    rows = [np.empty(width, dtype=np.float64) for _ in range(n)]  # one array each: a member's history
+                                                                    # does not pin the others' memory
+    def load(a: int, b: int, block: np.ndarray) -> np.ndarray:
+        for i, (r, h) in enumerate(zip(raws, old)):
+            np.subtract(r[a:b], base[a:b], out=block[i], dtype=np.float64)
+            if h is not None:
+                np.add(h[a:b], block[i], out=block[i])
+            rows[i][a:b] = block[i]
+        return block
+
+    pairs, sums = pair_block_sums(n, width, load, product, diagonal=True)
+    if not pairs or not width:  # nothing was loaded: fill the rows
+        load(0, width, np.empty((n, width)))
+    gram = np.zeros((n, n), dtype=np.float64)
+    for (i, j), row in zip(pairs, sums.tolist()):
+        gram[i, j] = gram[j, i] = math.fsum(row)
+    return rows, gram

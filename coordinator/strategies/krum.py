@@ -25,7 +25,15 @@ from fedchain.plan import KrumSpec, MultiKrumSpec
 
 from fedchain.coordinator.strategies.base import AggregationError, ClientUpdate, Decision
 from fedchain.coordinator.strategies.fedavg import FedAvg
-from fedchain.coordinator.strategies.vectors import flatten, pairwise_squared_distances, stack_deltas, unflatten
+from fedchain.coordinator.strategies.vectors import (
+    chunks,
+    in_parallel,
+    pair_block_sums,
+    prepare,
+    scratch,
+    squared_difference,
+    unflatten,
+)
 
 __all__ = ["Krum", "MultiKrum", "krum_scores"]
 
@@ -70,7 +78,7 @@ class MultiKrum(FedAvg):
     def _aggregate(
         self, server_round: int, arrays: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]
     ) -> dict[str, torch.Tensor]:
-        ordered, deltas = stack_deltas(arrays, updates)
+        ordered, base, raws = prepare(arrays, updates)
         n, f = len(ordered), self.byzantine
         if n < 2 * f + 3:
             raise AggregationError(f"round {server_round}: {self.name} with byzantine = {f} needs at least "
@@ -78,15 +86,43 @@ class MultiKrum(FedAvg):
         if self.keep > n - f:
             raise AggregationError(f"round {server_round}: cannot keep {self.keep} of {n} updates with "
                                    f"byzantine = {f} (at most {n - f})")
-        scores = krum_scores(pairwise_squared_distances(deltas), f)
+        scores = krum_scores(_squared_distances(base, raws), f)
         ranking = sorted(range(n), key=lambda i: (scores[i], ordered[i].key))
         chosen = sorted(ranking[:self.keep])
         self.last_decisions = [
             Decision(ordered[i].participant, ordered[i].dataset_id, "excluded", "KRUM_NOT_SELECTED", scores[i])
             for i in range(n) if i not in chosen
         ]
-        mean = np.add.reduce(deltas[chosen], axis=0) / float(len(chosen))
-        return unflatten(flatten(arrays) + mean, arrays)
+        out = np.empty(base.size, dtype=np.float64)
+
+        def mean(job: tuple[int, int], local: dict) -> None:  # the chosen deltas' mean, chunk by chunk:
+            a, e = job                                         # the same add.reduce along axis 0
+            rows = scratch(local, "rows", len(chosen) * (e - a)).reshape(len(chosen), e - a)
+            for r, i in enumerate(chosen):
+                np.subtract(raws[i][a:e], base[a:e], out=rows[r], dtype=np.float64)
+            out[a:e] = base[a:e] + np.add.reduce(rows, axis=0) / float(len(chosen))
+
+        in_parallel(chunks(base.size), mean)
+        return unflatten(out, arrays)
+
+
+def _squared_distances(base: np.ndarray, raws: list[np.ndarray]) -> np.ndarray:
+    """The updates' pairwise squared distances, bit for bit
+    ``pairwise_squared_distances(stack_deltas(...))``, without the float64 stack: each chunk
+    of coordinates is converted (``float64(x) - base``, as stack_deltas does) once, into a
+    buffer that stays in cache while every pair uses it."""
+    n, width = len(raws), base.size
+
+    def load(a: int, b: int, rows: np.ndarray) -> np.ndarray:
+        for i, r in enumerate(raws):
+            np.subtract(r[a:b], base[a:b], out=rows[i], dtype=np.float64)
+        return rows
+
+    pairs, sums = pair_block_sums(n, width, load, squared_difference, diagonal=False)
+    d = np.zeros((n, n), dtype=np.float64)
+    for (i, j), row in zip(pairs, sums.tolist()):
+        d[i, j] = d[j, i] = math.fsum(row)
+    return d
 
 
 class Krum(MultiKrum):

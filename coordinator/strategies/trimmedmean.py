@@ -22,7 +22,7 @@ from fedchain.plan import TrimmedMeanSpec
 
 from fedchain.coordinator.strategies.base import ClientUpdate, Decision
 from fedchain.coordinator.strategies.fedavg import FedAvg
-from fedchain.coordinator.strategies.vectors import flatten, stack_deltas, unflatten
+from fedchain.coordinator.strategies.vectors import chunks, in_parallel, prepare, rank_sum, sort_chunk, unflatten
 
 __all__ = ["FedTrimmedMean"]
 
@@ -50,39 +50,61 @@ class FedTrimmedMean(FedAvg):
     def _aggregate(
         self, server_round: int, arrays: Mapping[str, torch.Tensor], updates: Sequence[ClientUpdate]
     ) -> dict[str, torch.Tensor]:
-        ordered, deltas = stack_deltas(arrays, updates)
-        n = len(ordered)
+        ordered, base, raws = prepare(arrays, updates)
+        n, width = len(ordered), base.size
         k = math.floor(self.beta * n)  # beta < 0.5, so n - 2k >= 1 values stay in every coordinate
-        columns = np.ascontiguousarray(deltas.T)  # one row per coordinate: sorting rows is cache-friendly
-        ranked = np.sort(columns, axis=1)  # the kept values (and so the mean) do not depend on how ties are ordered
-        mean = np.add.reduce(ranked[:, k:n - k], axis=1) / float(n - k - k)
+        out = np.empty(width, dtype=np.float64)
+        def chunk(job: tuple[int, int], local: dict) -> np.ndarray | None:
+            a, e = job
+            ranked = sort_chunk(raws, a, e, local)
+            b = base[a:e]
+            # Sorting the raw values sorts the deltas (x -> float64(x) - base is non-decreasing);
+            # the kept ranks are converted and summed rank after rank in the order add.reduce
+            # summed each coordinate's slice of its sorted deltas (vectors.rank_sum).
+            kept = [np.subtract(ranked[r], b, dtype=np.float64) for r in range(k, n - k)]
+            out[a:e] = b + rank_sum(kept) / float(n - k - k)
+            return _trimmed_counts(raws, a, e, b, ranked, k) if k else None
+
+        per_chunk = in_parallel(chunks(width), chunk)
         if k:
-            share = _trimmed_counts(columns, ranked, k) / float(columns.shape[0])
+            counts = np.zeros(n, dtype=np.int64)
+            for c in per_chunk:  # integer sums: exact in any order
+                counts += c
+            share = counts / float(width)
             self.last_decisions = [
                 Decision(u.participant, u.dataset_id, "trimmed", "TRIMMED", float(share[i]))
                 for i, u in enumerate(ordered)
             ]
-        return unflatten(flatten(arrays) + mean, arrays)
+        return unflatten(out, arrays)
 
 
-def _trimmed_counts(columns: np.ndarray, ranked: np.ndarray, k: int) -> np.ndarray:
-    """How many coordinates each update (column) had trimmed, ties at a cut broken by the canonical order.
+def _trimmed_counts(raws: list[np.ndarray], a: int, e: int, base: np.ndarray, ranked: np.ndarray,
+                    k: int) -> np.ndarray:
+    """How many of the coordinates ``[a, e)`` each update had trimmed, ties at a cut broken by the
+    canonical order.
 
-    The same counts as a stable argsort of every row, faster: a value below the
-    ``k``-th smallest (or above the ``k``-th largest) is trimmed; where the cut
-    value occurs exactly as often as the cut needs, every copy is trimmed; only
-    the rows with more copies at a cut than it takes are argsorted (stable, so the
-    update with the smaller canonical key is trimmed first).
+    ``ranked[r]`` holds each coordinate's ``r``-th smallest raw value. Where the deltas (``raw - base``) at a
+    cut are distinct — the k-th smallest below the next, the k-th largest above the one before —
+    exactly the k values on each side are trimmed, and as the delta is non-decreasing in the raw
+    value these are exactly the raw values ``<=`` the k-th smallest or ``>=`` the k-th largest.
+    Where the deltas tie at a cut (equal raw values, or raw values whose deltas round to the same
+    number), the coordinate's deltas are argsorted (stable, so the update with the smaller
+    canonical key is trimmed first): the counts of a stable argsort of every coordinate's deltas.
     """
-    n = columns.shape[1]
-    lo, hi = ranked[:, k - 1:k], ranked[:, n - k:n - k + 1]
-    low, high = columns <= lo, columns >= hi
-    ambiguous = (np.add.reduce(low, axis=1) != k) | (np.add.reduce(high, axis=1) != k)
-    counts = np.add.reduce(low | high, axis=0, dtype=np.int64)
+    n = len(ranked)
+    lo, hi = ranked[k - 1], ranked[n - k]
+    ambiguous = ((lo - base) == (ranked[k] - base)) | ((ranked[n - k - 1] - base) == (hi - base))
     rows = np.flatnonzero(ambiguous)
+    counts = np.empty(n, dtype=np.int64)
+    for i, r in enumerate(raws):
+        x = r[a:e]
+        trimmed = (x <= lo) | (x >= hi)
+        if rows.size:
+            trimmed[rows] = False
+        counts[i] = np.count_nonzero(trimmed)
     if rows.size:
-        counts -= np.add.reduce((low | high)[rows], axis=0, dtype=np.int64)
-        order = np.argsort(columns[rows], axis=1, kind="stable")
-        trimmed = np.concatenate([order[:, :k], order[:, n - k:]], axis=1)
-        counts += np.bincount(trimmed.reshape(-1), minlength=n)
+        deltas = np.stack([r[a:e][rows] for r in raws], axis=1) - base[rows, None]
+        order = np.argsort(deltas, axis=1, kind="stable")
+        cut = np.concatenate([order[:, :k], order[:, n - k:]], axis=1)
+        counts += np.bincount(cut.reshape(-1), minlength=n)
     return counts
