@@ -36,6 +36,7 @@ for bit (the noise must not be predictable); a non-private plan still is.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -231,7 +232,9 @@ def _train_dpsgd(global_state: Mapping[str, torch.Tensor], plan: TrainingPlan, t
                     opt.step()
                     continue
                 loss = F.cross_entropy(gsm(xb), yb)
-                loss.backward()
+                with warnings.catch_warnings():  # torch's note on Opacus's per-sample hooks: expected, not for users
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+                    loss.backward()
                 opt.step()
                 loss_sum += float(loss.detach()) * int(len(yb))
                 seen += int(len(yb))
