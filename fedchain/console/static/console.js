@@ -29,6 +29,7 @@
     fetch(window.location.href, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
+        // a failed fetch leaves `last` as the page shows it, so the next pulse tries again
         if (html === null) { return; }
         var doc = new DOMParser().parseFromString(html, "text/html");
         document.querySelectorAll("[data-live][id]").forEach(function (el) {
@@ -66,10 +67,8 @@
     var changed = p.events !== last.events || p.audit !== last.audit;
     var passed = last.block !== null && untilBlocks().some(function (u) { return last.block < u && p.block >= u; });
     last.block = p.block;
-    if (changed || passed) {
-      last.events = p.events;
-      last.audit = p.audit;
-      refresh();
-    }
+    // `last` follows what the page shows (set by a successful refresh), not the pulse: an update
+    // whose refresh failed or rendered an older state is fetched again at the next pulse
+    if (changed || passed) { refresh(); }
   });
 })();
