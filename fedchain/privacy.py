@@ -58,8 +58,6 @@ from functools import lru_cache
 from typing import Mapping
 
 import torch
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 
 from fedchain.errors import ConfigError
 
@@ -104,6 +102,9 @@ def _steps_and_rate(mode: str, n_train: int, batch_size: int, local_epochs: int)
 
 @lru_cache(maxsize=256)
 def _calibrate(target: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+    # Opacus costs ~3 s to import (it pulls torch.distributed); only private plans pay it.
+    from opacus.accountants.utils import get_noise_multiplier
+
     return float(get_noise_multiplier(target_epsilon=target, target_delta=delta, sample_rate=sample_rate,
                                       steps=steps, accountant=accountant, epsilon_tolerance=EPSILON_TOLERANCE))
 
@@ -130,6 +131,9 @@ def dp_params(plan, n_train: int) -> DPParams | None:
 def _epsilon(noise: float, rate: float, steps: int, delta: float, accountant: str) -> float:
     if steps == 0:
         return 0.0
+    # Opacus costs ~3 s to import (it pulls torch.distributed); only private plans pay it.
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
     acc = RDPAccountant() if accountant == "rdp" else PRVAccountant()
     acc.history = [(noise, rate, steps)]
     return float(acc.get_epsilon(delta))

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
 from fedchain.errors import ConfigError
@@ -375,6 +374,8 @@ def model_metrics(model: torch.nn.Module, plan: TrainingPlan, data: TabularData)
         probs = torch.softmax(logits, dim=1)
     metrics = {"accuracy": accuracy, "loss": loss}
     if plan.model.n_classes == 2 and 0 < int(y.sum()) < data.n_rows:
+        # scikit-learn costs ~2 s to import; only evaluation needs it, not every CLI start.
+        from sklearn.metrics import roc_auc_score
         metrics["auc"] = float(roc_auc_score(y.numpy(), probs[:, 1].numpy()))
     return metrics
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sklearn.metrics import roc_auc_score
 from torch.nn import functional as F
 
 from fedchain.errors import ConfigError
@@ -106,6 +105,8 @@ def evaluate_model(state: dict[str, torch.Tensor], plan: TrainingPlan, data: Tab
         positives = int(y.sum())
         if 0 < positives < data.n_rows:
             probs = torch.softmax(logits, dim=1)[:, 1]
+            # scikit-learn costs ~2 s to import; only evaluation needs it, not every CLI start.
+            from sklearn.metrics import roc_auc_score
             auc = float(roc_auc_score(y.numpy(), probs.numpy()))
         else:
             note = f"ROC AUC is undefined: every row is {data.label_values[int(y[0])]!r}"

@@ -41,9 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
-from opacus import GradSampleModule
-from opacus.data_loader import DPDataLoader
-from opacus.optimizers import DPOptimizer
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -210,6 +207,11 @@ def _train_dpsgd(global_state: Mapping[str, torch.Tensor], plan: TrainingPlan, t
     ``dp.clipping_norm``, noise ``dp.noise_std`` on each step's sum (accounted by fedchain.privacy)."""
     if config.proximal_mu > 0:  # the plan rules refuse this: Opacus clips per-example grads of the loss only
         raise ConfigError("dpsgd cannot train with a proximal term (FedProx)")
+    # Opacus costs ~3 s to import (it pulls torch.distributed); only DP-SGD training pays it.
+    from opacus import GradSampleModule
+    from opacus.data_loader import DPDataLoader  # lazy, as above
+    from opacus.optimizers import DPOptimizer  # lazy, as above
+
     with deterministic_torch():
         model = load_global_model(plan, global_state)
         model.train()

@@ -1,4 +1,4 @@
-"""Role commands: the hospital node, the coordinator, and the one-command demo.
+"""Role commands: the hospital node and the coordinator (the one-command demo is in fedchain.cli.demo).
 
 ``node run`` and ``coordinator run`` are long-running services. Their exit
 status says why they stopped (:class:`fedchain.lifecycle.ExitCode`, listed in
@@ -17,7 +17,6 @@ from rich.markup import escape
 
 from fedchain import lifecycle
 from fedchain.cli.common import err_console
-from fedchain.cli.demo import run_demo
 from fedchain.contracts.bindings import ChainUnavailable
 from fedchain.coordinator.runner import run_coordinator
 from fedchain.ipfs import StoreUnavailable
@@ -46,7 +45,6 @@ def _proposal_ids(values: Optional[list[int]]) -> Optional[list[int]]:
 def register(app: typer.Typer) -> None:
     app.add_typer(node_app, name="node")
     app.add_typer(coordinator_app, name="coordinator")
-    app.command("demo")(demo)
 
 
 def _run_role(run: Callable[[], None]) -> None:
@@ -105,30 +103,3 @@ def coordinator_run(
     _run_role(lambda: run_coordinator(config, proposals=proposal, exit_when_done=exit_when_done, log_json=log_json))
 
 
-def demo(
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/demo-<timestamp>).")] = None,
-    rounds: Annotated[int, typer.Option(help="Training rounds.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed for the data split and training.")] = 7,
-    hospitals: Annotated[Optional[int], typer.Option(
-        help="Number of hospitals (at least 4; the fourth sits out by policy). Default 4, or 7 with --attackers.")] = None,
-    attackers: Annotated[int, typer.Option(help="How many participating hospitals are malicious (runs a clean "
-                                                "comparison too).")] = 0,
-    attack: Annotated[str, typer.Option(help="sign-flip, scale, noise, label-flip or free-ride.")] = "sign-flip",
-    strategy: Annotated[Optional[str], typer.Option(
-        help="Aggregation rule: fedavg, median, trimmed_mean, krum, multikrum, normbound, foolsgold.")] = None,
-    mode: Annotated[str, typer.Option(help="How updates reach the aggregate: plain, secagg (secure aggregation "
-                                           "with on-chain phases) or he (CKKS homomorphic sum).")] = "plain",
-    dp: Annotated[Optional[float], typer.Option(
-        "--dp", metavar="EPSILON",
-        help="Train with differential privacy at this ε per dataset over the run; every dataset gets it as its "
-             "budget on chain (the third hospital half of it, to show the refusal).")] = None,
-    dp_mode: Annotated[str, typer.Option(help="With --dp: client (clip + noise at each node), dpsgd (Opacus) "
-                                              "or server (the coordinator noises the aggregate).")] = "client",
-) -> None:
-    """Hospitals train one model on the embedded chain + store; prints a summary and writes an audit report.
-
-    With --attackers K, K hospitals attack (--attack) and the chosen rule (--strategy) defends: clean and attacked
-    accuracy are printed side by side with who the rule excluded each round."""
-
-    run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals, attackers=attackers, attack=attack,
-             strategy=strategy, mode=mode, dp=dp, dp_mode=dp_mode)
