@@ -197,7 +197,7 @@ BAD_PLANS = [
 ]
 
 
-@pytest.mark.parametrize("dotted,value,field,fragment", BAD_PLANS, ids=[f"{b[0]}={b[1]!r}" for b in BAD_PLANS])
+@pytest.mark.parametrize("dotted,value,field,fragment", BAD_PLANS, ids=[f"{b[0]}=<deleted>" if b[1] is _DELETE else f"{b[0]}={b[1]!r}" for b in BAD_PLANS])
 def test_bad_plans_name_the_field(dotted, value, field, fragment):
     d = base_dict()
     _set(d, dotted, value)
