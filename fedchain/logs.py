@@ -109,6 +109,25 @@ class JsonFormatter(_Base):
         return json.dumps(doc, default=str, ensure_ascii=False)
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted.
+
+    A CLI command run inside a longer-lived process (a test runner, a notebook, a
+    service embedding fedchain) must not keep writing to the stderr it found at set-up:
+    that stream may since have been replaced and closed ("I/O operation on closed file")."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ / setStream assign it; always sys.stderr
+        pass
+
+
 def setup(
     *, role: str, who: str = "", dev: bool = False, json_lines: bool = False, level: int | str = logging.INFO,
     stream: IO[str] | None = None,
@@ -120,7 +139,7 @@ def setup(
     logger = logging.getLogger(_ROOT)
     for old in [h for h in logger.handlers if getattr(h, "_fedchain", False)]:
         logger.removeHandler(old)
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     handler.setFormatter((JsonFormatter if json_lines else TextFormatter)(role, who, dev))
     handler._fedchain = True  # type: ignore[attr-defined]
     logger.addHandler(handler)

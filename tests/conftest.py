@@ -1,10 +1,10 @@
 """Shared pytest fixtures (each area keeps its fixtures in its own module), and the suite's order.
 
-``scripts/test`` runs the suite on every core with pytest-xdist (``--dist worksteal``):
-each worker starts with one contiguous slice of the collection and steals from the
-others' queues when it runs dry. The multi-process tests (marked ``slow``, a minute or
-more each) are put at the head of the slices, round-robin, so that no worker meets
-them at the end of its queue with nothing left to steal.
+``scripts/test`` runs the tests not marked ``alone`` on every core with pytest-xdist
+(``--dist worksteal``: each worker starts with one contiguous slice of the collection and
+steals from the others' queues when it runs dry), then the ``alone`` ones one at a time.
+The long tests (marked ``slow``, a minute or more each) are put at the head of the
+slices, round-robin, so that no worker meets one at the end with nothing left to steal.
 """
 
 import os

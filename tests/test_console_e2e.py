@@ -33,7 +33,7 @@ from fedchain.ipfs.kubo import KuboStore
 from fedchain.plan import load_plan
 from fedchain.usecases import proposals as uc_proposals
 
-pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.ipfsd]
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.anvil, pytest.mark.ipfsd]
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 PIL = pytest.importorskip("PIL.Image")

@@ -25,7 +25,7 @@ from fedchain.ipfs.daemon import free_port
 from fedchain.lifecycle import ExitCode
 from fedchain.sample_data import demo_plan
 
-pytestmark = [pytest.mark.anvil, pytest.mark.slow]
+pytestmark = [pytest.mark.anvil, pytest.mark.slow, pytest.mark.alone]
 
 RETRY = "[retry]\nhorizon_seconds = 120\nfirst_wait_seconds = 0.2\nmax_wait_seconds = 1\n"
 

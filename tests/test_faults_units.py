@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -248,6 +249,25 @@ def test_log_lines_carry_time_proposal_round_and_the_dev_marker():
         "level": "info", "role": "node", "who": who, "dev": True, "proposal": 1, "round": 2,
         "msg": "committed round 2", "loss": 0.25, "accuracy": 0.9}
     logging.getLogger("fedchain").handlers.clear()
+
+
+def test_the_log_follows_stderr_when_it_is_replaced(monkeypatch):
+    """A command run inside a longer-lived process (a test runner, a notebook) set up its log on the
+    stderr of that moment; once that stream is swapped and closed, records go to the new stderr
+    instead of failing with 'Logging error ... I/O operation on closed file'."""
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.setup(role="node", who="dev-1")
+    logging.getLogger("fedchain.node").warning("to the first")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    try:
+        logging.getLogger("fedchain.node").warning("to the second")
+    finally:
+        logging.getLogger("fedchain").handlers.clear()
+    text = second.getvalue()
+    assert "to the second" in text and "Logging error" not in text and "Traceback" not in text
 
 
 # -- role command arguments ------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Six hospitals (every policy open) run the demo plan on the embedded chain, some of
 them :class:`~fedchain.cli.attacks.AttackingNode`\\ s. Checked here:
 
-* two sign-flipping hospitals wreck FedAvg, Multi-Krum keeps the clean accuracy,
+* two sign-flipping hospitals wreck FedAvg (so do two boosting label-flipped updates
+  x10), Multi-Krum keeps the clean accuracy,
   and every exclusion (who, how, reason code, Krum score) is in the round's scores
   document; replay verifies every round;
 * a coordinator that edits a decision or a score in the document (and points the
@@ -115,6 +116,13 @@ def test_multikrum_keeps_the_clean_accuracy_where_fedavg_falls_and_records_who_i
         assert all(r.scores[a] == 0.0 for a in bad)
     assert krum_attacked.replay == [VERIFIED] * ROUNDS and fedavg.replay == [VERIFIED] * ROUNDS
     assert clean.rounds[-1].decisions == [] and clean.replay == [VERIFIED] * ROUNDS
+
+
+def test_two_boosted_poisoned_updates_take_fedavg_down(clean, tmp_path):
+    # The scaling attack boosts a label-flipped update x10: the plain mean follows the attackers.
+    fedavg = run_experiment(tmp_path / "fa", rule="fedavg", attackers=2, attack="scale", rounds=ROUNDS)
+    assert fedavg.final_accuracy < clean.final_accuracy - 0.02
+    assert fedavg.replay == [VERIFIED] * ROUNDS
 
 
 @pytest.mark.parametrize("attack", ["scale", "label-flip"])

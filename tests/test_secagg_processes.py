@@ -22,7 +22,7 @@ from fedchain.coordinator.audit.replay import VERIFIED, replay_live
 from fedchain.identity import dev_identity
 from fedchain.ipfs.kubo import KuboStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.ipfsd]
+pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.anvil, pytest.mark.ipfsd]
 
 
 def wait_until(what: str, predicate, net: LocalNetwork, timeout: float = 120.0):

@@ -12,8 +12,12 @@ Attacks (``delta`` is the honest update minus the round's global model):
     commits ``global - s * delta`` (``s`` = strength, default 4): the update
     points the other way, boosted so that two of six outweigh the honest four.
 ``scale``
-    commits ``global + s * delta`` (default 10): a boosted update (model
-    replacement) that dominates a plain mean.
+    trains on flipped labels (as ``label-flip``) and commits ``global + s * delta``
+    (default 10): the boosted poisoned update of the scaling / model-replacement
+    attack (Bagdasaryan et al., "How to Backdoor Federated Learning", AISTATS 2020;
+    the scaling attack in Cao et al., "FLTrust", NDSS 2021), made to dominate a plain
+    mean. Boosting an *honest* update, as this attack first did, is no attack on
+    accuracy: with 2 of 6 hospitals at x10 FedAvg still ended at 0.956 (clean 0.965).
 ``noise``
     commits ``global + N(0, s^2)`` per weight (default 1), seeded per round and
     hospital: an update that carries no information.
@@ -87,10 +91,10 @@ class AttackJob:
             state = {k: (v + s * torch.randn(v.shape, generator=gen, dtype=torch.float32)).contiguous()
                      for k, v in start.items()}
             return LocalResult(state, job.data.n_rows, 0.0, {})
-        honest = job.train()
+        trained = replace(job, data=flip_labels(job.data)).train() if name == "scale" else job.train()
         factor = -s if name == "sign-flip" else s
-        state = {k: (start[k] + factor * (v - start[k])).contiguous() for k, v in honest.state_dict.items()}
-        return replace(honest, state_dict=state)
+        state = {k: (start[k] + factor * (v - start[k])).contiguous() for k, v in trained.state_dict.items()}
+        return replace(trained, state_dict=state)
 
 
 class AttackingNode(HospitalNode):

@@ -893,7 +893,6 @@ class GovernanceMachine(RuleBasedStateMachine):
             assert (info[3], info[2]) == (_PHASE[rd.phase], len(rd.committed))  # IRounds.Round: phase, committed
 
 
-@pytest.mark.slow
 def test_governance_state_machine(world):
     """>= 1,000 random sequences; the time and what was exercised are printed (``-s``)."""
 
