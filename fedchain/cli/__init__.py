@@ -101,6 +101,8 @@ app = typer.Typer(
 )
 
 
+# No command is registered up front; a callback is what makes Typer build the root as a group
+# (of class LazyGroup). Its docstring is not shown: the app's help above is.
 @app.callback()
 def _root() -> None:
     """Blockchain-governed federated learning for hospitals."""
