@@ -204,8 +204,9 @@ def test_many_updates_are_bit_identical(r, beta):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(rounds(min_n=5, max_n=12))
 def test_fallbacks_and_one_thread_give_the_same_bits(monkeypatch, r):
-    """Without the leaf tree, without the rank sum replay, on one thread: still the reference's bits."""
-    from fedchain.coordinator.strategies import vectors
+    """Without the leaf tree, without the rank sum replay, without the compiled loops, on one
+    thread: still the reference's bits."""
+    from fedchain.coordinator.strategies import kernels, vectors
 
     with monkeypatch.context() as m:
         m.setattr(vectors, "_TREE", False)
@@ -214,3 +215,8 @@ def test_fallbacks_and_one_thread_give_the_same_bits(monkeypatch, r):
         _run(FedTrimmedMean(beta=0.2), ref.RefTrimmedMean(beta=0.2), *r)
         _run(MultiKrum(byzantine=1, keep=2), ref.RefMultiKrum(byzantine=1, keep=2), *r)
         _run(FoolsGold(FedAvg()), ref.RefFoolsGold(FedAvg()), *r)
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "_built", None)  # numpy only
+        _run(MultiKrum(byzantine=1, keep=2), ref.RefMultiKrum(byzantine=1, keep=2), *r)
+        _run(FoolsGold(FedAvg()), ref.RefFoolsGold(FedAvg()), *r)
+        _run(NormBound(FedAvg(), bound=0.5), ref.RefNormBound(FedAvg(), bound=0.5), *r)

@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from fedchain.coordinator.strategies.kernels import get as compiled_loops
 from fedchain.coordinator.strategies.base import (
     AggregationError,
     ClientUpdate,
@@ -154,11 +155,19 @@ def _histories(base: np.ndarray, raws: list[np.ndarray], old: list[np.ndarray | 
     n, width = len(raws), base.size
     rows = [np.empty(width, dtype=np.float64) for _ in range(n)]  # one array each: a member's history
                                                                     # does not pin the others' memory
+    compiled = compiled_loops()
+
     def load(a: int, b: int, block: np.ndarray) -> np.ndarray:
         for i, (r, h) in enumerate(zip(raws, old)):
-            np.subtract(r[a:b], base[a:b], out=block[i], dtype=np.float64)
-            if h is not None:
-                np.add(h[a:b], block[i], out=block[i])
+            if compiled and r.flags.c_contiguous and (h is None or h.flags.c_contiguous):
+                if h is None:  # the same operations as below, one pass
+                    compiled.deltas(r[a:b], base[a:b], block[i])
+                else:
+                    compiled.add_deltas(r[a:b], base[a:b], h[a:b], block[i])
+            else:
+                np.subtract(r[a:b], base[a:b], out=block[i], dtype=np.float64)
+                if h is not None:
+                    np.add(h[a:b], block[i], out=block[i])
             rows[i][a:b] = block[i]
         return block
 

@@ -22,7 +22,17 @@ import torch
 from fedchain.errors import ConfigError
 
 from fedchain.coordinator.strategies.base import ClientUpdate, Decision, Strategy, StrategyWrapper, canonical_order
-from fedchain.coordinator.strategies.vectors import BLOCK, flatten, in_parallel, norm, raw_vector, scratch, unflatten
+from fedchain.coordinator.strategies.kernels import get as compiled_loops
+from fedchain.coordinator.strategies.vectors import (
+    BLOCK,
+    flatten,
+    in_parallel,
+    norm,
+    raw_vector,
+    scratch,
+    tree_sums,
+    unflatten,
+)
 
 __all__ = ["NormBound"]
 
@@ -82,10 +92,14 @@ def _norm_of_delta(raw: np.ndarray, base: np.ndarray, buf: np.ndarray) -> float:
     """``norm(flatten(state) - base)`` bit for bit, block by block in a reused buffer: each
     block's ``float64(x) - base`` squared and ``add.reduce``-d as :func:`norm` does, the block
     sums combined with ``math.fsum``."""
+    compiled = compiled_loops() if tree_sums() else None
     sums = []
     for a in range(0, base.size, BLOCK):
         e = min(a + BLOCK, base.size)
         d = buf[:e - a]
+        if compiled and e - a == BLOCK and raw.flags.c_contiguous:  # one fused pass, the same sum
+            sums.append(float(compiled.delta_square_sum(raw[a:e], base[a:e], d)))
+            continue
         np.subtract(raw[a:e], base[a:e], out=d, dtype=np.float64)
         np.multiply(d, d, out=d)
         sums.append(float(np.add.reduce(d)))
@@ -97,12 +111,16 @@ def _clip(raw: np.ndarray, base: np.ndarray, scale: float, arrays: Mapping[str, 
     """``base + (float64(x) - base) * scale`` rounded to float32, block by block (the same
     operations, in the same order, as the whole-vector expression)."""
     out = np.empty(base.size, dtype=np.float32)
-    for a in range(0, base.size, BLOCK):
-        e = min(a + BLOCK, base.size)
-        d = buf[:e - a]
-        np.subtract(raw[a:e], base[a:e], out=d, dtype=np.float64)
-        np.multiply(d, scale, out=d)
-        np.add(base[a:e], d, out=out[a:e])  # added in float64, then rounded to float32 (nearest even)
+    compiled = compiled_loops()
+    if compiled and raw.flags.c_contiguous:
+        compiled.clip(raw, base, scale, out)  # one fused pass of the same steps, each rounded once
+    else:
+        for a in range(0, base.size, BLOCK):
+            e = min(a + BLOCK, base.size)
+            d = buf[:e - a]
+            np.subtract(raw[a:e], base[a:e], out=d, dtype=np.float64)
+            np.multiply(d, scale, out=d)
+            np.add(base[a:e], d, out=out[a:e])  # added in float64, then rounded to float32 (nearest even)
     state, at = {}, 0
     for k in names:
         m = arrays[k].numel()

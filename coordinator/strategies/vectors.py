@@ -30,7 +30,12 @@ non-decreasing, so it commutes with sorting, and only the selected values are
 converted; they sort whole rows of a chunk at once with a sorting network of
 elementwise ``minimum``/``maximum`` (:func:`sort_chunk`), and a sum across
 sorted ranks replays ``add.reduce``'s order along a row (:func:`pairwise_sum`,
-also checked at import, with a fallback). Chunks run on as many threads as torch
+also checked at import, with a fallback). The pair sums (Krum's distances,
+FoolsGold's products) and the deltas that feed them run in compiled loops
+(:mod:`~fedchain.coordinator.strategies.kernels`) that fuse difference, square
+and the run sums into one pass with the same operations — checked against this
+numpy code when first used, which stays the path wherever they are not in use.
+Chunks run on as many threads as torch
 uses (at most 4; :data:`THREADS` overrides); every chunk's numbers come from the
 same operations on any thread, and they are combined in a fixed order, with
 ``math.fsum`` or as integers.
@@ -48,11 +53,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from fedchain.coordinator.strategies.kernels import get as compiled_loops
 from fedchain.coordinator.strategies.base import ClientUpdate, canonical_order, check_update
 
-__all__ = ["BLOCK", "flatten", "unflatten", "stack_deltas", "squared_norm", "norm", "pairwise_squared_distances",
+__all__ = ["BLOCK", "LEAF", "flatten", "unflatten", "stack_deltas", "squared_norm", "norm", "pairwise_squared_distances",
            "pairwise_products", "pair_block_sums", "prepare", "raw_vector", "sort_chunk", "chunks", "sorting_network",
-           "pairwise_sum", "rank_sum", "in_parallel", "scratch", "THREADS"]
+           "pairwise_sum", "rank_sum", "in_parallel", "scratch", "THREADS", "tree_sums"]
 
 #: Elements per block of a norm or distance (each block is one pairwise-summed reduction).
 BLOCK = 1 << 16
@@ -120,6 +126,11 @@ def _tree_matches_numpy() -> bool:
 
 
 _TREE = _tree_matches_numpy()
+
+
+def tree_sums() -> bool:
+    """Whether a full block's ``add.reduce`` is the pairwise tree of its :data:`LEAF` run sums here."""
+    return _TREE
 
 #: Threads for the chunk loops (numpy releases the GIL inside its loops). Each chunk's numbers come
 #: from the same operations whichever thread runs it, and chunks are combined in a fixed order (or
@@ -292,6 +303,8 @@ def pair_block_sums(n: int, width: int, load, op, diagonal: bool) -> tuple[list[
     if not pairs:
         return pairs, sums
 
+    compiled = compiled_loops() if op in (squared_difference, product) else None
+
     def block(b: int, local: dict) -> None:
         start = b * BLOCK
         stop = min(start + BLOCK, width)
@@ -304,6 +317,13 @@ def pair_block_sums(n: int, width: int, load, op, diagonal: bool) -> tuple[list[
             nl = w // LEAF if tree else 1
             l0 = (a - start) // LEAF if tree else 0
             rows = load(a, e, scratch(local, "rows", n * w).reshape(n, w))
+            if compiled and tree:  # the same run sums, in one fused pass per pair
+                if not rows.flags.c_contiguous:  # a view into a caller's matrix
+                    dense = scratch(local, "dense", n * w).reshape(n, w)
+                    np.copyto(dense, rows)
+                    rows = dense
+                compiled.pair_leaves(rows, leaves, l0, diagonal, op is product)
+                continue
             work = scratch(local, "work", n * w)
             p = 0
             for i in range(n):
