@@ -33,7 +33,7 @@ from fedchain.coordinator.audit.replay import replay_live
 from fedchain.identity import dev_identity
 from fedchain.ipfs.kubo import KuboStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.anvil, pytest.mark.ipfsd]
+pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.ipfsd]
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 

@@ -25,7 +25,7 @@ from fedchain.identity import dev_identity
 from fedchain.ipfs.kubo import KuboStore
 from fedchain.retry import RetryPolicy
 
-pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.anvil, pytest.mark.ipfsd]
+pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.ipfsd]
 
 #: How long each service stays down (the operator's report: 20 s; the old code gave up after ~2 s).
 DOWN_SECONDS = 8

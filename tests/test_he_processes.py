@@ -31,7 +31,7 @@ from fedchain.identity import dev_identity
 from fedchain.ipfs.kubo import KuboStore
 from fedchain.usecases.he_decryptor import MAX_REQUEST_BYTES
 
-pytestmark = [pytest.mark.slow, pytest.mark.alone, pytest.mark.anvil, pytest.mark.ipfsd]
+pytestmark = [pytest.mark.slow, pytest.mark.anvil, pytest.mark.ipfsd]
 
 PORT_PROBE = ("127.0.0.1", 0)
 
