@@ -64,19 +64,20 @@ def test_demo_refuses_a_hospital_count_it_cannot_run(tmp_path, capsys, n):
 
 
 def test_demo_with_attackers_prints_clean_and_attacked_side_by_side(tmp_path, capsys):
-    """Two sign-flippers of six participants; Multi-Krum excludes them every round (2 rounds, ~20 s: two demos)."""
-    code = main(["demo", "--out", str(tmp_path / "run"), "--rounds", "2", "--attackers", "2", "--attack", "sign-flip",
-                 "--strategy", "multikrum"])
+    """The two largest of six participants flip their labels; Multi-Krum excludes them every round
+    (2 rounds, ~20 s: two demos)."""
+    code = main(["demo", "--out", str(tmp_path / "run"), "--rounds", "2", "--attackers", "2", "--attack", "label-flip",
+                 "--attackers-from", "largest", "--strategy", "multikrum"])
     out = " ".join(capsys.readouterr().out.split())
     assert code == 0
-    assert "2 malicious (sign-flip) vs clean, rule multikrum" in out
+    assert "2 malicious (label-flip) vs clean, rule multikrum" in out
     assert "excluded / clipped by the rule" in out and out.count("KRUM_NOT_SELECTED") >= 4
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["attackers"] == ["hospital-f", "hospital-g"] and summary["strategy"] == "multikrum"
+    assert summary["attackers"] == ["hospital-a", "hospital-b"] and summary["strategy"] == "multikrum"
     assert summary["clean_test_accuracy"] is not None
     assert abs(summary["federated_test_accuracy"] - summary["clean_test_accuracy"]) <= 0.05
     for r in summary["rounds"]:
-        assert sorted(d.split()[0] for d in r["decisions"]) == ["hospital-f", "hospital-g"]
+        assert sorted(d.split()[0] for d in r["decisions"]) == ["hospital-a", "hospital-b"]
         assert all(" excluded (KRUM_NOT_SELECTED " in d for d in r["decisions"])
     assert "hospital-d" not in summary["attackers"]  # the one that sits out by policy never attacks
     assert "2/2 rounds VERIFIED" in out
@@ -87,6 +88,7 @@ def test_demo_with_attackers_prints_clean_and_attacked_side_by_side(tmp_path, ca
     (["--strategy", "krum"], "krum with byzantine = 1 needs at least"),
     (["--strategy", "bulyan"], "unknown rule 'bulyan'"),
     (["--attackers", "6"], "--attackers must be from 0 to 5"),
+    (["--attackers", "1", "--attackers-from", "richest"], "--attackers-from must be smallest or largest"),
 ])
 def test_demo_refuses_an_attack_it_cannot_run_before_writing_anything(tmp_path, capsys, args, words):
     code = main(["demo", "--out", str(tmp_path / "run"), "--rounds", "1", *args])

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedchain.cli.robustness import run_experiment
+from fedchain.cli.robustness import pick_attackers, run_experiment
 from fedchain.content import fetch_document, pin_document
 from fedchain.coordinator.audit.replay import DISCREPANCY, UNVERIFIABLE, VERIFIED, replay_trail
 from fedchain.coordinator.audit.trail import export_trail, read_trail
@@ -123,6 +123,31 @@ def test_two_boosted_poisoned_updates_take_fedavg_down(clean, tmp_path):
     fedavg = run_experiment(tmp_path / "fa", rule="fedavg", attackers=2, attack="scale", rounds=ROUNDS)
     assert fedavg.final_accuracy < clean.final_accuracy - 0.02
     assert fedavg.replay == [VERIFIED] * ROUNDS
+
+
+def test_label_flipping_by_the_two_largest_hospitals_takes_fedavg_down_and_multikrum_holds(clean, tmp_path):
+    """Flipped labels from the two hospitals with the most rows (a third of the members, most of the
+    weight in a sample-weighted mean): FedAvg follows them, Multi-Krum excludes exactly them."""
+    fedavg = run_experiment(tmp_path / "fa", rule="fedavg", attackers=2, attack="label-flip", rounds=ROUNDS,
+                            largest=True)
+    assert fedavg.attackers == ["hospital-a", "hospital-b"]
+    assert fedavg.final_accuracy < clean.final_accuracy - 0.02
+    e = run_experiment(tmp_path / "mk", rule="multikrum", attackers=2, attack="label-flip", rounds=ROUNDS,
+                       largest=True)
+    bad = {a for a, n in e.names.items() if n in e.attackers}
+    for r in e.rounds:
+        assert {d["participant"] for d in r.decisions if d["action"] == "excluded"} == bad
+    assert abs(e.final_accuracy - clean.final_accuracy) <= 0.02
+    assert e.replay == [VERIFIED] * ROUNDS and fedavg.replay == [VERIFIED] * ROUNDS
+
+
+def test_attackers_are_the_smallest_or_the_largest_hospitals():
+    names = ["a", "b", "c", "d", "e"]
+    rows = {"a": 50, "b": 90, "c": 90, "d": 10, "e": 70}
+    assert pick_attackers(names, rows, 2) == ["d", "e"]
+    assert pick_attackers(names, rows, 2, largest=True) == ["b", "c"]
+    assert pick_attackers(names, rows, 3, largest=True) == ["b", "c", "e"]
+    assert pick_attackers(names, rows, 0, largest=True) == []
 
 
 @pytest.mark.parametrize("attack", ["scale", "label-flip"])

@@ -37,7 +37,7 @@ from rich.table import Table
 
 from fedchain.cli.attacks import ATTACKS, Attack
 from fedchain.cli.common import console
-from fedchain.cli.robustness import rule_plan_tables
+from fedchain.cli.robustness import pick_attackers, rule_plan_tables
 from fedchain.cli.dpbench import federated_run, without_privacy
 from fedchain.cli.simulation import Simulation
 from fedchain.contracts.bindings import Policy, Vote
@@ -118,7 +118,7 @@ def _policies(names: list[str], proposer_address: str, dp: float | None = None) 
 def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: bool = False,
              hospitals: int | None = None, report: bool = True, *, attackers: int = 0, attack: str = "sign-flip",
              strategy: str | None = None, mode: str = "plain", dp: float | None = None,
-             dp_mode: str = "client") -> DemoResult:
+             dp_mode: str = "client", attackers_from: str = "smallest") -> DemoResult:
     """Run the demo end to end and return its measurements (also written to the run folder).
 
     ``hospitals`` in 4..MAX_HOSPITALS (default 4, or 7 with attackers): the
@@ -128,7 +128,8 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
 
     ``strategy`` names an aggregation rule of :data:`fedchain.cli.robustness.RULES`
     (default FedAvg). ``attackers`` > 0: that many of the participating hospitals
-    (the last ones) run :class:`~fedchain.cli.attacks.AttackingNode` with
+    (the last ones, the smallest; with ``attackers_from="largest"`` the ones with the most
+    rows) run :class:`~fedchain.cli.attacks.AttackingNode` with
     ``attack``; the same demo then runs again without attackers (into
     ``<run>/clean``) and both accuracies are printed side by side with what the
     rule excluded each round.
@@ -145,6 +146,8 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         raise ConfigError(f"--dp-mode must be client, dpsgd or server, not {dp_mode!r}")
     if dp is not None and (attackers or mode != "plain"):
         raise ConfigError("--dp runs with mode plain and no attackers (one comparison at a time)")
+    if attackers_from not in ("smallest", "largest"):
+        raise ConfigError(f"--attackers-from must be smallest or largest, not {attackers_from!r}")
     if hospitals is None:
         hospitals = 7 if attackers else MIN_HOSPITALS
     if attack not in ATTACKS:
@@ -222,7 +225,9 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
     # --- rounds ----------------------------------------------------------------------
     sits_out = names[3]  # its policy admits research only (see _policies)
     result.strategy, result.attack = rule, attack if attackers else ""
-    result.attackers = [n for n in names if n != sits_out][-attackers:] if attackers else []
+    result.attackers = pick_attackers([n for n in names if n != sits_out],
+                                      {h.name: h.n_rows for h in sim.data.hospitals}, attackers,
+                                      largest=attackers_from == "largest")
     nodes = sim.nodes({n: Attack(attack) for n in result.attackers})
     if result.attackers:
         say(f"[red]malicious:[/] {', '.join(result.attackers)} ({attack}); aggregation rule [bold]{rule}[/]")
@@ -405,6 +410,9 @@ def demo(
     attackers: Annotated[int, typer.Option(help="How many participating hospitals are malicious (runs a clean "
                                                 "comparison too).")] = 0,
     attack: Annotated[str, typer.Option(help="sign-flip, scale, noise, label-flip or free-ride.")] = "sign-flip",
+    attackers_from: Annotated[str, typer.Option(
+        help="Which hospitals attack: smallest (the fewest rows, default) or largest (the most rows: the most "
+             "weight in a weighted mean).")] = "smallest",
     strategy: Annotated[Optional[str], typer.Option(
         help="Aggregation rule: fedavg, median, trimmed_mean, krum, multikrum, normbound, foolsgold.")] = None,
     mode: Annotated[str, typer.Option(help="How updates reach the aggregate: plain, secagg (secure aggregation "
@@ -422,4 +430,4 @@ def demo(
     accuracy are printed side by side with who the rule excluded each round."""
 
     run_demo(out=out, rounds=rounds, seed=seed, hospitals=hospitals, attackers=attackers, attack=attack,
-             strategy=strategy, mode=mode, dp=dp, dp_mode=dp_mode)
+             strategy=strategy, mode=mode, dp=dp, dp_mode=dp_mode, attackers_from=attackers_from)

@@ -113,11 +113,24 @@ def _hex(sha: str) -> str:
     return sha if sha.startswith("0x") else "0x" + sha
 
 
+def pick_attackers(names: list[str], rows: dict[str, int], k: int, largest: bool = False) -> list[str]:
+    """The ``k`` malicious hospitals among ``names``: the last ``k`` (the demo split's smallest), or
+    with ``largest`` the ``k`` with the most rows (ties by name), the most weight in a weighted mean."""
+    if not k:
+        return []
+    if largest:
+        return sorted(sorted(names, key=lambda n: (-rows[n], n))[:k], key=names.index)
+    return names[-k:]
+
+
 def run_experiment(root: Path, *, hospitals: int = 6, attackers: int = 0, attack: str = "sign-flip",
                    rule: str = "fedavg", rounds: int = 5, seed: int = 7, strength: float | None = None,
                    contribution: dict[str, Any] | None = None, chain_url: str = "eth-tester://",
-                   replay: bool = True, progress: Callable[[str], None] | None = None) -> Experiment:
-    """Run one experiment (see the module docstring); ``root`` holds its data and store."""
+                   replay: bool = True, progress: Callable[[str], None] | None = None,
+                   largest: bool = False) -> Experiment:
+    """Run one experiment (see the module docstring); ``root`` holds its data and store. The
+    attackers are the last ``attackers`` hospitals of the demo split (its smallest), or with
+    ``largest`` its first (the hospitals with the most rows, so the most weight in FedAvg)."""
     if attack not in ATTACKS:
         raise ConfigError(f"unknown attack {attack!r} (choose one of: {', '.join(ATTACKS)})")
     if not 0 <= attackers < hospitals:
@@ -134,7 +147,7 @@ def run_experiment(root: Path, *, hospitals: int = 6, attackers: int = 0, attack
         changes["contribution"] = contribution
     plan = sim.plan(base, **changes)
     pid = sim.approve(plan)
-    bad = sim.names[hospitals - attackers:]
+    bad = pick_attackers(sim.names, {h.name: h.n_rows for h in sim.data.hospitals}, attackers, largest)
     nodes = sim.nodes({n: Attack(attack, strength) for n in bad})
     coord = sim.coordinator()
     test = load_dataset(sim.data.test.csv_path, sim.data.test.schema_path)
