@@ -213,9 +213,14 @@ def test_members_govern_and_watch_a_run_in_their_browsers(tmp_path):
             codes = net.wait(timeout=600)
             assert set(codes.values()) == {0}
             lap("two rounds run by the node and coordinator processes")
+            # one point per round whose global metric is on chain: the coordinator records it from the
+            # evaluations that reached it in time, and on a slow machine a round can close without one
+            metrics = [rec for (p_, _), rec in fed.read_model().rounds.items()
+                       if p_ == pid and rec.global_metric_ppm is not None]
+            assert metrics, "no round recorded a global metric"
             for page in (a, b, o):
                 expect(page.locator('tr.round-row[data-phase="closed"]')).to_have_count(2)
-                expect(page.locator("svg.chart circle")).to_have_count(2)
+                expect(page.locator("svg.chart circle")).to_have_count(len(metrics))
                 assert page.evaluate("window.__stayed === true"), "rounds appeared only after a reload"
             shot(a, "rounds")
 

@@ -41,7 +41,7 @@ def wait_until(what: str, predicate, net: LocalNetwork, timeout: float = 120.0):
 def test_secagg_rounds_across_processes_with_a_node_killed_after_its_masked_input(tmp_path):
     t0 = time.monotonic()
     with LocalNetwork(tmp_path / "net", hospitals=4, rounds=2, block_time=0.5,
-                      secagg={"max_dropouts": 1, "phase_blocks": 16}) as net:  # 8 s a phase (it runs alone)
+                      secagg={"max_dropouts": 1, "phase_blocks": 24}) as net:  # 12 s a phase (8 s was missed alone)
         net.start_services()
         info = net.set_up_governance()
         pid = info["proposal"]
