@@ -228,6 +228,31 @@ def test_the_pulse_moves_when_the_chain_has_new_events(sim, browser):
     assert after["events"] > before["events"]
 
 
+def test_a_page_is_stamped_with_the_events_it_shows_not_later_ones(sim, browser, monkeypatch):
+    """An event mined while a page is being built must make the browser refresh it.
+
+    The page is stamped (``data-events``) with the block of the read model its content came
+    from; stamping it with a later read would match the pulse and the new event would never
+    appear (a round's metric recorded just after its close went missing from the live chart).
+    """
+    import fedchain.console.views as views
+
+    a = browser(sim.members[0])
+    shown = a.get("/pulse").json()["events"]
+    real = views.rounds
+
+    def rounds_then_an_event(state, model, head):
+        rows = real(state, model, head)
+        uc_datasets.set_policy(sim.fed(sim.members[1]), sim.names[1], uc_datasets.make_policy(purposes=["research"]))
+        return rows
+
+    monkeypatch.setattr(views, "rounds", rounds_then_an_event)
+    html = a.get("/rounds").text
+    stamped = int(re.search(r'data-events="(\d+)"', html).group(1))
+    assert stamped == shown
+    assert a.get("/pulse").json()["events"] > stamped  # so the browser's pulse sees a difference and refreshes
+
+
 def test_the_chart_plots_points_and_escapes_its_labels():
     svg = str(line_chart([(1, 0.5), (2, 0.75), (3, 0.9)], title="<b>acc</b>", y_label="a&b", y_range=(0, 1)))
     assert svg.count("<circle") == 3 and "<polyline" in svg

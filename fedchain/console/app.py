@@ -39,6 +39,7 @@ import fedchain.console.views as views
 from fedchain.console.audit import AuditRunner
 from fedchain.console.security import MAX_BODY_BYTES, BodyTooLarge, Gate, Guard, Session, allowed_hosts, same
 from fedchain.console.state import ConsoleState, short
+from fedchain.contracts.readmodel import ReadModel
 from fedchain.contracts.errors import ChainRevert, ChainUnavailable
 from fedchain.errors import FedchainError
 from fedchain.plan import MAX_PLAN_BYTES
@@ -120,15 +121,28 @@ class Console:
 
     # -- rendering ----------------------------------------------------------------------------
 
+    def model(self, request: Request) -> ReadModel:
+        """The read model for this request; the first read fixes the block the page is stamped with.
+
+        The browser refreshes a page when the pulse's block differs from the page's
+        ``data-events``. Stamping it with a block read *after* the content was built (a
+        second read in :meth:`render`) would claim events the page does not show, and a
+        round closed between the two reads would never appear without a reload.
+        """
+        model, block = self.state.snapshot()
+        if getattr(request.state, "events_block", None) is None:
+            request.state.events_block = block
+        return model
+
     def render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         session: Session | None = request.state.session
-        model = self.state.model()
+        model = self.model(request)
         head, now = self.state.head()
         role = self.state.role(model)
         base = {
             "pages": PAGES, "path": request.url.path, "role": role, "head": head, "now": now,
             "chain_url": self.state.chain.url, "chain_id": self.state.chain.chain_id,
-            "csrf": session.csrf if session else "", "events_block": model.last_block,
+            "csrf": session.csrf if session else "", "events_block": request.state.events_block,
             "audit_version": self.audit.version, "until_block": None,
         }
         base.update(ctx)
@@ -181,20 +195,20 @@ class Console:
     # -- pages --------------------------------------------------------------------------------
 
     def page_overview(self, request: Request) -> Response:
-        model = self.state.model()
+        model = self.model(request)
         head, now = self.state.head()
         data = views.overview(self.state, model, self.state.role(model), head, now)
         return self.render(request, "overview.html", title="Overview", **data)
 
     def page_proposals(self, request: Request) -> Response:
-        model = self.state.model()
+        model = self.model(request)
         head, now = self.state.head()
         data = views.overview(self.state, model, self.state.role(model), head, now)
         return self.render(request, "proposals.html", title="Proposals", proposals=data["proposals"])
 
     def page_proposal(self, request: Request) -> Response:
         pid = request.path_params["pid"]
-        model = self.state.model()
+        model = self.model(request)
         head, now = self.state.head()
         data = views.proposal(self.state, model, self.state.role(model), pid, head, now)
         if data is None:
@@ -202,13 +216,13 @@ class Console:
         return self.render(request, "proposal.html", title=f"Proposal {pid}", **data)
 
     def page_datasets(self, request: Request) -> Response:
-        model = self.state.model()
+        model = self.model(request)
         _head, now = self.state.head()
         return self.render(request, "datasets.html", title="Datasets", datasets=views.datasets(self.state, model, now))
 
     def page_dataset(self, request: Request) -> Response:
         name = request.path_params["name"]
-        model = self.state.model()
+        model = self.model(request)
         head, now = self.state.head()
         data = views.dataset(self.state, model, self.state.role(model), name, head, now)
         if data is None:
@@ -216,12 +230,12 @@ class Console:
         return self.render(request, "dataset.html", title=f"Dataset {name}", **data)
 
     def page_rounds(self, request: Request) -> Response:
-        model = self.state.model()
+        model = self.model(request)
         head, _now = self.state.head()
         return self.render(request, "rounds.html", title="Rounds", proposals=views.rounds(self.state, model, head))
 
     def page_audit(self, request: Request) -> Response:
-        model = self.state.model()
+        model = self.model(request)
         names = self.state.names(model)
         a = self.audit
         return self.render(request, "audit.html", title="Audit", audit=a, rows=views.audit_rows(a.report, names),
@@ -233,7 +247,7 @@ class Console:
         return RedirectResponse("/audit", status_code=303)
 
     def page_members(self, request: Request) -> Response:
-        model = self.state.model()
+        model = self.model(request)
         head, _now = self.state.head()
         data = views.motions(self.state, model, self.state.role(model), head)
         return self.render(request, "members.html", title="Members", **data)
@@ -256,7 +270,7 @@ class Console:
 
     def _prepare(self, request: Request, session: Session, kind: str, form: Any, plan_bytes: bytes | None,
                  plan_name: str) -> Response:
-        model = self.state.model()
+        model = self.model(request)
         role = self.state.role(model)
         if not role.can_act:
             return self.problem(request, "Read-only console", f"this console offers no actions: {role.read_only_because}",
@@ -288,7 +302,7 @@ class Console:
         return await run_in_threadpool(self._act, request, action)
 
     def _act(self, request: Request, action: actions.Action) -> Response:
-        model = self.state.model()
+        model = self.model(request)
         if not self.state.role(model).can_act:
             return self.problem(request, "Read-only console", "this console offers no actions", 403)
         me = self.state.me()
@@ -310,9 +324,9 @@ class Console:
     # -- live ---------------------------------------------------------------------------------
 
     def pulse(self) -> dict[str, Any]:
-        model = self.state.model()
+        _model, events = self.state.snapshot()
         head, _now = self.state.head()
-        return {"block": head, "events": model.last_block, "audit": self.audit.version}
+        return {"block": head, "events": events, "audit": self.audit.version}
 
     def pulse_json(self, request: Request) -> Response:
         return JSONResponse(self.pulse())

@@ -137,8 +137,18 @@ class ConsoleState:
 
     def model(self) -> ReadModel:
         """The read model, brought up to the latest block."""
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[ReadModel, int]:
+        """The read model brought up to the latest block, and the last block it had folded then.
+
+        The model is one object shared by every request and synced in place by the next
+        read, so its ``last_block`` can move on while a page is being built; a page is
+        stamped with the block returned here, read under the same lock as the sync.
+        """
         with self.lock:
-            return self.fed.read_model()
+            model = self.fed.read_model()
+            return model, model.last_block
 
     def head(self) -> tuple[int, int]:
         """(block number, its timestamp)."""
