@@ -109,18 +109,29 @@ def load_validation_set(store, plan: TrainingPlan) -> TabularData | None:
     return data
 
 
-def _member_deltas(global_state: Mapping[str, torch.Tensor],
+def _member_deltas(base: np.ndarray,
                    updates: Sequence[ClientUpdate]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Each member's sample-weighted mean delta (float64, canonical order) and its sample count."""
-    base = flatten(global_state)
+    """Each member's sample-weighted mean delta (float64, canonical order) and its sample count.
+
+    ``base`` is the flattened global state. Every step is done in place in the update's
+    own flattened buffer: the same IEEE operations as ``((w - base) * n + ...) / N``
+    written out, without a fresh vector per operation.
+    """
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     for u in canonical_order(updates):
         m = u.participant.lower()
-        d = (flatten(u.state) - base) * float(u.n_samples)
-        sums[m] = sums[m] + d if m in sums else d
+        d = flatten(u.state)
+        np.subtract(d, base, out=d)
+        np.multiply(d, float(u.n_samples), out=d)
+        if m in sums:
+            np.add(sums[m], d, out=sums[m])
+        else:
+            sums[m] = d
         counts[m] = counts.get(m, 0) + u.n_samples
-    return {m: sums[m] / float(counts[m]) for m in sums}, counts
+    for m, s in sums.items():
+        np.divide(s, float(counts[m]), out=s)
+    return sums, counts
 
 
 def score_round(plan: TrainingPlan, round_: int, global_state: Mapping[str, torch.Tensor],
@@ -137,14 +148,15 @@ def score_round(plan: TrainingPlan, round_: int, global_state: Mapping[str, torc
     left_out = {m: 0.0 for m in members if m not in players}
     if not players:
         return RoundScores(spec.method, shares(left_out), decided)
-    deltas, counts = _member_deltas(global_state, kept)
+    base = flatten(global_state)
+    deltas, counts = _member_deltas(base, kept)
     if spec.method == "similarity":
-        step = flatten(new_global) - flatten(global_state)
+        step = flatten(new_global)
+        np.subtract(step, base, out=step)
         got = similarity_scores(deltas, step)
         return RoundScores(spec.method, shares({**{m: s.value for m, s in got.items()}, **left_out}), decided)
     if validation is None:
         raise ValidationSetError(f"contribution method {spec.method!r} needs the plan's validation set")
-    base = flatten(global_state)
 
     everyone = float(sum(counts.values()))
 
