@@ -40,7 +40,9 @@ and restarted anywhere.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -122,6 +124,36 @@ class TrainingJob:
                            dataset_seed_key=self.dataset_key)
 
 
+class SharedAggregates:
+    """Aggregates one node fetched and checked, handed to the other nodes of the same simulation.
+
+    A simulated consortium (:class:`fedchain.cli.simulation.Simulation`) runs every
+    hospital's node in one process, and each would fetch the same aggregate from the
+    same store and check it against the same on-chain hash. With one of these shared,
+    the first node does, and the others take its checked copy. An entry is keyed by the
+    CID *and* the sha256 the chain names, so it only ever answers a node asking for
+    exactly those bytes; its size is kept, so a node whose plan allows less still
+    refuses it. The tensors are read-only, as :meth:`HospitalNode.aggregate` says. Nodes
+    of real hospitals (one per process) have none. Holds the last ``keep`` aggregates.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._items: OrderedDict[tuple[str, bytes], tuple[int, dict]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, cid: str, sha256: bytes, max_size: int) -> dict | None:
+        with self._lock:
+            hit = self._items.get((cid, bytes(sha256)))
+        return hit[1] if hit is not None and hit[0] <= max_size else None
+
+    def put(self, cid: str, sha256: bytes, size: int, state: dict) -> None:
+        with self._lock:
+            self._items[(cid, bytes(sha256))] = (size, state)
+            while len(self._items) > self.keep:
+                self._items.popitem(last=False)
+
+
 class HospitalNode:
     """One member's node for one dataset.
 
@@ -145,8 +177,10 @@ class HospitalNode:
         *,
         log: Callable[..., None] | None = None,
         max_model_parameters: int = DEFAULT_MAX_MODEL_PARAMETERS,
+        shared: SharedAggregates | None = None,
     ) -> None:
         self.fed = fed
+        self.shared = shared
         self.max_model_parameters = max_model_parameters
         self.store = store
         self.identity = identity
@@ -257,8 +291,14 @@ class HospitalNode:
             raise FedchainError(f"round {round_} of proposal {proposal_id} has not closed: no aggregate yet")
         key = (proposal_id, round_, *closed)
         if self._aggregate is None or self._aggregate[0] != key:
-            raw = fetch_document(self.store, closed[0], closed[1], max_size=model_size(self.plan(proposal_id).model))
-            self._aggregate = (key, bytes_to_state_dict(raw))
+            limit = model_size(self.plan(proposal_id).model)
+            state = self.shared.get(*closed, limit) if self.shared is not None else None
+            if state is None:
+                raw = fetch_document(self.store, closed[0], closed[1], max_size=limit)
+                state = bytes_to_state_dict(raw)
+                if self.shared is not None:
+                    self.shared.put(*closed, len(raw), state)
+            self._aggregate = (key, state)
         return self._aggregate[1]
 
     def global_state(self, proposal_id: int, round_: int):

@@ -109,3 +109,38 @@ def test_simulate_refuses_a_chain_that_is_not_a_dev_chain(tmp_path, monkeypatch)
     with pytest.raises(identity.DevKeyOnRealChain, match="DEV ONLY"):
         run_simulation(hospitals=2, rounds=1, out=out)
     assert not out.exists()
+
+
+def test_the_simulated_nodes_fetch_each_aggregate_once_and_share_only_what_they_asked_for(tmp_path, monkeypatch):
+    """A simulation's nodes hand a checked aggregate to each other (one fetch per round, not one per node),
+    and a shared entry answers only a node asking for the same CID and sha256 within its size limit."""
+    import fedchain.node.runner as node_runner
+    from fedchain.node.runner import SharedAggregates
+
+    sim = Simulation.create(tmp_path, hospitals=3, seed=7, fsync=False)
+    sim.register_datasets()
+    pid = sim.approve(sim.plan(demo_plan(sim.data.hospitals, seed=7), rounds=2, min_participants=2))
+    nodes, coord = sim.nodes(), sim.coordinator()
+    fetched = []
+    real = node_runner.fetch_document
+
+    def counted(store, cid, sha256, **kw):
+        fetched.append(cid)
+        return real(store, cid, sha256, **kw)
+
+    monkeypatch.setattr(node_runner, "fetch_document", counted)
+    for r in (1, 2):
+        assert sim.run_round(pid, r, nodes, coord).result.closed
+    aggregates = {sim.fed().read_model().round(pid, r).closed["aggregate_cid"] for r in (1, 2)}
+    assert sorted(c for c in fetched if c in aggregates) == sorted(aggregates)  # each once, by one node
+    a, b = nodes[0].aggregate(pid, 2), nodes[2].aggregate(pid, 2)
+    assert a is b
+
+    shared = SharedAggregates(keep=1)
+    shared.put("bafyA", b"\x01" * 32, 100, {"w": 1})
+    assert shared.get("bafyA", b"\x01" * 32, 100) == {"w": 1}
+    assert shared.get("bafyA", b"\x02" * 32, 100) is None  # another hash: fetch and check it yourself
+    assert shared.get("bafyB", b"\x01" * 32, 100) is None
+    assert shared.get("bafyA", b"\x01" * 32, 99) is None  # this node's plan allows fewer bytes
+    shared.put("bafyC", b"\x03" * 32, 1, {})
+    assert shared.get("bafyA", b"\x01" * 32, 100) is None  # bounded: only the last `keep`

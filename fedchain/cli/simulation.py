@@ -46,7 +46,7 @@ from fedchain.identity import Identity, dev_identity, require_chain_allows
 from fedchain.ipfs.local import LocalStore
 from fedchain.ipfs.store import ContentStore
 from fedchain.node.dataset import TabularData, load_dataset
-from fedchain.node.runner import HospitalNode, RoundOutcome, TrainingJob
+from fedchain.node.runner import HospitalNode, RoundOutcome, SharedAggregates, TrainingJob
 from fedchain.plan import TrainingPlan
 from fedchain.sample_data import DemoData, make_demo_data
 from fedchain.schema import DatasetSchema, load_schema
@@ -247,10 +247,15 @@ class Simulation:
         if unknown:
             raise FedchainError(f"no such hospital to attack from: {', '.join(unknown)}")
         out: list[HospitalNode] = []
+        # one process runs every hospital: the first node to fetch and check a round's aggregate hands it to the
+        # others (an operator's simulation is not a trust boundary; real nodes, one per process, share nothing)
+        shared = SharedAggregates()
         for m, h in zip(self.members, self.data.hospitals):
             args = (self.fed(m), self.store, m, h.name, self.schemas[h.name], self.datasets[h.name])
             attack = (attacks or {}).get(h.name)
-            out.append(AttackingNode(*args, attack=attack) if attack is not None else HospitalNode(*args))
+            node = (AttackingNode(*args, attack=attack, shared=shared) if attack is not None
+                    else HospitalNode(*args, shared=shared))
+            out.append(node)
         return out
 
     def coordinator(self, decryptor=None) -> Coordinator:
