@@ -43,7 +43,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -57,6 +60,7 @@ from fedchain.coordinator.collect import (
     Outcome,
     StoreOutage,
     UpdateJob,
+    check_update,
     check_updates,
     cid_rejection,
     public_rejection,
@@ -209,6 +213,9 @@ class Coordinator:
         self._names: dict[bytes, str] = {}
         self._validation: dict[int, object] = {}
         self._he_public: dict[int, object] = {}
+        self._early: dict[tuple[int, int], dict[UpdateJob, Future]] = {}  # (proposal, round) -> checks begun
+        self._early_lock = threading.Lock()
+        self._early_pool: ThreadPoolExecutor | None = None
 
     # -- plan, approval, models --------------------------------------------------
 
@@ -347,16 +354,65 @@ class Coordinator:
         auditors = [bytes.fromhex(k.removeprefix("0x")) for k in self.plan(proposal_id).auditors]
         return [self.identity.x25519_public, *auditors]
 
-    def _verify(self, proposal_id: int, round_: int, commitments: list[Commitment]) -> dict[str, Outcome]:
-        """Fetch, open and validate ``commitments`` together (see :func:`~fedchain.coordinator.collect.check_updates`)."""
-        jobs = [
+    def _jobs(self, proposal_id: int, round_: int, commitments: Sequence[Commitment]) -> list[UpdateJob]:
+        return [
             UpdateJob(key=c.participant.lower(), cid=c.cid, sha256=c.sha256, ctx=EnvelopeContext(
                 chain_id=self.fed.deployment.chain_id, contract=self.fed.addresses["Rounds"],
                 proposal_id=proposal_id, round=round_, sender=c.participant))
             for c in commitments
         ]
-        return check_updates(self.store, jobs, self.identity, self.layout(proposal_id), self.recipients(proposal_id),
-                             budget=self.fetch_budget, workers=self.fetch_workers)
+
+    def _verify(self, proposal_id: int, round_: int, commitments: list[Commitment]) -> dict[str, Outcome]:
+        """Fetch, open and validate ``commitments`` together (see :func:`~fedchain.coordinator.collect.check_updates`),
+        taking what :meth:`check_early` already found."""
+        jobs = self._jobs(proposal_id, round_, commitments)
+        with self._early_lock:
+            early = self._early.pop((proposal_id, round_), {})
+        outcomes: dict[str, Outcome] = {}
+        rest: list[UpdateJob] = []
+        for job in jobs:
+            got = None
+            if job in early:
+                try:
+                    got = early[job].result(timeout=self.fetch_budget)
+                except (FutureTimeout, StoreError):  # still running, or our store was down: check it again now
+                    got = None
+            if isinstance(got, (Accepted, Rejection)):
+                outcomes[job.key] = got
+            else:  # a store failure says nothing about the member's bytes: ask again
+                rest.append(job)
+        outcomes.update(check_updates(self.store, rest, self.identity, self.layout(proposal_id),
+                                      self.recipients(proposal_id), budget=self.fetch_budget,
+                                      workers=self.fetch_workers))
+        return outcomes
+
+    def check_early(self, proposal_id: int, round_: int) -> int:
+        """Begin checking the round's commitments already on chain, on a background thread, so that the
+        close finds them done; returns how many checks began.
+
+        Only steps 2 and 3 of :mod:`~fedchain.coordinator.collect` run early (the CID, then fetch,
+        sha256, open, validate): their outcome is fixed by the bytes the chain's sha256 names, so it is
+        the same at the close. The dataset's policy and the privacy charged are still asked at the
+        close, as always, and an update the store failed to deliver early is fetched again then. Plans
+        under ``he`` or ``secagg`` close their own way: nothing begins.
+        """
+        if self.plan(proposal_id).mode in ("he", "secagg"):
+            return 0
+        layout, recipients = self.layout(proposal_id), self.recipients(proposal_id)
+        jobs = self._jobs(proposal_id, round_, self.commitments(proposal_id, round_))
+        begun = 0
+        with self._early_lock:
+            for key in [k for k in self._early if k[0] == proposal_id and k[1] < round_]:
+                del self._early[key]  # a round that never closed: its checks are of no use now
+            running = self._early.setdefault((proposal_id, round_), {})
+            for job in jobs:
+                if job not in running:
+                    if self._early_pool is None:
+                        self._early_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedchain-early")
+                    running[job] = self._early_pool.submit(check_update, self.store, job, self.identity, layout,
+                                                           recipients)
+                    begun += 1
+        return begun
 
     def collect(self, proposal_id: int, round_: int) -> list[tuple[Commitment, Outcome]]:
         """Every commitment of the round with its outcome: the tensors, or why it is left out.
@@ -784,7 +840,9 @@ class CoordinatorService:
                         if past:
                             lifecycle.set_activity(f"failing round {r} of proposal {pid}")
                             self._attempt(pid, r, "fail", lambda: self.c.fail_round(pid, r))
-            elif past:
+            elif not past:
+                self.c.check_early(pid, r)  # check what has arrived while the rest train
+            else:
                 lifecycle.set_activity(f"failing round {r} of proposal {pid}")
                 if self._attempt(pid, r, "fail", lambda: self.c.fail_round(pid, r)) is not None:
                     self.c.log(f"round {r} of proposal {pid} failed: {n} commitment(s) by the deadline, "

@@ -193,6 +193,7 @@ class HospitalNode:
         self._secagg: dict[tuple[int, int], tuple] = {}  # (proposal, round) -> (facts, config, participant)
         self._aggregate: tuple[tuple, dict] | None = None  # the last aggregate fetched (see aggregate())
         self._identity_confirmed: int | None = None  # chain epoch in which owner and schema were confirmed
+        self._targeted: dict[int, int] = {}  # proposal -> chain epoch in which it was seen to target this dataset
 
     # -- plan and admission ----------------------------------------------------
 
@@ -244,18 +245,21 @@ class HospitalNode:
     def admission(self, proposal_id: int) -> AdmissionCheck:
         """Whether this node may train for the proposal; if not, the rule that refuses it.
 
-        A registered dataset's owner and schema hash never change, so once the chain has
-        confirmed them they are not asked for again (until the chain is reverted); the
-        proposal and the dataset's policy are checked every time.
+        A registered dataset's owner and schema hash, and a proposal's targets, never change,
+        so once the chain has confirmed them they are not asked for again (until the chain is
+        reverted); the proposal's state and the dataset's policy are checked every time.
         """
-        confirmed = self._identity_confirmed == self.fed.chain.epoch
+        epoch = self.fed.chain.epoch
+        confirmed = self._identity_confirmed == epoch
         check = admission.check(
             self.fed, self.dataset_name, proposal_id,
             owner=None if confirmed else self.identity.address,
             local_schema_hash=None if confirmed else schema_hash(self.schema),
+            known_target=self._targeted.get(proposal_id) == epoch,
         )
         if check:
-            self._identity_confirmed = self.fed.chain.epoch
+            self._identity_confirmed = epoch
+            self._targeted[proposal_id] = epoch
         return check
 
     def fits(self, plan: TrainingPlan) -> tuple[bool, str]:

@@ -172,6 +172,23 @@ def test_admission_names_each_rule_with_a_code_and_the_contracts_wording(system,
     assert raised.value.code == "PURPOSE_NOT_ALLOWED" and str(raised.value) == refused.words
 
 
+def test_admission_of_a_known_target_skips_only_the_proposal_read(system, store, monkeypatch):
+    """A node that saw its dataset among a proposal's targets does not read the proposal again each round,
+    but a refusal (the proposal or the policy changed) is still found, in the same words as a full check."""
+    _register(system, system.A, store, "open")
+    pid = uc.proposals.propose(system.A, store, _plan(["open"])).id
+    assert uc.admission.check(system.fc, "open", pid, known_target=True).code == "PROPOSAL_NOT_APPROVED"
+    system.approve(pid)
+    real = system.fc.proposals.proposal
+    reads = []
+    monkeypatch.setattr(system.fc.proposals, "proposal", lambda p: reads.append(p) or real(p))
+    assert uc.admission.check(system.fc, "open", pid, known_target=True) and reads == []
+    assert uc.admission.check(system.fc, "open", pid) and reads == [pid]
+    uc.datasets.set_policy(system.A, "open", uc.datasets.make_policy(purposes=["elsewhere"]))
+    known, full = (uc.admission.check(system.fc, "open", pid, known_target=kt) for kt in (True, False))
+    assert not known and known.code == full.code == "PURPOSE_NOT_ALLOWED" and known.words == full.words
+
+
 # -- committing an update (the node's use case) ------------------------------------------------------------
 
 

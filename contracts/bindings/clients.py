@@ -245,14 +245,20 @@ class RegistryClient(_Client):
 
         The check ``Rounds`` runs on every commitment, read at one block: the proposal is
         Approved (else ``PROPOSAL_NOT_APPROVED``) and ``DatasetRegistry.checkUse`` gives no
-        reason for its requester and purpose.
+        reason for its requester and purpose (those, fixed when the proposal was submitted,
+        are read once per connection).
         """
         did, pid = dataset_id(dataset), int(proposal_id)
         block = self.fed.chain.block_number
         proposals = self.fed.proposals
         if int(proposals.call("stateOf", pid, block=block)) != int(ProposalState.APPROVED):
             return Admission(False, "PROPOSAL_NOT_APPROVED")
-        requester, purpose, _owner, _rows = proposals.call("useTerms", pid, did, block=block)
+        # what the proposal recorded at submission (its requester and purpose, the target's owner and rows)
+        # never changes: read once per connection (until the chain is reverted), as target_owners is
+        key = ("use_terms", self.fed.chain.epoch, pid, did)
+        if key not in self.fed._facts:
+            self.fed._facts[key] = tuple(proposals.call("useTerms", pid, did, block=block))
+        requester, purpose, _owner, _rows = self.fed._facts[key]
         code = reason_code(bytes(self.call("checkUse", did, pid, purpose, requester, block=block)))
         return Admission(not code, code)
 

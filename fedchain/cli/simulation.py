@@ -366,7 +366,8 @@ class Simulation:
 
         Nodes commit in their order, but training overlaps the chain: while one node seals, pins
         and commits on this thread, the next one trains on a worker thread (training touches
-        neither the chain nor the store, and is deterministic on any thread). A node object that
+        neither the chain nor the store, and is deterministic on any thread), and the coordinator
+        checks each committed update on its own thread (:meth:`Coordinator.check_early`). A node object that
         offers only ``train_and_commit`` (an adversary in tests or demos) runs it in its turn. A
         ``secagg`` plan's round goes through :meth:`run_secagg_round`.
         """
@@ -375,11 +376,15 @@ class Simulation:
         gas = coordinator.open_round(proposal_id, round_).gas_used
         refused, committed = {}, []
 
+        early = getattr(coordinator, "check_early", None)  # a stand-in coordinator in a test may not offer it
+
         def finish(node: HospitalNode, job: TrainingJob, training: Future) -> None:
             nonlocal gas
             outcome = node.commit(job, training.result())
             gas += outcome.gas_used
             committed.append(node.dataset_name)
+            if early is not None:  # the coordinator starts checking it while the next hospital trains
+                early(proposal_id, round_)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-train") as trainer:
             pending = None

@@ -52,9 +52,21 @@ def check(
     *,
     owner: str | None = None,
     local_schema_hash: str | None = None,
+    known_target: bool = False,
 ) -> AdmissionCheck:
-    """Whether ``dataset`` may be used for ``proposal_id`` now (by ``owner``, with that schema)."""
+    """Whether ``dataset`` may be used for ``proposal_id`` now (by ``owner``, with that schema).
+
+    ``known_target``: the caller already saw the dataset among the proposal's targets on
+    this chain (a proposal's targets never change), so the proposal is not read again; its
+    state and the dataset's policy still are (``admits``), and a refusal is worded as
+    without it.
+    """
     where = f"dataset {dataset!r}, proposal {proposal_id}"
+    if known_target and owner is None and local_schema_hash is None:
+        decision = gov.registry.admits(dataset, proposal_id)
+        if decision.ok:
+            return AdmissionCheck(True)
+        return check(gov, dataset, proposal_id)
     p = gov.proposals.proposal(proposal_id)
     if p is None:
         return AdmissionCheck.refuse("UNKNOWN_PROPOSAL", f"proposal {proposal_id}")

@@ -1,0 +1,91 @@
+"""The coordinator checks committed updates while the round is still open (``Coordinator.check_early``).
+
+Who could abuse it: a member whose dataset's policy changes after its update was checked (the close must
+still refuse it), and a store that fails to deliver an update early (the close must fetch it again, not
+publish the early failure). Both are tests here, with the speed-up itself: the close does not fetch an
+update that was checked early.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import fedchain.coordinator.runner as coord_runner
+from fedchain.cli.simulation import Simulation
+from fedchain.coordinator.collect import StoreFailure
+from fedchain.sample_data import demo_plan
+from fedchain.usecases import datasets as uc_datasets
+from fedchain.validation import Reason
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory):
+    sim = Simulation.create(tmp_path_factory.mktemp("early"), hospitals=3, seed=11, fsync=False)
+    sim.register_datasets()
+    return sim
+
+
+@pytest.fixture
+def sim(consortium):
+    snap = consortium.chain.snapshot()
+    yield consortium
+    consortium.chain.revert(snap)
+
+
+def _round_committed(sim):
+    pid = sim.approve(sim.plan(demo_plan(sim.data.hospitals, seed=11), rounds=1, min_participants=2))
+    nodes, coord = sim.nodes(), sim.coordinator()
+    coord.open_round(pid, 1)
+    for n in nodes:
+        assert n.train_and_commit(pid, 1).committed
+    return pid, coord
+
+
+def _counting(monkeypatch):
+    """Count the updates checked early (the coordinator's own thread) and at the close (its check_updates)."""
+    calls = {"early": 0, "close": 0}
+    real_one, real_all = coord_runner.check_update, coord_runner.check_updates
+
+    def early(*a, **kw):
+        calls["early"] += 1
+        return real_one(*a, **kw)
+
+    def close(store, jobs, *a, **kw):
+        calls["close"] += len(jobs)
+        return real_all(store, jobs, *a, **kw)
+
+    monkeypatch.setattr(coord_runner, "check_update", early)
+    monkeypatch.setattr(coord_runner, "check_updates", close)
+    return calls
+
+
+def test_a_simulated_round_checks_each_update_once_while_it_is_open(sim, monkeypatch):
+    calls = _counting(monkeypatch)
+    pid = sim.approve(sim.plan(demo_plan(sim.data.hospitals, seed=11), rounds=1, min_participants=2))
+    done = sim.run_round(pid, 1, sim.nodes(), sim.coordinator())
+    assert done.result.closed and len(done.result.participants) == 3 and not done.result.rejected
+    assert calls == {"early": 3, "close": 0}
+
+
+def test_a_policy_changed_after_the_early_check_is_still_refused_at_the_close(sim, monkeypatch):
+    calls = _counting(monkeypatch)
+    pid, coord = _round_committed(sim)
+    assert coord.check_early(pid, 1) == 3
+    assert coord.check_early(pid, 1) == 0  # each commitment once
+    member = sim.members[0].address.lower()
+    uc_datasets.revoke(sim.fed(sim.members[0]), sim.names[0])
+    result = coord.close_round(pid, 1)
+    assert result.closed and member not in [p.lower() for p in result.participants]
+    rejected = {k.lower(): v for k, v in result.rejected.items()}
+    assert rejected[member].code == Reason.NOT_ADMITTED
+    assert calls["close"] == 0
+
+
+def test_an_update_the_store_failed_to_deliver_early_is_fetched_again_at_the_close(sim, monkeypatch):
+    calls = _counting(monkeypatch)
+    monkeypatch.setattr(coord_runner, "check_update", lambda *a, **kw: StoreFailure("the store timed out"))
+    pid, coord = _round_committed(sim)
+    assert coord.check_early(pid, 1) == 3
+    result = coord.close_round(pid, 1)
+    assert result.closed and len(result.participants) == 3 and not result.rejected
+    assert calls["close"] == 3
