@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import fedchain.cli.simulation as simulation
 from fedchain.cli import main
@@ -124,13 +125,18 @@ def test_the_simulated_nodes_fetch_each_aggregate_once_and_share_only_what_they_
     fetched = []
     real = node_runner.fetch_document
 
+    threads = set()
+
     def counted(store, cid, sha256, **kw):
         fetched.append(cid)
+        threads.add(torch.get_num_threads())
         return real(store, cid, sha256, **kw)
 
     monkeypatch.setattr(node_runner, "fetch_document", counted)
+    before = torch.get_num_threads()
     for r in (1, 2):
         assert sim.run_round(pid, r, nodes, coord).result.closed
+    assert threads == {1} and torch.get_num_threads() == before  # one torch thread per party during a round
     aggregates = {sim.fed().read_model().round(pid, r).closed["aggregate_cid"] for r in (1, 2)}
     assert sorted(c for c in fetched if c in aggregates) == sorted(aggregates)  # each once, by one node
     a, b = nodes[0].aggregate(pid, 2), nodes[2].aggregate(pid, 2)
