@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import BinaryIO, Sequence, Union
 
-from fedchain.content import pin_document, seal_and_pin
+from fedchain.content import Sealed, pin_document, seal_and_pin
 from fedchain.contracts.models import RoundPhase, TxResult
 from fedchain.envelope import EnvelopeContext
 from fedchain.identity import Identity
@@ -79,6 +79,25 @@ def precheck_commit(
         check_budget(gov, dataset, epsilon_micro, where, delta_pico)
 
 
+def update_context(gov: Governance, identity: Identity, proposal_id: int, round_: int) -> EnvelopeContext:
+    """The envelope context an update of ``identity`` for this round is sealed under (the coordinator checks it)."""
+    return EnvelopeContext(
+        chain_id=gov.deployment.chain_id,
+        contract=gov.deployment.addresses["Rounds"],
+        proposal_id=proposal_id,
+        round=round_,
+        sender=identity.address,
+    )
+
+
+def seal_update(gov: Governance, store: Store, identity: Identity, *, proposal_id: int, round_: int,
+                payload: Payload, recipients: Sequence[bytes]) -> Sealed:
+    """Seal ``payload`` for ``recipients`` and pin it, as :func:`commit_update` does, without a chain request
+    (a simulation runs it on the thread that trained; hand the result to ``commit_update(sealed=...)``)."""
+    return seal_and_pin(store, payload, update_context(gov, identity, proposal_id, round_), identity,
+                        list(recipients))
+
+
 def commit_update(
     gov: Governance,
     store: Store,
@@ -95,13 +114,16 @@ def commit_update(
     seal: bool = True,
     epsilon_micro: int = 0,
     delta_pico: int = 0,
+    sealed: Sealed | None = None,
 ) -> Committed:
     """Seal ``payload`` for the coordinator and the plan's auditors, pin it, commit CID + sha256
     and the differential privacy it spends (``epsilon_micro``/``delta_pico``, 0/0 = not private;
     :func:`fedchain.usecases.privacy.expected_spend` says what the plan's round spends).
 
     ``seal=False`` pins ``payload`` (bytes) as it is: a payload already encrypted for its only
-    reader (a CKKS ciphertext under ``mode = "he"``); the member's transaction authenticates it."""
+    reader (a CKKS ciphertext under ``mode = "he"``); the member's transaction authenticates it.
+    ``sealed``: the envelope :func:`seal_update` already sealed and pinned for this round (``payload``
+    and ``recipients`` are then not used); it is unpinned if the transaction is refused."""
     if precheck:
         precheck_commit(gov, identity, proposal_id, round_, dataset, n_samples, epsilon_micro, delta_pico)
     if not seal:
@@ -113,15 +135,9 @@ def commit_update(
             undo_pin(store, pinned.cid, True)  # fresh CKKS randomness: nobody else pinned these bytes
             raise
         return Committed(cid=pinned.cid, sha256=pinned.sha256, size=len(payload), n_samples=n_samples, tx=tx)
-    keys = list(recipients) if recipients is not None else recipients_for(gov, plan)
-    ctx = EnvelopeContext(
-        chain_id=gov.deployment.chain_id,
-        contract=gov.deployment.addresses["Rounds"],
-        proposal_id=proposal_id,
-        round=round_,
-        sender=identity.address,
-    )
-    sealed = seal_and_pin(store, payload, ctx, identity, keys)
+    if sealed is None:
+        keys = list(recipients) if recipients is not None else recipients_for(gov, plan)
+        sealed = seal_and_pin(store, payload, update_context(gov, identity, proposal_id, round_), identity, keys)
     try:
         tx = gov.rounds.commit_update(proposal_id, round_, dataset, sealed.cid, sealed.sha256, n_samples,
                                       epsilon_micro, delta_pico)

@@ -48,13 +48,13 @@ from typing import Callable, Sequence
 
 from fedchain import he_round, lifecycle, logs, secagg_round
 from fedchain.config import load_role_config
-from fedchain.content import fetch_document, pin_document, seal_and_pin
+from fedchain.content import Sealed, fetch_document, pin_document, seal_and_pin
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.identity import is_dev_identity, require_chain_allows
 from fedchain.ipfs import open_store
 from fedchain.models import initial_state
-from fedchain.node.commit import commit_update, recipients_for
+from fedchain.node.commit import commit_update, recipients_for, seal_update
 from fedchain.moments import moments_document
 from fedchain.node.dataset import TabularData, feature_moments, load_dataset, split_for_plan
 from fedchain.node.train import LocalResult, evaluate, train_local
@@ -364,22 +364,35 @@ class HospitalNode:
         return TrainingJob(proposal_id, round_, plan, train, self.global_state(proposal_id, round_), self.dataset_name,
                            spend)
 
-    def commit(self, job: "TrainingJob", result: LocalResult) -> RoundOutcome:
-        """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain."""
+    def recipients(self, plan: TrainingPlan) -> list[bytes]:
+        """The keys this node's update is sealed for (the coordinator's from the chain, the plan's auditors')."""
+        try:
+            return recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
+        except Refused as exc:
+            raise PolicyRefusal(str(exc)) from None
+
+    def seal(self, job: "TrainingJob", result: LocalResult, recipients: Sequence[bytes]) -> Sealed:
+        """Serialize, seal and pin a trained update without a chain request (thread-safe: a simulation
+        runs it on the thread that trained); :meth:`commit` then sends it. Not for ``mode = "he"``."""
+        return seal_update(self.fed, self.store, self.identity, proposal_id=job.proposal_id, round_=job.round,
+                           payload=state_dict_to_bytes(result.state_dict), recipients=recipients)
+
+    def commit(self, job: "TrainingJob", result: LocalResult, sealed: Sealed | None = None) -> RoundOutcome:
+        """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain
+        (``sealed``: already sealed and pinned by :meth:`seal`)."""
         plan, proposal_id, round_ = job.plan, job.proposal_id, job.round
         if plan.mode == "he":  # a CKKS ciphertext under the plan's public context: no envelope
             payload, recipients = self.encrypt_he(proposal_id, job, result), None
+        elif sealed is not None:
+            payload, recipients = b"", None
         else:
-            try:
-                recipients = recipients_for(self.fed, plan, coordinator_key=self.coordinator_key())
-            except Refused as exc:
-                raise PolicyRefusal(str(exc)) from None
+            recipients = self.recipients(plan)
             payload = state_dict_to_bytes(result.state_dict)
         done = commit_update(
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
             dataset=self.dataset_name, payload=payload, n_samples=result.n_samples, recipients=recipients,
             precheck=False, seal=plan.mode != "he",  # admitted in prepare()
-            epsilon_micro=job.spend[0], delta_pico=job.spend[1],
+            epsilon_micro=job.spend[0], delta_pico=job.spend[1], sealed=sealed if plan.mode != "he" else None,
         )
         m = result.metrics
         self.log(f"committed round {round_}: {done.cid} ({result.n_samples} samples; train loss "

@@ -12,6 +12,7 @@ import pytest
 
 import fedchain.coordinator.runner as coord_runner
 from fedchain.cli.simulation import Simulation
+from fedchain.contracts.bindings import ChainRevert
 from fedchain.coordinator.collect import StoreFailure
 from fedchain.sample_data import demo_plan
 from fedchain.usecases import datasets as uc_datasets
@@ -89,3 +90,20 @@ def test_an_update_the_store_failed_to_deliver_early_is_fetched_again_at_the_clo
     result = coord.close_round(pid, 1)
     assert result.closed and len(result.participants) == 3 and not result.rejected
     assert calls["close"] == 3
+
+
+def test_an_update_sealed_off_the_chain_thread_is_unpinned_when_the_chain_refuses_it(sim):
+    """A simulated node seals and pins on its training thread and commits later: a commitment the contract
+    refuses (the dataset was revoked in between) must not leave the sealed update pinned."""
+    pid = sim.approve(sim.plan(demo_plan(sim.data.hospitals, seed=11), rounds=1, min_participants=2))
+    node, coord = sim.nodes()[0], sim.coordinator()
+    coord.open_round(pid, 1)
+    job = node.prepare(pid, 1)
+    result = job.train()
+    sealed = node.seal(job, result, node.recipients(job.plan))
+    assert sealed.cid in set(sim.store.pins())
+    uc_datasets.revoke(sim.fed(sim.members[0]), sim.names[0])
+    with pytest.raises(ChainRevert) as info:
+        node.commit(job, result, sealed=sealed)
+    assert info.value.error == "RoundsPolicyDenied"
+    assert sealed.cid not in set(sim.store.pins())

@@ -30,6 +30,7 @@ the store and training share it.
 from __future__ import annotations
 
 import math
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,16 @@ class SimRound:
     committed: list[str] = field(default_factory=list)  # datasets that committed
     gas: int = 0
     validation_metric: float | None = None
+
+
+#: Hospitals a simulation trains at once (each on one torch thread; see :meth:`Simulation.run_round`).
+TRAINERS = 2
+
+
+def _train_and_seal(node: HospitalNode, job: TrainingJob, keys: list[bytes] | None):
+    """Train, then (given the keys) seal and pin: what a simulated node does off the chain's thread."""
+    result = job.train()
+    return result, (node.seal(job, result, keys) if keys is not None else None)
 
 
 @dataclass
@@ -383,10 +394,10 @@ class Simulation:
                    *, progress=None) -> SimRound:
         """:meth:`run_round`, at whatever thread count torch has.
 
-        Nodes commit in their order, but training overlaps the chain: while one node seals, pins
-        and commits on this thread, the next one trains on a worker thread (training touches
-        neither the chain nor the store, and is deterministic on any thread), and the coordinator
-        checks each committed update on its own thread (:meth:`Coordinator.check_early`). A node object that
+        Nodes commit in their order, but their work overlaps the chain: while one node commits on
+        this thread, the next ones train, seal and pin on :data:`TRAINERS` worker threads (none
+        of which asks the chain anything; training is deterministic on any thread), and the coordinator checks
+        each committed update on its own thread (:meth:`Coordinator.check_early`). A node object that
         offers only ``train_and_commit`` (an adversary in tests or demos) runs it in its turn. A
         ``secagg`` plan's round goes through :meth:`run_secagg_round`.
         """
@@ -399,18 +410,21 @@ class Simulation:
 
         def finish(node: HospitalNode, job: TrainingJob, training: Future) -> None:
             nonlocal gas
-            outcome = node.commit(job, training.result())
+            result, sealed = training.result()
+            outcome = node.commit(job, result, sealed=sealed)
             gas += outcome.gas_used
             committed.append(node.dataset_name)
             if early is not None:  # the coordinator starts checking it while the next hospital trains
                 early(proposal_id, round_)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-train") as trainer:
-            pending = None
+        with ThreadPoolExecutor(max_workers=TRAINERS, thread_name_prefix="sim-train") as trainer:
+            pending: deque = deque()
             for n in nodes:
                 if progress is not None:
                     progress(f"round {round_}: {n.dataset_name} training")
                 if not hasattr(n, "prepare"):  # a node that only offers train_and_commit (an adversary): in turn
+                    while pending:
+                        finish(*pending.popleft())
                     outcome = n.train_and_commit(proposal_id, round_)
                     if outcome.committed:
                         gas += outcome.gas_used
@@ -422,12 +436,13 @@ class Simulation:
                 if isinstance(job, RoundOutcome):
                     refused[n.dataset_name] = job.reason
                     continue
-                training = trainer.submit(job.train)
-                if pending is not None:
-                    finish(*pending)
-                pending = (n, job, training)
-            if pending is not None:
-                finish(*pending)
+                # a worker trains, then seals and pins (store and crypto, no chain: their keys are read here)
+                keys = n.recipients(job.plan) if job.plan.mode != "he" and hasattr(n, "seal") else None
+                pending.append((n, job, trainer.submit(_train_and_seal, n, job, keys)))
+                while len(pending) > TRAINERS:  # commit in node order, keeping every worker busy
+                    finish(*pending.popleft())
+            while pending:
+                finish(*pending.popleft())
         info = self.fed().rounds.round_info(proposal_id, round_)
         if info.committed < len(self.fed().proposals.proposal(proposal_id).targets):
             # The chain lets a round close early only once every target committed: DEV, mine to the deadline.

@@ -80,13 +80,17 @@ def prepare(job_name: str, out: Path, seed: int) -> None:
     }, indent=1))
 
 
-def run(job_name: str, out: Path, seed: int, chain_url: str, profile: bool) -> dict:
+def run(job_name: str, out: Path, seed: int, chain_url: str, profile: bool, store_url: str | None = None) -> dict:
     job = JOBS[job_name]
     prof = Profiler()
     if profile:
         instrument(prof)
     t0 = time.perf_counter()
-    sim = Simulation.create(out, hospitals=job["hospitals"], seed=seed, chain_url=chain_url)
+    store = None
+    if store_url:
+        from fedchain.ipfs import open_store
+        store = open_store(store_url)
+    sim = Simulation.create(out, hospitals=job["hospitals"], seed=seed, chain_url=chain_url, store=store)
     policies = _policies(sim.names, sim.members[0].address) if job["demo_policies"] else None
     sim.register_datasets(policies)
     plan = sim.plan(job_plan(job, sim.data.hospitals, seed))
@@ -109,7 +113,8 @@ def run(job_name: str, out: Path, seed: int, chain_url: str, profile: bool) -> d
     test = load_dataset(sim.data.test.csv_path, sim.data.test.schema_path)
     accuracy = evaluate(final, plan, test)["accuracy"]
     return {
-        "system": "fedchain", "job": job_name, "chain": chain_url, "import_seconds": T_IMPORTED - T_START,
+        "system": "fedchain", "job": job_name, "chain": chain_url, "store": store_url or "embedded",
+        "import_seconds": T_IMPORTED - T_START,
         "setup_seconds": t_setup, "rounds": rounds, "test_accuracy": accuracy,
         "in_process_seconds": time.perf_counter() - T_START,
     }
@@ -121,6 +126,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--chain", default="eth-tester://")
+    ap.add_argument("--store", default=None, help="a content store URL (default: the embedded store)")
     ap.add_argument("--prepare", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args()
@@ -128,7 +134,7 @@ def main() -> None:
     if args.prepare:
         prepare(args.job, args.out, args.seed)
         return
-    print(json.dumps(run(args.job, args.out, args.seed, args.chain, not args.no_profile)), flush=True)
+    print(json.dumps(run(args.job, args.out, args.seed, args.chain, not args.no_profile, args.store)), flush=True)
 
 
 if __name__ == "__main__":
