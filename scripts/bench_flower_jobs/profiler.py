@@ -112,7 +112,7 @@ def instrument(prof: Profiler) -> None:
     from fedchain.contracts.bindings import deployment
     from fedchain.coordinator import runner as coord_runner
     from fedchain.coordinator.strategies import base as strategies
-    from fedchain.ipfs import local, store
+    from fedchain.ipfs import kubo, local, store
     from fedchain.node import runner as node_runner
     from fedchain.node import train
 
@@ -122,7 +122,7 @@ def instrument(prof: Profiler) -> None:
         prof.wrap(chain_mod.Chain, name, "chain")
     for name in ("call", "send", "read_model", "iter_events", "events", "wait_for_events", "voting_period"):
         prof.wrap(deployment.Fedchain, name, "chain")
-    for cls in (local.LocalStore, store.ContentStore):
+    for cls in (local.LocalStore, kubo.KuboStore, store.ContentStore):
         for name in ("put", "get", "get_to", "pin", "unpin", "has"):
             prof.wrap(cls, name, "store")
     for name in ("seal", "seal_stream", "open_", "open_stream"):
