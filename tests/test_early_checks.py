@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 import fedchain.coordinator.runner as coord_runner
+import fedchain.cli.simulation as simulation
 from fedchain.cli.simulation import Simulation
 from fedchain.contracts.bindings import ChainRevert
 from fedchain.coordinator.collect import StoreFailure
@@ -60,12 +61,18 @@ def _counting(monkeypatch):
     return calls
 
 
-def test_a_simulated_round_checks_each_update_once_while_it_is_open(sim, monkeypatch):
+@pytest.mark.parametrize("threshold, expected", [(0, {"early": 3, "close": 0}),
+                                                  (None, {"early": 0, "close": 3})])
+def test_a_simulated_round_checks_each_update_once_while_it_is_open(sim, monkeypatch, threshold, expected):
+    """Updates as large as the simulation's threshold are checked while the round is open, once; the demo's
+    small updates (under the default threshold) at the close."""
+    if threshold is not None:
+        monkeypatch.setattr(simulation, "EARLY_CHECK_BYTES", threshold)
     calls = _counting(monkeypatch)
     pid = sim.approve(sim.plan(demo_plan(sim.data.hospitals, seed=11), rounds=1, min_participants=2))
     done = sim.run_round(pid, 1, sim.nodes(), sim.coordinator())
     assert done.result.closed and len(done.result.participants) == 3 and not done.result.rejected
-    assert calls == {"early": 3, "close": 0}
+    assert calls == expected
 
 
 def test_a_policy_changed_after_the_early_check_is_still_refused_at_the_close(sim, monkeypatch):
