@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -215,7 +216,8 @@ class Coordinator:
         self._he_public: dict[int, object] = {}
         self._early: dict[tuple[int, int], dict[UpdateJob, Future]] = {}  # (proposal, round) -> checks begun
         self._early_lock = threading.Lock()
-        self._early_pool: ThreadPoolExecutor | None = None
+        self._early_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._early_worker: threading.Thread | None = None
 
     # -- plan, approval, models --------------------------------------------------
 
@@ -407,12 +409,25 @@ class Coordinator:
             running = self._early.setdefault((proposal_id, round_), {})
             for job in jobs:
                 if job not in running:
-                    if self._early_pool is None:
-                        self._early_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedchain-early")
-                    running[job] = self._early_pool.submit(check_update, self.store, job, self.identity, layout,
-                                                           recipients)
+                    running[job] = future = Future()
+                    self._early_queue.put((future, job, layout, recipients))
                     begun += 1
+            if begun and self._early_worker is None:
+                # a daemon thread: a stopping coordinator never waits for an early fetch (the close redoes it)
+                self._early_worker = threading.Thread(target=self._check_early_loop, name="fedchain-early",
+                                                      daemon=True)
+                self._early_worker.start()
         return begun
+
+    def _check_early_loop(self) -> None:
+        while True:
+            future, job, layout, recipients = self._early_queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(check_update(self.store, job, self.identity, layout, recipients))
+            except BaseException as exc:  # noqa: BLE001 - handed to the close, which checks again
+                future.set_exception(exc)
 
     def collect(self, proposal_id: int, round_: int) -> list[tuple[Commitment, Outcome]]:
         """Every commitment of the round with its outcome: the tensors, or why it is left out.
