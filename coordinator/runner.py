@@ -47,7 +47,6 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -366,27 +365,32 @@ class Coordinator:
 
     def _verify(self, proposal_id: int, round_: int, commitments: list[Commitment]) -> dict[str, Outcome]:
         """Fetch, open and validate ``commitments`` together (see :func:`~fedchain.coordinator.collect.check_updates`),
-        taking what :meth:`check_early` already found."""
-        jobs = self._jobs(proposal_id, round_, commitments)
+        taking what :meth:`check_early` already found.
+
+        Every update goes through ``check_updates`` under its one time budget: an early check that
+        has not begun is dropped and done now beside the others; one under way (or done) is waited
+        for there, so an early check stuck on a CID that exists nowhere costs the round the budget
+        once, as at the close, and never delays the other updates.
+        """
         with self._early_lock:
             early = self._early.pop((proposal_id, round_), {})
-        outcomes: dict[str, Outcome] = {}
-        rest: list[UpdateJob] = []
-        for job in jobs:
-            got = None
-            if job in early:
+        for future in early.values():
+            future.cancel()  # not begun yet: checked now, in parallel with the rest
+
+        def check(store, job: UpdateJob, *args) -> Outcome:
+            future = early.get(job)
+            if future is not None and not future.cancelled():
                 try:
-                    got = early[job].result(timeout=self.fetch_budget)
-                except (FutureTimeout, StoreError):  # still running, or our store was down: check it again now
+                    got = future.result()
+                except StoreError:  # our store was down then: ask again now
                     got = None
-            if isinstance(got, (Accepted, Rejection)):
-                outcomes[job.key] = got
-            else:  # a store failure says nothing about the member's bytes: ask again
-                rest.append(job)
-        outcomes.update(check_updates(self.store, rest, self.identity, self.layout(proposal_id),
-                                      self.recipients(proposal_id), budget=self.fetch_budget,
-                                      workers=self.fetch_workers))
-        return outcomes
+                if isinstance(got, (Accepted, Rejection)):
+                    return got
+            return check_update(store, job, *args)  # a store failure says nothing about the member's bytes
+
+        return check_updates(self.store, self._jobs(proposal_id, round_, commitments), self.identity,
+                             self.layout(proposal_id), self.recipients(proposal_id), budget=self.fetch_budget,
+                             workers=self.fetch_workers, check=check)
 
     def check_early(self, proposal_id: int, round_: int) -> int:
         """Begin checking the round's commitments already on chain, on a background thread, so that the

@@ -8,6 +8,9 @@ update that was checked early.
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 import fedchain.coordinator.runner as coord_runner
@@ -43,21 +46,26 @@ def _round_committed(sim):
     return pid, coord
 
 
-def _counting(monkeypatch):
-    """Count the updates checked early (the coordinator's own thread) and at the close (its check_updates)."""
+EARLY_THREAD = "fedchain-early"
+
+
+def _counting(monkeypatch, early_outcome=None):
+    """Count the updates checked early (on the coordinator's early thread) and at the close (anywhere else);
+    ``early_outcome(job)``, if given and not None, answers an early check instead of fetching."""
     calls = {"early": 0, "close": 0}
-    real_one, real_all = coord_runner.check_update, coord_runner.check_updates
+    real = coord_runner.check_update
 
-    def early(*a, **kw):
-        calls["early"] += 1
-        return real_one(*a, **kw)
+    def counted(store, job, *a, **kw):
+        if threading.current_thread().name == EARLY_THREAD:
+            calls["early"] += 1
+            got = early_outcome(job) if early_outcome is not None else None
+            if got is not None:
+                return got
+        else:
+            calls["close"] += 1
+        return real(store, job, *a, **kw)
 
-    def close(store, jobs, *a, **kw):
-        calls["close"] += len(jobs)
-        return real_all(store, jobs, *a, **kw)
-
-    monkeypatch.setattr(coord_runner, "check_update", early)
-    monkeypatch.setattr(coord_runner, "check_updates", close)
+    monkeypatch.setattr(coord_runner, "check_update", counted)
     return calls
 
 
@@ -90,13 +98,42 @@ def test_a_policy_changed_after_the_early_check_is_still_refused_at_the_close(si
 
 
 def test_an_update_the_store_failed_to_deliver_early_is_fetched_again_at_the_close(sim, monkeypatch):
-    calls = _counting(monkeypatch)
-    monkeypatch.setattr(coord_runner, "check_update", lambda *a, **kw: StoreFailure("the store timed out"))
+    calls = _counting(monkeypatch, early_outcome=lambda job: StoreFailure("the store timed out"))
     pid, coord = _round_committed(sim)
     assert coord.check_early(pid, 1) == 3
     result = coord.close_round(pid, 1)
     assert result.closed and len(result.participants) == 3 and not result.rejected
     assert calls["close"] == 3
+
+
+def test_an_early_check_stuck_on_one_update_costs_the_close_one_budget_and_delays_no_other(sim, monkeypatch):
+    """A member whose CID the store cannot deliver holds the early thread (one at a time): the close must not
+    wait for it update by update. The stuck one is judged under the round's one budget, the others, queued
+    behind it, are checked at the close beside it."""
+    entered, released = threading.Event(), threading.Event()
+
+    def hang(job):
+        entered.set()
+        released.wait(60)  # the store never answers while the close runs
+        return StoreFailure("the store timed out")
+
+    pid, coord = _round_committed(sim)
+    stuck = coord.commitments(pid, 1)[0].participant.lower()  # the first in line: the others queue behind it
+    calls = _counting(monkeypatch, early_outcome=lambda job: hang(job) if job.key == stuck else None)
+    coord.fetch_budget = 3.0
+    try:
+        assert coord.check_early(pid, 1) == 3
+        assert entered.wait(30)  # the early thread has taken the first update and hangs on it
+        began = time.monotonic()
+        result = coord.close_round(pid, 1)
+        took = time.monotonic() - began
+    finally:
+        released.set()
+    rejected = {k.lower(): v for k, v in result.rejected.items()}
+    assert result.closed and len(result.participants) == 2 and list(rejected) == [stuck]
+    assert rejected[stuck].code == Reason.NOT_FOUND
+    assert took < 2 * coord.fetch_budget  # one budget, not one per queued update
+    assert calls["close"] == 2  # the two queued behind it, checked at the close
 
 
 def test_an_update_sealed_off_the_chain_thread_is_unpinned_when_the_chain_refuses_it(sim):
