@@ -392,7 +392,7 @@ class HospitalNode:
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
             dataset=self.dataset_name, payload=payload, n_samples=result.n_samples, recipients=recipients,
             precheck=False, seal=plan.mode != "he",  # admitted in prepare()
-            epsilon_micro=job.spend[0], delta_pico=job.spend[1], sealed=sealed if plan.mode != "he" else None,
+            epsilon_micro=job.spend[0], delta_pico=job.spend[1], sealed=sealed,
         )
         m = result.metrics
         self.log(f"committed round {round_}: {done.cid} ({result.n_samples} samples; train loss "

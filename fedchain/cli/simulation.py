@@ -406,14 +406,14 @@ class Simulation:
         offers only ``train_and_commit`` (an adversary in tests or demos) runs it in its turn. A
         ``secagg`` plan's round goes through :meth:`run_secagg_round`.
         """
-        if coordinator.plan(proposal_id).mode == "secagg":
+        plan = coordinator.plan(proposal_id)
+        if plan.mode == "secagg":
             return self.run_secagg_round(proposal_id, round_, nodes, coordinator, progress=progress)
         gas = coordinator.open_round(proposal_id, round_).gas_used
         refused, committed = {}, []
 
         # a stand-in coordinator in a test may not offer early checks; for small models they only compete with
         # the chain's (pure Python) work on this thread for the interpreter (h16: ~8% slower with them)
-        plan = coordinator.plan(proposal_id)
         early = getattr(coordinator, "check_early", None) if model_size(plan.model) >= EARLY_CHECK_BYTES else None
 
         def finish(node: HospitalNode, job: TrainingJob, training: Future) -> None:
@@ -445,7 +445,7 @@ class Simulation:
                     refused[n.dataset_name] = job.reason
                     continue
                 # a worker trains, then seals and pins (store and crypto, no chain: their keys are read here)
-                keys = n.recipients(job.plan) if job.plan.mode != "he" and hasattr(n, "seal") else None
+                keys = n.recipients(job.plan) if job.plan.mode != "he" else None
                 pending.append((n, job, trainer.submit(_train_and_seal, n, job, keys)))
                 while len(pending) > TRAINERS:  # commit in node order, keeping every worker busy
                     finish(*pending.popleft())
