@@ -381,16 +381,14 @@ class HospitalNode:
         """Seal the trained update for the coordinator and the auditors, pin it and commit it on chain
         (``sealed``: already sealed and pinned by :meth:`seal`)."""
         plan, proposal_id, round_ = job.plan, job.proposal_id, job.round
+        payload = b""
         if plan.mode == "he":  # a CKKS ciphertext under the plan's public context: no envelope
-            payload, recipients = self.encrypt_he(proposal_id, job, result), None
-        elif sealed is not None:
-            payload, recipients = b"", None
-        else:
-            recipients = self.recipients(plan)
-            payload = state_dict_to_bytes(result.state_dict)
-        done = commit_update(
+            payload = self.encrypt_he(proposal_id, job, result)
+        elif sealed is None:
+            sealed = self.seal(job, result, self.recipients(plan))
+        done = commit_update(  # unpins the sealed update if the chain refuses it
             self.fed, self.store, self.identity, plan, proposal_id=proposal_id, round_=round_,
-            dataset=self.dataset_name, payload=payload, n_samples=result.n_samples, recipients=recipients,
+            dataset=self.dataset_name, payload=payload, n_samples=result.n_samples,
             precheck=False, seal=plan.mode != "he",  # admitted in prepare()
             epsilon_micro=job.spend[0], delta_pico=job.spend[1], sealed=sealed,
         )
