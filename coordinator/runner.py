@@ -700,7 +700,8 @@ class CoordinatorService:
 
     Each pass reads the chain's events (the read model) and, for the last round
     opened, does what is due: open round 1; close an open round once every
-    target dataset has committed (the chain refuses an earlier close), or at the
+    target dataset that could commit has (one whose policy refuses the proposal
+    is not waited for; the chain refuses an earlier close), or at the
     deadline if at least ``min_participants`` did (else mark it Failed); after a
     close, wait up to ``eval_grace_blocks`` (counted from the close, on chain)
     for the participants' evaluations and record the mean metric, unless it is
@@ -730,6 +731,7 @@ class CoordinatorService:
         self.results: dict[tuple[int, int], RoundResult] = {}
         self.metrics: dict[tuple[int, int], float | None] = {}
         self._expected: dict[tuple[int, int], int] = {}
+        self._awaited: dict[tuple[int, int], tuple[int, int, int]] = {}  # (pid, r) -> (commitments, head, awaited)
         self._tried_close: dict[tuple[int, int], int] = {}  # commitments seen at a close that fell short
         self._basis: dict[int, frozenset[int]] = {}  # closed rounds our in-memory aggregation state reflects
         self._unmask_failed: dict[tuple[int, int], str] = {}  # secure rounds whose sum could not be unmasked
@@ -756,6 +758,17 @@ class CoordinatorService:
         if (pid, r) not in self._expected:
             self._expected[(pid, r)] = len(self.c.fed.proposals.proposal(pid).targets)
         return self._expected[(pid, r)]
+
+    def none_awaited(self, pid: int, r: int, n: int, head: int) -> bool:
+        """Whether no target the round could still hear from is left (``awaitedCommitments`` is 0).
+
+        Asked of the chain once per (commitment count, block): a policy can change with any block.
+        """
+        seen = self._awaited.get((pid, r))
+        if seen is None or seen[:2] != (n, head):
+            seen = (n, head, self.c.fed.rounds.awaited_commitments(pid, r))
+            self._awaited[(pid, r)] = seen
+        return seen[2] == 0
 
     def _sync(self, pid: int, rm) -> None:
         """Forget our aggregation state if a round was closed by someone else since we built it."""
@@ -831,7 +844,8 @@ class CoordinatorService:
         if ph == "open":
             n = len(last.commits)
             past = head > last.deadline
-            if n >= max(self.expected(pid, r), 1) or (past and n >= p.min_participants):
+            enough = n >= max(p.min_participants, 1)
+            if n >= max(self.expected(pid, r), 1) or (enough and (past or self.none_awaited(pid, r, n, head))):
                 if self._tried_close.get(key) == n and not past:
                     return False  # fell short with these commitments already; wait for more or the deadline
                 lifecycle.set_activity(f"closing round {r} of proposal {pid}")
@@ -895,8 +909,8 @@ class CoordinatorService:
         * session running: wait until the contract's rule decides it (:func:`session_verdict`);
           a session that cannot complete any more (too few members in a phase) is concluded Failed;
         * session Completed (or completing): close - unmask the sum from the messages the chain
-          names, publish, close - as soon as the Rounds contract allows (every target committed,
-          else after the deadline);
+          names, publish, close - as soon as the Rounds contract allows (every target that could
+          commit did, else after the deadline);
         * session Failed, or the sum cannot be unmasked: nothing is published; the round is
           failed after its deadline.
         """
@@ -930,10 +944,11 @@ class CoordinatorService:
                               f"{len(rec.masked)}, unmasking {len(rec.messages[3])}; threshold {rec.threshold})",
                               past=past)
             return
-        if len(last.commits) < max(self.expected(pid, r), 1) and not past:
+        if len(last.commits) < max(self.expected(pid, r), 1) and not past \
+                and not self.none_awaited(pid, r, len(last.commits), head):
             self._once(("secagg-wait", pid, r), f"round {r} of proposal {pid}: the secure-aggregation session "
                        f"completed with {len(rec.masked)} masked input(s); {len(last.commits)} of "
-                       f"{self.expected(pid, r)} targets committed, so the round closes at its deadline "
+                       f"{self.expected(pid, r)} targets committed and the others may still, so the round closes at its deadline "
                        f"(block {last.deadline})", proposal=pid, round=r)
             return
         lifecycle.set_activity(f"closing round {r} of proposal {pid}")

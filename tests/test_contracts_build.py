@@ -165,8 +165,12 @@ def test_natspec_on_every_public_item():
 
 
 def test_no_loops_over_members_or_participants():
-    """Every loop runs over a bounded, caller-supplied array (founders, targets, policy lists)."""
-    allowed = {"founders.length", "n", "nPurposes", "nProposals", "nRequesters"}
+    """Every loop runs over a bounded, caller-supplied array (founders, targets, policy lists).
+
+    ``nTargets``: a proposal's targets, bounded by ``MAX_TARGETS`` when it was submitted
+    (``Rounds.awaitedCommitments``).
+    """
+    allowed = {"founders.length", "n", "nPurposes", "nProposals", "nRequesters", "nTargets"}
     for path in SOURCES:
         for m in re.finditer(r"for\s*\(\s*uint256 i = 0; i < ([\w.]+);", path.read_text()):
             assert m.group(1) in allowed, f"{path.name}: loop bound {m.group(1)}"

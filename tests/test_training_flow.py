@@ -146,10 +146,10 @@ def test_rounds_beyond_the_approved_number_are_refused(world):
 
 def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tmp_path):
     w = make_world(tmp_path, policies={2: Policy.open(purposes=("research",))})
-    pid = w.propose(plan_for(w))
-    w.coordinator.open_round(pid, 1)
-    outcomes = [n.train_and_commit(pid, 1) for n in w.nodes]
-    refused = outcomes[2]
+    pid = w.propose(plan_for(w, min_participants=1))
+    svc = CoordinatorService(w.coordinator, eval_grace_blocks=1)
+    svc.step(pid)  # opens round 1
+    refused = w.nodes[2].train_and_commit(pid, 1)
     assert not refused.committed and refused.reason == sentence(
         "PURPOSE_NOT_ALLOWED", f"dataset {w.nodes[2].dataset_name!r}, proposal {pid}")
     # Even a node that skips its own check cannot get a commitment past the contract.
@@ -157,13 +157,18 @@ def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tm
         w.nodes[2].fed.rounds.commit_update(pid, 1, w.nodes[2].dataset_name, "Qm" + "1" * 44, b"\x01" * 32, 10)
     assert exc.value.error == "RoundsPolicyDenied"
     assert "purpose not allowed" in str(exc.value) and exc.value.args_dict["reason"].startswith("0x505552504f5345"), str(exc.value)
-    # A target sat out, so the round closes only at its deadline (the chain refuses an earlier close).
-    with pytest.raises(ChainRevert) as early:
-        w.coordinator.close_round(pid, 1)
-    assert early.value.error == "RoundsEarlyClose"
-    w.chain.mine(w.fed.rounds.round_info(pid, 1).deadline - w.chain.block_number + 1)
-    closed = w.coordinator.close_round(pid, 1)
-    assert closed.closed and len(closed.participants) == 2
+    # One admitted hospital committed (enough for the plan), the other is still training: the service waits for it
+    assert w.nodes[0].train_and_commit(pid, 1).committed
+    assert w.fed.rounds.awaited_commitments(pid, 1) == 1
+    svc.step(pid)
+    assert w.fed.rounds.round_info(pid, 1).phase.name == "OPEN"
+    # Once it committed, the target that sat out could not commit anyway: the round closes before its deadline.
+    assert w.nodes[1].train_and_commit(pid, 1).committed
+    assert w.fed.rounds.awaited_commitments(pid, 1) == 0
+    svc.step(pid)
+    info = w.fed.rounds.round_info(pid, 1)
+    assert info.phase.name == "CLOSED" and w.chain.block_number <= info.deadline
+    assert len(svc.results[(pid, 1)].participants) == 2
     committers = {e.args["member"].lower() for e in w.fed.events() if e.event == "UpdateCommitted"}
     assert w.members[2].address.lower() not in committers
 

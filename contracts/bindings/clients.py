@@ -431,6 +431,13 @@ class RoundsClient(_Client):
             aggregate_sha256=bytes(o.aggregateSha256), scores_cid=o.scoresCid, scores_sha256=bytes(o.scoresSha256),
         )
 
+    def awaited_commitments(self, proposal_id: int, round: int) -> int:
+        """Targets the round still waits for (owner a member, not committed, policy admits now).
+
+        Before its deadline a round may close only when this is 0 (``RoundsEarlyClose``).
+        """
+        return int(self.call("awaitedCommitments", int(proposal_id), int(round)))
+
     def last_round(self, proposal_id: int) -> int:
         """Number of the last round opened (0 if none)."""
         return int(self.call("lastRound", int(proposal_id)))

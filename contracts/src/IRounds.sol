@@ -288,6 +288,18 @@ interface IRounds {
     /// @return True if it did.
     function hasEvaluated(uint256 proposalId, uint16 round, address member) external view returns (bool);
 
+    /// @notice How many target datasets the round still waits for: those whose recorded owner
+    /// is a member, has not committed in this round, and whose policy admits the proposal now
+    /// ({IDatasetRegistry-checkUse}). Before its deadline a round may close only when this is
+    /// zero; a target that could not commit anyway (its policy refuses the proposal, its owner
+    /// left the consortium or already committed for another of its datasets) is not waited for.
+    /// @dev Loops over the proposal's targets (at most {Proposals-MAX_TARGETS}), calling
+    /// checkUse for each one not yet committed.
+    /// @param proposalId Proposal id.
+    /// @param round Round number.
+    /// @return awaited The number of such targets.
+    function awaitedCommitments(uint256 proposalId, uint16 round) external view returns (uint32 awaited);
+
     /// @notice The hash stored for a commitment.
     /// @param datasetId Dataset id.
     /// @param cid CID of the update.
@@ -314,8 +326,10 @@ interface IRounds {
     /// @dev Requirements: the caller is the coordinator ({ConsortiumNotCoordinator}); the round
     /// is Open ({RoundsNotOpen}); neither CID is empty ({RoundsEmptyCid}); at least
     /// minParticipants committed ({RoundsNotEnoughParticipants}); before the deadline has
-    /// passed, every target dataset committed ({RoundsEarlyClose}) - the coordinator cannot
-    /// shut out a member that still has time. Emits {RoundClosed}.
+    /// passed, every target dataset that could still commit did ({awaitedCommitments} is zero,
+    /// else {RoundsEarlyClose}) - the coordinator cannot shut out a member that still has time,
+    /// and a round need not wait out its deadline for a dataset whose policy refuses the
+    /// proposal. Emits {RoundClosed}.
     /// @param proposalId Proposal id.
     /// @param round Round number.
     /// @param aggregateCid CID of the aggregated model.

@@ -83,6 +83,18 @@ contract Rounds is IRounds, ConsortiumBound {
     }
 
     /// @inheritdoc IRounds
+    function awaitedCommitments(uint256 proposalId, uint16 round) public view returns (uint32 awaited) {
+        (IProposals.Proposal memory p,) = proposals.proposal(proposalId);
+        mapping(address => bytes32) storage slot = _commitments[proposalId][round];
+        uint256 nTargets = p.targets.length; // at most MAX_TARGETS, checked at submission
+        for (uint256 i = 0; i < nTargets; ++i) {
+            (,, address owner,) = proposals.useTerms(proposalId, p.targets[i]);
+            if (slot[owner] != bytes32(0) || !consortium.isMember(owner)) continue;
+            if (registry.checkUse(p.targets[i], proposalId, p.purposeHash, p.proposer) == bytes32(0)) ++awaited;
+        }
+    }
+
+    /// @inheritdoc IRounds
     function commitmentHash(bytes32 datasetId, string calldata cid, bytes32 sha256_, uint64 sampleCount)
         public
         pure
@@ -127,7 +139,8 @@ contract Rounds is IRounds, ConsortiumBound {
         if (committed < terms.minParticipants) {
             revert RoundsNotEnoughParticipants(proposalId, round, committed, terms.minParticipants);
         }
-        if (block.number <= r.deadline && committed < terms.targetCount) {
+        bool early = block.number <= r.deadline && committed < terms.targetCount;
+        if (early && awaitedCommitments(proposalId, round) != 0) {
             revert RoundsEarlyClose(proposalId, round, committed, terms.targetCount);
         }
         r.phase = Phase.Closed;

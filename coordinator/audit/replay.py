@@ -768,15 +768,21 @@ class Replayer:
     # -- the coordinator's discretion --------------------------------------------------
 
     def _check_early_close(self, rec: RoundRecord, v: RoundVerdict) -> None:
-        """Closed before the deadline while a dataset whose policy admitted the proposal had not committed."""
+        """Closed before the deadline while a dataset whose policy admitted the proposal had not committed.
+
+        The rule of ``Rounds.awaitedCommitments``, from the events: a target is not waited for when its
+        owner is not a member, already committed this round (for another of its datasets), or its
+        policy refused the proposal at the close.
+        """
         if rec.closed_block is None or rec.closed_block > rec.deadline:
             return
         p = self.h.proposals[rec.proposal_id]
         ts = self.h.ended_at.get((rec.proposal_id, rec.round), 0)
         committed = {c.dataset_id for c in rec.commits}
+        committers = {c.member.lower() for c in rec.commits}  # a member commits once a round, for one dataset
         for did in p.targets:
             d = self.h.datasets.get(did)
-            if d is None or did in committed:
+            if d is None or did in committed or d.owner.lower() in committers:
                 continue
             owner = self.h.members.get(d.owner)
             if owner is None or not owner.member_at(rec.closed_block):

@@ -347,10 +347,10 @@ class Simulation:
                 if phase == 2:
                     committed.append(name)
         say(f"round {round_}: unmasking the sum")
-        info = self.fed().rounds.round_info(proposal_id, round_)
-        if info.committed < len(self.fed().proposals.proposal(proposal_id).targets):
-            # The chain lets a round close early only once every target committed: DEV, mine to the deadline.
-            self._mine_to(info.deadline + 1)
+        if self.fed().rounds.awaited_commitments(proposal_id, round_):
+            # The chain lets a round close early only once every target that could commit did: DEV, mine to
+            # the deadline.
+            self._mine_to(self.fed().rounds.round_info(proposal_id, round_).deadline + 1)
         result = coordinator.close_round(proposal_id, round_)
         if not result.closed and "not decided" in result.reason:
             self._mine_to(session.window(3)[1] + 1)
@@ -451,9 +451,11 @@ class Simulation:
                     finish(*pending.popleft())
             while pending:
                 finish(*pending.popleft())
-        info = self.fed().rounds.round_info(proposal_id, round_)
-        if info.committed < len(self.fed().proposals.proposal(proposal_id).targets):
-            # The chain lets a round close early only once every target committed: DEV, mine to the deadline.
+        targets = len(self.fed().read_model().proposals[proposal_id].targets)
+        if len(committed) < targets and self.fed().rounds.awaited_commitments(proposal_id, round_):
+            # The chain lets a round close early only once every target that could commit did
+            # (a dataset whose policy refuses the proposal is not waited for): DEV, mine to the deadline.
+            info = self.fed().rounds.round_info(proposal_id, round_)
             self.chain.mine(max(0, info.deadline - self.chain.block_number + 1))
         if progress is not None:
             progress(f"round {round_}: aggregating")

@@ -18,6 +18,7 @@ import pytest
 from adversary import LyingCoordinator, make_world
 from fedchain.coordinator.audit.replay import DISCREPANCY, FAILED, VERIFIED
 from fedchain.contracts.errors import ChainRevert
+from fedchain.contracts.models import Policy
 from fedchain.usecases import datasets
 from fedchain.validation import Reason
 
@@ -46,6 +47,31 @@ def test_closing_early_while_an_admitted_hospital_is_still_training_is_refused(w
         world.coord.close_round(world.pid, 1)
     assert exc.value.error == "RoundsEarlyClose"
     assert world.fed.rounds.round_info(world.pid, 1).phase.name == "OPEN"
+
+
+def test_a_round_need_not_wait_for_a_target_whose_policy_refuses_but_waits_again_when_it_admits(world):
+    """The early-close rule counts only the targets that could still commit (``awaitedCommitments``).
+
+    Abuse it guards against: a coordinator closing before the deadline to shut out a hospital whose
+    policy admits the proposal. Only that dataset's owner can change its own policy, so the rule lets
+    nobody else make a hospital "not awaited"; replay judges the close by the same rule.
+    """
+    world.restore("three in")
+    rounds = world.fed.rounds
+    assert rounds.awaited_commitments(world.pid, 1) == 1  # hospital-d may still commit
+    owner_d = world.sim.fed(world.member(3))
+    datasets.set_policy(owner_d, world.sim.names[3], Policy.open(purposes=("another purpose",)))
+    assert rounds.awaited_commitments(world.pid, 1) == 0  # it cannot: nothing is left to wait for
+    datasets.set_policy(owner_d, world.sim.names[3], Policy.open())
+    assert rounds.awaited_commitments(world.pid, 1) == 1  # admitted again: the round waits for it again
+    with pytest.raises(ChainRevert) as exc:
+        world.coord.close_round(world.pid, 1)
+    assert exc.value.error == "RoundsEarlyClose"
+    datasets.set_policy(owner_d, world.sim.names[3], Policy.open(purposes=("another purpose",)))
+    res = world.coord.close_round(world.pid, 1)
+    assert res.closed and len(res.participants) == 3
+    assert world.sim.chain.block_number <= deadline(world)  # closed early
+    assert world.verdict(1).status == VERIFIED
 
 
 def test_closing_at_the_deadline_without_a_hospital_is_fine(world):

@@ -340,9 +340,16 @@ class Rules:
         p = self.proposals[pid]
         if len(rd.committed) < p.min_participants:
             return "RoundsNotEnoughParticipants"
-        if self.now <= rd.deadline and len(rd.committed) < len(p.targets):
+        if self.now <= rd.deadline and len(rd.committed) < len(p.targets) and self.awaited(pid, r):
             return "RoundsEarlyClose"
         return None
+
+    def awaited(self, pid: int, r: int) -> int:
+        """Targets a round still waits for: owner a member, not committed, the dataset's policy admits."""
+        rd = self.rounds[(pid, r)]
+        return sum(1 for name, (owner, _rows) in self.proposals[pid].targets.items()
+                   if owner not in rd.committed and owner in self.active
+                   and not (self.datasets[name].revoked or not self.datasets[name].open))
 
     def check_fail(self, caller: int, pid: int, r: int) -> str | None:
         rd = self.rounds.get((pid, r))
@@ -891,6 +898,8 @@ class GovernanceMachine(RuleBasedStateMachine):
         for pid, r in sorted(touched["round"]):
             rd, info = m.rounds[(pid, r)], view(d.chain, rounds.roundOf(pid, r))
             assert (info[3], info[2]) == (_PHASE[rd.phase], len(rd.committed))  # IRounds.Round: phase, committed
+            if rd.phase == "Open":  # what an early close is judged by
+                assert view(d.chain, rounds.awaitedCommitments(pid, r)) == m.awaited(pid, r), (pid, r)
 
 
 def test_governance_state_machine(world):
