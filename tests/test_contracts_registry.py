@@ -149,3 +149,26 @@ def test_admits_reasons(system):
     s.chain.advance_time(2_000)
     assert s.fc.registry.admits("expiring", pid).reason == "EXPIRED"
     assert s.fc.registry.admits("open", 999).reason == "PROPOSAL_NOT_APPROVED"
+
+
+def test_admits_asks_for_the_proposal_state_until_it_saw_approval_which_is_final(system, monkeypatch):
+    """Approved is a final state, so once seen it is not asked again on this connection; a proposal
+    not (yet) approved is asked every time, and a chain reverted past the approval is asked again."""
+    s = system
+    s.register(s.A, "final")
+    pending = s.propose(s.A, ["final"])
+    asked = []
+    real = s.fc.proposals.call
+    monkeypatch.setattr(s.fc.proposals, "call", lambda fn, *a, **kw: asked.append(fn) or real(fn, *a, **kw))
+    snap = s.chain.snapshot()
+    for _ in range(2):
+        assert s.fc.registry.admits("final", pending).reason == "PROPOSAL_NOT_APPROVED"
+    assert asked.count("stateOf") == 2
+    pid = s.approved_proposal(["final"])
+    asked.clear()
+    for _ in range(3):
+        assert s.fc.registry.admits("final", pid).ok
+    assert asked.count("stateOf") == 1
+    s.chain.revert(snap)  # the approval is gone with the blocks that held it
+    assert s.fc.registry.admits("final", pid).reason == "PROPOSAL_NOT_APPROVED"
+    assert asked.count("stateOf") == 2

@@ -246,13 +246,17 @@ class RegistryClient(_Client):
         The check ``Rounds`` runs on every commitment, read at one block: the proposal is
         Approved (else ``PROPOSAL_NOT_APPROVED``) and ``DatasetRegistry.checkUse`` gives no
         reason for its requester and purpose (those, fixed when the proposal was submitted,
-        are read once per connection).
+        are read once per connection, as is the approval once seen: it is final).
         """
         did, pid = dataset_id(dataset), int(proposal_id)
         block = self.fed.chain.block_number
         proposals = self.fed.proposals
-        if int(proposals.call("stateOf", pid, block=block)) != int(ProposalState.APPROVED):
-            return Admission(False, "PROPOSAL_NOT_APPROVED")
+        # Approved is final (only an Active vote changes state): once seen, not asked again on this connection
+        approved = ("approved", self.fed.chain.epoch, pid)
+        if approved not in self.fed._facts:
+            if int(proposals.call("stateOf", pid, block=block)) != int(ProposalState.APPROVED):
+                return Admission(False, "PROPOSAL_NOT_APPROVED")
+            self.fed._facts[approved] = True
         # what the proposal recorded at submission (its requester and purpose, the target's owner and rows)
         # never changes: read once per connection (until the chain is reverted), as target_owners is
         key = ("use_terms", self.fed.chain.epoch, pid, did)
