@@ -124,3 +124,26 @@ def test_rounds_refuses_a_registry_that_names_another_rounds(system):
     a = s.deployment.addresses
     with reverts("RoundsRegistryMismatch", named=a["Rounds"]):
         s.chain.send(s.a, factory.constructor(a["Consortium"], a["DatasetRegistry"], a["Proposals"]))
+
+
+def test_the_budget_from_the_events_is_the_registrys(system):
+    """The node's check before training reads the budget from the events (no contract call): it must be
+    what ``privacyBudget`` answers at every step - registration, spends, a raised budget, no budget, a
+    budget beyond what the registry can hold (capped as the contract caps it), an unknown dataset."""
+    from fedchain.usecases.privacy import budget_from_events
+
+    s = system
+
+    def same(name: str) -> tuple[int, int]:
+        got = budget_from_events(s.fc.read_model(), name)
+        assert got == s.fc.registry.privacy_budget(name), name
+        return got
+
+    pid = _budgeted(s, eps_milli=1000, targets=("ds-a", "ds-b"))
+    assert same("ds-a") == (1_000_000, 0) and same("ds-b") == (0, 0) and same("nowhere") == (0, 0)
+    _commit(s, s.A, pid, 1, "ds-a", 400_000)
+    assert same("ds-a") == (1_000_000, 400_000)
+    s.A.registry.set_policy("ds-a", dataclasses.replace(s.fc.registry.policy("ds-a"), max_epsilon_milli=2**64 - 1))
+    assert same("ds-a") == (2**64 - 2, 400_000)  # capped below the non-private charge
+    s.A.registry.set_policy("ds-a", dataclasses.replace(s.fc.registry.policy("ds-a"), max_epsilon_milli=0))
+    assert same("ds-a") == (0, 400_000)  # no budget any more; the ledger keeps what was spent

@@ -8,7 +8,7 @@ pass anything else that does. Each protocol names only the calls a use case make
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol, Sequence
+from typing import Any, BinaryIO, Protocol, Sequence
 
 from fedchain.contracts.models import (
     Admission,
@@ -137,6 +137,10 @@ class Governance(Protocol):
 
     def dry_run(self) -> "Governance":
         """The same deployment and signer where sending only simulates (see :mod:`~fedchain.usecases.preflight`)."""
+        ...
+
+    def read_model(self) -> Any:
+        """The deployment's events folded up to the latest block (:class:`~fedchain.contracts.readmodel.ReadModel`)."""
         ...
 
 

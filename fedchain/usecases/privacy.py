@@ -21,7 +21,12 @@ from fedchain.errors import ConfigError
 from fedchain.privacy import DELTA_UNIT, EPSILON_UNIT, round_spend
 from fedchain.usecases.refusals import Refused
 
-__all__ = ["Budget", "ProposalSpend", "participation", "expected_spend", "privacy_mismatch", "check_budget", "budget"]
+__all__ = ["Budget", "ProposalSpend", "participation", "expected_spend", "privacy_mismatch", "check_budget", "budget",
+           "budget_from_events"]
+
+#: The registry's charge of a non-private update (``IDatasetRegistry.NOT_PRIVATE``, 2**64 - 1): a
+#: budget is capped just below it.
+NOT_PRIVATE = 2**64 - 1
 
 
 def _did(dataset: str | bytes) -> str:
@@ -67,17 +72,34 @@ def privacy_mismatch(plan, read_model: Any, proposal_id: int, round_: int, membe
             f"{want[0] / EPSILON_UNIT:g} (delta {want[1] / 1e12:g}) for {n_samples} samples")
 
 
+def budget_from_events(read_model: Any, dataset: str | bytes) -> tuple[int, int]:
+    """``(budget, spent)`` in millionths of ε, as ``DatasetRegistry.privacyBudget`` answers, from the events.
+
+    The budget is the latest policy's ``maxEpsilonMilli`` in millionths (capped below
+    :data:`NOT_PRIVATE`, as the contract caps it; 0 = none), the spend the ledger's total
+    in the last ``PrivacySpent`` event; an unknown dataset has neither.
+    """
+    rec = read_model.datasets.get(_did(dataset))
+    if rec is None:
+        return 0, 0
+    milli = rec.policies[-1].max_epsilon_milli if rec.policies else 0
+    return min(milli * 1000, NOT_PRIVATE - 1), rec.epsilon_spent_micro
+
+
 def check_budget(gov: Any, dataset: str, epsilon_micro: int, where: str = "", delta_pico: int | None = None) -> None:
     """Raise :class:`Refused` (``PRIVACY_BUDGET_EXCEEDED``, the contract's wording) if the dataset's
     budget cannot take ``epsilon_micro`` more (0 = a non-private update, which no budget takes), or
-    (``INVALID_DELTA``) if a private update's δ is not below 1/rows of the dataset."""
+    (``INVALID_DELTA``) if a private update's δ is not below 1/rows of the dataset.
+
+    The budget is read from the events (:func:`budget_from_events`: no contract call); this is the
+    node's check before it trains, the contract charges the budget itself at the commitment."""
     prefix = f"{where}: " if where else ""
     if epsilon_micro > 0 and delta_pico is not None:
         info = gov.registry.dataset(dataset)
         if info is not None and delta_pico * info.row_count >= DELTA_UNIT:
             raise Refused("INVALID_DELTA", f"{prefix}delta {delta_pico / DELTA_UNIT:g} is not below 1/{info.row_count}, "
                                            f"the rows of dataset {dataset!r}")
-    max_micro, spent = gov.registry.privacy_budget(dataset)
+    max_micro, spent = budget_from_events(gov.read_model(), dataset)
     if max_micro == 0:
         return
     if epsilon_micro == 0:
