@@ -55,6 +55,7 @@ from fedchain.config import load_role_config
 from fedchain.content import MAX_DOCUMENT_SIZE, fetch_document, pin_document
 from fedchain.contracts.bindings import Chain, ChainRevert, Deployment, TransactionConflict
 from fedchain.contracts.errors import policy_reason
+from fedchain.contracts.readmodel import APPROVED
 from fedchain.coordinator.collect import (
     DEFAULT_FETCH_WORKERS,
     Outcome,
@@ -240,7 +241,16 @@ class Coordinator:
         return tx
 
     def check_approved(self, proposal_id: int, round_: int) -> None:
-        """Raise :class:`NotApproved` unless the chain approved this proposal and round."""
+        """Raise :class:`NotApproved` unless the chain approved this proposal and round.
+
+        Approval is final, so the events suffice once they show it (the contract's ``openRound``
+        checks it again); otherwise the proposal is read for its current state.
+        """
+        seen = self.fed.read_model().proposals.get(int(proposal_id))
+        if seen is not None and seen.final_state == APPROVED:
+            if not 1 <= round_ <= seen.rounds:
+                raise NotApproved(f"proposal {proposal_id} was approved for rounds 1..{seen.rounds}, not round {round_}")
+            return
         p = self.fed.proposals.proposal(proposal_id)
         if p is None:
             raise NotApproved(f"proposal {proposal_id} does not exist: no round opens")

@@ -78,6 +78,9 @@ from fedchain.usecases.refusals import Refused
 from fedchain.validation import model_layout, model_size
 
 PPM = 1_000_000
+#: Admission refusals that come before the dataset is found among the proposal's targets: any other
+#: answer (admitted, or refused by the policy or the local checks) confirms it is one.
+NOT_SEEN_AS_TARGET = frozenset({"UNKNOWN_PROPOSAL", "PROPOSAL_NOT_APPROVED", "NOT_A_TARGET"})
 
 log = logging.getLogger("fedchain.node")
 
@@ -259,6 +262,7 @@ class HospitalNode:
         )
         if check:
             self._identity_confirmed = epoch
+        if check or check.code not in NOT_SEEN_AS_TARGET:  # the rules before the policy passed
             self._targeted[proposal_id] = epoch
         return check
 

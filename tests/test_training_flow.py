@@ -173,6 +173,23 @@ def test_node_refuses_and_chain_reverts_when_the_policy_excludes_the_proposal(tm
     assert w.members[2].address.lower() not in committers
 
 
+def test_a_node_refused_by_its_policy_does_not_read_the_proposal_again_until_it_is_admitted(tmp_path, monkeypatch):
+    """The refusal confirms the dataset is a target (targets never change), so later rounds ask only the
+    policy; the words stay those of a full check, and an admission after a policy change is found."""
+    w = make_world(tmp_path, policies={2: Policy.open(purposes=("research",))})
+    pid = w.propose(plan_for(w))
+    node = w.nodes[2]
+    first = node.admission(pid)
+    reads = []
+    real = node.fed.proposals.proposal
+    monkeypatch.setattr(node.fed.proposals, "proposal", lambda p: reads.append(p) or real(p))
+    again = node.admission(pid)
+    assert not again and again.code == first.code == "PURPOSE_NOT_ALLOWED" and again.words == first.words
+    assert reads == []
+    w.sim.fed(w.members[2]).registry.set_policy(node.dataset_name, Policy.open())
+    assert node.admission(pid) and reads == []
+
+
 # -- tampering ------------------------------------------------------------------------------------
 
 def _corrupt(store, cid: str) -> None:

@@ -59,22 +59,22 @@ def check(
     ``known_target``: the caller already saw the dataset among the proposal's targets on
     this chain (a proposal's targets never change), so the proposal is not read again; its
     state and the dataset's policy still are (``admits``), and a refusal is worded as
-    without it.
+    without it (the proposal is read for the wording of ``PROPOSAL_NOT_APPROVED`` only, which
+    names its state; a policy's refusal is the first failing rule either way). ``owner`` and
+    ``local_schema_hash`` are checked after the policy, with or without it.
     """
     where = f"dataset {dataset!r}, proposal {proposal_id}"
-    if known_target and owner is None and local_schema_hash is None:
-        decision = gov.registry.admits(dataset, proposal_id)
-        if decision.ok:
-            return AdmissionCheck(True)
-        return check(gov, dataset, proposal_id)
-    p = gov.proposals.proposal(proposal_id)
-    if p is None:
-        return AdmissionCheck.refuse("UNKNOWN_PROPOSAL", f"proposal {proposal_id}")
-    if p.state != ProposalState.APPROVED:
-        return AdmissionCheck.refuse("PROPOSAL_NOT_APPROVED", f"proposal {proposal_id} is {p.state.name.lower()}")
-    if dataset_id(dataset) not in p.targets:
-        return AdmissionCheck.refuse("NOT_A_TARGET", where)
-    decision = gov.registry.admits(dataset, proposal_id)
+    decision = gov.registry.admits(dataset, proposal_id) if known_target else None
+    if decision is None or decision.reason == "PROPOSAL_NOT_APPROVED":
+        p = gov.proposals.proposal(proposal_id)
+        if p is None:
+            return AdmissionCheck.refuse("UNKNOWN_PROPOSAL", f"proposal {proposal_id}")
+        if p.state != ProposalState.APPROVED:
+            return AdmissionCheck.refuse("PROPOSAL_NOT_APPROVED", f"proposal {proposal_id} is {p.state.name.lower()}")
+        if dataset_id(dataset) not in p.targets:
+            return AdmissionCheck.refuse("NOT_A_TARGET", where)
+        if decision is None or not decision.ok:  # approved by now: ask the policy (again)
+            decision = gov.registry.admits(dataset, proposal_id)
     if not decision.ok:
         return AdmissionCheck.refuse(decision.reason, where)
     if owner is not None or local_schema_hash is not None:
