@@ -51,6 +51,10 @@ def test_submit_stores_and_emits_everything(system):
     assert list(s.fc.proposals.call("useTerms", pid, dataset_id("ds-b")))[2:] == [s.b.address, 1000]
     assert int(s.fc.proposals.call("useTerms", pid, dataset_id("ds-c"))[2], 16) == 0
     assert s.fc.proposals.call("roundTerms", pid).targetCount == 2
+    requester, purpose_hash, targets, owners = s.fc.proposals.call("targetsOf", pid)  # what an early close reads
+    assert (requester, bytes(purpose_hash)) == (s.a.address, keccak(text="sepsis-research"))
+    assert [bytes(t) for t in targets] == [dataset_id("ds-a"), dataset_id("ds-b")] and owners == [s.a.address, s.b.address]
+    assert list(s.fc.proposals.call("targetsOf", 2))[2:] == [[], []]
     assert s.fc.proposals.proposal(2) is None
 
 

@@ -159,6 +159,18 @@ interface IProposals is IMemberVoting {
     function roundTerms(uint256 id) external view returns (RoundTerms memory);
 
 
+    /// @notice Requester, purpose hash, and every target with the owner recorded for it at
+    /// submission, in one call ({IRounds-awaitedCommitments} reads them for an early close).
+    /// @param id Proposal id.
+    /// @return requester The proposer (zero if unknown).
+    /// @return purposeHash keccak256 of the purpose.
+    /// @return targets Target dataset ids, in submission order (empty if unknown).
+    /// @return owners The owner recorded for each target.
+    function targetsOf(uint256 id)
+        external
+        view
+        returns (address requester, bytes32 purposeHash, bytes32[] memory targets, address[] memory owners);
+
     /// @notice Requester, purpose hash, and the owner and row count of target `datasetId` as
     /// recorded at submission, in one call.
     /// @dev Named values rather than a struct: {IRounds} reads them on every commitment and

@@ -66,6 +66,23 @@ contract Proposals is IProposals, MemberVoting, ConsortiumBound {
     }
 
     /// @inheritdoc IProposals
+    function targetsOf(uint256 id)
+        external
+        view
+        returns (address requester, bytes32 purposeHash, bytes32[] memory targets, address[] memory owners)
+    {
+        Proposal storage p = _proposals[id];
+        targets = p.targets;
+        uint256 nTargets = targets.length; // at most MAX_TARGETS, checked at submission
+        owners = new address[](nTargets);
+        mapping(bytes32 => Target) storage recorded = _targets[id];
+        for (uint256 i = 0; i < nTargets; ++i) {
+            owners[i] = recorded[targets[i]].owner;
+        }
+        return (p.proposer, p.purposeHash, targets, owners);
+    }
+
+    /// @inheritdoc IProposals
     function useTerms(uint256 id, bytes32 datasetId)
         external
         view

@@ -84,13 +84,13 @@ contract Rounds is IRounds, ConsortiumBound {
 
     /// @inheritdoc IRounds
     function awaitedCommitments(uint256 proposalId, uint16 round) public view returns (uint32 awaited) {
-        (IProposals.Proposal memory p,) = proposals.proposal(proposalId);
+        (address requester, bytes32 purposeHash, bytes32[] memory targets, address[] memory owners) =
+            proposals.targetsOf(proposalId);
         mapping(address => bytes32) storage slot = _commitments[proposalId][round];
-        uint256 nTargets = p.targets.length; // at most MAX_TARGETS, checked at submission
+        uint256 nTargets = targets.length; // at most MAX_TARGETS, checked at submission
         for (uint256 i = 0; i < nTargets; ++i) {
-            (,, address owner,) = proposals.useTerms(proposalId, p.targets[i]);
-            if (slot[owner] != bytes32(0) || !consortium.isMember(owner)) continue;
-            if (registry.checkUse(p.targets[i], proposalId, p.purposeHash, p.proposer) == bytes32(0)) ++awaited;
+            if (slot[owners[i]] != bytes32(0) || !consortium.isMember(owners[i])) continue;
+            if (registry.checkUse(targets[i], proposalId, purposeHash, requester) == bytes32(0)) ++awaited;
         }
     }
 
