@@ -150,3 +150,26 @@ def test_the_simulated_nodes_fetch_each_aggregate_once_and_share_only_what_they_
     assert shared.get("bafyA", b"\x01" * 32, 99) is None  # this node's plan allows fewer bytes
     shared.put("bafyC", b"\x03" * 32, 1, {})
     assert shared.get("bafyA", b"\x01" * 32, 100) is None  # bounded: only the last `keep`
+
+
+def test_the_heap_is_frozen_only_while_a_command_runs_its_rounds():
+    """settled_heap freezes what exists (full collections skip it during the rounds) and thaws it on the way
+    out, even on an error and when nested, so a process that goes on keeps nothing it would free."""
+    import gc
+
+    from fedchain.cli.simulation import settled_heap
+
+    assert gc.get_freeze_count() == 0
+    with settled_heap():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with settled_heap():  # nested: nothing more frozen, nothing thawed early
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0
+    try:
+        with settled_heap():
+            raise RuntimeError("a round failed")
+    except RuntimeError:
+        pass
+    assert gc.get_freeze_count() == 0

@@ -39,7 +39,7 @@ from fedchain.cli.attacks import ATTACKS, Attack
 from fedchain.cli.common import console
 from fedchain.cli.robustness import pick_attackers, rule_plan_tables
 from fedchain.cli.dpbench import federated_run, without_privacy
-from fedchain.cli.simulation import Simulation
+from fedchain.cli.simulation import Simulation, settled_heap
 from fedchain.contracts.bindings import Policy, Vote
 from fedchain.coordinator.audit import export_trail
 from fedchain.coordinator.audit.anchor import check_offline
@@ -241,7 +241,7 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
             say(f"  [yellow]{n.dataset_name} sits out:[/] {check.words}")
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress, settled_heap():
         task = progress.add_task("federated rounds", total=rounds)
         for r in range(1, rounds + 1):
             t_round = time.perf_counter()

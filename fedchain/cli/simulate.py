@@ -29,7 +29,7 @@ import typer
 from rich.table import Table
 
 from fedchain.cli.common import console
-from fedchain.cli.simulation import Simulation
+from fedchain.cli.simulation import Simulation, settled_heap
 from fedchain.errors import ConfigError, FedchainError
 from fedchain.node.dataset import load_dataset
 from fedchain.node.train import evaluate
@@ -119,14 +119,15 @@ def run_simulation(
     summary = SimulationSummary(hospitals=hospitals, chain=chain_url, model_parameters=plan.model.size.parameters,
                                 setup_seconds=time.perf_counter() - t0, run_dir=str(run_dir))
     done = None
-    for r in range(1, rounds + 1):
-        t = time.perf_counter()
-        done = sim.run_round(pid, r, nodes, coord, progress=None)
-        if not done.result.closed:
-            raise FedchainError(f"round {r} did not close: {done.result.reason}")
-        summary.rounds.append(SimulatedRound(r, time.perf_counter() - t, len(done.committed), len(done.refused),
-                                             done.validation_metric, done.gas))
-        say(f"round {r}: {summary.rounds[-1].seconds:.2f} s, {len(done.committed)} committed")
+    with settled_heap():
+        for r in range(1, rounds + 1):
+            t = time.perf_counter()
+            done = sim.run_round(pid, r, nodes, coord, progress=None)
+            if not done.result.closed:
+                raise FedchainError(f"round {r} did not close: {done.result.reason}")
+            summary.rounds.append(SimulatedRound(r, time.perf_counter() - t, len(done.committed), len(done.refused),
+                                                 done.validation_metric, done.gas))
+            say(f"round {r}: {summary.rounds[-1].seconds:.2f} s, {len(done.committed)} committed")
     assert done is not None
     final = bytes_to_state_dict(sim.store.get(done.result.aggregate_cid))
     test = load_dataset(sim.data.test.csv_path, sim.data.test.schema_path)

@@ -26,7 +26,7 @@ from profiler import Profiler, instrument  # noqa: E402
 import torch  # noqa: E402
 
 from fedchain.cli.demo import _policies  # noqa: E402
-from fedchain.cli.simulation import Simulation  # noqa: E402
+from fedchain.cli.simulation import Simulation, settled_heap  # noqa: E402
 from fedchain.node.dataset import apply_preprocessing, load_dataset, split_for_plan  # noqa: E402
 from fedchain.node.train import client_seed, evaluate  # noqa: E402
 from fedchain.sample_data import demo_plan, make_demo_data  # noqa: E402
@@ -98,17 +98,18 @@ def run(job_name: str, out: Path, seed: int, chain_url: str, profile: bool, stor
     nodes, coord = sim.nodes(), sim.coordinator()
     t_setup = time.perf_counter() - t0
     rounds = []
-    for r in range(1, plan.rounds + 1):
-        before = prof.snapshot()
-        t, cpu = time.perf_counter(), time.process_time()
-        done = sim.run_round(pid, r, nodes, coord)
-        if not done.result.closed:
-            raise SystemExit(f"round {r} did not close: {done.result.reason}")
-        seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
-        after = prof.snapshot()
-        rounds.append({"round": r, "seconds": seconds, "cpu_seconds": cpu, "participants": len(done.committed),
-                       "validation": done.validation_metric,
-                       "breakdown": {c: after[c] - before[c] for c in after}})
+    with settled_heap():  # as fedchain demo / simulate do around their rounds
+        for r in range(1, plan.rounds + 1):
+            before = prof.snapshot()
+            t, cpu = time.perf_counter(), time.process_time()
+            done = sim.run_round(pid, r, nodes, coord)
+            if not done.result.closed:
+                raise SystemExit(f"round {r} did not close: {done.result.reason}")
+            seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
+            after = prof.snapshot()
+            rounds.append({"round": r, "seconds": seconds, "cpu_seconds": cpu, "participants": len(done.committed),
+                           "validation": done.validation_metric,
+                           "breakdown": {c: after[c] - before[c] for c in after}})
     final = bytes_to_state_dict(sim.store.get(done.result.aggregate_cid))
     test = load_dataset(sim.data.test.csv_path, sim.data.test.schema_path)
     accuracy = evaluate(final, plan, test)["accuracy"]
