@@ -485,15 +485,27 @@ class HospitalNode:
 
     def evaluate_and_submit(self, proposal_id: int, round_: int) -> dict[str, float]:
         """Evaluate round ``round_``'s aggregate on the held-out split and submit the metric."""
+        metrics, n_rows = self.evaluation(proposal_id, round_)()
+        return self.submit_evaluation(proposal_id, round_, metrics, n_rows)
+
+    def evaluation(self, proposal_id: int, round_: int) -> Callable[[], tuple[dict[str, float], int]]:
+        """:meth:`evaluate_and_submit`'s computation as a job: the plan and the checked aggregate are
+        read now (on this thread, which may ask the chain); the returned call only computes
+        ``(metrics, held-out rows)`` (any thread: no chain request, a model of its own)."""
         plan = self.plan(proposal_id)
         model = self.aggregate(proposal_id, round_)
         _train, val = split_for_plan(self.data, plan, self.dataset_name)
-        metrics = evaluate(model, plan, val)
+        return lambda: (evaluate(model, plan, val), val.n_rows)
+
+    def submit_evaluation(self, proposal_id: int, round_: int, metrics: dict[str, float],
+                          n_rows: int) -> dict[str, float]:
+        """Submit the plan's metric of :meth:`evaluation`'s ``metrics`` for the round; returns them."""
+        plan = self.plan(proposal_id)
         value = metrics.get(evaluate_config(plan, round_).metric, metrics["accuracy"])
-        self.fed.rounds.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), val.n_rows)
-        self.log(f"evaluated round {round_}'s global model on {val.n_rows} held-out rows: loss "
+        self.fed.rounds.submit_evaluation(proposal_id, round_, self.dataset_name, metric_to_ppm(value), n_rows)
+        self.log(f"evaluated round {round_}'s global model on {n_rows} held-out rows: loss "
                  f"{metrics.get('loss', float('nan')):.4f}, accuracy {metrics.get('accuracy', float('nan')):.3f}",
-                 proposal=proposal_id, round=round_, samples=val.n_rows,
+                 proposal=proposal_id, round=round_, samples=n_rows,
                  loss=round(metrics.get("loss", float("nan")), 6), accuracy=round(metrics.get("accuracy", float("nan")), 6))
         return metrics
 

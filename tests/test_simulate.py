@@ -152,6 +152,34 @@ def test_the_simulated_nodes_fetch_each_aggregate_once_and_share_only_what_they_
     assert shared.get("bafyA", b"\x01" * 32, 100) is None  # bounded: only the last `keep`
 
 
+def test_the_simulated_evaluations_run_on_the_workers_and_are_submitted_in_node_order(tmp_path, monkeypatch):
+    """The forward passes of a round's evaluations run on the worker threads; the chain hears them in node
+    order from the main thread, each with the metric a node evaluating alone would submit."""
+    import threading
+
+    import fedchain.node.runner as node_runner
+    from fedchain.node.dataset import split_for_plan
+    from fedchain.node.runner import metric_to_ppm
+
+    sim = Simulation.create(tmp_path, hospitals=3, seed=7, fsync=False)
+    sim.register_datasets()
+    plan = sim.plan(demo_plan(sim.data.hospitals, seed=7), rounds=1, min_participants=2)
+    pid = sim.approve(plan)
+    nodes, coord = sim.nodes(), sim.coordinator()
+    where = []
+    real = node_runner.evaluate
+    monkeypatch.setattr(node_runner, "evaluate", lambda *a: where.append(threading.current_thread().name) or real(*a))
+    assert sim.run_round(pid, 1, nodes, coord).result.closed
+    assert len(where) == 3 and all(name.startswith("sim-eval") for name in where)
+    events = [e for e in sim.fed().events() if e.event == "EvaluationSubmitted"]
+    assert [e.args["member"].lower() for e in events] == [n.identity.address.lower() for n in nodes]
+    model = nodes[0].aggregate(pid, 1)
+    for n, e in zip(nodes, events):
+        _train, val = split_for_plan(n.data, plan, n.dataset_name)
+        assert e.args["metricPpm"] == metric_to_ppm(real(model, plan, val)["accuracy"])
+        assert e.args["sampleCount"] == val.n_rows
+
+
 def test_the_heap_is_frozen_only_while_a_command_runs_its_rounds():
     """settled_heap freezes what exists (full collections skip it during the rounds) and thaws it on the way
     out, even on an error and when nested, so a process that goes on keeps nothing it would free."""

@@ -496,8 +496,15 @@ class Simulation:
         if not result.closed:
             return out
         gas += result.gas_used
-        for n in nodes:
-            if n.dataset_name in committed:
+        evaluators = [n for n in nodes if n.dataset_name in committed]
+        if all(hasattr(n, "evaluation") for n in evaluators):
+            # the forward passes on the workers, the submissions in node order on this thread
+            with ThreadPoolExecutor(max_workers=TRAINERS, thread_name_prefix="sim-eval") as pool:
+                jobs = [(n, pool.submit(n.evaluation(proposal_id, round_))) for n in evaluators]
+                for n, job in jobs:
+                    n.submit_evaluation(proposal_id, round_, *job.result())
+        else:  # a node offering only evaluate_and_submit (an adversary in tests): each in turn
+            for n in evaluators:
                 n.evaluate_and_submit(proposal_id, round_)
         out.validation_metric = coordinator.record_metric(proposal_id, round_)
         out.gas = gas
