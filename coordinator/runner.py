@@ -46,7 +46,7 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -499,18 +499,22 @@ class Coordinator:
         new_global = strategy.aggregate_train(round_, start, updates)
         seconds = time.perf_counter() - t0
         model_bytes = state_dict_to_bytes(new_global)
-        scores = score_round(plan, round_, start, bytes_to_state_dict(model_bytes), updates,
-                             strategy.last_decisions, validation)
+        published = bytes_to_state_dict(model_bytes)
+        # The aggregate is pinned while the scores are computed (both only read the published bytes; a
+        # close that then fails leaves it pinned, as a refused closeRound does).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedchain-pin") as pinner:
+            pinning = pinner.submit(pin_document, self.store, model_bytes)
+            scores = score_round(plan, round_, start, published, updates, strategy.last_decisions, validation)
+            agg_cid, agg_sha = pinning.result()
         for d in scores.decisions:
             self.log(f"round {round_}: {d.action} the update of {d.participant} ({d.reason} {d.value:.6g})",
                      proposal=proposal_id, round=round_, participant=d.participant, action=d.action,
                      reason=d.reason, value=d.value)
-        agg_cid, agg_sha = pin_document(self.store, model_bytes)
         doc = scores_document(proposal_id, round_, scores, [c for c, _ in valid], rejected)
         sc_cid, sc_sha = pin_document(self.store, doc)
         tx = self.fed.rounds.close_round(proposal_id, round_, agg_cid, agg_sha, sc_cid, sc_sha)
-        # Keep exactly what was published as the next round's starting point.
-        self._globals[proposal_id] = bytes_to_state_dict(model_bytes)
+        # Keep exactly what was published as the next round's starting point (scoring only read it).
+        self._globals[proposal_id] = published
         self.log(f"closed round {round_} of proposal {proposal_id}: {agg_cid} ({len(valid)} update(s), "
                  f"{len(rejected)} rejected)", proposal=proposal_id, round=round_, aggregate=agg_cid,
                  participants=len(valid), rejected=len(rejected))
