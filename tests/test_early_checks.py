@@ -69,6 +69,14 @@ def _counting(monkeypatch, early_outcome=None):
     return calls
 
 
+def _until(condition, timeout: float = 30.0) -> None:
+    """Wait until ``condition()`` holds (the early thread's progress is not ours to schedule)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("threshold, expected", [(0, {"early": 3, "close": 0}),
                                                   (None, {"early": 0, "close": 3})])
 def test_a_simulated_round_checks_each_update_once_while_it_is_open(sim, monkeypatch, threshold, expected):
@@ -78,7 +86,11 @@ def test_a_simulated_round_checks_each_update_once_while_it_is_open(sim, monkeyp
         monkeypatch.setattr(simulation, "EARLY_CHECK_BYTES", threshold)
     calls = _counting(monkeypatch)
     pid = sim.approve(sim.plan(demo_plan(sim.data.hospitals, seed=11), rounds=1, min_participants=2))
-    done = sim.run_round(pid, 1, sim.nodes(), sim.coordinator())
+    coord = sim.coordinator()
+    if expected["early"]:  # the close waits until the early thread began them all (it does not schedule it)
+        real_close = coord.close_round
+        monkeypatch.setattr(coord, "close_round", lambda *a: _until(lambda: calls["early"] == 3) or real_close(*a))
+    done = sim.run_round(pid, 1, sim.nodes(), coord)
     assert done.result.closed and len(done.result.participants) == 3 and not done.result.rejected
     assert calls == expected
 
@@ -88,6 +100,8 @@ def test_a_policy_changed_after_the_early_check_is_still_refused_at_the_close(si
     pid, coord = _round_committed(sim)
     assert coord.check_early(pid, 1) == 3
     assert coord.check_early(pid, 1) == 0  # each commitment once
+    # every early check has begun (a check not begun by the close is done there instead: see below)
+    _until(lambda: calls["early"] == 3)
     member = sim.members[0].address.lower()
     uc_datasets.revoke(sim.fed(sim.members[0]), sim.names[0])
     result = coord.close_round(pid, 1)
