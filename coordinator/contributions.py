@@ -41,7 +41,7 @@ import numpy as np
 
 from fedchain.plan import canonical_json
 
-from fedchain.coordinator.strategies.vectors import BLOCK, squared_norm
+from fedchain.coordinator.strategies.vectors import BLOCK, in_parallel, squared_norm
 
 __all__ = ["Score", "similarity_scores", "loo_scores", "shapley_scores", "permutation", "shares"]
 
@@ -72,13 +72,21 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def similarity_scores(deltas: Mapping[str, np.ndarray], step: np.ndarray) -> dict[str, Score]:
-    """Each member's ``max(0, cos(delta, step))`` (0 for a zero delta or a zero step)."""
+    """Each member's ``max(0, cos(delta, step))`` (0 for a zero delta or a zero step).
+
+    The members' norms and dot products are computed on the vector threads
+    (:func:`~fedchain.coordinator.strategies.vectors.in_parallel`); each is the same blocked sum
+    on any thread."""
     step_norm = math.sqrt(squared_norm(step))
-    values = {}
-    for member, delta in deltas.items():
+    members = list(deltas)
+
+    def one(member: str, _local: dict) -> float:
+        delta = deltas[member]
         n = math.sqrt(squared_norm(delta))
-        values[member] = max(0.0, _dot(delta, step) / (n * step_norm)) if n > 0 and step_norm > 0 else 0.0
-    return shares(values)
+        return max(0.0, _dot(delta, step) / (n * step_norm)) if n > 0 and step_norm > 0 else 0.0
+
+    values = in_parallel(members, one, parallel=step.size >= BLOCK)
+    return shares(dict(zip(members, values)))
 
 
 def loo_scores(members: Sequence[str], value: ValueFn) -> dict[str, Score]:

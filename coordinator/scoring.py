@@ -58,7 +58,7 @@ from fedchain.coordinator.contributions import (
     similarity_scores,
 )
 from fedchain.coordinator.strategies.base import ClientUpdate, Decision, canonical_order
-from fedchain.coordinator.strategies.vectors import flatten, unflatten
+from fedchain.coordinator.strategies.vectors import BLOCK, flatten, in_parallel, unflatten
 
 __all__ = ["RoundScores", "ValidationSetError", "load_validation_set", "score_round"]
 
@@ -115,15 +115,21 @@ def _member_deltas(base: np.ndarray,
 
     ``base`` is the flattened global state. Every step is done in place in the update's
     own flattened buffer: the same IEEE operations as ``((w - base) * n + ...) / N``
-    written out, without a fresh vector per operation.
+    written out, without a fresh vector per operation. Each update's ``(w - base) * n`` is
+    computed on the vector threads (:func:`in_parallel`), the sums in canonical order.
     """
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for u in canonical_order(updates):
-        m = u.participant.lower()
+    ordered = canonical_order(updates)
+
+    def weighted(u: ClientUpdate, _local: dict) -> np.ndarray:
         d = flatten(u.state)
         np.subtract(d, base, out=d)
         np.multiply(d, float(u.n_samples), out=d)
+        return d
+
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for u, d in zip(ordered, in_parallel(ordered, weighted, parallel=base.size >= BLOCK)):
+        m = u.participant.lower()
         if m in sums:
             np.add(sums[m], d, out=sums[m])
         else:

@@ -38,6 +38,51 @@ def test_similarity_gives_a_free_rider_and_an_opponent_nothing():
     assert math.fsum(x.share for x in s.values()) == pytest.approx(1.0)
 
 
+def test_similarity_scores_are_the_same_bits_on_one_thread_and_on_four(monkeypatch):
+    """The members' deltas, norms and dot products are shared out over the vector threads; each is the same
+    blocked sum wherever it runs, so the scores a replay recomputes on any machine do not depend on it."""
+    import threading
+
+    import torch
+
+    from fedchain.coordinator.scoring import score_round
+    from fedchain.coordinator.strategies import vectors
+    from fedchain.coordinator.strategies.base import ClientUpdate
+    from fedchain.plan import plan_from_dict
+
+    rng = np.random.default_rng(3)
+    base = {"b": torch.from_numpy(rng.standard_normal(70_001).astype(np.float32)),
+            "w": torch.from_numpy(rng.standard_normal((3, 65_536)).astype(np.float32))}
+    updates = [ClientUpdate(f"0x{i:040x}", f"ds-{i}", 10 + 7 * i,
+                            {k: v + torch.from_numpy(rng.standard_normal(v.shape).astype(np.float32)) * (i - 1.5)
+                             for k, v in base.items()})
+               for i in range(4)]
+    new = {k: v + 0.1 for k, v in base.items()}
+    plan = plan_from_dict({  # only its contribution spec is read: similarity, the default
+        "name": "scores", "purpose": "diagnosis", "model": {"kind": "logreg", "in_features": 3, "n_classes": 2},
+        "optimizer": {"name": "sgd", "lr": 0.1}, "local_epochs": 1, "batch_size": 4, "rounds": 1,
+        "strategy": {"name": "fedavg"}, "min_participants": 1, "round_deadline_blocks": 10, "seed": 3,
+        "datasets": ["d0"]})
+    assert plan.contribution.method == "similarity"
+    where = set()
+    real_flatten = vectors.flatten
+
+    def flatten(state):
+        where.add(threading.current_thread().name)
+        return real_flatten(state)
+
+    import fedchain.coordinator.scoring as scoring
+    monkeypatch.setattr(scoring, "flatten", flatten)
+    results = {}
+    for threads in (1, 4):
+        monkeypatch.setattr(vectors, "THREADS", threads)
+        results[threads] = score_round(plan, 1, base, new, updates, [], None)
+    assert len(results[1].scores) == 4
+    assert {m: (s.value, s.share) for m, s in results[1].scores.items()} == \
+        {m: (s.value, s.share) for m, s in results[4].scores.items()}
+    assert any(name.startswith("fedchain-vectors") for name in where)
+
+
 def additive(weights):
     return lambda coalition: math.fsum(weights[m] for m in coalition)
 
