@@ -180,6 +180,85 @@ def test_the_simulated_evaluations_run_on_the_workers_and_are_submitted_in_node_
         assert e.args["sampleCount"] == val.n_rows
 
 
+def _three_rounds(root):
+    sim = Simulation.create(root, hospitals=3, seed=7, fsync=False)
+    sim.register_datasets()
+    pid = sim.approve(sim.plan(demo_plan(sim.data.hospitals, seed=7), rounds=3, min_participants=2))
+    nodes, coord = sim.nodes(), sim.coordinator()
+    return sim, pid, nodes, coord
+
+
+def test_a_round_started_ahead_trains_while_the_last_one_is_evaluated_and_changes_nothing(tmp_path):
+    """run_round(start_next=True) opens the next round and starts its training before the closed round's
+    evaluations are submitted; the next call takes it over. The chain sees round r + 1 opened before round r's
+    evaluations and metric, and every aggregate, metric and verdict is what rounds run one after the other give."""
+    from fedchain.coordinator.audit.replay import VERIFIED, replay_live
+
+    seq, pid, nodes, coord = _three_rounds(tmp_path / "seq")
+    expected = [seq.run_round(pid, r, nodes, coord) for r in (1, 2, 3)]
+
+    sim, pid, nodes, coord = _three_rounds(tmp_path / "ahead")
+    before = torch.get_num_threads()
+    got = []
+    for r in (1, 2, 3):
+        got.append(sim.run_round(pid, r, nodes, coord, start_next=True))  # ignored for the plan's last round
+        if r < 3:  # the next round is open and training; torch keeps one thread per party until it is taken over
+            info = sim.fed().rounds.round_info(pid, r + 1)
+            assert info.phase.name == "OPEN" and info.committed == 0
+            assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert [d.result.aggregate_cid for d in got] == [d.result.aggregate_cid for d in expected]
+    assert [d.validation_metric for d in got] == [d.validation_metric for d in expected]
+    assert [d.committed for d in got] == [d.committed for d in expected]
+
+    events = [(e.event, e.args.get("round")) for e in sim.fed().events()
+              if e.event in ("RoundOpened", "EvaluationSubmitted", "GlobalMetricRecorded")]
+    for r in (1, 2):
+        assert events.index(("RoundOpened", r + 1)) < events.index(("EvaluationSubmitted", r))
+        assert events.index(("RoundOpened", r + 1)) < events.index(("GlobalMetricRecorded", r))
+    report = replay_live(sim.fed(), sim.store, sim.auditor)
+    assert [v.status for v in report.rounds] == [VERIFIED] * 3
+
+
+def test_a_round_started_ahead_must_be_run_next(tmp_path):
+    """Running another round while one was started ahead is refused by name, and the started round is still
+    there to be run: its training is not lost, and torch gets its threads back once it ran."""
+    from fedchain.errors import FedchainError
+
+    sim, pid, nodes, coord = _three_rounds(tmp_path)
+    before = torch.get_num_threads()
+    assert sim.run_round(pid, 1, nodes, coord, start_next=True).result.closed
+    with pytest.raises(FedchainError, match="round 2 of proposal .* was already started"):
+        sim.run_round(pid, 3, nodes, coord)
+    assert sim.fed().rounds.round_info(pid, 2).committed == 0 and torch.get_num_threads() == 1
+    assert sim.run_round(pid, 2, nodes, coord).committed == sim.names
+    assert torch.get_num_threads() == before
+    assert sim.run_round(pid, 3, nodes, coord).result.closed
+
+
+def test_the_close_gets_every_torch_thread_back_while_nothing_trains(tmp_path, monkeypatch):
+    """During a simulated round each party trains on one torch thread; the coordinator's close runs when every
+    update is in, so its aggregation and scores get the thread count the process had (restored after)."""
+    from fedchain.coordinator.runner import Coordinator
+    from fedchain.node.runner import TrainingJob
+
+    sim, pid, nodes, coord = _three_rounds(tmp_path)
+    seen = {"close": set(), "train": set()}
+    real_close, real_train = Coordinator.close_round, TrainingJob.train
+    monkeypatch.setattr(Coordinator, "close_round",
+                        lambda self, *a: seen["close"].add(torch.get_num_threads()) or real_close(self, *a))
+    monkeypatch.setattr(TrainingJob, "train", lambda self: seen["train"].add(torch.get_num_threads()) or real_train(self))
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        assert sim.run_round(pid, 1, nodes, coord, start_next=True).result.closed
+        assert sim.run_round(pid, 2, nodes, coord).result.closed
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"close": {3}, "train": {1}}
+
+
 def test_the_heap_is_frozen_only_while_a_command_runs_its_rounds():
     """settled_heap freezes what exists (full collections skip it during the rounds) and thaws it on the way
     out, even on an error and when nested, so a process that goes on keeps nothing it would free."""

@@ -245,7 +245,7 @@ def run_demo(out: Path | None = None, rounds: int = 5, seed: int = 7, quiet: boo
         task = progress.add_task("federated rounds", total=rounds)
         for r in range(1, rounds + 1):
             t_round = time.perf_counter()
-            done = sim.run_round(pid, r, nodes, coord,
+            done = sim.run_round(pid, r, nodes, coord, start_next=r < rounds,
                                  progress=lambda what: progress.update(task, description=what))
             if not done.result.closed:
                 raise FedchainError(f"round {r} could not close: {done.result.reason}")

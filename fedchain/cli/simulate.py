@@ -122,7 +122,7 @@ def run_simulation(
     with settled_heap():
         for r in range(1, rounds + 1):
             t = time.perf_counter()
-            done = sim.run_round(pid, r, nodes, coord, progress=None)
+            done = sim.run_round(pid, r, nodes, coord, start_next=r < rounds)
             if not done.result.closed:
                 raise FedchainError(f"round {r} did not close: {done.result.reason}")
             summary.rounds.append(SimulatedRound(r, time.perf_counter() - t, len(done.committed), len(done.refused),

@@ -33,7 +33,7 @@ import gc
 import math
 from collections import deque
 from contextlib import contextmanager
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -135,6 +135,46 @@ def _train_and_seal(node: HospitalNode, job: TrainingJob, keys: list[bytes] | No
 
 
 @dataclass
+class _Training:
+    """A round opened and its hospitals' training under way, committed in node order by :meth:`finish`."""
+
+    proposal_id: int
+    round: int
+    gas: int
+    trainer: ThreadPoolExecutor
+    pending: deque = field(default_factory=deque)  # (node, job, future of _train_and_seal), in node order
+    refused: dict[str, str] = field(default_factory=dict)
+    committed: list[str] = field(default_factory=list)
+    threads: int = 1  # torch's thread count before the round was started ahead
+
+    def commit_next(self, early) -> None:
+        """Commit the first waiting update (then let the coordinator check it early, if ``early``)."""
+        node, job, training = self.pending.popleft()
+        result, sealed = training.result()
+        outcome = node.commit(job, result, sealed=sealed)
+        self.gas += outcome.gas_used
+        self.committed.append(node.dataset_name)
+        if early is not None:  # the coordinator starts checking it while the next hospital trains
+            early(self.proposal_id, self.round)
+
+    def finish(self, early, *, keep_open: bool = False) -> None:
+        """Commit every waiting update; unless ``keep_open``, the workers are done."""
+        try:
+            while self.pending:
+                self.commit_next(early)
+        except BaseException:
+            self.abandon()
+            raise
+        if not keep_open:
+            self.trainer.shutdown()
+
+    def abandon(self) -> None:
+        """Wait for the workers and drop what they made: nothing more is committed."""
+        self.pending.clear()
+        self.trainer.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
 class Simulation:
     root: Path
     chain: Chain
@@ -149,6 +189,7 @@ class Simulation:
     gas: dict[str, int] = field(default_factory=dict)
     _fed: Fedchain | None = field(default=None, repr=False)
     decryptor: Decryptor | None = field(default=None, repr=False)  # mode = "he" (see he_plan)
+    _started: "_Training | None" = field(default=None, repr=False)  # run_round(start_next=True)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -410,7 +451,7 @@ class Simulation:
         return outcomes
 
     def run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
-                  *, progress=None) -> SimRound:
+                  *, progress=None, start_next: bool = False) -> SimRound:
         """Open, let every node train and commit (or refuse), close, evaluate, record the metric.
 
         Every party of the round shares this machine's cores: one hospital trains on a worker
@@ -418,16 +459,42 @@ class Simulation:
         operation during the round (as Flower's simulation gives each client one CPU). On a
         2-core machine torch's default two threads made the 4.3M-parameter round ~5% slower
         (three interleaved pairs: 2.24 s against 2.13 s). The thread count is restored afterwards.
+
+        ``start_next``: once this round is closed, open the next one and start its training
+        before this round's evaluations are submitted, as separate hospitals would (the chain
+        only needs a round closed before the next opens; a round's evaluations may come in
+        while the next one trains). The next call must then be ``run_round`` for that round
+        (another is refused), which takes the training over; torch stays at one thread until it has. Only for
+        callers that change nothing between rounds (``fedchain demo``, ``fedchain simulate``,
+        the benchmark): a policy changed between the two calls would not be seen by the
+        next round's nodes, which were admitted before it. Ignored for the last round of the
+        plan, for ``secagg`` plans, and when a node offers only ``train_and_commit``.
         """
-        before = torch.get_num_threads()
+        started = self._started
+        if started is not None and (started.proposal_id, started.round) != (proposal_id, round_):
+            raise FedchainError(f"round {started.round} of proposal {started.proposal_id} was already started "
+                                f"(run_round(start_next=True)); run it before round {round_} of proposal "
+                                f"{proposal_id}")
+        self._started = None
+        before = started.threads if started is not None else torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._run_round(proposal_id, round_, nodes, coordinator, progress=progress)
+            return self._run_round(proposal_id, round_, nodes, coordinator, progress=progress, started=started,
+                                   start_next=start_next, threads=before)
+        except BaseException:
+            if self._started is not None:  # nothing will take the next round's training over
+                self._started.abandon()
+                self._started = None
+            raise
         finally:
-            torch.set_num_threads(before)
+            if self._started is None:
+                torch.set_num_threads(before)
+            else:
+                self._started.threads = before
 
     def _run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
-                   *, progress=None) -> SimRound:
+                   *, progress=None, started: "_Training | None" = None, start_next: bool = False,
+                   threads: int | None = None) -> SimRound:
         """:meth:`run_round`, at whatever thread count torch has.
 
         Nodes commit in their order, but their work overlaps the chain: while one node commits on
@@ -441,48 +508,13 @@ class Simulation:
         plan = coordinator.plan(proposal_id)
         if plan.mode == "secagg":
             return self.run_secagg_round(proposal_id, round_, nodes, coordinator, progress=progress)
-        gas = coordinator.open_round(proposal_id, round_).gas_used
-        refused, committed = {}, []
-
         # a stand-in coordinator in a test may not offer early checks; for small models they only compete with
         # the chain's (pure Python) work on this thread for the interpreter (h16: ~8% slower with them)
         early = getattr(coordinator, "check_early", None) if model_size(plan.model) >= EARLY_CHECK_BYTES else None
-
-        def finish(node: HospitalNode, job: TrainingJob, training: Future) -> None:
-            nonlocal gas
-            result, sealed = training.result()
-            outcome = node.commit(job, result, sealed=sealed)
-            gas += outcome.gas_used
-            committed.append(node.dataset_name)
-            if early is not None:  # the coordinator starts checking it while the next hospital trains
-                early(proposal_id, round_)
-
-        with ThreadPoolExecutor(max_workers=TRAINERS, thread_name_prefix="sim-train") as trainer:
-            pending: deque = deque()
-            for n in nodes:
-                if progress is not None:
-                    progress(f"round {round_}: {n.dataset_name} training")
-                if not hasattr(n, "prepare"):  # a node that only offers train_and_commit (an adversary): in turn
-                    while pending:
-                        finish(*pending.popleft())
-                    outcome = n.train_and_commit(proposal_id, round_)
-                    if outcome.committed:
-                        gas += outcome.gas_used
-                        committed.append(n.dataset_name)
-                    else:
-                        refused[n.dataset_name] = outcome.reason
-                    continue
-                job = n.prepare(proposal_id, round_)
-                if isinstance(job, RoundOutcome):
-                    refused[n.dataset_name] = job.reason
-                    continue
-                # a worker trains, then seals and pins (store and crypto, no chain: their keys are read here)
-                keys = n.recipients(job.plan) if job.plan.mode != "he" else None
-                pending.append((n, job, trainer.submit(_train_and_seal, n, job, keys)))
-                while len(pending) > TRAINERS:  # commit in node order, keeping every worker busy
-                    finish(*pending.popleft())
-            while pending:
-                finish(*pending.popleft())
+        training = started or self._start_training(proposal_id, round_, nodes, coordinator, progress, now=True,
+                                                   early=early)
+        training.finish(early)
+        refused, committed = training.refused, training.committed
         targets = len(self.fed().read_model().proposals[proposal_id].targets)
         if len(committed) < targets and self.fed().rounds.awaited_commitments(proposal_id, round_):
             # The chain lets a round close early only once every target that could commit did
@@ -491,16 +523,19 @@ class Simulation:
             self.chain.mine(max(0, info.deadline - self.chain.block_number + 1))
         if progress is not None:
             progress(f"round {round_}: aggregating")
-        result = coordinator.close_round(proposal_id, round_)
+        result = self._close(coordinator, proposal_id, round_, threads)
         out = SimRound(round_, result, refused, committed)
         if not result.closed:
             return out
-        gas += result.gas_used
+        gas = training.gas + result.gas_used
         evaluators = [n for n in nodes if n.dataset_name in committed]
         if all(hasattr(n, "evaluation") for n in evaluators):
             # the forward passes on the workers, the submissions in node order on this thread
             with ThreadPoolExecutor(max_workers=TRAINERS, thread_name_prefix="sim-eval") as pool:
                 jobs = [(n, pool.submit(n.evaluation(proposal_id, round_))) for n in evaluators]
+                if start_next and round_ < plan.rounds and all(hasattr(n, "prepare") for n in nodes):
+                    self._started = self._start_training(proposal_id, round_ + 1, nodes, coordinator, progress,
+                                                         now=False)
                 for n, job in jobs:
                     n.submit_evaluation(proposal_id, round_, *job.result())
         else:  # a node offering only evaluate_and_submit (an adversary in tests): each in turn
@@ -509,3 +544,55 @@ class Simulation:
         out.validation_metric = coordinator.record_metric(proposal_id, round_)
         out.gas = gas
         return out
+
+    @staticmethod
+    def _close(coordinator: Coordinator, proposal_id: int, round_: int, threads: int | None) -> RoundResult:
+        """Close the round; nothing trains meanwhile, so the coordinator's vector work gets torch's
+        ``threads`` (the count before the round) instead of the one thread per party."""
+        if threads is None or threads == torch.get_num_threads():
+            return coordinator.close_round(proposal_id, round_)
+        during = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return coordinator.close_round(proposal_id, round_)
+        finally:
+            torch.set_num_threads(during)
+
+    def _start_training(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
+                        progress, *, now: bool, early=None) -> "_Training":
+        """Open the round and set every node that the chain admits training on the workers, in node order.
+
+        ``now`` (the round is run, not started ahead): updates are committed (then handed to
+        ``early``) as soon as more than :data:`TRAINERS` wait, so the workers stay busy, and a
+        node offering only ``train_and_commit`` runs it in its turn, after the ones before it
+        committed. Started ahead, nothing is committed here.
+        """
+        gas = coordinator.open_round(proposal_id, round_).gas_used
+        training = _Training(proposal_id, round_, gas,
+                             ThreadPoolExecutor(max_workers=TRAINERS, thread_name_prefix="sim-train"))
+        try:
+            for n in nodes:
+                if progress is not None:
+                    progress(f"round {round_}: {n.dataset_name} training")
+                if not hasattr(n, "prepare"):  # a node that only offers train_and_commit (an adversary): in turn
+                    training.finish(early, keep_open=True)
+                    outcome = n.train_and_commit(proposal_id, round_)
+                    if outcome.committed:
+                        training.gas += outcome.gas_used
+                        training.committed.append(n.dataset_name)
+                    else:
+                        training.refused[n.dataset_name] = outcome.reason
+                    continue
+                job = n.prepare(proposal_id, round_)
+                if isinstance(job, RoundOutcome):
+                    training.refused[n.dataset_name] = job.reason
+                    continue
+                # a worker trains, then seals and pins (store and crypto, no chain: their keys are read here)
+                keys = n.recipients(job.plan) if job.plan.mode != "he" else None
+                training.pending.append((n, job, training.trainer.submit(_train_and_seal, n, job, keys)))
+                while now and len(training.pending) > TRAINERS:  # commit in node order, keeping the workers busy
+                    training.commit_next(early)
+        except BaseException:
+            training.abandon()
+            raise
+        return training

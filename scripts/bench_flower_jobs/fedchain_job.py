@@ -102,7 +102,7 @@ def run(job_name: str, out: Path, seed: int, chain_url: str, profile: bool, stor
         for r in range(1, plan.rounds + 1):
             before = prof.snapshot()
             t, cpu = time.perf_counter(), time.process_time()
-            done = sim.run_round(pid, r, nodes, coord)
+            done = sim.run_round(pid, r, nodes, coord, start_next=r < plan.rounds)
             if not done.result.closed:
                 raise SystemExit(f"round {r} did not close: {done.result.reason}")
             seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
