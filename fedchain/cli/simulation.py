@@ -530,12 +530,12 @@ class Simulation:
         gas = training.gas + result.gas_used
         evaluators = [n for n in nodes if n.dataset_name in committed]
         if all(hasattr(n, "evaluation") for n in evaluators):
+            if start_next and round_ < plan.rounds and all(hasattr(n, "prepare") for n in nodes):
+                self._started = self._start_training(proposal_id, round_ + 1, nodes, coordinator, progress,
+                                                     now=False)
             # the forward passes on the workers, the submissions in node order on this thread
             with ThreadPoolExecutor(max_workers=TRAINERS, thread_name_prefix="sim-eval") as pool:
                 jobs = [(n, pool.submit(n.evaluation(proposal_id, round_))) for n in evaluators]
-                if start_next and round_ < plan.rounds and all(hasattr(n, "prepare") for n in nodes):
-                    self._started = self._start_training(proposal_id, round_ + 1, nodes, coordinator, progress,
-                                                         now=False)
                 for n, job in jobs:
                     n.submit_evaluation(proposal_id, round_, *job.result())
         else:  # a node offering only evaluate_and_submit (an adversary in tests): each in turn

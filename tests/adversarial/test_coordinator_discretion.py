@@ -140,3 +140,22 @@ def test_aggregating_an_update_whose_dataset_was_revoked_before_the_close_is_nam
     assert v.status == DISCREPANCY
     assert f"update of {world.address(3).lower()}" in "\n".join(v.problems)
     assert "was included but fails verification: NOT_ADMITTED" in "\n".join(v.problems)
+
+
+def test_the_early_close_rule_holds_on_anvil(tmp_path, anvil_node):
+    """The same rule on a real JSON-RPC node: a round waits for a target whose policy admits the proposal
+    (``RoundsEarlyClose``), not for one whose policy refuses it; the early close verifies."""
+    w = make_world(tmp_path, rounds=1, chain_url=anvil_node.url)
+    w.open(1)
+    w.commit_honest(1, (0, 1, 2))
+    rounds = w.fed.rounds
+    assert rounds.awaited_commitments(w.pid, 1) == 1
+    with pytest.raises(ChainRevert) as exc:
+        w.coord.close_round(w.pid, 1)
+    assert exc.value.error == "RoundsEarlyClose"
+    datasets.set_policy(w.sim.fed(w.member(3)), w.sim.names[3], Policy.open(purposes=("another purpose",)))
+    assert rounds.awaited_commitments(w.pid, 1) == 0
+    res = w.coord.close_round(w.pid, 1)
+    assert res.closed and len(res.participants) == 3
+    assert w.sim.chain.block_number <= rounds.round_info(w.pid, 1).deadline  # closed early
+    assert w.verdict(1).status == VERIFIED
