@@ -220,6 +220,18 @@ def test_a_round_started_ahead_trains_while_the_last_one_is_evaluated_and_change
     assert [v.status for v in report.rounds] == [VERIFIED] * 3
 
 
+def test_a_round_started_ahead_leaves_every_hospital_time_to_commit(tmp_path):
+    """A round started ahead opens before the closed round's evaluations and metric are sent (one block each
+    on a chain that mines per transaction); its deadline still leaves a block for every commitment."""
+    sim = Simulation.create(tmp_path, hospitals=8, seed=7, fsync=False)
+    sim.register_datasets()
+    base = demo_plan(sim.data.hospitals, seed=7).with_changes(round_deadline_blocks=5)  # the simulation's own
+    pid = sim.approve(sim.plan(base, rounds=2, local_epochs=1))
+    nodes, coord = sim.nodes(), sim.coordinator()
+    assert sim.run_round(pid, 1, nodes, coord, start_next=True).result.closed
+    assert sim.run_round(pid, 2, nodes, coord).committed == sim.names
+
+
 def test_a_round_started_ahead_must_be_run_next(tmp_path):
     """Running another round while one was started ahead is refused by name, and the started round is still
     there to be run: its training is not lost, and torch gets its threads back once it ran."""

@@ -20,7 +20,8 @@ are admitted afterwards the way any member is: an admission motion, voted by
 enough members to pass the consortium's quorum and approval threshold, finalized
 after its voting period (motions are batched so each batch fits in one period).
 Plans get a round deadline long enough for every hospital's commitment (one block
-each on a chain that mines per transaction).
+each on a chain that mines per transaction), even in a round opened while the
+previous one's evaluations are still being submitted.
 
 Scale: 100 hospitals x 5 rounds of the demo model run on a 2-core machine
 (``fedchain simulate --hospitals 100``); everything is one process, so the chain,
@@ -295,8 +296,10 @@ class Simulation:
 
     @property
     def round_blocks(self) -> int:
-        """Blocks a round must stay open for every hospital to commit (one block per transaction)."""
-        return len(self.members) + 2 * VOTING_MARGIN_BLOCKS
+        """Blocks a round must stay open for every hospital to commit (one block per transaction), after
+        the previous round's evaluations and metric, which a round started ahead
+        (:meth:`run_round` ``start_next``) opens before."""
+        return 2 * len(self.members) + 1 + 2 * VOTING_MARGIN_BLOCKS
 
     def plan(self, base: TrainingPlan, **changes: Any) -> TrainingPlan:
         """``base`` with this consortium's auditor named, a round deadline long enough for every
