@@ -471,7 +471,10 @@ class Simulation:
         callers that change nothing between rounds (``fedchain demo``, ``fedchain simulate``,
         the benchmark): a policy changed between the two calls would not be seen by the
         next round's nodes, which were admitted before it. Ignored for the last round of the
-        plan, for ``secagg`` plans, and when a node offers only ``train_and_commit``.
+        plan, for ``secagg`` plans, and when a node offers only ``train_and_commit``. This is
+        scheduling, not a rule anyone relies on: the chain opens a round only after the previous
+        one closed, an evaluation counts for the round it names, and replay checks each recorded
+        metric against the evaluations sent before it.
         """
         started = self._started
         if started is not None and (started.proposal_id, started.round) != (proposal_id, round_):
