@@ -744,7 +744,7 @@ class CoordinatorService:
         self.only = list(dict.fromkeys(int(p) for p in proposals)) if proposals else None
         self.results: dict[tuple[int, int], RoundResult] = {}
         self.metrics: dict[tuple[int, int], float | None] = {}
-        self._expected: dict[tuple[int, int], int] = {}
+        self._expected: dict[int, int] = {}  # proposal -> its target datasets (fixed at submission)
         self._awaited: dict[tuple[int, int], tuple[int, int, int]] = {}  # (pid, r) -> (commitments, head, awaited)
         self._tried_close: dict[tuple[int, int], int] = {}  # commitments seen at a close that fell short
         self._basis: dict[int, frozenset[int]] = {}  # closed rounds our in-memory aggregation state reflects
@@ -767,11 +767,15 @@ class CoordinatorService:
         """Commitments that let a round close before its deadline: one per target dataset.
 
         The chain refuses an earlier close (so a coordinator cannot cut a round short
-        to leave out a hospital it dislikes); asked once per round.
+        to leave out a hospital it dislikes). A proposal's targets are fixed at submission:
+        they are taken once per proposal from the submission event (the contract is asked
+        only if the read model has not seen the proposal), the same for every round ``r``.
         """
-        if (pid, r) not in self._expected:
-            self._expected[(pid, r)] = len(self.c.fed.proposals.proposal(pid).targets)
-        return self._expected[(pid, r)]
+        if pid not in self._expected:
+            seen = self.c.fed.read_model().proposals.get(pid)
+            self._expected[pid] = len(seen.targets) if seen is not None else \
+                len(self.c.fed.proposals.proposal(pid).targets)
+        return self._expected[pid]
 
     def none_awaited(self, pid: int, r: int, n: int, head: int) -> bool:
         """Whether no target the round could still hear from is left (``awaitedCommitments`` is 0).

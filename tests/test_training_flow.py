@@ -292,6 +292,18 @@ def test_coordinator_service_drives_all_rounds(world):
         assert info.global_metric_ppm is not None and info.global_metric_ppm > 800_000
 
 
+def test_the_service_takes_a_proposals_target_count_from_its_submission_event(world, monkeypatch):
+    """Targets are fixed when a proposal is submitted: the service counts them from the event it already
+    folded, not by asking the contract each round."""
+    pid = world.propose(plan_for(world, rounds=2))
+    svc = CoordinatorService(world.coordinator, eval_grace_blocks=1)
+    reads = []
+    real = world.coordinator.fed.proposals.proposal
+    monkeypatch.setattr(world.coordinator.fed.proposals, "proposal", lambda p: reads.append(p) or real(p))
+    assert [svc.expected(pid, r) for r in (0, 1, 2)] == [N] * 3 == [len(real(pid).targets)] * 3
+    assert reads == []  # (the comparison above calls the contract directly, not through the patch)
+
+
 def test_same_seed_same_data_same_global_model_bytes(tmp_path):
     shas = []
     for run in ("a", "b"):
