@@ -499,9 +499,9 @@ class Simulation:
                 self._started.threads = before
 
     def _run_round(self, proposal_id: int, round_: int, nodes: list[HospitalNode], coordinator: Coordinator,
-                   *, progress=None, started: "_Training | None" = None, start_next: bool = False,
-                   threads: int | None = None) -> SimRound:
-        """:meth:`run_round`, at whatever thread count torch has.
+                   *, threads: int, progress=None, started: "_Training | None" = None,
+                   start_next: bool = False) -> SimRound:
+        """:meth:`run_round`, at whatever thread count torch has (the close at ``threads``).
 
         Nodes commit in their order, but their work overlaps the chain: while one node commits on
         this thread, the next ones train, seal and pin on :data:`TRAINERS` worker threads (none
@@ -552,11 +552,9 @@ class Simulation:
         return out
 
     @staticmethod
-    def _close(coordinator: Coordinator, proposal_id: int, round_: int, threads: int | None) -> RoundResult:
+    def _close(coordinator: Coordinator, proposal_id: int, round_: int, threads: int) -> RoundResult:
         """Close the round; nothing trains meanwhile, so the coordinator's vector work gets torch's
         ``threads`` (the count before the round) instead of the one thread per party."""
-        if threads is None or threads == torch.get_num_threads():
-            return coordinator.close_round(proposal_id, round_)
         during = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
