@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from fedchain import allocator
 from fedchain.cli.common import console, err_console
 from fedchain.errors import FedchainError
 
@@ -110,6 +111,7 @@ def _root() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the process exit status."""
+    allocator.tune()  # before any command allocates (see fedchain.allocator)
     try:
         # Without standalone mode click *returns* the code of a typer.Exit instead of exiting.
         code = app(args=argv, standalone_mode=False)

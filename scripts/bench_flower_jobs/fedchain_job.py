@@ -15,6 +15,10 @@ import time
 
 T_START = time.perf_counter()
 
+from fedchain import allocator  # noqa: E402
+
+allocator.tune()  # as the fedchain command does before any command runs
+
 from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
