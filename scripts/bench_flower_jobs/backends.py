@@ -1,7 +1,8 @@
 """Start anvil (a block per transaction) and js-ipfs for one benchmark; print their URLs; stop at end of input.
 
 Run with fedchain's Python by ``scripts/bench_flower --backends anvil+js-ipfs``: one JSON line
-``{"chain": URL, "store": URL}`` on stdout, then both processes run until this process's standard input
+``{"chain": URL, "store": URL, "pids": {"anvil": PID, "js-ipfs": PID}}`` on stdout (the benchmark's
+job counts the CPU time those processes spend in each round), then both processes run until this process's standard input
 is closed (the benchmark is done) or it is signalled.
 """
 
@@ -19,7 +20,8 @@ from fedchain.ipfs.daemon import JsIpfsDaemon
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as tmp:
         with Anvil() as anvil, JsIpfsDaemon(repo=Path(tmp) / "ipfs-repo", log_file=Path(tmp) / "ipfs.log") as ipfs:
-            print(json.dumps({"chain": anvil.url, "store": ipfs.url}), flush=True)
+            print(json.dumps({"chain": anvil.url, "store": ipfs.url, "pids": {"anvil": anvil.pid, "js-ipfs": ipfs.pid}}),
+                  flush=True)
             sys.stdin.read()
 
 

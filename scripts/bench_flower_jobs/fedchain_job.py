@@ -84,7 +84,22 @@ def prepare(job_name: str, out: Path, seed: int) -> None:
     }, indent=1))
 
 
-def run(job_name: str, out: Path, seed: int, chain_url: str, profile: bool, store_url: str | None = None) -> dict:
+def backend_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each backend process and its children have used so far."""
+    import psutil  # installed with mirakuru, a fedchain dependency
+
+    out = {}
+    for name, pid in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            out[name] = sum(sum(p.cpu_times()[:2]) for p in (proc, *proc.children(recursive=True)))
+        except psutil.Error:
+            out[name] = float("nan")
+    return out
+
+
+def run(job_name: str, out: Path, seed: int, chain_url: str, profile: bool, store_url: str | None = None,
+        backend_pids: dict[str, int] | None = None) -> dict:
     job = JOBS[job_name]
     prof = Profiler()
     if profile:
@@ -105,13 +120,16 @@ def run(job_name: str, out: Path, seed: int, chain_url: str, profile: bool, stor
     with settled_heap():  # as fedchain demo / simulate do around their rounds
         for r in range(1, plan.rounds + 1):
             before = prof.snapshot()
+            back = backend_cpu(backend_pids or {})
             t, cpu = time.perf_counter(), time.process_time()
             done = sim.run_round(pid, r, nodes, coord, start_next=r < plan.rounds)
             if not done.result.closed:
                 raise SystemExit(f"round {r} did not close: {done.result.reason}")
             seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
             after = prof.snapshot()
-            rounds.append({"round": r, "seconds": seconds, "cpu_seconds": cpu, "participants": len(done.committed),
+            back = {k: v - back[k] for k, v in backend_cpu(backend_pids or {}).items()}
+            rounds.append({"round": r, "seconds": seconds, "cpu_seconds": cpu, "backend_cpu_seconds": back,
+                           "participants": len(done.committed),
                            "validation": done.validation_metric,
                            "breakdown": {c: after[c] - before[c] for c in after}})
     final = bytes_to_state_dict(sim.store.get(done.result.aggregate_cid))
@@ -134,12 +152,15 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="a content store URL (default: the embedded store)")
     ap.add_argument("--prepare", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--backend-pids", default="", help="NAME=PID,...: processes (anvil, js-ipfs) whose CPU time "
+                                                          "each round is reported beside fedchain's")
     args = ap.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     if args.prepare:
         prepare(args.job, args.out, args.seed)
         return
-    print(json.dumps(run(args.job, args.out, args.seed, args.chain, not args.no_profile, args.store)), flush=True)
+    pids = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.backend_pids.split(",") if kv)}
+    print(json.dumps(run(args.job, args.out, args.seed, args.chain, not args.no_profile, args.store, pids)), flush=True)
 
 
 if __name__ == "__main__":
