@@ -226,6 +226,11 @@ def _check_limit(max_size: object) -> int:
     return max_size
 
 
+#: :func:`fetch_verified` fetches a blob into memory, not a temporary file, when its limit is at most this
+#: (a 4.3M-parameter update is ~17 MB: the file's write, read back and deletion cost ~10-20 ms a fetch).
+IN_MEMORY_BYTES = 64 << 20
+
+
 def _fetch_to_temp(store, cid: str, expected: str, tmp: BinaryIO, max_size: int) -> None:
     """Stream ``cid`` into ``tmp`` and verify its sha256 (raises HashMismatch); rewinds ``tmp``."""
     writer = _HashingWriter(tmp, cid, max_size)
@@ -254,9 +259,15 @@ def fetch_verified(
     committed the CID: the envelope must be signed by it).  ``max_size`` bounds
     the fetched blob (e.g. :func:`fedchain.validation.update_size_limit`);
     ``recipients``, when given, the exact set of X25519 keys it must be sealed for.
+    A blob allowed up to :data:`IN_MEMORY_BYTES` is fetched into memory and opened there; a larger
+    one goes through a temporary file in ``tmp_dir``, so what is held in memory is the plaintext.
     """
     expected = normalize_sha256(expected_sha256)
     max_size = _check_limit(max_size)
+    if max_size <= IN_MEMORY_BYTES:
+        buf = io.BytesIO()
+        _fetch_to_temp(store, cid, expected, buf, max_size)
+        return envelope.open_(buf.getbuffer(), ctx, recipient.x25519_private, recipients=recipients)
     with tempfile.TemporaryFile(dir=tmp_dir) as tmp:
         _fetch_to_temp(store, cid, expected, tmp, max_size)
         return envelope.open_(tmp, ctx, recipient.x25519_private, recipients=recipients)

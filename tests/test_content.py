@@ -37,6 +37,17 @@ def ctx_for(member=A, round_=3) -> EnvelopeContext:
     return EnvelopeContext(chain_id=31337, contract=CONTRACT, proposal_id=1, round=round_, sender=member.address)
 
 
+@pytest.fixture(autouse=True, params=["in memory", "through a file"])
+def fetch_path(request, monkeypatch):
+    """Every fetch below runs both ways: into memory (a limit up to C.IN_MEMORY_BYTES) and through a
+    temporary file (a larger limit)."""
+    if request.param == "through a file":
+        monkeypatch.setattr(C, "IN_MEMORY_BYTES", 0)
+    else:
+        assert LIMIT <= C.IN_MEMORY_BYTES
+    return request.param
+
+
 @pytest.fixture
 def content_store(tmp_path):
     return LocalStore(tmp_path / "ipfs", fsync=False)
@@ -89,6 +100,16 @@ def test_seal_pin_fetch_round_trip(content_store):
     assert content_store.is_pinned(sealed.cid)
     got = C.fetch_verified(content_store, sealed.cid, sealed.sha256, ctx_for(), COORD, max_size=LIMIT)
     assert got == payload
+
+
+def test_a_fetch_within_the_in_memory_limit_writes_no_temporary_file(content_store, monkeypatch, fetch_path):
+    payload = os.urandom(3 * envelope.DEFAULT_CHUNK_SIZE)
+    sealed = C.seal_and_pin(content_store, payload, ctx_for(), A, [COORD.x25519_public])
+    files = []
+    real = C.tempfile.TemporaryFile
+    monkeypatch.setattr(C.tempfile, "TemporaryFile", lambda *a, **k: files.append(1) or real(*a, **k))
+    assert C.fetch_verified(content_store, sealed.cid, sealed.sha256, ctx_for(), COORD, max_size=LIMIT) == payload
+    assert len(files) == (0 if fetch_path == "in memory" else 1)
 
 
 def test_expected_hash_forms(content_store):
