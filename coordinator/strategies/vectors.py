@@ -53,7 +53,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from fedchain.coordinator.strategies.kernels import get as compiled_loops
+from fedchain.coordinator.strategies.kernels import LEAF, get as compiled_loops
 from fedchain.coordinator.strategies.base import ClientUpdate, canonical_order, check_update
 
 __all__ = ["BLOCK", "LEAF", "flatten", "unflatten", "stack_deltas", "squared_norm", "norm", "pairwise_squared_distances",
@@ -62,8 +62,6 @@ __all__ = ["BLOCK", "LEAF", "flatten", "unflatten", "stack_deltas", "squared_nor
 
 #: Elements per block of a norm or distance (each block is one pairwise-summed reduction).
 BLOCK = 1 << 16
-#: numpy's pairwise summation sums runs of up to this many elements with eight accumulators.
-LEAF = 128
 #: Coordinates per chunk of the pair loops (all rows' chunk and the scratch stay in the L2 cache).
 SUB = 8192
 #: Coordinates per chunk of the sorting rules.
